@@ -1,0 +1,51 @@
+# rulebot: the two commands that must work on a fresh Debian machine are
+#   make demo   and   make test
+# Everything else here is for developers and operators.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo lint unit integration system-deps venv bench bench-engine bench-xmpp clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+system-deps:
+	@bash scripts/install-system-deps
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check rulebot tests bench scripts
+	$(VENV)/bin/mypy
+	$(VENV)/bin/rulebot validate rules
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -q -m "not integration"
+
+integration: $(STAMP) system-deps
+	$(VENV)/bin/pytest -q -m integration
+
+# The whole suite: lint, type checks, unit tests, then integration tests
+# against private Prosody and ejabberd servers started by the tests.
+test: system-deps $(STAMP) lint
+	$(VENV)/bin/pytest -q
+
+demo: system-deps $(STAMP)
+	$(PY) scripts/demo.py
+
+bench-engine: $(STAMP)
+	$(PY) bench/engine.py
+
+bench-xmpp: system-deps $(STAMP)
+	$(PY) bench/xmpp.py
+
+bench: bench-engine bench-xmpp
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist

@@ -1,0 +1,140 @@
+"""The `rulebot` command line: validate, schema, eval (and run, send, listen).
+
+Imports: everything below it. Signals and asyncio.run live here only.
+Exit codes: 0 success, 1 invalid input (rules, events), 2 usage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from typing import TextIO
+
+import click
+
+from rulebot import __version__
+from rulebot.engine import evaluate
+from rulebot.errors import EventError
+from rulebot.model import Envelope, Issue, Stanza
+from rulebot.model_json import decision_json
+from rulebot.rules import check_rules
+from rulebot.schema import SCHEMA_NAMES, schema_text
+from rulebot.wire import Limits, decode_event
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rulebot")
+def main() -> None:
+    """rulebot: business logic for an XMPP service, written as rules."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="text: one issue a line; json: a list of issues.")
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+def validate(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
+    """Check rule files or directories: YAML, schema, expressions, names.
+
+    Prints every issue as FILE:LINE:COL: PATH: MESSAGE (VALUE), sorted by
+    position. Exits 0 when valid (warnings allowed), 1 when invalid."""
+    result = check_rules(list(paths))
+    issues = result.issues
+    failed = bool(result.errors) or (strict and bool(issues))
+    if fmt == "json":
+        click.echo(json.dumps([i.to_json() for i in issues], indent=2))
+    else:
+        for issue in issues:
+            click.echo(issue.format())
+        n_err, n_warn = len(result.errors), len(issues) - len(result.errors)
+        if result.ruleset is not None and not failed:
+            rs = result.ruleset
+            click.echo(f"ok: {len(rs.rules)} rules in {len(rs.files)} file(s), version "
+                       f"{rs.version}" + (f", {n_warn} warning(s)" if n_warn else ""), err=True)
+        else:
+            click.echo(f"invalid: {n_err} error(s), {n_warn} warning(s)", err=True)
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.argument("name", type=click.Choice(SCHEMA_NAMES), default="rules")
+def schema(name: str) -> None:
+    """Print a JSON Schema (rules or config), e.g. for yaml-language-server."""
+    click.echo(schema_text(name), nl=False)
+
+
+def _read_events(stream: TextIO) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each event: a JSON lines stream, or one JSON document."""
+    text = stream.read()
+    stripped = text.strip()
+    if not stripped:
+        return
+    try:
+        json.loads(stripped)
+    except ValueError:
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                yield n, line
+        return
+    if "\n" in stripped and stripped.startswith("{") and _is_jsonl(stripped):
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                yield n, line
+        return
+    yield 1, stripped
+
+
+def _is_jsonl(text: str) -> bool:
+    try:
+        for line in text.splitlines():
+            if line.strip():
+                json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+@main.command(name="eval")
+@click.argument("rules", type=click.Path(exists=True))
+@click.argument("events", type=click.File("r", encoding="utf-8"), default="-")
+@click.option("--sender", default="alice@localhost", show_default=True,
+              help="The sender's JID (its bare part is the envelope's sender).")
+@click.option("--from", "from_", default=None, help="The full JID (default: SENDER/cli).")
+@click.option("--kind", type=click.Choice(["message", "presence"]), default="message",
+              show_default=True)
+@click.option("--type", "stanza_type", default=None,
+              help="Stanza type (default: chat for messages, available for presence).")
+@click.option("--bot", default="friend@localhost", show_default=True, help="The bot's JID.")
+def eval_(rules: str, events: TextIO, sender: str, from_: str | None, kind: str,
+          stanza_type: str | None, bot: str) -> None:
+    """Run events through RULES offline and print each decision as a JSON line.
+
+    EVENTS is a file of JSON lines or one JSON object (default: stdin)."""
+    result = check_rules([rules])
+    if result.ruleset is None:
+        for issue in result.errors:
+            click.echo(issue.format(), err=True)
+        sys.exit(1)
+    ruleset = result.ruleset
+    bare = sender.split("/", 1)[0]
+    full = from_ or (sender if "/" in sender else f"{sender}/cli")
+    stype = stanza_type or ("chat" if kind == "message" else "available")
+    limits = Limits()
+    failed = False
+    for n, line in _read_events(events):
+        try:
+            event = decode_event(line, limits)
+        except EventError as exc:
+            failed = True
+            out = {"line": n, "error": {"code": exc.code, "message": exc.message,
+                                        "path": exc.path}}
+            click.echo(json.dumps(out, ensure_ascii=False))
+            continue
+        env = Envelope(event, bare, full, Stanza(kind, stype, None), bot)  # type: ignore[arg-type]
+        click.echo(json.dumps(decision_json(evaluate(ruleset, env)), ensure_ascii=False))
+    sys.exit(1 if failed else 0)
+
+
+def format_issues(issues: tuple[Issue, ...]) -> str:
+    return "\n".join(i.format() for i in issues)

@@ -1,0 +1,153 @@
+"""Frozen values shared by every layer: issues, envelopes, actions, decisions.
+
+Imports: the standard library only. Compiled rule sets live in rules.py,
+because they hold compiled JMESPath expressions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+#: Any value JSON can carry (what json.loads returns).
+JSON: TypeAlias = Any
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One located problem in a rule or config file."""
+
+    file: str
+    line: int  # 1-based; 0 when the problem has no place in a file
+    col: int  # 1-based
+    path: str  # dotted path in the document, e.g. rules[2].actions[0].forward.to
+    message: str
+    value: str | None = None  # the offending value, already shortened for display
+    severity: Severity = "error"
+
+    def sort_key(self) -> tuple[str, int, int, str, str]:
+        return (self.file, self.line, self.col, self.path, self.message)
+
+    def format(self) -> str:
+        where = f"{self.file}:{self.line}:{self.col}"
+        prefix = "warning: " if self.severity == "warning" else ""
+        path = f" {self.path}:" if self.path else ""
+        value = f" ({self.value})" if self.value is not None else ""
+        return f"{where}:{path} {prefix}{self.message}{value}"
+
+    def to_json(self) -> dict[str, JSON]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "col": self.col,
+            "path": self.path,
+            "severity": self.severity,
+            "message": self.message,
+            "value": self.value,
+        }
+
+
+def show_value(value: object, limit: int = 60) -> str:
+    """The short display form of an offending value used in issue messages."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+StanzaKind = Literal["message", "presence"]
+
+
+@dataclass(frozen=True, slots=True)
+class Stanza:
+    """What the rules may know about the stanza that carried the event."""
+
+    kind: StanzaKind
+    type: str
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One event as the engine sees it.
+
+    `sender` and `from_` come from the stanza's server-stamped `from`
+    attribute only, never from the payload.
+    """
+
+    event: Mapping[str, JSON]
+    sender: str  # bare JID
+    from_: str  # full JID
+    stanza: Stanza
+    bot: str  # the bot's own bare JID (or component domain)
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    to: tuple[str, ...]
+    payload: JSON
+    rule: str
+    type: Literal["forward"] = "forward"
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    to: tuple[str, ...]
+    payload: JSON
+    rule: str
+    type: Literal["broadcast"] = "broadcast"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    to: tuple[str, ...]  # the sender's full JID
+    payload: JSON
+    rule: str
+    type: Literal["reply"] = "reply"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """A structured error sent back to the sender (see wire.error_payload)."""
+
+    to: tuple[str, ...]
+    code: str
+    message: str
+    path: str | None
+    rule: str | None  # None when rulebot itself (not a rule) rejected the event
+    type: Literal["error"] = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    reason: str | None
+    rule: str | None
+    type: Literal["drop"] = "drop"
+    to: tuple[str, ...] = ()
+
+
+Action: TypeAlias = Forward | Broadcast | Reply | ErrorReply | Drop
+
+
+@dataclass(frozen=True, slots=True)
+class RuleError:
+    """A runtime error inside one rule; that rule was treated as not matching."""
+
+    rule: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the engine decided for one envelope. The caller performs it."""
+
+    version: str
+    matched: tuple[str, ...] = ()
+    actions: tuple[Action, ...] = ()
+    errors: tuple[RuleError, ...] = ()
+    notes: tuple[str, ...] = field(default=())  # e.g. "default applied"

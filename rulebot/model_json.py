@@ -1,0 +1,33 @@
+"""JSON views of decisions for logs, `rulebot eval` and the audit trail.
+
+Imports: model, stdlib. Pure.
+"""
+
+from __future__ import annotations
+
+from rulebot.model import JSON, Action, Decision, Drop, ErrorReply
+
+
+def action_json(action: Action) -> dict[str, JSON]:
+    out: dict[str, JSON] = {"type": action.type, "to": list(action.to)}
+    if isinstance(action, ErrorReply):
+        error: dict[str, JSON] = {"code": action.code, "message": action.message}
+        if action.path is not None:
+            error["path"] = action.path
+        out["payload"] = {"error": error}
+    elif isinstance(action, Drop):
+        out["reason"] = action.reason
+    else:
+        out["payload"] = action.payload
+    out["rule"] = action.rule
+    return out
+
+
+def decision_json(decision: Decision) -> dict[str, JSON]:
+    return {
+        "version": decision.version,
+        "matched": list(decision.matched),
+        "actions": [action_json(a) for a in decision.actions],
+        "errors": [{"rule": e.rule, "message": e.message} for e in decision.errors],
+        "notes": list(decision.notes),
+    }

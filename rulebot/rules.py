@@ -1,0 +1,357 @@
+"""Loading rule sets: YAML with positions -> schema -> semantic checks -> compiled RuleSet.
+
+Imports: model, errors, yamldoc, schema, expr, functions, stdlib, jsonschema.
+`parse_rule_files` is pure (texts in, RuleSet or issues out); `read_rule_files`
+and `load_rules` are the thin I/O wrappers. `rulebot validate` and
+`rulebot run` both call `check_rules`/`load_rules`, so they can never disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+
+from rulebot.errors import RuleSetError
+from rulebot.expr import Expr, ExprProblem, compile_expr, type_key
+from rulebot.functions import RuleFunctions
+from rulebot.model import JSON, Issue
+from rulebot.schema import schema_issues
+from rulebot.yamldoc import Document, format_path, load_document
+from rulebot.yamldoc import Path as DocPath
+
+ActionKind = Literal["forward", "broadcast", "reply", "error", "drop"]
+
+
+@dataclass(frozen=True, slots=True)
+class LiteralParam:
+    value: JSON
+
+
+Param = Expr | LiteralParam
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpec:
+    kind: ActionKind
+    to: Param | None = None
+    payload: Param | None = None  # None: the event itself (forward/broadcast)
+    include_sender: bool = False
+    code: str | None = None
+    message: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    match: Expr | None
+    actions: tuple[ActionSpec, ...]
+    cont: bool = False
+    enabled: bool = True
+    description: str = ""
+    file: str = "<inline>"
+    line: int = 0
+    col: int = 0
+    where: str = ""  # the rule's path in its file, e.g. rules[3]
+
+
+@dataclass(frozen=True, slots=True)
+class EventTypes:
+    discriminator: str
+    unknown: Literal["allow", "reject"]
+    validators: Mapping[str, jsonschema.Draft202012Validator]
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """A compiled, validated, immutable rule set. Evaluate it with engine.evaluate."""
+
+    rules: tuple[Rule, ...]
+    lists: Mapping[str, list[str]]  # lists (not tuples): JMESPath projects only lists
+    events: EventTypes | None
+    default: Literal["drop", "error"]
+    version: str
+    files: tuple[str, ...]
+    functions: RuleFunctions = field(repr=False, compare=False)
+    # Candidate rules (indices into `rules`, in order) per event type, and for
+    # events whose type no rule names. See expr.type_key.
+    by_type: Mapping[str, tuple[int, ...]] = field(repr=False, compare=False)
+    untyped: tuple[int, ...] = field(repr=False, compare=False)
+    discriminator: str = "type"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    ruleset: RuleSet | None
+    issues: tuple[Issue, ...]
+
+    @property
+    def errors(self) -> tuple[Issue, ...]:
+        return tuple(i for i in self.issues if i.severity == "error")
+
+
+def read_rule_files(path: str | Path) -> list[tuple[str, str]]:
+    """(display name, text) of the rule files at `path` (a file or a directory).
+
+    A directory contributes its `*.yaml`/`*.yml` files (not hidden ones, not
+    subdirectories) in lexical order. Raises RuleSetError when nothing can be read."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(
+            f for f in p.iterdir()
+            if f.suffix in (".yaml", ".yml") and not f.name.startswith(".") and f.is_file()
+        )
+        if not files:
+            raise RuleSetError([Issue(str(p), 0, 0, "", "no *.yaml or *.yml rule files here")])
+    else:
+        files = [p]
+    out = []
+    for f in files:
+        try:
+            out.append((str(f), f.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RuleSetError([Issue(str(f), 0, 0, "", f"cannot read: {exc}")]) from exc
+    return out
+
+
+def check_rules(paths: Sequence[str | Path]) -> LoadResult:
+    """Load and check rule sets without raising: the RuleSet (or None) and every issue."""
+    texts: list[tuple[str, str]] = []
+    issues: list[Issue] = []
+    for path in paths:
+        try:
+            texts.extend(read_rule_files(path))
+        except RuleSetError as exc:
+            issues.extend(exc.issues)
+    if issues:
+        return LoadResult(None, tuple(sorted(issues, key=Issue.sort_key)))
+    return parse_rule_files(texts)
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    """The compiled rule set at `path`; raises RuleSetError listing every error."""
+    result = check_rules([path])
+    if result.ruleset is None:
+        raise RuleSetError(result.issues)
+    return result.ruleset
+
+
+def parse_rules(text: str, source: str = "<inline>") -> RuleSet:
+    """Compile one rule file's text; raises RuleSetError listing every error."""
+    result = parse_rule_files([(source, text)])
+    if result.ruleset is None:
+        raise RuleSetError(result.issues)
+    return result.ruleset
+
+
+def parse_rule_files(texts: Sequence[tuple[str, str]]) -> LoadResult:
+    """Compile several files (in the given order) into one rule set. Pure."""
+    from rulebot.analysis import shadowing_warnings  # analysis builds on this module
+
+    compiler = _Compiler()
+    for source, text in texts:
+        compiler.add_file(source, text)
+    ruleset = compiler.finish(texts)
+    issues = list(compiler.issues)
+    if ruleset is not None:
+        issues.extend(shadowing_warnings(ruleset))
+    return LoadResult(ruleset if not compiler.has_errors() else None,
+                      tuple(sorted(issues, key=Issue.sort_key)))
+
+
+class _Compiler:
+    """Collects files' contents and issues; cross-file names live here."""
+
+    def __init__(self) -> None:
+        self.issues: list[Issue] = []
+        self.docs: list[Document] = []
+        self.lists: dict[str, list[str]] = {}
+        self.macros: dict[str, str] = {}
+        self.defined: dict[tuple[str, str], str] = {}  # (kind, name) -> "file:line"
+        self.events: EventTypes | None = None
+        self.default: Literal["drop", "error"] | None = None
+        self.rules: list[Rule] = []
+
+    def has_errors(self) -> bool:
+        return any(i.severity == "error" for i in self.issues)
+
+    def _define(self, doc: Document, kind: str, name: str, path: DocPath) -> bool:
+        line, _col = doc.where(path, key=True)
+        key = (kind, name)
+        if key in self.defined:
+            self.issues.append(doc.issue(
+                path, f"duplicate {kind} name {name!r} (first defined at {self.defined[key]})",
+                name, key=True))
+            return False
+        self.defined[key] = f"{doc.source}:{line}"
+        return True
+
+    def add_file(self, source: str, text: str) -> None:
+        doc, issues = load_document(text, source)
+        self.issues.extend(issues)
+        if doc is None:
+            return
+        self.issues.extend(schema_issues(doc, "rules"))
+        self.docs.append(doc)
+        value = doc.value if isinstance(doc.value, dict) else {}
+        # First pass over names so rules in any file may use lists/macros of any file.
+        for name, items in _mapping(value.get("lists")).items():
+            if isinstance(items, list) and self._define(doc, "list", name, ("lists", name)):
+                self.lists[name] = [x for x in items if isinstance(x, str)]
+        for name, text_ in _mapping(value.get("macros")).items():
+            if isinstance(text_, str) and self._define(doc, "macro", name, ("macros", name)):
+                self.macros[name] = text_
+        if "default" in value and value["default"] in ("drop", "error"):
+            if self.default is not None:
+                self.issues.append(doc.issue(("default",), "default is set in more than one "
+                                             "file", value["default"], key=True))
+            self.default = value["default"]
+        if "events" in value and isinstance(value["events"], dict):
+            if self.events is not None:
+                self.issues.append(doc.issue(("events",), "events are declared in more than "
+                                             "one file", key=True))
+            else:
+                self.events = self._events(doc, value["events"])
+
+    def finish(self, texts: Sequence[tuple[str, str]]) -> RuleSet | None:
+        # Macros are checked once, in their own place, so a broken macro is
+        # reported where it is written rather than at every use.
+        for doc in self.docs:
+            value = doc.value if isinstance(doc.value, dict) else {}
+            for name, text in _mapping(value.get("macros")).items():
+                if isinstance(text, str):
+                    self._expr(doc, ("macros", name), text)
+        for doc in self.docs:
+            value = doc.value if isinstance(doc.value, dict) else {}
+            rules = value.get("rules")
+            if isinstance(rules, list):
+                for i, raw in enumerate(rules):
+                    if isinstance(raw, dict):
+                        self._rule(doc, ("rules", i), raw)
+        if self.has_errors():
+            return None
+        digest = hashlib.sha256()
+        for source, text in texts:
+            digest.update(Path(source).name.encode() + b"\0" + text.encode() + b"\0")
+        discriminator = self.events.discriminator if self.events else "type"
+        rules = tuple(self.rules)
+        by_type, untyped = _index(rules, discriminator)
+        return RuleSet(
+            rules=rules,
+            lists=dict(self.lists),
+            events=self.events,
+            default=self.default or "drop",
+            version=digest.hexdigest()[:12],
+            files=tuple(source for source, _ in texts),
+            functions=RuleFunctions({k: frozenset(v) for k, v in self.lists.items()}),
+            by_type=by_type,
+            untyped=untyped,
+            discriminator=discriminator,
+        )
+
+    def _events(self, doc: Document, raw: dict[str, Any]) -> EventTypes:
+        validators: dict[str, jsonschema.Draft202012Validator] = {}
+        for name, schema in _mapping(raw.get("types")).items():
+            if not isinstance(schema, dict):
+                continue
+            path: DocPath = ("events", "types", name)
+            try:
+                jsonschema.Draft202012Validator.check_schema(schema)
+            except jsonschema.SchemaError as exc:
+                where = (*path, *exc.path)
+                self.issues.append(doc.issue(where, f"invalid event schema: {exc.message}",
+                                             exc.instance))
+                continue
+            validators[name] = jsonschema.Draft202012Validator(schema)
+        disc = raw.get("discriminator", "type")
+        unknown = raw.get("unknown", "allow")
+        return EventTypes(
+            discriminator=disc if isinstance(disc, str) else "type",
+            unknown="reject" if unknown == "reject" else "allow",
+            validators=validators,
+        )
+
+    def _expr(self, doc: Document, path: DocPath, text: str) -> Expr | None:
+        expr, problems = compile_expr(text, self.macros, self.lists)
+        for problem in problems:
+            self.issues.append(self._located(doc, path, text, problem))
+        return expr if not problems else None
+
+    def _located(self, doc: Document, path: DocPath, text: str, p: ExprProblem) -> Issue:
+        return doc.issue(path, p.message, p.value if p.value is not None else text,
+                         offset=p.offset)
+
+    def _param(self, doc: Document, path: DocPath, raw: Any) -> Param | None:
+        if isinstance(raw, str):
+            return self._expr(doc, path, raw)
+        if isinstance(raw, dict) and "value" in raw:
+            return LiteralParam(raw["value"])
+        return None  # the schema already reported it
+
+    def _rule(self, doc: Document, path: DocPath, raw: dict[str, Any]) -> None:
+        name = raw.get("name")
+        if isinstance(name, str):
+            self._define(doc, "rule", name, (*path, "name"))
+        match = None
+        if isinstance(raw.get("match"), str):
+            match = self._expr(doc, (*path, "match"), raw["match"])
+        actions: list[ActionSpec] = []
+        for j, action in enumerate(raw.get("actions") or []):
+            spec = self._action(doc, (*path, "actions", j), action)
+            if spec is not None:
+                actions.append(spec)
+        line, col = doc.where(path)
+        self.rules.append(Rule(
+            name=name if isinstance(name, str) else f"#{path[-1]}",
+            match=match,
+            actions=tuple(actions),
+            cont=raw.get("continue") is True,
+            enabled=raw.get("enabled") is not False,
+            description=str(raw.get("description") or ""),
+            file=doc.source,
+            line=line,
+            col=col,
+            where=format_path(path),
+        ))
+
+    def _action(self, doc: Document, path: DocPath, raw: Any) -> ActionSpec | None:
+        if not isinstance(raw, dict) or len(raw) != 1:
+            return None
+        ((kind, params),) = raw.items()
+        p = (*path, kind)
+        if kind == "drop":
+            reason = params if isinstance(params, str) else (
+                params.get("reason") if isinstance(params, dict) else None)
+            return ActionSpec("drop", reason=reason if isinstance(reason, str) else None)
+        if not isinstance(params, dict):
+            return None
+        if kind == "error":
+            code, message = params.get("code"), params.get("message")
+            return ActionSpec("error", code=code if isinstance(code, str) else "rejected",
+                              message=message if isinstance(message, str) else None)
+        if kind not in ("forward", "broadcast", "reply"):
+            return None
+        to = self._param(doc, (*p, "to"), params["to"]) if "to" in params else None
+        payload = (self._param(doc, (*p, "payload"), params["payload"])
+                   if "payload" in params else None)
+        return ActionSpec(kind, to=to, payload=payload,
+                          include_sender=params.get("include_sender") is True)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _index(rules: tuple[Rule, ...], discriminator: str
+           ) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
+    keys = [type_key(r.match, discriminator) if r.enabled else None for r in rules]
+    live = [i for i, r in enumerate(rules) if r.enabled]
+    named = {k for k in keys if k is not None}
+    by_type = {t: tuple(i for i in live if keys[i] in (None, t)) for t in named}
+    untyped = tuple(i for i in live if keys[i] is None)
+    return by_type, untyped
