@@ -6,7 +6,9 @@ Exit codes: 0 success, 1 invalid input (rules, events), 2 usage.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import sys
 from collections.abc import Iterator
 from typing import TextIO
@@ -16,7 +18,7 @@ import click
 from rulebot import __version__
 from rulebot.engine import evaluate
 from rulebot.errors import EventError
-from rulebot.model import Envelope, Issue, Stanza
+from rulebot.model import Envelope, Stanza
 from rulebot.model_json import decision_json
 from rulebot.rules import check_rules
 from rulebot.schema import SCHEMA_NAMES, schema_text
@@ -136,5 +138,41 @@ def eval_(rules: str, events: TextIO, sender: str, from_: str | None, kind: str,
     sys.exit(1 if failed else 0)
 
 
-def format_issues(issues: tuple[Issue, ...]) -> str:
-    return "\n".join(i.format() for i in issues)
+@main.command()
+@click.option("-c", "--config", "config_path", required=True,
+              type=click.Path(exists=True, dir_okay=False), help="The rulebot.yaml file.")
+def run(config_path: str) -> None:
+    """Run the friend bot: log in, apply the rules to every event, until SIGTERM/SIGINT.
+
+    The password/secret comes from the environment variable named by
+    password_env (default RULEBOT_PASSWORD) or from password_file.
+    Exit codes: 0 clean stop, 1 invalid config or rules, 3 cannot connect."""
+    from rulebot.config import load_config, read_secret
+    from rulebot.daemon import Daemon
+    from rulebot.errors import ConfigError, RuleSetError
+    from rulebot.logs import fields, setup_logging
+    from rulebot.rules import load_rules
+
+    try:
+        config = load_config(config_path)
+        secret = read_secret(config)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            click.echo(issue.format(), err=True)
+        sys.exit(1)
+    log = setup_logging(config.log_format, config.log_level)
+    try:
+        ruleset = load_rules(config.rules)
+    except RuleSetError as exc:
+        for issue in exc.issues:
+            log.error(issue.format(), extra=fields(event="rules_invalid", **issue.to_json()))
+        sys.exit(1)
+
+    async def main_loop() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await Daemon(config, secret, ruleset).run(stop)
+
+    sys.exit(asyncio.run(main_loop()))

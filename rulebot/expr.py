@@ -22,7 +22,7 @@ from rulebot.functions import RuleFunctions, check_pattern
 Node = dict[str, Any]
 
 _MACRO = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
-_MAX_MACRO_DEPTH = 16
+_MAX_EXPANSION = 100_000  # macros that use macros twice grow exponentially
 #: Every function an expression may call, with its JMESPath signature.
 FUNCTION_TABLE: Mapping[str, Any] = RuleFunctions({}).FUNCTION_TABLE
 
@@ -66,8 +66,25 @@ def macro_refs(text: str) -> Iterator[tuple[int, str]]:
         i += 1
 
 
-def expand(text: str, macros: Mapping[str, str], _depth: int = 0) -> tuple[str, list[ExprProblem]]:
-    """The text with every `$name` replaced; problems for unknown or cyclic macros."""
+def macro_closure(text: str, macros: Mapping[str, str]) -> set[str]:
+    """Names of every macro `text` uses, directly or through other macros."""
+    seen: set[str] = set()
+    todo = [name for _, name in macro_refs(text)]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in macros:
+            continue
+        seen.add(name)
+        todo.extend(n for _, n in macro_refs(macros[name]))
+    return seen
+
+
+def expand(text: str, macros: Mapping[str, str], stack: tuple[str, ...] = ()
+           ) -> tuple[str, list[ExprProblem]]:
+    """The text with every `$name` replaced; problems for unknown or cyclic macros.
+
+    `stack` holds the macros being expanded (a macro's own name when checking
+    its definition), so a cycle is named once: `$a -> $b -> $a`."""
     if "$" not in text:
         return text, []
     problems: list[ExprProblem] = []
@@ -76,29 +93,33 @@ def expand(text: str, macros: Mapping[str, str], _depth: int = 0) -> tuple[str, 
     for offset, name in macro_refs(text):
         out.append(text[last:offset])
         last = offset + 1 + len(name)
+        if name in stack:
+            chain = " -> ".join(f"${n}" for n in (*stack[stack.index(name):], name))
+            problems.append(ExprProblem(f"macro ${name} expands into itself ({chain})", offset))
+            out.append("null")
+            continue
         if name not in macros:
             problems.append(ExprProblem(f"unknown macro ${name}", offset, f"${name}"))
             out.append("null")
             continue
-        if _depth >= _MAX_MACRO_DEPTH:
-            problems.append(ExprProblem(f"macro ${name} expands into itself (cycle)", offset))
-            out.append("null")
-            continue
-        inner, inner_problems = expand(macros[name], macros, _depth + 1)
-        if inner_problems:
-            problems.append(
-                ExprProblem(f"in macro ${name}: {inner_problems[0].message}", offset)
-            )
+        inner, inner_problems = expand(macros[name], macros, (*stack, name))
+        # Report a problem found inside a macro at the place it is used here.
+        problems.extend(ExprProblem(p.message, offset, p.value) for p in inner_problems[:1])
         out.append(f"({inner})")
+        if sum(map(len, out)) > _MAX_EXPANSION:
+            problems.append(ExprProblem(f"macro expansion longer than {_MAX_EXPANSION} "
+                                        "characters", offset))
+            break
     out.append(text[last:])
     return "".join(out), problems
 
 
 def compile_expr(
-    text: str, macros: Mapping[str, str], lists: Mapping[str, object]
+    text: str, macros: Mapping[str, str], lists: Mapping[str, object], name: str | None = None
 ) -> tuple[Expr | None, list[ExprProblem]]:
-    """Compile one expression and check what can be checked before any event."""
-    expanded, problems = expand(text, macros)
+    """Compile one expression (the macro `name`'s text when given) and check what can be
+    checked before any event."""
+    expanded, problems = expand(text, macros, (name,) if name else ())
     if problems:
         return None, problems
     try:

@@ -17,12 +17,14 @@ from typing import Any, Literal
 import jsonschema
 
 from rulebot.errors import RuleSetError
-from rulebot.expr import Expr, ExprProblem, compile_expr, type_key
+from rulebot.expr import Expr, ExprProblem, compile_expr, macro_closure, type_key
 from rulebot.functions import RuleFunctions
 from rulebot.model import JSON, Issue
-from rulebot.schema import schema_issues
+from rulebot.schema import schema_issues, validation_issues
 from rulebot.yamldoc import Document, format_path, load_document
 from rulebot.yamldoc import Path as DocPath
+
+_META = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
 
 ActionKind = Literal["forward", "broadcast", "reply", "error", "drop"]
 
@@ -172,6 +174,7 @@ class _Compiler:
         self.docs: list[Document] = []
         self.lists: dict[str, list[str]] = {}
         self.macros: dict[str, str] = {}
+        self.broken: set[str] = set()  # macros that failed to compile
         self.defined: dict[tuple[str, str], str] = {}  # (kind, name) -> "file:line"
         self.events: EventTypes | None = None
         self.default: Literal["drop", "error"] | None = None
@@ -196,6 +199,8 @@ class _Compiler:
         self.issues.extend(issues)
         if doc is None:
             return
+        if doc.value is None:  # an empty file: say what is missing, not "null"
+            doc.value = {}
         self.issues.extend(schema_issues(doc, "rules"))
         self.docs.append(doc)
         value = doc.value if isinstance(doc.value, dict) else {}
@@ -224,8 +229,12 @@ class _Compiler:
         for doc in self.docs:
             value = doc.value if isinstance(doc.value, dict) else {}
             for name, text in _mapping(value.get("macros")).items():
-                if isinstance(text, str):
-                    self._expr(doc, ("macros", name), text)
+                if isinstance(text, str) and self.macros.get(name) == text \
+                        and self._expr(doc, ("macros", name), text, name) is None:
+                    self.broken.add(name)
+        # A macro that uses a broken one is broken too (without a second report).
+        self.broken |= {m for m, t in self.macros.items()
+                        if macro_closure(t, self.macros) & self.broken}
         for doc in self.docs:
             value = doc.value if isinstance(doc.value, dict) else {}
             rules = value.get("rules")
@@ -260,12 +269,10 @@ class _Compiler:
             if not isinstance(schema, dict):
                 continue
             path: DocPath = ("events", "types", name)
-            try:
-                jsonschema.Draft202012Validator.check_schema(schema)
-            except jsonschema.SchemaError as exc:
-                where = (*path, *exc.path)
-                self.issues.append(doc.issue(where, f"invalid event schema: {exc.message}",
-                                             exc.instance))
+            problems = list(validation_issues(doc, _META.iter_errors(schema), path,
+                                              "invalid event schema: "))
+            if problems:
+                self.issues.extend(problems)
                 continue
             validators[name] = jsonschema.Draft202012Validator(schema)
         disc = raw.get("discriminator", "type")
@@ -276,8 +283,13 @@ class _Compiler:
             validators=validators,
         )
 
-    def _expr(self, doc: Document, path: DocPath, text: str) -> Expr | None:
-        expr, problems = compile_expr(text, self.macros, self.lists)
+    def _expr(self, doc: Document, path: DocPath, text: str, macro: str | None = None
+              ) -> Expr | None:
+        if not text:
+            return None  # the schema reports empty expressions
+        if macro is None and macro_closure(text, self.macros) & self.broken:
+            return None  # reported once, where the broken macro is defined
+        expr, problems = compile_expr(text, self.macros, self.lists, macro)
         for problem in problems:
             self.issues.append(self._located(doc, path, text, problem))
         return expr if not problems else None

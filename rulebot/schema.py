@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path as FsPath
 from typing import Any
@@ -18,6 +19,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from rulebot.model import JSON, Issue
 from rulebot.yamldoc import Document
+from rulebot.yamldoc import Path as DocPath
 
 SCHEMA_NAMES = ("rules", "config")
 
@@ -46,42 +48,68 @@ def validator(name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(load_schema(name))
 
 
-def _explain(error: ValidationError) -> ValidationError:
-    # anyOf/oneOf failures say only "is not valid under any of the given
-    # schemas"; the most relevant sub-error says what is actually wrong.
-    if error.context:
-        return best_match(error.context) or error
-    return error
-
-
 def schema_issues(doc: Document, schema: str) -> list[Issue]:
     """Every schema violation in `doc`, each located at the offending key or value."""
-    issues: list[Issue] = []
-    for error in validator(schema).iter_errors(doc.value):
-        path = tuple(error.absolute_path)
-        sub = error.schema if isinstance(error.schema, dict) else {}
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            allowed = sorted(sub.get("properties", {}))
-            for key in error.instance:
-                if key in allowed:
-                    continue
-                hint = difflib.get_close_matches(key, allowed, n=1)
-                message = f"unknown key {key!r}" + (f", did you mean {hint[0]!r}?" if hint else "")
-                if allowed:
-                    message += f" (allowed: {', '.join(allowed)})"
-                issues.append(doc.issue((*path, key), message, key=True))
-            continue
-        if error.validator == "propertyNames":
-            issues.append(doc.issue(path, f"invalid name: {error.message}"))
-            continue
-        error = _explain(error)
-        path = tuple(error.absolute_path)
-        if error.validator == "required":
-            # Point at the object that lacks the key, without dumping it whole.
-            issues.append(doc.issue(path, _message(error)))
-            continue
-        issues.append(doc.issue(path, _message(error), error.instance))
-    return issues
+    return list(validation_issues(doc, validator(schema).iter_errors(doc.value)))
+
+
+def validation_issues(doc: Document, errors: Iterable[ValidationError], base: DocPath = (),
+                      prefix: str = "") -> Iterator[Issue]:
+    """Located issues for jsonschema errors; `base` is where the validated value sits
+    in `doc`, `prefix` starts every message."""
+    for error in errors:
+        yield from _one(doc, error, base, prefix)
+
+
+def _one(doc: Document, error: ValidationError, base: DocPath, prefix: str
+         ) -> Iterator[Issue]:
+    path = (*base, *error.absolute_path)
+    if path in doc.reported:
+        return
+    sub = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(sub.get("properties", {}))
+        for key in error.instance:
+            if key in allowed:
+                continue
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            message = f"unknown key {key!r}" + (f", did you mean {hint[0]!r}?" if hint else "")
+            if allowed:
+                message += f" (allowed: {', '.join(allowed)})"
+            yield doc.issue((*path, key), prefix + message, key=True)
+        return
+    if "propertyNames" in error.relative_schema_path and isinstance(error.instance, str):
+        # The error is about a key: point at that key, not at its mapping.
+        key_path = (*path, error.instance)
+        yield doc.issue(key_path, prefix + _message(error), error.instance, key=True)
+        return
+    if error.validator in ("anyOf", "oneOf") and error.context:
+        branch = _matching_branch(error)
+        if branch is not None:
+            for inner in branch:
+                yield from _one(doc, inner, base, prefix)
+            return
+        error = best_match(error.context) or error
+        path = (*base, *error.absolute_path)
+    if error.validator == "required":
+        yield doc.issue(path, prefix + _message(error))  # no need to dump the whole object
+        return
+    yield doc.issue(path, prefix + _message(error), error.instance)
+
+
+def _matching_branch(error: ValidationError) -> list[ValidationError] | None:
+    """The errors of the one alternative whose type fits the value, if exactly one does.
+
+    For `drop: {because: x}` against null | string | {reason}, the useful
+    message comes from the object branch ("unknown key 'because'"), not from
+    "must be of type null"."""
+    branches: dict[object, list[ValidationError]] = {}
+    for inner in error.context or ():
+        key = inner.relative_schema_path[0] if inner.relative_schema_path else None
+        branches.setdefault(key, []).append(inner)
+    fitting = [errs for errs in branches.values()
+               if not any(e.validator == "type" and not e.relative_path for e in errs)]
+    return fitting[0] if len(fitting) == 1 else None
 
 
 def _message(error: ValidationError) -> str:
@@ -92,7 +120,8 @@ def _message(error: ValidationError) -> str:
 def _message_for(error: ValidationError, sub: dict[str, Any]) -> str:
     validator_name = error.validator
     if validator_name == "required":
-        missing = [k for k in error.validator_value if k not in (error.instance or {})]
+        present = error.instance if isinstance(error.instance, dict) else {}
+        missing = [k for k in sub.get("required", []) if k not in present]
         return f"missing required key {missing[0]!r}" if missing else error.message
     if validator_name == "type":
         hint = ""

@@ -48,6 +48,9 @@ class Document:
     # Column offset of a scalar's first character of content (1 for quoted
     # scalars), None for block/multi-line scalars where columns can't be mapped.
     content_col: dict[Path, int | None] = field(default_factory=dict)
+    # Paths whose value was already reported while loading (e.g. an unsupported
+    # tag); later checks skip them instead of reporting the same place twice.
+    reported: set[Path] = field(default_factory=set)
 
     def where(self, path: Path, *, key: bool = False) -> tuple[int, int]:
         """Best known (line, col) for a path: the key's place if asked, else the value's,
@@ -89,19 +92,72 @@ class Document:
         )
 
 
+_TAGS = {
+    yaml.ScalarNode: {"tag:yaml.org,2002:str", "tag:yaml.org,2002:int",
+                      "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
+                      "tag:yaml.org,2002:null", "tag:yaml.org,2002:timestamp"},
+    yaml.SequenceNode: {"tag:yaml.org,2002:seq"},
+    yaml.MappingNode: {"tag:yaml.org,2002:map"},
+}
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len("tag:yaml.org,2002:"):] if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def _sizes(root: yaml.Node) -> dict[int, int]:
+    """Number of values each node expands to, aliases included, memoised by node
+    identity so that an alias bomb is measured in linear time, not expanded."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [v for _, v in node.value]
+        if done:
+            sizes[id(node)] = 1 + sum(sizes.get(id(c), 1) for c in children)
+            continue
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes
+
+
 class _Builder:
-    def __init__(self, doc: Document) -> None:
+    def __init__(self, doc: Document, sizes: dict[int, int]) -> None:
         self.doc = doc
         self.issues: list[Issue] = []
         self.count = 0
+        self.sizes = sizes
+        self.seen: set[int] = set()
         self.constructor = yaml.constructor.SafeConstructor()
 
-    def build(self, node: yaml.Node, path: Path) -> JSON:
+    def build(self, node: yaml.Node, path: Path, parent: yaml.Node | None = None) -> JSON:
+        size = self.sizes.get(id(node), 1)
+        aliased = id(node) in self.seen
+        self.seen.add(id(node))
+        # An alias's own place is not kept by the composer: use its parent's.
+        mark = parent.start_mark if aliased and parent is not None else node.start_mark
+        # Only a repeated (aliased) node can make a document larger than its text.
+        if aliased and self.count + size > MAX_NODES:
+            raise _TooBig(Issue(self.doc.source, mark.line + 1, mark.column + 1,
+                                format_path(path), f"document too large: more than "
+                                f"{MAX_NODES} values after expanding aliases"))
         self.count += 1
         if self.count > MAX_NODES:
-            raise _TooBig()
-        mark = node.start_mark
+            raise _TooBig(Issue(self.doc.source, mark.line + 1, mark.column + 1,
+                                format_path(path), f"document too large: more than "
+                                f"{MAX_NODES} values"))
         self.doc.values.setdefault(path, (mark.line + 1, mark.column + 1))
+        if node.tag not in _TAGS[type(node)]:
+            self.issues.append(self._at(node.start_mark, path, "unsupported YAML tag",
+                                        _short_tag(node.tag)))
+            self.doc.reported.add(path)
+            return None
         if isinstance(node, yaml.ScalarNode):
             if node.style in ("'", '"') and node.start_mark.line == node.end_mark.line:
                 self.doc.content_col[path] = mark.column + 2
@@ -109,14 +165,21 @@ class _Builder:
                 self.doc.content_col[path] = mark.column + 1
             else:
                 self.doc.content_col[path] = None
-            value = self.constructor.construct_object(node)
+            try:
+                value = self.constructor.construct_object(node)
+            except (yaml.constructor.ConstructorError, ValueError) as exc:
+                problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+                self.issues.append(self._at(node.start_mark, path, f"invalid value: {problem}",
+                                            node.value))
+                self.doc.reported.add(path)
+                return None
             if hasattr(value, "isoformat"):  # dates/timestamps are not JSON
                 return str(node.value)
             if isinstance(value, bytes):
                 return node.value
             return value
         if isinstance(node, yaml.SequenceNode):
-            return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
+            return [self.build(child, (*path, i), node) for i, child in enumerate(node.value)]
         if isinstance(node, yaml.MappingNode):
             result: dict[str, JSON] = {}
             for key_node, value_node in node.value:
@@ -138,9 +201,9 @@ class _Builder:
                     )
                     continue
                 self.doc.keys[(*path, key)] = (key_mark.line + 1, key_mark.column + 1)
-                result[key] = self.build(value_node, (*path, key))
+                result[key] = self.build(value_node, (*path, key), node)
             return result
-        raise _TooBig()  # pragma: no cover - composer yields only the three kinds
+        raise AssertionError("the composer yields only scalars, sequences and mappings")
 
     def _at(self, mark: yaml.Mark, path: Path, message: str, value: object) -> Issue:
         shown = None if value is None else show_value(value)
@@ -149,7 +212,9 @@ class _Builder:
 
 
 class _TooBig(Exception):
-    pass
+    def __init__(self, issue: Issue | None = None) -> None:
+        super().__init__()
+        self.issue = issue
 
 
 def load_document(text: str, source: str) -> tuple[Document | None, list[Issue]]:
@@ -159,23 +224,32 @@ def load_document(text: str, source: str) -> tuple[Document | None, list[Issue]]
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = exc.problem or exc.context or "invalid YAML"
-        context = f" {exc.context}" if exc.context and exc.problem else ""
-        return None, [Issue(source, line, col, "", f"YAML syntax error: {problem}{context}")]
+        return None, [Issue(source, *_mark(exc.problem_mark or exc.context_mark), "",
+                            f"YAML syntax error: {_yaml_message(exc)}")]
     except yaml.YAMLError as exc:
         return None, [Issue(source, 1, 1, "", f"YAML error: {exc}")]
     if node is None:
         doc.value = None
         return doc, []
-    builder = _Builder(doc)
+    builder = _Builder(doc, _sizes(node))
     try:
         doc.value = builder.build(node, ())
-    except _TooBig:
-        return None, [Issue(source, 1, 1, "",
-                            f"document too large: more than {MAX_NODES} values after "
-                            "expanding aliases")]
-    except (yaml.constructor.ConstructorError, ValueError) as exc:
-        return None, [Issue(source, 1, 1, "", f"YAML error: {exc}")]
+    except _TooBig as exc:
+        return None, [exc.issue] if exc.issue else []
     return doc, builder.issues
+
+
+def _mark(mark: yaml.Mark | None) -> tuple[int, int]:
+    return (mark.line + 1, mark.column + 1) if mark else (1, 1)
+
+
+def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
+    problem, context = exc.problem, exc.context
+    if not problem:
+        return context or "invalid YAML"
+    if not context:
+        return problem
+    if context.startswith("while") and exc.context_mark is not None:
+        line, col = _mark(exc.context_mark)
+        return f"{problem} {context} started at line {line}, column {col}"
+    return f"{context} {problem}"

@@ -1,7 +1,7 @@
 """Smoke tests of scripts/xmppserver.py against real Prosody and ejabberd.
 
-Every test starts a private server (127.0.0.1, free ports, own tmp dir) and
-talks to it with real slixmpp sessions over verified STARTTLS.
+Each server runs privately (127.0.0.1, free ports, a tmp dir); the tests talk
+to it with real slixmpp sessions over STARTTLS verified against its own CA file.
 """
 
 from __future__ import annotations
@@ -148,6 +148,42 @@ async def test_component_receives_and_replies(
     reply = await next_body(alice_inbox)
     assert reply["body"] == "pong"
     assert reply["from"].bare == server.component_jid
+
+
+async def test_stream_management_with_resumption(
+    server: xmppserver.ServerInfo, stack: AsyncExitStack
+) -> None:
+    client = ClientXMPP(f"alice@{server.domain}/sm", USERS["alice"])
+    client.enable_direct_tls = False
+    client.ca_certs = Path(server.ca_file)
+    client.register_plugin("xep_0198")
+    enabled = _waiter(client, "sm_enabled", "sm_failed", "failed_auth", "ssl_invalid_chain")
+    client.connect(server.host, server.c2s_port)
+    stack.push_async_callback(_close, client)
+    await asyncio.wait_for(enabled, TIMEOUT)
+    assert client.plugin["xep_0198"].sm_id  # the server allows resumption
+
+
+async def send_burst(
+    stack: AsyncExitStack, server: xmppserver.ServerInfo, sender: str, count: int
+) -> None:
+    """*sender* sends bob *count* 1 kB messages; returns when all arrived."""
+    client, _ = await login(stack, server, sender)
+    _, bob_inbox = await login(stack, server, "bob")
+    filler = "x" * 1000
+    for i in range(count):
+        client.send_message(mto=JID("bob@localhost"), mbody=f"{i} {filler}", mtype="chat")
+    for i in range(count):
+        msg = await next_body(bob_inbox)
+        assert msg["body"].startswith(f"{i} ")
+
+
+async def test_bot_account_is_not_rate_limited(
+    server: xmppserver.ServerInfo, stack: AsyncExitStack
+) -> None:
+    # 200 kB: well under a second unthrottled; throttled it takes 20 s on
+    # Prosody (10 kB/s) and over 60 s on ejabberd (3000 B/s).
+    await asyncio.wait_for(send_burst(stack, server, "friend", 200), 10.0)
 
 
 async def test_restart_keeps_ports_accounts_and_offline_messages(

@@ -283,10 +283,14 @@ def test_custom_functions_and_envelope_fields() -> None:
       phone: "jid_resource(from) == 'phone'"
     rules:
       - name: r
-        match: "$phone && jid_domain(sender) == 'x' && in_list('vip', sender) && regex_match('^a', jid_local(sender))"
+        match: >-
+          $phone && jid_domain(sender) == 'x' && in_list('vip', sender)
+          && regex_match('^a', jid_local(sender))
         actions:
           - reply:
-              payload: "{bare: jid_bare(from), kind: stanza.kind, type: stanza.type, id: stanza.id, bot: bot, up: upper(sender)}"
+              payload: >-
+                {bare: jid_bare(from), kind: stanza.kind, type: stanza.type,
+                id: stanza.id, bot: bot, up: upper(sender)}
     """
     out = decide(rules, {})
     assert out["matched"] == ["r"]

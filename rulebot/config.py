@@ -1,0 +1,154 @@
+"""The daemon's config file (rulebot.yaml), validated by schemas/config.schema.json.
+
+Imports: model, errors, yamldoc, schema, wire, stdlib. `parse_config` is pure;
+`load_config` reads the file; `read_secret` reads the password from the
+environment or a file (never from the config, never logged).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from rulebot.errors import ConfigError
+from rulebot.model import Issue
+from rulebot.schema import schema_issues
+from rulebot.wire import Limits
+from rulebot.yamldoc import load_document
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    verify: bool = True
+    ca_file: str | None = None
+    allow_plain: bool = False
+    direct_tls: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    jid: str
+    rules: str  # absolute path
+    mode: Literal["client", "component"] = "client"
+    resource: str = "rulebot"
+    host: str = ""
+    port: int = 5222
+    password_env: str = "RULEBOT_PASSWORD"
+    password_file: str | None = None
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    allowed_domains: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    max_recipients: int = 10_000
+    outbound_queue: int = 10_000
+    message_type: str = "chat"
+    encoding: Literal["same", "body", "json"] = "same"
+    initial_delay: float = 1.0
+    max_delay: float = 60.0
+    stream_management: bool = True
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "info"
+    source: str = "<inline>"
+
+    @property
+    def domain(self) -> str:
+        return self.jid.split("@", 1)[-1].split("/", 1)[0]
+
+
+def _parent_domain(domain: str) -> str:
+    return domain.split(".", 1)[1] if domain.count(".") >= 1 else domain
+
+
+def parse_config(text: str, source: str = "<inline>", base: Path | None = None) -> Config:
+    """The Config in `text`; relative paths resolve against `base`. Raises ConfigError."""
+    doc, issues = load_document(text, source)
+    if doc is not None:
+        issues.extend(schema_issues(doc, "config"))
+    if issues or doc is None:
+        raise ConfigError(issues)
+    raw: dict[str, Any] = doc.value
+    base = base or Path.cwd()
+    mode = raw.get("mode", "client")
+    jid = raw["jid"]
+    problems: list[Issue] = []
+    if mode == "client" and ("@" not in jid or "/" in jid):
+        problems.append(doc.issue(("jid",), "client mode needs a bare user JID like "
+                                  "friend@example.com", jid))
+    if mode == "component" and ("@" in jid or "/" in jid):
+        problems.append(doc.issue(("jid",), "component mode needs a domain JID like "
+                                  "friend.example.com", jid))
+    if problems:
+        raise ConfigError(problems)
+    server: Mapping[str, Any] = raw.get("server", {})
+    tls: Mapping[str, Any] = raw.get("tls", {})
+    limits: Mapping[str, Any] = raw.get("limits", {})
+    out: Mapping[str, Any] = raw.get("outgoing", {})
+    rec: Mapping[str, Any] = raw.get("reconnect", {})
+    log: Mapping[str, Any] = raw.get("log", {})
+    domain = jid.split("@", 1)[-1]
+    default_domains = (_parent_domain(domain),) if mode == "component" else (domain,)
+
+    def path(p: str | None) -> str | None:
+        return None if p is None else str((base / p).resolve())
+
+    wire_limits = Limits(**{k: limits[k] for k in ("max_bytes", "max_depth", "max_string",
+                                                    "max_items") if k in limits})
+    return Config(
+        jid=jid,
+        rules=str(path(raw["rules"])),
+        mode=mode,
+        resource=raw.get("resource", "rulebot"),
+        host=server.get("host", domain),
+        port=server.get("port", 5347 if mode == "component" else 5222),
+        password_env=raw.get("password_env", "RULEBOT_PASSWORD"),
+        password_file=path(raw.get("password_file")),
+        tls=TlsConfig(verify=tls.get("verify", True), ca_file=path(tls.get("ca_file")),
+                      allow_plain=tls.get("allow_plain", False),
+                      direct_tls=tls.get("direct_tls", False)),
+        allowed_domains=tuple(raw.get("allowed_domains", default_domains)),
+        limits=wire_limits,
+        max_recipients=limits.get("max_recipients", 10_000),
+        outbound_queue=limits.get("outbound_queue", 10_000),
+        message_type=out.get("message_type", "chat"),
+        encoding=out.get("encoding", "same"),
+        initial_delay=float(rec.get("initial_delay", 1.0)),
+        max_delay=float(rec.get("max_delay", 60.0)),
+        stream_management=raw.get("stream_management", True),
+        log_format=log.get("format", "json"),
+        log_level=log.get("level", "info"),
+        source=source,
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Issue(str(p), 0, 0, "", f"cannot read config: {exc}")]) from exc
+    return parse_config(text, str(p), p.resolve().parent)
+
+
+def read_secret(config: Config, environ: Mapping[str, str] | None = None) -> str:
+    """The password/secret from password_file or the password_env variable.
+
+    Raises ConfigError naming where it looked, never what it found."""
+    env = os.environ if environ is None else environ
+    if config.password_file:
+        try:
+            secret = Path(config.password_file).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigError([Issue(config.source, 0, 0, "password_file",
+                                     f"cannot read the password file: {exc.strerror}")]) from exc
+        if not secret or not secret[0]:
+            raise ConfigError([Issue(config.source, 0, 0, "password_file",
+                                     "the password file is empty")])
+        return secret[0]
+    value = env.get(config.password_env)
+    if not value:
+        raise ConfigError([Issue(config.source, 0, 0, "password_env",
+                                 f"environment variable {config.password_env} is not set "
+                                 "(it must hold the bot's password or component secret)")])
+    return value

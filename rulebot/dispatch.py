@@ -1,0 +1,204 @@
+"""The daemon's brain without a network: inbound stanza values -> decisions -> outbound messages.
+
+Imports: model, model_json, engine, rules, functions, wire, config, logs, stdlib.
+Never imports slixmpp: xmpp.py turns stanzas into `Inbound` values and sends
+the `Outbound` values this module returns, so the whole path from stanza to
+sends can be tested with plain values.
+
+Order of checks for one inbound stanza (docs/protocol.md):
+own stanza -> ignored; sender domain not allowed -> ignored (no reply: it
+could be backscatter); error/groupchat messages -> ignored; no payload ->
+ignored; undecodable payload -> error reply; otherwise the rules decide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from rulebot.config import Config
+from rulebot.engine import evaluate
+from rulebot.errors import EventError
+from rulebot.functions import bare_jid, split_jid
+from rulebot.logs import LOGGER, fields
+from rulebot.model import (
+    JSON,
+    Broadcast,
+    Decision,
+    Drop,
+    Envelope,
+    ErrorReply,
+    Forward,
+    Reply,
+    Stanza,
+)
+from rulebot.rules import RuleSet
+from rulebot.wire import Encoding, decode_event, error_payload, event_id, presence_event
+
+log = logging.getLogger(LOGGER)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A stanza addressed to the bot, as plain values (built by xmpp.py)."""
+
+    kind: Literal["message", "presence"]
+    from_: str  # full JID, server-stamped
+    type: str
+    id: str | None = None
+    body: str | None = None
+    json: str | None = None  # text of an XEP-0335 <json/> container
+    show: str | None = None
+    status: str | None = None
+    priority: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """What tells a recipient where a message came from (the <rulebot/> element)."""
+
+    sender: str
+    rule: str | None
+    version: str
+    event_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    to: str
+    payload: dict[str, JSON]
+    encoding: Encoding
+    type: str
+    id: str
+    meta: Meta
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Everything one inbound stanza led to: for the sender, the logs and the tests."""
+
+    status: Literal["decided", "rejected", "ignored"]
+    outbound: tuple[Outbound, ...] = ()
+    decision: Decision | None = None
+    reason: str | None = None  # why it was ignored or rejected (an error code)
+
+
+class Dispatcher:
+    """Turns inbound stanzas into outbound messages using the current rule set."""
+
+    def __init__(self, config: Config, current: Callable[[], RuleSet]) -> None:
+        self.config = config
+        self.current = current
+        self.bot = config.jid
+        self.allowed = frozenset(d.lower() for d in config.allowed_domains)
+
+    def handle(self, inbound: Inbound) -> Outcome:
+        """Decide on one stanza and log it. Never raises for any stanza content."""
+        started = time.perf_counter()
+        outcome = self._handle(inbound)
+        self._log(inbound, outcome, (time.perf_counter() - started) * 1e6)
+        return outcome
+
+    def _handle(self, inbound: Inbound) -> Outcome:
+        sender = bare_jid(inbound.from_)
+        if sender == bare_jid(self.bot) or inbound.from_ == self.bot:
+            return Outcome("ignored", reason="own-stanza")
+        if split_jid(inbound.from_)[1].lower() not in self.allowed:
+            return Outcome("ignored", reason="domain-not-allowed")
+        ruleset = self.current()
+        if inbound.kind == "presence":
+            if inbound.type not in ("available", "unavailable"):
+                return Outcome("ignored", reason="presence-subscription")
+            event = presence_event(inbound.type, inbound.show, inbound.status,
+                                   inbound.priority)
+            return self._decide(inbound, sender, event, "body", ruleset)
+        if inbound.type in ("error", "groupchat"):
+            return Outcome("ignored", reason=f"{inbound.type}-message")
+        if inbound.json is not None:
+            text, encoding = inbound.json, "json"
+        elif inbound.body:
+            text, encoding = inbound.body, "body"
+        else:
+            return Outcome("ignored", reason="no-payload")
+        enc: Encoding = "json" if encoding == "json" else "body"
+        try:
+            event = decode_event(text, self.config.limits)
+        except EventError as exc:
+            meta = Meta(sender, None, ruleset.version, None)
+            reply = self._out(inbound, inbound.from_, error_payload(exc.code, exc.message,
+                                                                    exc.path), enc, meta, 0)
+            return Outcome("rejected", (reply,), reason=exc.code)
+        return self._decide(inbound, sender, event, enc, ruleset)
+
+    def _decide(self, inbound: Inbound, sender: str, event: dict[str, JSON], enc: Encoding,
+                ruleset: RuleSet) -> Outcome:
+        env = Envelope(event, sender, inbound.from_,
+                       Stanza(inbound.kind, inbound.type, inbound.id), self.bot)
+        decision = evaluate(ruleset, env, max_recipients=self.config.max_recipients)
+        eid = event_id(event)
+        eid_text = None if eid is None else str(eid)
+        out: list[Outbound] = []
+        for action in decision.actions:
+            meta = Meta(sender, action.rule, decision.version, eid_text)
+            if isinstance(action, Forward | Broadcast | Reply):
+                payload: dict[str, JSON] = action.payload
+            elif isinstance(action, ErrorReply):
+                payload = error_payload(action.code, action.message, action.path, eid)
+            else:
+                assert isinstance(action, Drop)
+                continue
+            for to in action.to:
+                out.append(self._out(inbound, to, payload, enc, meta, len(out)))
+        status: Literal["decided", "rejected"] = "decided"
+        reason = None
+        if decision.actions and isinstance(decision.actions[0], ErrorReply) \
+                and decision.actions[0].rule is None:
+            status, reason = "rejected", decision.actions[0].code
+        return Outcome(status, tuple(out), decision, reason)
+
+    def _out(self, inbound: Inbound, to: str, payload: dict[str, JSON], enc: Encoding,
+             meta: Meta, n: int) -> Outbound:
+        encoding: Encoding = enc if self.config.encoding == "same" else (
+            "json" if self.config.encoding == "json" else "body")
+        if inbound.id:
+            # Deterministic ids: if the same stanza is processed twice (after a
+            # crash), recipients see the same message id and can de-duplicate.
+            seed = f"{inbound.from_}\0{inbound.id}\0{n}\0{to}".encode()
+            mid = "rb-" + hashlib.sha256(seed).hexdigest()[:20]
+        else:
+            mid = "rb-" + uuid.uuid4().hex[:20]
+        return Outbound(to, payload, encoding, self.config.message_type, mid, meta)
+
+    def _log(self, inbound: Inbound, outcome: Outcome, micros: float) -> None:
+        info: dict[str, object] = {
+            "event": "stanza",
+            "status": outcome.status,
+            "kind": inbound.kind,
+            "stanza_type": inbound.type,
+            "stanza_id": inbound.id,
+            "from": inbound.from_,
+        }
+        if outcome.reason:
+            info["reason"] = outcome.reason
+        decision = outcome.decision
+        if decision is not None:
+            info["version"] = decision.version
+            info["matched"] = list(decision.matched)
+            info["actions"] = [{"type": a.type, "to": list(a.to), "rule": a.rule}
+                               for a in decision.actions]
+            if decision.errors:
+                info["rule_errors"] = [{"rule": e.rule, "message": e.message}
+                                       for e in decision.errors]
+        if outcome.outbound and outcome.outbound[0].meta.event_id is not None:
+            info["event_id"] = outcome.outbound[0].meta.event_id
+        info["micros"] = round(micros, 1)
+        level = logging.DEBUG if outcome.status == "ignored" and outcome.reason in (
+            "no-payload", "presence-subscription") else logging.INFO
+        if outcome.status == "ignored" and outcome.reason == "domain-not-allowed":
+            level = logging.WARNING
+        log.log(level, f"{inbound.kind} {outcome.status}", extra=fields(**info))

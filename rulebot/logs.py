@@ -1,0 +1,65 @@
+"""Structured logging: one JSON object per line, or plain text for a terminal.
+
+Imports: stdlib only. Every rulebot log call passes its fields as
+`extra={"fields": {...}}`; the formatter puts them on the line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+LOGGER = "rulebot"
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = f"{time.strftime('%H:%M:%S', time.localtime(record.created))} " \
+               f"{record.levelname.lower():7} {record.getMessage()}"
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict) and fields:
+            base += " " + " ".join(f"{k}={json.dumps(v, ensure_ascii=False, default=str)}"
+                                   for k, v in fields.items())
+        if record.exc_info:
+            base += "\n" + self.formatException(record.exc_info)
+        return base
+
+
+def setup_logging(fmt: str = "json", level: str = "info") -> logging.Logger:
+    """Route rulebot's logs (and slixmpp's warnings) to stderr in the chosen format."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logger = logging.getLogger(LOGGER)
+    logger.setLevel(level.upper())
+    # slixmpp logs every reconnect attempt at error level with tracebacks; its
+    # warnings are enough, rulebot reports connection state itself.
+    logging.getLogger("slixmpp").setLevel(logging.CRITICAL if level != "debug" else logging.DEBUG)
+    return logger
+
+
+def fields(**kw: Any) -> dict[str, Any]:
+    """`extra=` argument for a log call carrying structured fields."""
+    return {"fields": kw}

@@ -1,0 +1,345 @@
+"""The XMPP edge of the daemon: the only module (with client.py) that imports slixmpp.
+
+Imports: config, dispatch (its values), wire, errors, logs, functions, stdlib, slixmpp.
+
+`BotConnection` logs in as the friend account (client mode) or connects as an
+XEP-0114 component, turns stanzas into `dispatch.Inbound` values for a
+callback, and sends `dispatch.Outbound` values. It owns reconnection
+(exponential backoff with a cap and jitter), the bounded queue of messages
+produced while offline, XEP-0198 stream management, and presence
+subscriptions from allowed domains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import xml.etree.ElementTree as ET
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import slixmpp
+from slixmpp.exceptions import IqError, IqTimeout
+
+from rulebot.config import Config
+from rulebot.dispatch import Inbound, Outbound
+from rulebot.errors import ConnectError
+from rulebot.functions import split_jid
+from rulebot.logs import LOGGER, fields
+from rulebot.wire import JSON_NS, encode_payload
+
+log = logging.getLogger(LOGGER)
+
+META_NS = "urn:rulebot:0"
+
+
+def backoff_delay(attempt: int, initial: float, cap: float, rand: Callable[[], float]) -> float:
+    """Delay before retry number `attempt` (1-based): exponential, capped, with
+    "equal jitter" (half fixed, half random) so that many bots restarted by one
+    server outage do not reconnect in lockstep."""
+    base = min(cap, initial * (2 ** (attempt - 1)))
+    return float(base / 2 + rand() * base / 2)
+
+
+def build_message(xmpp: Any, out: Outbound, mfrom: str | None) -> Any:
+    """A slixmpp Message carrying the payload and the <rulebot/> metadata."""
+    msg = xmpp.make_message(mto=out.to, mtype=out.type, mfrom=mfrom)
+    msg["id"] = out.id
+    text = encode_payload(out.payload)
+    if out.encoding == "json":
+        container = ET.Element(f"{{{JSON_NS}}}json")
+        container.text = text
+        msg.xml.append(container)
+    else:
+        msg["body"] = text
+    meta = ET.Element(f"{{{META_NS}}}rulebot")
+    meta.set("sender", out.meta.sender)
+    meta.set("version", out.meta.version)
+    if out.meta.rule is not None:
+        meta.set("rule", out.meta.rule)
+    if out.meta.event_id is not None:
+        meta.set("event", out.meta.event_id)
+    msg.xml.append(meta)
+    return msg
+
+
+def to_inbound_message(msg: Any) -> Inbound:
+    container = msg.xml.find(f"{{{JSON_NS}}}json")
+    return Inbound(
+        kind="message",
+        from_=str(msg["from"]),
+        type=msg["type"] or "normal",
+        id=msg["id"] or None,
+        body=msg["body"] or None,
+        json=(container.text or "") if container is not None else None,
+    )
+
+
+def to_inbound_presence(pres: Any) -> Inbound:
+    ptype = pres["type"]
+    priority: int | None
+    try:
+        priority = int(pres["priority"]) if pres.xml.find(
+            "{jabber:client}priority") is not None else None
+    except (TypeError, ValueError):
+        priority = None
+    show = pres["show"] if ptype in ("available", "away", "chat", "dnd", "xa") else None
+    return Inbound(
+        kind="presence",
+        from_=str(pres["from"]),
+        # slixmpp reports an available presence's <show/> as its type
+        type="available" if ptype in ("", "available", "away", "chat", "dnd", "xa") else ptype,
+        id=pres["id"] or None,
+        show=show or None,
+        status=pres["status"] or None,
+        priority=priority,
+    )
+
+
+class BotConnection:
+    """One connection of the bot to its server, kept up until `run` is told to stop."""
+
+    def __init__(self, config: Config, secret: str, on_inbound: Callable[[Inbound], None],
+                 rand: Callable[[], float] = random.random) -> None:
+        self.config = config
+        self.on_inbound = on_inbound
+        self.rand = rand
+        self.online = False
+        self.queue: deque[Outbound] = deque()
+        self.dropped = 0
+        self._fatal: str | None = None
+        self._failed = False  # the current connection attempt or session ended
+        self._stopping = False
+        self._state: asyncio.Event = asyncio.Event()  # set on any state change
+        self.component = config.mode == "component"
+        self.xmpp = self._make(secret)
+
+    # -- construction -------------------------------------------------------
+
+    def _make(self, secret: str) -> Any:
+        c = self.config
+        x: Any
+        if self.component:
+            x = slixmpp.ComponentXMPP(c.jid, secret, c.host, c.port)  # type: ignore[no-untyped-call]
+        else:
+            x = slixmpp.ClientXMPP(f"{c.jid}/{c.resource}", secret)
+            x.enable_direct_tls = c.tls.direct_tls
+            x.enable_starttls = True
+            x.enable_plaintext = c.tls.allow_plain
+            if c.tls.ca_file:
+                x.ca_certs = c.tls.ca_file
+            if not c.tls.verify:
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+                x.ssl_context = ctx
+        x.register_plugin("xep_0030")
+        x.register_plugin("xep_0199")
+        if not self.component:
+            mech = x.plugin["feature_mechanisms"]
+            mech.unencrypted_plain = False
+            mech.unencrypted_scram = c.tls.allow_plain
+            if c.stream_management:
+                # A small window: fewer stanzas to resend after a broken connection.
+                x.register_plugin("xep_0198", {"window": 5})
+            x.roster.auto_authorize = None  # subscriptions are decided below
+            x.roster.auto_subscribe = False
+            x.add_event_handler("failed_all_auth", self._on_auth_failed)
+            x.add_event_handler("session_resumed", self._on_session)
+        x.add_event_handler("session_start", self._on_session)
+        x.add_event_handler("disconnected", self._on_disconnected)
+        x.add_event_handler("connection_failed", self._on_connection_failed)
+        x.add_event_handler("ssl_invalid_chain", self._on_tls_failed)
+        x.add_event_handler("stream_error", self._on_stream_error)
+        x.add_event_handler("message", self._on_message)
+        x.add_event_handler("message_error", self._on_message)
+        x.add_event_handler("presence_available", self._on_presence)
+        x.add_event_handler("presence_unavailable", self._on_presence)
+        x.add_event_handler("presence_subscribe", self._on_subscribe)
+        return x
+
+    # -- events from slixmpp --------------------------------------------------
+
+    def _changed(self) -> None:
+        self._state.set()
+
+    def _on_session(self, _event: Any) -> None:
+        if not self.component:
+            self.xmpp.send_presence(ppriority=0)  # brings offline messages and bare-JID routing
+        self.online = True
+        log.info("connected", extra=fields(event="connected", jid=self.config.jid,
+                                           mode=self.config.mode,
+                                           resumed=_event is not None
+                                           and getattr(_event, "name", "") == "resumed",
+                                           queued=len(self.queue)))
+        self._flush()
+        self._changed()
+
+    def _on_disconnected(self, reason: Any) -> None:
+        was = self.online
+        self.online = False
+        self._failed = True
+        if was and not self._stopping:
+            log.warning("disconnected", extra=fields(event="disconnected", reason=str(reason)))
+        self._changed()
+
+    def _on_connection_failed(self, error: Any) -> None:
+        log.warning("connection failed", extra=fields(event="connection_failed",
+                                                       host=self.config.host,
+                                                       port=self.config.port,
+                                                       error=str(error)))
+        self._failed = True
+        self._changed()
+
+    def _on_auth_failed(self, _event: Any) -> None:
+        self._fatal = (f"authentication failed for {self.config.jid}: check the account and "
+                       f"the password in {self._secret_source()}")
+        self._changed()
+
+    def _on_tls_failed(self, error: Any) -> None:
+        self._fatal = (f"TLS certificate of {self.config.host}:{self.config.port} could not be "
+                       f"verified ({error}); set tls.ca_file to the CA that signed it")
+        self._changed()
+
+    def _on_stream_error(self, error: Any) -> None:
+        condition = error["condition"] if hasattr(error, "__getitem__") else str(error)
+        if condition in ("not-authorized", "host-unknown", "improper-addressing"):
+            self._fatal = f"the server refused the stream: {condition}" + (
+                f" (check the component secret in {self._secret_source()})"
+                if self.component else "")
+        log.warning("stream error", extra=fields(event="stream_error", condition=condition))
+        self._changed()
+
+    def _secret_source(self) -> str:
+        c = self.config
+        return f"password_file {c.password_file}" if c.password_file else \
+            f"${c.password_env}"
+
+    def _on_message(self, msg: Any) -> None:
+        try:
+            inbound = to_inbound_message(msg)
+        except Exception:  # a stanza slixmpp could not make sense of never stops the bot
+            log.exception("unreadable message stanza", extra=fields(event="bad_stanza"))
+            return
+        self.on_inbound(inbound)
+
+    def _on_presence(self, pres: Any) -> None:
+        if str(pres["to"]).split("/")[0] != self.config.jid.split("/")[0] and \
+                not self.component:
+            return
+        try:
+            inbound = to_inbound_presence(pres)
+        except Exception:
+            log.exception("unreadable presence stanza", extra=fields(event="bad_stanza"))
+            return
+        self.on_inbound(inbound)
+
+    def _on_subscribe(self, pres: Any) -> None:
+        sender = pres["from"]
+        domain = split_jid(str(sender))[1].lower()
+        allowed = domain in {d.lower() for d in self.config.allowed_domains}
+        mfrom = self.config.jid if self.component else None
+        if allowed:
+            # Accept, and ask for the user's presence in return so that it reaches the bot.
+            self.xmpp.send_presence(pto=sender.bare, ptype="subscribed", pfrom=mfrom)
+            self.xmpp.send_presence(pto=sender.bare, ptype="subscribe", pfrom=mfrom)
+        else:
+            self.xmpp.send_presence(pto=sender.bare, ptype="unsubscribed", pfrom=mfrom)
+        log.info("subscription request", extra=fields(event="subscribe", from_=str(sender),
+                                                       accepted=allowed))
+
+    # -- sending --------------------------------------------------------------
+
+    def send(self, out: Outbound) -> None:
+        """Send now when online, else keep it (bounded) until the session is back."""
+        if self.online:
+            self._send_now(out)
+            return
+        if len(self.queue) >= self.config.outbound_queue:
+            self.dropped += 1
+            log.error("outbound queue full, message dropped", extra=fields(
+                event="queue_full", to=out.to, id=out.id, cap=self.config.outbound_queue,
+                dropped_total=self.dropped))
+            return
+        self.queue.append(out)
+
+    def _send_now(self, out: Outbound) -> None:
+        mfrom = self.config.jid if self.component else None
+        build_message(self.xmpp, out, mfrom).send()
+
+    def _flush(self) -> None:
+        while self.queue and self.online:
+            self._send_now(self.queue.popleft())
+
+    # -- the connection loop --------------------------------------------------
+
+    async def _wait_change(self, stop: asyncio.Event, timeout: float | None = None) -> None:
+        self._state.clear()
+        waiters = [asyncio.ensure_future(self._state.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stay connected until `stop` is set; then drain and disconnect cleanly.
+
+        Raises ConnectError for failures that retrying cannot fix (bad
+        credentials, an unverifiable certificate)."""
+        c = self.config
+        attempt = 0
+        while not stop.is_set():
+            self._failed = False
+            self.xmpp.connect(c.host, c.port)
+            while not (self.online or stop.is_set() or self._fatal or self._failed):
+                await self._wait_change(stop)
+            if self.online:
+                attempt = 0
+                while self.online and not stop.is_set() and not self._fatal:
+                    await self._wait_change(stop)
+            if self._fatal:
+                self.xmpp.cancel_connection_attempt()
+                self.xmpp.disconnect(wait=0)
+                raise ConnectError(self._fatal)
+            if stop.is_set():
+                break
+            # Our backoff, not slixmpp's own retry loop (which has no jitter
+            # and grows to 300 s): cancel its pending attempt first.
+            self.xmpp.cancel_connection_attempt()
+            attempt += 1
+            delay = backoff_delay(attempt, c.initial_delay, c.max_delay, self.rand)
+            log.info("reconnecting", extra=fields(event="reconnect", attempt=attempt,
+                                                  delay=round(delay, 2),
+                                                  queued=len(self.queue)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        """Stop taking new events and leave cleanly.
+
+        In client mode the bot first goes unavailable, so the server keeps new
+        messages in offline storage, then pings the server: every stanza the
+        server sent before the pong has been processed when the pong arrives."""
+        self._stopping = True
+        self.xmpp.cancel_connection_attempt()
+        if self.online and not self.component:
+            self.xmpp.send_presence(ptype="unavailable")
+            with contextlib.suppress(IqError, IqTimeout):
+                await self.xmpp.plugin["xep_0199"].send_ping(self.config.jid.split("@")[-1],
+                                                             timeout=5)
+        if self.online or self.xmpp.transport is not None:
+            self.xmpp.disconnect(wait=2.0)
+            try:
+                await asyncio.wait_for(self.xmpp.disconnected, timeout=5)
+            except TimeoutError:
+                self.xmpp.abort()
+        if self.queue:
+            log.warning("exiting with undelivered messages", extra=fields(
+                event="undelivered", count=len(self.queue)))
+        log.info("disconnected cleanly", extra=fields(event="stopped"))
