@@ -86,6 +86,7 @@ class Outcome:
     outbound: tuple[Outbound, ...] = ()
     decision: Decision | None = None
     reason: str | None = None  # why it was ignored or rejected (an error code)
+    event_id: str | None = None  # the event's own "id", when it has one
 
 
 class Dispatcher:
@@ -159,7 +160,7 @@ class Dispatcher:
         if decision.actions and isinstance(decision.actions[0], ErrorReply) \
                 and decision.actions[0].rule is None:
             status, reason = "rejected", decision.actions[0].code
-        return Outcome(status, tuple(out), decision, reason)
+        return Outcome(status, tuple(out), decision, reason, eid_text)
 
     def _out(self, inbound: Inbound, to: str, payload: dict[str, JSON], enc: Encoding,
              meta: Meta, n: int) -> Outbound:
@@ -194,8 +195,8 @@ class Dispatcher:
             if decision.errors:
                 info["rule_errors"] = [{"rule": e.rule, "message": e.message}
                                        for e in decision.errors]
-        if outcome.outbound and outcome.outbound[0].meta.event_id is not None:
-            info["event_id"] = outcome.outbound[0].meta.event_id
+        if outcome.event_id is not None:
+            info["event_id"] = outcome.event_id
         info["micros"] = round(micros, 1)
         level = logging.DEBUG if outcome.status == "ignored" and outcome.reason in (
             "no-payload", "presence-subscription") else logging.INFO

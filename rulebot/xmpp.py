@@ -24,6 +24,8 @@ from typing import Any
 
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 from rulebot.config import Config
 from rulebot.dispatch import Inbound, Outbound
@@ -156,9 +158,14 @@ class BotConnection:
         x.add_event_handler("ssl_invalid_chain", self._on_tls_failed)
         x.add_event_handler("stream_error", self._on_stream_error)
         x.add_event_handler("message", self._on_message)
+        # slixmpp's own "message" event needs a <body/>: XEP-0335 messages have none.
+        x.register_handler(Callback(
+            "rulebot json", MatchXPath(f"{{{x.default_ns}}}message/{{{JSON_NS}}}json"),
+            self._on_json_message))
         x.add_event_handler("message_error", self._on_message)
-        x.add_event_handler("presence_available", self._on_presence)
-        x.add_event_handler("presence_unavailable", self._on_presence)
+        # "presence" rather than presence_available: slixmpp names an available
+        # presence with <show/> by its show value (presence_away, ...).
+        x.add_event_handler("presence", self._on_presence)
         x.add_event_handler("presence_subscribe", self._on_subscribe)
         return x
 
@@ -219,7 +226,14 @@ class BotConnection:
         return f"password_file {c.password_file}" if c.password_file else \
             f"${c.password_env}"
 
-    def _on_message(self, msg: Any) -> None:
+    def _on_json_message(self, msg: Any) -> None:
+        if msg["type"] == "error":
+            return  # error stanzas carry our own payload back: never answer them
+        self._on_message(msg, from_json_handler=True)
+
+    def _on_message(self, msg: Any, from_json_handler: bool = False) -> None:
+        if not from_json_handler and msg.xml.find(f"{{{JSON_NS}}}json") is not None:
+            return  # the XEP-0335 handler takes it
         try:
             inbound = to_inbound_message(msg)
         except Exception:  # a stanza slixmpp could not make sense of never stops the bot
@@ -228,6 +242,8 @@ class BotConnection:
         self.on_inbound(inbound)
 
     def _on_presence(self, pres: Any) -> None:
+        if pres["type"] not in ("available", "unavailable", "away", "chat", "dnd", "xa", ""):
+            return  # subscriptions are handled in _on_subscribe; errors and probes ignored
         if str(pres["to"]).split("/")[0] != self.config.jid.split("/")[0] and \
                 not self.component:
             return
