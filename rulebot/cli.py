@@ -19,9 +19,9 @@ import click
 from rulebot import __version__
 from rulebot.engine import evaluate
 from rulebot.errors import EventError
-from rulebot.model import Envelope, Stanza
+from rulebot.model import Envelope, Issue, Stanza
 from rulebot.model_json import decision_json
-from rulebot.rules import check_rules
+from rulebot.rules import LoadResult, check_rules
 from rulebot.schema import SCHEMA_NAMES, schema_text
 from rulebot.wire import Limits, decode_event
 
@@ -33,16 +33,33 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="text: one issue a line; json: a list of issues.")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
-def validate(paths: tuple[str, ...], fmt: str, strict: bool) -> None:
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Also check a daemon config file (rulebot.yaml) and the rules it names.")
+def validate(paths: tuple[str, ...], fmt: str, strict: bool, config_path: str | None) -> None:
     """Check rule files or directories: YAML, schema, expressions, names.
 
     Prints every issue as FILE:LINE:COL: PATH: MESSAGE (VALUE), sorted by
-    position. Exits 0 when valid (warnings allowed), 1 when invalid."""
-    result = check_rules(list(paths))
+    position. Exits 0 when valid (warnings allowed), 1 when invalid, 2 usage."""
+    from rulebot.config import load_config
+    from rulebot.errors import ConfigError
+
+    targets = list(paths)
+    config_issues: tuple[Issue, ...] = ()
+    if config_path:
+        try:
+            targets.append(load_config(config_path).rules)
+        except ConfigError as exc:
+            config_issues = exc.issues
+    if not targets and not config_issues:
+        raise click.UsageError("give rule files/directories, or --config FILE")
+    result = check_rules(targets) if targets else LoadResult(None, ())
+    if config_issues:
+        result = LoadResult(None, tuple(sorted((*config_issues, *result.issues),
+                                               key=Issue.sort_key)))
     issues = result.issues
     failed = bool(result.errors) or (strict and bool(issues))
     if fmt == "json":

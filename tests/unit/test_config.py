@@ -1,0 +1,78 @@
+"""The daemon's config file: defaults, located errors, secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from rulebot.cli import main
+from rulebot.config import parse_config, read_secret
+from rulebot.errors import ConfigError
+
+
+def test_minimal_client_config_gets_safe_defaults(tmp_path: Path) -> None:
+    c = parse_config("jid: friend@example.com\nrules: rules\n", "c.yaml", tmp_path)
+    assert (c.mode, c.host, c.port, c.resource) == ("client", "example.com", 5222, "rulebot")
+    assert c.tls.verify
+    assert not c.tls.allow_plain
+    assert c.allowed_domains == ("example.com",)
+    assert c.rules == str(tmp_path / "rules")
+    assert (c.password_env, c.password_file) == ("RULEBOT_PASSWORD", None)
+
+
+def test_component_defaults() -> None:
+    c = parse_config("mode: component\njid: friend.example.com\nrules: r\n")
+    assert (c.port, c.allowed_domains) == (5347, ("example.com",))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("jid: friend@x\nrules: r\npasword: x\n",
+                     "c.yaml:3:1: pasword: unknown key 'pasword'", id="unknown-key"),
+        pytest.param("jid: friend\nrules: r\n",
+                     "c.yaml:1:6: jid: client mode needs a bare user JID", id="client-jid"),
+        pytest.param("mode: component\njid: a@b\nrules: r\n",
+                     "c.yaml:2:6: jid: component mode needs a domain JID", id="component-jid"),
+        pytest.param("jid: f@x\nrules: r\nserver: {port: 99999}\n",
+                     "c.yaml:3:16: server.port: 99999 is greater than the maximum", id="port"),
+        pytest.param("jid: f@x\n", "c.yaml:1:1: missing required key 'rules'", id="missing"),
+    ],
+)
+def test_config_errors_are_located(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "c.yaml")
+    assert err.value.issues[0].format().startswith(expected)
+
+
+def test_secret_from_environment_or_file(tmp_path: Path) -> None:
+    c = parse_config("jid: f@x\nrules: r\npassword_env: BOT_PW\n")
+    assert read_secret(c, {"BOT_PW": "s3"}) == "s3"
+    with pytest.raises(ConfigError) as err:
+        read_secret(c, {})
+    assert "BOT_PW is not set" in str(err.value)
+    (tmp_path / "pw").write_text("from-file\nignored\n")
+    c2 = parse_config("jid: f@x\nrules: r\npassword_file: pw\n", base=tmp_path)
+    assert read_secret(c2, {}) == "from-file"
+
+
+def test_password_in_the_config_file_is_refused() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config("jid: f@x\nrules: r\npassword: hunter2\n", "c.yaml")
+    assert "unknown key 'password'" in str(err.value)
+
+
+def test_validate_config_checks_config_and_its_rules(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    good = tmp_path / "good.yaml"
+    good.write_text(f"jid: friend@localhost\nrules: {root / 'rules'}\n")
+    result = CliRunner().invoke(main, ["validate", "--config", str(good)])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "bad-rules.yaml").write_text("version: 1\nrules: [{name: x}]\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("jid: friend@localhost\nrules: bad-rules.yaml\ntls: {verfy: true}\n")
+    result = CliRunner().invoke(main, ["validate", "--config", str(bad)])
+    assert result.exit_code == 1
+    assert "tls.verfy: unknown key 'verfy', did you mean 'verify'?" in result.stdout
