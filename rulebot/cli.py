@@ -191,7 +191,9 @@ def run(config_path: str) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        return await Daemon(config, secret, ruleset).run(stop)
+        daemon = Daemon(config, secret, ruleset)
+        loop.add_signal_handler(signal.SIGHUP, daemon.reloader.trigger)
+        return await daemon.run(stop)
 
     sys.exit(asyncio.run(main_loop()))
 

@@ -48,6 +48,9 @@ class Config:
     initial_delay: float = 1.0
     max_delay: float = 60.0
     stream_management: bool = True
+    notify_jids: tuple[str, ...] = ()
+    watch: bool = True
+    debounce_ms: int = 300
     log_format: Literal["json", "text"] = "json"
     log_level: str = "info"
     source: str = "<inline>"
@@ -116,6 +119,9 @@ def parse_config(text: str, source: str = "<inline>", base: Path | None = None) 
         initial_delay=float(rec.get("initial_delay", 1.0)),
         max_delay=float(rec.get("max_delay", 60.0)),
         stream_management=raw.get("stream_management", True),
+        notify_jids=tuple(raw.get("notify_jids", ())),
+        watch=raw.get("reload", {}).get("watch", True),
+        debounce_ms=raw.get("reload", {}).get("debounce_ms", 300),
         log_format=log.get("format", "json"),
         log_level=log.get("level", "info"),
         source=source,

@@ -1,0 +1,736 @@
+"""End-to-end throughput of `rulebot run` on real Prosody and ejabberd servers.
+
+Run:  .venv/bin/python bench/xmpp.py [--quick] [--n N] [--servers prosody,ejabberd]
+                                     [--modes client,component]
+      (default N=10,000: a few minutes on a 2-core box; --quick, N=1,000: < 2 min)
+
+Method. For every (server, mode) configuration a fresh private server is
+started on 127.0.0.1 with scripts/xmppserver.py, with the rate limits of ALL
+accounts lifted (`start_server(..., unlimited=True)`: Prosody without
+mod_limits, ejabberd's c2s shaper `none`); with the stock shapers (10 kB/s,
+3 kB/s) every path would measure only the shaper. Two plain slixmpp clients
+live in this process: alice sends, bob receives (both over STARTTLS, verified
+against the server's own certificate; bob has sent presence). The same N chat
+events
+
+    {"type": "chat", "id": "<run>:<i>", "to": "bob@localhost", "text": "..."}
+
+(~210-byte stanzas) then take three paths, one after the other, on that server:
+
+  direct    alice -> bob@localhost: the server alone, the ceiling.
+  relay     alice -> friend -> bob through a minimal forward-everything
+            slixmpp relay written here (`bench/xmpp.py relay`, run as its own
+            process like the bot): on every message it sends the body
+            unchanged to bob with `send_message`. In client mode it is the
+            ordinary c2s user friend@localhost over STARTTLS (it sends
+            presence), in component mode the XEP-0114 component
+            friend.localhost. No rules, no logging, no stream management: the
+            floor cost of any Python slixmpp bot.
+  rulebot   alice -> friend -> bob through the real daemon,
+            `python -m rulebot run -c CONFIG`, with the shipped rules/ (rule
+            chat-to-member forwards the event to bob) and a config like the
+            integration tests' (JSON logs at level info to a file, stream
+            management as configured by default, allowed_domains localhost).
+
+Each path first gets a warm-up of a few hundred events (not measured; it also
+proves the path delivers), then the N measured events. alice writes all N
+stanzas at once (`send_raw`, yielding to the event loop every 100 so that bob
+can read meanwhile) and stamps each with time.perf_counter() as it is written;
+bob stamps each on arrival (same process, same clock). Every run has its own
+run id in the event ids, so stale messages of an earlier run or warm-up (a
+server keeps draining buffers after a client goes) are not counted. A run ends
+when bob has all N, when nothing new arrived for STALL seconds after the last
+send, or after the phase timeout: missing events are then reported as lost,
+never waited for. Relay and bot processes are started and stopped (SIGTERM)
+per path; servers and processes are stopped at the end, also on errors and
+Ctrl-C.
+
+How to read the table (one row per server and mode; direct does not depend
+on the mode and is simply measured again on that configuration's server):
+
+  events/s      events received by bob / (last receipt - first send): the
+                sustained throughput of the path for a burst of N events.
+  p50/p99 ms    per-event latency, send to receipt, median and 99th percentile.
+                All N are sent at once, so this is mostly queueing: p50 is
+                about half the time the path needs to drain N events, p99
+                nearly all of it. Use `--rate R` (events/s) to pace alice
+                instead and see latency below saturation.
+  ÷ direct      rulebot events/s / direct events/s.
+  ÷ relay       rulebot events/s / relay events/s: the cost of rulebot's own
+                work (decoding, rules, logs, stream management) over the floor.
+                The target is >= 0.80 (rulebot within 20% of the relay).
+  lost          events bob did not get, per path (direct / relay / rulebot).
+
+Caveats: alice, bob, the server and the relay or bot share 2 cores, so each
+path is measured with everything it needs on the box; a path that uses more
+CPU also slows the server. Numbers vary by ~10% between runs; use `--repeat`
+for medians. `--profile DIR` runs the bot under cProfile (its row is then
+slowed by the profiler) and writes the top functions to DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import io
+import json
+import math
+import os
+import platform
+import pstats
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from xml.sax.saxutils import escape
+
+import slixmpp
+
+ROOT = Path(__file__).resolve().parents[1]
+RULES = ROOT / "rules"
+SERVERS = ("prosody", "ejabberd")
+MODES = ("client", "component")
+PATHS = ("direct", "relay", "rulebot")
+USERS = {"alice": "alice-pw", "bob": "bob-pw", "friend": "friend-pw"}
+DOMAIN = "localhost"
+ALICE, BOB, FRIEND = (f"{u}@{DOMAIN}" for u in ("alice", "bob", "friend"))
+
+N_FULL, N_QUICK = 10_000, 1_000
+PHASE_TIMEOUT_FULL, PHASE_TIMEOUT_QUICK = 120.0, 30.0
+STALL = 10.0  # s without a new receipt, after the last send, that ends a run
+CONNECT_TIMEOUT = 30.0  # clients, relay, bot
+STOP_TIMEOUT = 15.0  # SIGTERM -> exit of a relay or bot process
+YIELD_EVERY = 100  # alice yields to the event loop after this many sends
+TEXT = "hello bob, this is a benchmark chat event from alice, number "
+RELAY_SECRET_ENV = "BENCH_RELAY_SECRET"
+
+
+def _xmppserver() -> Any:
+    """scripts/xmppserver.py, imported the way the tests do (it is not a package)."""
+    scripts = str(ROOT / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    return importlib.import_module("xmppserver")
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# processes (relay, bot) and servers, all stopped at the end whatever happens
+
+_PROCS: list[subprocess.Popen[bytes]] = []
+_SERVERS: list[Any] = []  # xmppserver.ServerInfo
+
+
+def spawn(cmd: Sequence[str], logfile: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with open(logfile, "ab") as out:
+        proc = subprocess.Popen(
+            list(cmd), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            env=env, start_new_session=True,  # Ctrl-C reaches us; we stop it in order
+        )  # fmt: skip
+    _PROCS.append(proc)
+    return proc
+
+
+def stop_proc(proc: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> int | None:
+    """SIGTERM, wait, SIGKILL if it does not go. Only this process, by its pid."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            log(f"  pid {proc.pid} ignored SIGTERM for {timeout:.0f} s: killed")
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            proc.wait(timeout=5)
+    if proc in _PROCS:
+        _PROCS.remove(proc)
+    return proc.returncode
+
+
+def cleanup() -> None:
+    for proc in list(_PROCS):
+        with contextlib.suppress(Exception):
+            stop_proc(proc, timeout=5)
+    if _SERVERS:
+        xs = _xmppserver()
+        for info in list(_SERVERS):
+            with contextlib.suppress(Exception):
+                xs.stop_server(info)
+            _SERVERS.remove(info)
+
+
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+async def wait_line(path: Path, want: Callable[[str], bool], proc: subprocess.Popen[bytes],
+                    what: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Until a line of *path* satisfies *want*; fails when *proc* exits or on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if any(want(line) for line in text.splitlines()):
+            return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = "\n    ".join(text.splitlines()[-8:])
+            why = f"exited ({proc.returncode})" if proc.returncode is not None else \
+                f"not ready after {timeout:.0f} s"
+            raise RuntimeError(f"{what} {why}; last lines of {path}:\n    {tail}")
+        await asyncio.sleep(0.05)
+
+
+# --------------------------------------------------------------------------
+# alice and bob
+
+
+@dataclass
+class Run:
+    """One batch of events bob waits for, recognised by its run id."""
+
+    run_id: str
+    n: int
+    sent: list[float]
+    recv: list[float]  # NaN until received
+    received: int = 0
+    duplicates: int = 0
+    last_progress: float = 0.0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Peer:
+    """A plain slixmpp client of this benchmark: alice sends, bob counts."""
+
+    def __init__(self, user: str, server: Any) -> None:
+        self.jid = f"{user}@{DOMAIN}"
+        self.server = server
+        x: Any = slixmpp.ClientXMPP(f"{self.jid}/bench", USERS[user])
+        x.enable_direct_tls = False
+        x.ca_certs = server.ca_file
+        x.add_event_handler("session_start", self._on_session)
+        x.add_event_handler("failed_all_auth", self._fail("authentication failed"))
+        x.add_event_handler("ssl_invalid_chain", self._fail("TLS certificate not verified"))
+        x.add_event_handler("message", self._on_message)
+        self.xmpp = x
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.run: Run | None = None
+        self.stale = 0  # messages of no current run (earlier runs, warm-ups)
+        self.other = 0  # messages that are no benchmark event (errors, ...)
+        self.other_sample: str | None = None
+
+    def _fail(self, why: str) -> Callable[[Any], None]:
+        def fail(_: Any) -> None:
+            if not self.ready.done():
+                self.ready.set_exception(RuntimeError(f"{self.jid}: {why}"))
+        return fail
+
+    def _on_session(self, _: Any) -> None:
+        self.xmpp.send_presence()  # else messages to the bare JID go offline
+        if not self.ready.done():
+            self.ready.set_result(None)
+
+    async def connect(self) -> None:
+        self.xmpp.connect(self.server.host, self.server.c2s_port)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.ready), CONNECT_TIMEOUT)
+        except BaseException:
+            self.xmpp.cancel_connection_attempt()
+            raise
+
+    async def close(self) -> None:
+        self.xmpp.cancel_connection_attempt()
+        if self.xmpp.transport is not None:
+            self.xmpp.disconnect(wait=1.0)
+            try:
+                await asyncio.wait_for(self.xmpp.disconnected, 5)
+            except (TimeoutError, asyncio.CancelledError):
+                self.xmpp.abort()
+
+    def _on_message(self, msg: Any) -> None:
+        now = time.perf_counter()
+        try:
+            event_id = str(json.loads(msg["body"])["id"])
+        except (ValueError, KeyError, TypeError):
+            self.other += 1
+            self.other_sample = self.other_sample or str(msg)[:300]
+            return
+        run = self.run
+        prefix, _, index = event_id.rpartition(":")
+        if run is None or prefix != run.run_id:
+            self.stale += 1
+            return
+        i = int(index)
+        if math.isnan(run.recv[i]):
+            run.recv[i] = now
+            run.received += 1
+            run.last_progress = now
+            if run.received == run.n:
+                run.done.set()
+        else:
+            run.duplicates += 1
+
+    def stanzas(self, run_id: str, n: int, to: str) -> list[str]:
+        out = []
+        for i in range(n):
+            event = {"type": "chat", "id": f"{run_id}:{i}", "to": BOB, "text": f"{TEXT}{i}"}
+            body = escape(json.dumps(event, separators=(",", ":")))
+            out.append(f"<message to='{to}' type='chat' id='{run_id}-{i}'>"
+                       f"<body>{body}</body></message>")
+        return out
+
+
+@dataclass
+class Result:
+    n: int
+    received: int = 0
+    eps: float = 0.0
+    p50: float = math.nan  # ms
+    p99: float = math.nan
+    duplicates: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def lost(self) -> int:
+        return self.n - self.received
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+async def one_run(alice: Peer, bob: Peer, to: str, n: int, timeout: float,
+                  rate: float) -> Result:
+    """Send n events alice -> `to` and wait for bob to get them (or give up)."""
+    run_id = uuid.uuid4().hex[:10]
+    stanzas = alice.stanzas(run_id, n, to)
+    run = Run(run_id, n, [math.nan] * n, [math.nan] * n)
+    bob.run = run
+    send_raw = alice.xmpp.send_raw
+    clock = time.perf_counter
+    start = clock()
+    for i, stanza in enumerate(stanzas):
+        if rate > 0:
+            delay = start + i / rate - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        elif i % YIELD_EVERY == 0 and i:
+            await asyncio.sleep(0)
+        run.sent[i] = clock()
+        send_raw(stanza)
+    sent_done = clock()
+    deadline = start + timeout
+    while not run.done.is_set():
+        now = clock()
+        if now >= deadline or now - max(run.last_progress, sent_done) >= STALL:
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run.done.wait(), 0.25)
+    bob.run = None
+    result = Result(n, run.received, duplicates=run.duplicates)
+    if run.received:
+        last = max(t for t in run.recv if not math.isnan(t))
+        result.seconds = last - run.sent[0]
+        result.eps = run.received / result.seconds if result.seconds > 0 else math.inf
+        lat = sorted((r - s) * 1000 for s, r in zip(run.sent, run.recv, strict=True)
+                     if not math.isnan(r))
+        result.p50, result.p99 = statistics.median(lat), percentile(lat, 99)
+    return result
+
+
+async def measure(label: str, alice: Peer, bob: Peer, to: str, n: int, repeat: int,
+                  timeout: float, rate: float) -> Result:
+    """Warm-up, then `repeat` runs of n events; the run with the median events/s."""
+    warm = max(50, min(500, n // 10))
+    w = await one_run(alice, bob, to, warm, min(timeout, 30.0), 0.0)
+    if w.received == 0:
+        return Result(n, error=f"{label}: not one of {warm} warm-up events arrived")
+    if w.lost:
+        log(f"  {label}: warm-up lost {w.lost} of {warm}")
+    runs = []
+    for k in range(repeat):
+        r = await one_run(alice, bob, to, n, timeout, rate)
+        log(f"  {label:8} run {k + 1}/{repeat}: {r.eps:8,.0f} events/s  p50 {r.p50:7.1f} ms  "
+            f"p99 {r.p99:7.1f} ms  lost {r.lost}" + (f"  dup {r.duplicates}"
+                                                       if r.duplicates else ""))
+        runs.append(r)
+    runs.sort(key=lambda r: r.eps)
+    return runs[len(runs) // 2]
+
+
+# --------------------------------------------------------------------------
+# relay and bot processes
+
+
+def start_relay(server: Any, mode: str, workdir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    component = mode == "component"
+    jid = server.component_jid if component else FRIEND
+    port = server.component_port if component else server.c2s_port
+    logfile = workdir / f"relay-{mode}.log"
+    env = dict(os.environ)
+    env[RELAY_SECRET_ENV] = server.component_secret if component else USERS["friend"]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "relay", "--mode", mode,
+           "--jid", jid, "--host", server.host, "--port", str(port),
+           "--ca-file", server.ca_file, "--to", BOB]
+    return spawn(cmd, logfile, env), logfile
+
+
+def _set_path(config: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = config
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+
+
+def start_bot(server: Any, mode: str, workdir: Path, overrides: Sequence[tuple[str, Any]],
+              profile: Path | None) -> tuple[subprocess.Popen[bytes], Path, Path | None]:
+    """`rulebot run` as the integration tests start it; logs go to a file."""
+    component = mode == "component"
+    secret = workdir / f"secret-{mode}"
+    secret.write_text((server.component_secret if component else USERS["friend"]) + "\n")
+    secret.chmod(0o600)
+    config: dict[str, Any] = {
+        "mode": mode,
+        "jid": server.component_jid if component else FRIEND,
+        "server": {"host": server.host,
+                   "port": server.component_port if component else server.c2s_port},
+        "tls": {"ca_file": server.ca_file},
+        "rules": str(RULES),
+        "password_file": str(secret),
+        "allowed_domains": [DOMAIN],
+        "reconnect": {"initial_delay": 0.2, "max_delay": 2},
+        "log": {"format": "json", "level": "info"},
+    }
+    for dotted, value in overrides:
+        _set_path(config, dotted, value)
+    path = workdir / f"rulebot-{mode}.yaml"
+    path.write_text(json.dumps(config, indent=1))  # JSON is YAML
+    logfile = workdir / f"rulebot-{mode}.log"
+    prof_out = None
+    cmd = [sys.executable]
+    if profile is not None:
+        prof_out = profile / f"rulebot-{server.kind}-{mode}.prof"
+        cmd += ["-m", "cProfile", "-o", str(prof_out)]
+    cmd += ["-m", "rulebot", "run", "-c", str(path)]
+    return spawn(cmd, logfile, dict(os.environ)), logfile, prof_out
+
+
+def _is_connected(line: str) -> bool:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and entry.get("event") == "connected"
+
+
+def profile_summary(prof: Path, top: int = 30) -> Path:
+    """Top functions of a cProfile dump, by own time and by cumulative time."""
+    out = io.StringIO()
+    stats = pstats.Stats(str(prof), stream=out)
+    stats.strip_dirs()
+    for key in ("tottime", "cumulative"):
+        print(f"==== top {top} by {key} ====", file=out)
+        stats.sort_stats(key).print_stats(top)
+    text_path = prof.with_suffix(".txt")
+    text_path.write_text(out.getvalue())
+    return text_path
+
+
+# --------------------------------------------------------------------------
+# one configuration: fresh server, three paths
+
+
+@dataclass
+class Row:
+    server: str
+    mode: str
+    results: dict[str, Result] = field(default_factory=dict)
+    error: str | None = None
+
+
+async def configuration(kind: str, mode: str, args: argparse.Namespace, base: Path) -> Row:
+    row = Row(kind, mode)
+    xs = _xmppserver()
+    workdir = base / f"{kind}-{mode}"
+    started = time.monotonic()
+    log(f"== {kind} / {mode}: starting a fresh server (limits lifted for all users)")
+    info = xs.start_server(kind, workdir / "server", USERS, unlimited=True)
+    _SERVERS.append(info)
+    peers: list[Peer] = []
+    try:
+        alice, bob = Peer("alice", info), Peer("bob", info)
+        peers += [alice, bob]
+        await asyncio.gather(alice.connect(), bob.connect())
+        friend = info.component_jid if mode == "component" else FRIEND
+        for path in args.paths:
+            if path == "direct":
+                row.results[path] = await measure(path, alice, bob, BOB, args.n, args.repeat,
+                                                  args.timeout, args.rate)
+                continue
+            prof: Path | None = None
+            if path == "relay":
+                proc, logfile = start_relay(info, mode, workdir)
+                ready: Callable[[str], bool] = lambda line: line.strip() == "ready"  # noqa: E731
+            else:
+                proc, logfile, prof = start_bot(info, mode, workdir, args.bot_set, args.profile)
+                ready = _is_connected
+            try:
+                await wait_line(logfile, ready, proc, f"{path} ({mode})")
+                row.results[path] = await measure(path, alice, bob, friend, args.n,
+                                                  args.repeat, args.timeout, args.rate)
+            except RuntimeError as exc:
+                row.results[path] = Result(args.n, error=str(exc))
+                log(f"  {exc}")
+            finally:
+                code = stop_proc(proc)
+                if code not in (0, None) and path == "rulebot":
+                    log(f"  rulebot exited with {code}; see {logfile}")
+            if prof is not None and prof.exists():
+                log(f"  profile: {profile_summary(prof)}")
+        if alice.other or bob.other:
+            log(f"  non-benchmark messages: alice {alice.other}, bob {bob.other}; e.g. "
+                f"{alice.other_sample or bob.other_sample}")
+    except (RuntimeError, OSError, xs.ServerError) as exc:
+        row.error = str(exc)
+        log(f"  failed: {exc}")
+    finally:
+        for peer in peers:
+            await peer.close()
+        xs.stop_server(info)
+        _SERVERS.remove(info)
+        log(f"   ({time.monotonic() - started:.1f} s)")
+    return row
+
+
+# --------------------------------------------------------------------------
+# the table
+
+
+def _eps(r: Result | None) -> str:
+    if r is None:
+        return "-"
+    if r.error:
+        return "failed"
+    return f"{r.eps:,.0f}"
+
+
+def _lat(r: Result | None) -> str:
+    if r is None or r.error or r.received == 0:
+        return "-"
+    return f"{r.p50:,.0f} / {r.p99:,.0f}"
+
+
+def _ratio(a: Result | None, b: Result | None) -> str:
+    if a is None or b is None or a.error or b.error or not b.eps:
+        return "-"
+    return f"{a.eps / b.eps:.2f}"
+
+
+def table(rows: Sequence[Row]) -> str:
+    head = ("| server | mode | direct events/s | p50/p99 ms | relay events/s | p50/p99 ms "
+            "| rulebot events/s | p50/p99 ms | ÷ direct | ÷ relay | lost d/r/b |")
+    lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
+    for row in rows:
+        if row.error and not row.results:
+            lines.append(f"| {row.server} | {row.mode} | failed: {row.error[:60]} |"
+                         + " |" * 8)
+            continue
+        d, r, b = (row.results.get(p) for p in PATHS)
+        lost = "/".join("-" if x is None else str(x.lost) for x in (d, r, b))
+        lines.append(f"| {row.server} | {row.mode} | {_eps(d)} | {_lat(d)} | {_eps(r)} | "
+                     f"{_lat(r)} | {_eps(b)} | {_lat(b)} | {_ratio(b, d)} | {_ratio(b, r)} "
+                     f"| {lost} |")
+    return "\n".join(lines)
+
+
+def _versions() -> str:
+    parts = [f"Python {platform.python_version()}", f"slixmpp {slixmpp.__version__}"]
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n",
+                              "prosody", "ejabberd"], capture_output=True, text=True,
+                             timeout=10, check=False).stdout
+        parts += [line.strip() for line in out.splitlines() if line.strip()]
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return ", ".join(parts)
+
+
+# --------------------------------------------------------------------------
+# the minimal relay (runs as its own process: `bench/xmpp.py relay ...`)
+
+
+async def relay_main(args: argparse.Namespace) -> int:
+    """Forward the body of every message to one JID: the floor cost of a Python bot."""
+    secret = os.environ[RELAY_SECRET_ENV]
+    component = args.mode == "component"
+    x: Any
+    if component:
+        x = slixmpp.ComponentXMPP(args.jid, secret, args.host, args.port)  # type: ignore[no-untyped-call]
+    else:
+        x = slixmpp.ClientXMPP(f"{args.jid}/relay", secret)
+        x.enable_direct_tls = False
+        x.ca_certs = args.ca_file
+    mfrom = args.jid if component else None
+    to = args.to
+    stop = asyncio.Event()
+    failure: list[str] = []
+
+    def on_message(msg: Any) -> None:
+        if msg["type"] in ("chat", "normal") and msg["body"]:
+            x.send_message(mto=to, mbody=msg["body"], mtype="chat", mfrom=mfrom)
+
+    def on_session(_: Any) -> None:
+        if not component:
+            x.send_presence()
+        print("ready", flush=True)
+
+    def fail(why: str) -> Callable[[Any], None]:
+        def handler(_: Any) -> None:
+            failure.append(why)
+            stop.set()
+        return handler
+
+    x.add_event_handler("message", on_message)
+    x.add_event_handler("session_start", on_session)
+    x.add_event_handler("failed_all_auth", fail("authentication failed"))
+    x.add_event_handler("ssl_invalid_chain", fail("TLS certificate not verified"))
+    x.add_event_handler("stream_error", fail("stream error"))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    x.connect(args.host, args.port)
+    await stop.wait()
+    x.cancel_connection_attempt()
+    if x.transport is not None:
+        x.disconnect(wait=1.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(x.disconnected, 5)
+    if failure:
+        print(f"relay failed: {failure[0]}", flush=True)
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------------
+# command line
+
+
+def _csv(choices: Sequence[str]) -> Callable[[str], list[str]]:
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        bad = [t for t in items if t not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"choose from {','.join(choices)}")
+        return items
+    return parse
+
+
+def _assignment(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError("expected KEY=VALUE, e.g. log.level=warning")
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/xmpp.py", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help=f"N={N_QUICK:,} (default {N_FULL:,})")
+    p.add_argument("--n", type=int, help="events per run")
+    p.add_argument("--servers", type=_csv(SERVERS), default=list(SERVERS))
+    p.add_argument("--modes", type=_csv(MODES), default=list(MODES))
+    p.add_argument("--paths", type=_csv(PATHS), default=list(PATHS), help=argparse.SUPPRESS)
+    p.add_argument("--repeat", type=int, default=1, help="runs per path; the median is shown")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="pace alice at this many events/s (default: send all at once)")
+    p.add_argument("--timeout", type=float, help="seconds per run before giving up")
+    p.add_argument("--bot-set", action="append", type=_assignment, default=[],
+                   metavar="KEY=JSON", help="override the bot config, e.g. log.level=\"warning\"")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="run the bot under cProfile, write DIR/rulebot-SERVER-MODE.{prof,txt}")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = p.parse_args(argv)
+    args.n = args.n or (N_QUICK if args.quick else N_FULL)
+    args.timeout = args.timeout or (PHASE_TIMEOUT_QUICK if args.quick else PHASE_TIMEOUT_FULL)
+    if args.n < 1 or args.repeat < 1:
+        p.error("--n and --repeat must be positive")
+    if args.profile is not None:
+        args.profile = args.profile.resolve()
+        args.profile.mkdir(parents=True, exist_ok=True)
+    return args
+
+
+def relay_args(argv: Sequence[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/xmpp.py relay")
+    p.add_argument("--mode", choices=MODES, required=True)
+    p.add_argument("--jid", required=True)
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--ca-file", required=True)
+    p.add_argument("--to", required=True)
+    return p.parse_args(argv)
+
+
+async def bench(args: argparse.Namespace, base: Path) -> list[Row]:
+    rows = []
+    for kind in args.servers:
+        for mode in args.modes:
+            rows.append(await configuration(kind, mode, args, base))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["relay"]:
+        return asyncio.run(relay_main(relay_args(argv[1:])))
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    base = Path(tempfile.mkdtemp(prefix="rulebot-bench-"))
+    started = time.monotonic()
+    rows: list[Row] = []
+    try:
+        rows = asyncio.run(bench(args, base))
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        cleanup()
+        if args.keep:
+            log(f"work directory kept: {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    print(table(rows), file=out)
+    print(f"\nN = {args.n:,} events per run, {args.repeat} run(s) per path"
+          + (f", alice paced at {args.rate:,.0f}/s" if args.rate else ", sent all at once")
+          + (f"; bot config overrides: {args.bot_set}" if args.bot_set else "")
+          + (f"; bot under cProfile ({args.profile})" if args.profile else "")
+          + f". {os.cpu_count()} CPUs, {_versions()}. "
+          f"Total {time.monotonic() - started:.0f} s.", file=out)
+    failed = any(row.error or any(r.error or r.lost for r in row.results.values())
+                 for row in rows)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
