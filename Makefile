@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint unit integration system-deps venv bench bench-engine bench-xmpp clean
+.PHONY: test demo lint unit integration system-deps venv bench bench-engine bench-reload bench-xmpp clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,7 +45,10 @@ bench-engine: $(STAMP)
 bench-xmpp: system-deps $(STAMP)
 	$(PY) bench/xmpp.py
 
-bench: bench-engine bench-xmpp
+bench-reload: $(STAMP)
+	$(PY) bench/reload.py
+
+bench: bench-engine bench-reload bench-xmpp
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist

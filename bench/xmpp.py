@@ -258,6 +258,12 @@ class Peer:
                 await asyncio.wait_for(self.xmpp.disconnected, 5)
             except (TimeoutError, asyncio.CancelledError):
                 self.xmpp.abort()
+        # slixmpp leaves its send-filter task behind; end it before the object goes
+        task = getattr(self.xmpp, "_run_out_filters", None)
+        if isinstance(task, asyncio.Task) and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _on_message(self, msg: Any) -> None:
         now = time.perf_counter()
@@ -292,6 +298,47 @@ class Peer:
         return out
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time used so far by these processes (gone ones count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICK
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Processes of a process group (a server: Prosody, or ejabberd's shell and VM)."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[-1].split()[2]) == pgid:
+                pids.append(int(entry.name))
+    return pids
+
+
+@dataclass
+class Probe:
+    """Whose CPU time a run is charged with: this process, the server, the relay/bot."""
+
+    server: list[int]
+    bot: list[int] = field(default_factory=list)
+
+    def sample(self) -> tuple[float, float, float]:
+        return cpu_seconds([os.getpid()]), cpu_seconds(self.server), cpu_seconds(self.bot)
+
+
 @dataclass
 class Result:
     n: int
@@ -301,7 +348,12 @@ class Result:
     p99: float = math.nan
     duplicates: int = 0
     seconds: float = 0.0
+    cpu: tuple[float, float, float] = (0.0, 0.0, 0.0)  # s: bench, server, relay/bot
     error: str | None = None
+
+    def cpu_us(self, who: int) -> float:
+        """CPU µs per received event of bench (0), server (1) or relay/bot (2)."""
+        return self.cpu[who] / self.received * 1e6 if self.received else math.nan
 
     @property
     def lost(self) -> int:
@@ -317,7 +369,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 async def one_run(alice: Peer, bob: Peer, to: str, n: int, timeout: float,
-                  rate: float) -> Result:
+                  rate: float, probe: Probe) -> Result:
     """Send n events alice -> `to` and wait for bob to get them (or give up)."""
     run_id = uuid.uuid4().hex[:10]
     stanzas = alice.stanzas(run_id, n, to)
@@ -325,6 +377,7 @@ async def one_run(alice: Peer, bob: Peer, to: str, n: int, timeout: float,
     bob.run = run
     send_raw = alice.xmpp.send_raw
     clock = time.perf_counter
+    cpu_before = probe.sample()
     start = clock()
     for i, stanza in enumerate(stanzas):
         if rate > 0:
@@ -344,7 +397,8 @@ async def one_run(alice: Peer, bob: Peer, to: str, n: int, timeout: float,
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(run.done.wait(), 0.25)
     bob.run = None
-    result = Result(n, run.received, duplicates=run.duplicates)
+    cpu = tuple(b - a for a, b in zip(cpu_before, probe.sample(), strict=True))
+    result = Result(n, run.received, duplicates=run.duplicates, cpu=(cpu[0], cpu[1], cpu[2]))
     if run.received:
         last = max(t for t in run.recv if not math.isnan(t))
         result.seconds = last - run.sent[0]
@@ -356,20 +410,21 @@ async def one_run(alice: Peer, bob: Peer, to: str, n: int, timeout: float,
 
 
 async def measure(label: str, alice: Peer, bob: Peer, to: str, n: int, repeat: int,
-                  timeout: float, rate: float) -> Result:
+                  timeout: float, rate: float, probe: Probe) -> Result:
     """Warm-up, then `repeat` runs of n events; the run with the median events/s."""
     warm = max(50, min(500, n // 10))
-    w = await one_run(alice, bob, to, warm, min(timeout, 30.0), 0.0)
+    w = await one_run(alice, bob, to, warm, min(timeout, 30.0), 0.0, probe)
     if w.received == 0:
         return Result(n, error=f"{label}: not one of {warm} warm-up events arrived")
     if w.lost:
         log(f"  {label}: warm-up lost {w.lost} of {warm}")
     runs = []
     for k in range(repeat):
-        r = await one_run(alice, bob, to, n, timeout, rate)
+        r = await one_run(alice, bob, to, n, timeout, rate, probe)
         log(f"  {label:8} run {k + 1}/{repeat}: {r.eps:8,.0f} events/s  p50 {r.p50:7.1f} ms  "
-            f"p99 {r.p99:7.1f} ms  lost {r.lost}" + (f"  dup {r.duplicates}"
-                                                       if r.duplicates else ""))
+            f"p99 {r.p99:7.1f} ms  lost {r.lost}  CPU µs/event: bench {r.cpu_us(0):.0f}, "
+            f"server {r.cpu_us(1):.0f}, relay/bot {r.cpu_us(2):.0f}"
+            + (f"  dup {r.duplicates}" if r.duplicates else ""))
         runs.append(r)
     runs.sort(key=lambda r: r.eps)
     return runs[len(runs) // 2]
@@ -480,10 +535,11 @@ async def configuration(kind: str, mode: str, args: argparse.Namespace, base: Pa
         peers += [alice, bob]
         await asyncio.gather(alice.connect(), bob.connect())
         friend = info.component_jid if mode == "component" else FRIEND
+        server_pids = group_pids(info.pid)
         for path in args.paths:
             if path == "direct":
                 row.results[path] = await measure(path, alice, bob, BOB, args.n, args.repeat,
-                                                  args.timeout, args.rate)
+                                                  args.timeout, args.rate, Probe(server_pids))
                 continue
             prof: Path | None = None
             if path == "relay":
@@ -495,7 +551,8 @@ async def configuration(kind: str, mode: str, args: argparse.Namespace, base: Pa
             try:
                 await wait_line(logfile, ready, proc, f"{path} ({mode})")
                 row.results[path] = await measure(path, alice, bob, friend, args.n,
-                                                  args.repeat, args.timeout, args.rate)
+                                                  args.repeat, args.timeout, args.rate,
+                                                  Probe(server_pids, [proc.pid]))
             except RuntimeError as exc:
                 row.results[path] = Result(args.n, error=str(exc))
                 log(f"  {exc}")
@@ -544,20 +601,27 @@ def _ratio(a: Result | None, b: Result | None) -> str:
     return f"{a.eps / b.eps:.2f}"
 
 
+def _cpu(r: Result | None) -> str:
+    if r is None or r.error or r.received == 0:
+        return "-"
+    return f"{r.cpu_us(2):,.0f}"
+
+
 def table(rows: Sequence[Row]) -> str:
     head = ("| server | mode | direct events/s | p50/p99 ms | relay events/s | p50/p99 ms "
-            "| rulebot events/s | p50/p99 ms | ÷ direct | ÷ relay | lost d/r/b |")
+            "| rulebot events/s | p50/p99 ms | ÷ direct | ÷ relay "
+            "| CPU µs/event relay / rulebot | lost d/r/b |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for row in rows:
         if row.error and not row.results:
             lines.append(f"| {row.server} | {row.mode} | failed: {row.error[:60]} |"
-                         + " |" * 8)
+                         + " |" * 9)
             continue
         d, r, b = (row.results.get(p) for p in PATHS)
         lost = "/".join("-" if x is None else str(x.lost) for x in (d, r, b))
         lines.append(f"| {row.server} | {row.mode} | {_eps(d)} | {_lat(d)} | {_eps(r)} | "
                      f"{_lat(r)} | {_eps(b)} | {_lat(b)} | {_ratio(b, d)} | {_ratio(b, r)} "
-                     f"| {lost} |")
+                     f"| {_cpu(r)} / {_cpu(b)} | {lost} |")
     return "\n".join(lines)
 
 
@@ -661,7 +725,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--servers", type=_csv(SERVERS), default=list(SERVERS))
     p.add_argument("--modes", type=_csv(MODES), default=list(MODES))
     p.add_argument("--paths", type=_csv(PATHS), default=list(PATHS), help=argparse.SUPPRESS)
-    p.add_argument("--repeat", type=int, default=1, help="runs per path; the median is shown")
+    p.add_argument("--repeat", type=int,
+                   help="runs per path, the median is shown (default 3; --quick: 1)")
     p.add_argument("--rate", type=float, default=0.0,
                    help="pace alice at this many events/s (default: send all at once)")
     p.add_argument("--timeout", type=float, help="seconds per run before giving up")
@@ -671,7 +736,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="run the bot under cProfile, write DIR/rulebot-SERVER-MODE.{prof,txt}")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
-    args.n = args.n or (N_QUICK if args.quick else N_FULL)
+    if args.n is None:
+        args.n = N_QUICK if args.quick else N_FULL
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
     args.timeout = args.timeout or (PHASE_TIMEOUT_QUICK if args.quick else PHASE_TIMEOUT_FULL)
     if args.n < 1 or args.repeat < 1:
         p.error("--n and --repeat must be positive")
