@@ -33,12 +33,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine import rule_text  # noqa: E402
+from engine import rule_text
 
-from rulebot.config import parse_config  # noqa: E402
-from rulebot.dispatch import Dispatcher, Inbound  # noqa: E402
-from rulebot.reload import Reloader, RuleRef  # noqa: E402
-from rulebot.rules import check_rules, load_rules  # noqa: E402
+from rulebot.config import parse_config
+from rulebot.dispatch import Dispatcher, Inbound
+from rulebot.reload import Reloader, RuleRef
+from rulebot.rules import check_rules, load_rules
 
 
 async def feed(dispatcher: Dispatcher, rate: float, stop: asyncio.Event,
