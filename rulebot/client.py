@@ -52,6 +52,7 @@ class Received:
     event_id: str | None  # id of the event this message answers or routes
     stanza_id: str | None
     encoding: Literal["body", "json"]
+    in_reply_to: str | None = None  # id of the stanza that carried that event
 
     @property
     def error(self) -> dict[str, JSON] | None:
@@ -62,7 +63,7 @@ class Received:
     def to_json(self) -> dict[str, JSON]:
         return {"sender": self.sender, "rule": self.rule, "version": self.version,
                 "event_id": self.event_id, "id": self.stanza_id, "encoding": self.encoding,
-                "payload": self.payload}
+                "in_reply_to": self.in_reply_to, "payload": self.payload}
 
 
 class RequestError(RulebotError):
@@ -93,7 +94,7 @@ def parse_message(msg: Any) -> Received | None:
     meta = msg.xml.find(f"{{{META_NS}}}rulebot")
     get = (lambda k: meta.get(k)) if meta is not None else (lambda k: None)
     return Received(payload, get("sender"), get("rule"), get("version"), get("event"),
-                    msg["id"] or None, encoding)
+                    msg["id"] or None, encoding, get("stanza"))
 
 
 class RulebotClient:
@@ -266,8 +267,11 @@ class RulebotClient:
             self._seen[received.stanza_id] = None
             if len(self._seen) > _SEEN:
                 self._seen.popitem(last=False)
-        fut = self._pending.get(received.event_id or "") if received.sender == \
-            bare_jid(self.jid) else None
+        fut = None
+        if received.sender == bare_jid(self.jid):
+            # By event id, or by stanza id for errors about undecodable events.
+            fut = self._pending.get(received.event_id or "") or self._pending.get(
+                f"stanza:{received.in_reply_to}")
         if fut is not None and not fut.done():
             fut.set_result(received)
             return
@@ -282,10 +286,15 @@ class RulebotClient:
 
     def send_event(self, payload: dict[str, JSON], *, encoding: str | None = None) -> str:
         """Send one event to the bot; returns its id (an "id" is added when missing)."""
+        return self._send(payload, encoding)[0]
+
+    def _send(self, payload: dict[str, JSON], encoding: str | None = None
+              ) -> tuple[str, str]:
         if "id" not in payload:
             payload = {**payload, "id": uuid.uuid4().hex}
         event_id = str(payload["id"])
         msg = self.xmpp.make_message(mto=self.bot, mtype=self.message_type)
+        msg["id"] = uuid.uuid4().hex  # unique: the bot derives its message ids from it
         text = encode_payload(payload)
         if (encoding or self.encoding) == "json":
             container = ET.Element(f"{{{JSON_NS}}}json")
@@ -294,7 +303,7 @@ class RulebotClient:
         else:
             msg["body"] = text
         msg.send()
-        return event_id
+        return event_id, msg["id"]
 
     def send_raw(self, body: str) -> None:
         """Send a body as is (for tests and operators poking at error handling)."""
@@ -309,11 +318,16 @@ class RulebotClient:
         key = str(payload["id"])
         fut: asyncio.Future[Received] = asyncio.get_running_loop().create_future()
         self._pending[key] = fut
+        stanza_key = None
         try:
-            self.send_event(payload)
+            _, stanza_id = self._send(payload)
+            stanza_key = f"stanza:{stanza_id}"
+            self._pending[stanza_key] = fut
             received = await asyncio.wait_for(fut, timeout=timeout)
         finally:
             self._pending.pop(key, None)
+            if stanza_key:
+                self._pending.pop(stanza_key, None)
         if received.error is not None:
             raise RequestError(received)
         return received

@@ -103,8 +103,10 @@ def parse_config(text: str, source: str = "<inline>", base: Path | None = None) 
         rules=str(path(raw["rules"])),
         mode=mode,
         resource=raw.get("resource", "rulebot"),
-        host=server.get("host", domain),
-        port=server.get("port", 5347 if mode == "component" else 5222),
+        # A component's own name is usually not resolvable: default to its parent domain.
+        host=server.get("host", _parent_domain(domain) if mode == "component" else domain),
+        port=server.get("port", 5347 if mode == "component"
+                        else 5223 if tls.get("direct_tls") else 5222),
         password_env=raw.get("password_env", "RULEBOT_PASSWORD"),
         password_file=path(raw.get("password_file")),
         tls=TlsConfig(verify=tls.get("verify", True), ca_file=path(tls.get("ca_file")),

@@ -1,6 +1,6 @@
 """The daemon's brain without a network: inbound stanza values -> decisions -> outbound messages.
 
-Imports: model, model_json, engine, rules, functions, wire, config, logs, stdlib.
+Imports: model, engine, rules, state, functions, wire, config, logs, stdlib.
 Never imports slixmpp: xmpp.py turns stanzas into `Inbound` values and sends
 the `Outbound` values this module returns, so the whole path from stanza to
 sends can be tested with plain values.
@@ -17,7 +17,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,10 +34,14 @@ from rulebot.model import (
     Envelope,
     ErrorReply,
     Forward,
+    Relate,
     Reply,
     Stanza,
+    StateChange,
+    Unrelate,
 )
 from rulebot.rules import RuleSet
+from rulebot.state import LiveState, PresenceTable, RelationReader
 from rulebot.wire import Encoding, decode_event, error_payload, event_id, presence_event
 
 log = logging.getLogger(LOGGER)
@@ -66,6 +70,7 @@ class Meta:
     rule: str | None
     version: str
     event_id: str | None
+    stanza_id: str | None = None  # the inbound stanza this answers or routes
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +87,7 @@ class Outbound:
 class Outcome:
     """Everything one inbound stanza led to: for the sender, the logs and the tests."""
 
-    status: Literal["decided", "rejected", "ignored"]
+    status: Literal["decided", "rejected", "ignored", "failed"]
     outbound: tuple[Outbound, ...] = ()
     decision: Decision | None = None
     reason: str | None = None  # why it was ignored or rejected (an error code)
@@ -92,9 +97,15 @@ class Outcome:
 class Dispatcher:
     """Turns inbound stanzas into outbound messages using the current rule set."""
 
-    def __init__(self, config: Config, current: Callable[[], RuleSet]) -> None:
+    def __init__(self, config: Config, current: Callable[[], RuleSet], *,
+                 relations: RelationReader | None = None,
+                 apply: Callable[[Sequence[StateChange]], None] | None = None,
+                 presence: PresenceTable | None = None) -> None:
         self.config = config
         self.current = current
+        self.apply = apply
+        self.presence = presence if presence is not None else PresenceTable()
+        self.state = LiveState(relations, self.presence)
         self.bot = config.jid
         self.allowed = frozenset(d.lower() for d in config.allowed_domains)
 
@@ -109,14 +120,19 @@ class Dispatcher:
         sender = bare_jid(inbound.from_)
         if sender == bare_jid(self.bot) or inbound.from_ == self.bot:
             return Outcome("ignored", reason="own-stanza")
-        if split_jid(inbound.from_)[1].lower() not in self.allowed:
+        local, domain, _ = split_jid(inbound.from_)
+        if domain.lower() not in self.allowed:
             return Outcome("ignored", reason="domain-not-allowed")
+        if not local:
+            return Outcome("ignored", reason="not-a-user")  # the server or a component
         ruleset = self.current()
         if inbound.kind == "presence":
             if inbound.type not in ("available", "unavailable"):
                 return Outcome("ignored", reason="presence-subscription")
             event = presence_event(inbound.type, inbound.show, inbound.status,
                                    inbound.priority)
+            # Rules deciding on this presence already see it in online().
+            self.presence.update(inbound.from_, inbound.type == "available")
             return self._decide(inbound, sender, event, "body", ruleset)
         if inbound.type in ("error", "groupchat"):
             return Outcome("ignored", reason=f"{inbound.type}-message")
@@ -140,9 +156,27 @@ class Dispatcher:
                 ruleset: RuleSet) -> Outcome:
         env = Envelope(event, sender, inbound.from_,
                        Stanza(inbound.kind, inbound.type, inbound.id), self.bot)
-        decision = evaluate(ruleset, env, max_recipients=self.config.max_recipients)
+        decision = evaluate(ruleset, env, max_recipients=self.config.max_recipients,
+                            state=self.state)
         eid = event_id(event)
         eid_text = None if eid is None else str(eid)
+        changes = [a for a in decision.actions if isinstance(a, Relate | Unrelate)]
+        if changes:
+            # Durable before anything that depends on it is sent; if the store
+            # fails, nothing of this decision is sent but an error to the sender.
+            try:
+                if self.apply is None:
+                    raise RuntimeError("no relationship store is configured")
+                self.apply(changes)
+            except Exception as exc:
+                log.error("relationship store failed; decision not carried out", extra=fields(
+                    event="store_failed", error=f"{type(exc).__name__}: {exc}",
+                    from_=inbound.from_, stanza_id=inbound.id))
+                meta = Meta(sender, None, decision.version, eid_text)
+                reply = self._out(inbound, inbound.from_, error_payload(
+                    "store-unavailable", "the bot could not record this change; try again",
+                    None, eid), enc, meta, 0)
+                return Outcome("failed", (reply,), decision, "store-unavailable", eid_text)
         out: list[Outbound] = []
         for action in decision.actions:
             meta = Meta(sender, action.rule, decision.version, eid_text)
@@ -151,7 +185,7 @@ class Dispatcher:
             elif isinstance(action, ErrorReply):
                 payload = error_payload(action.code, action.message, action.path, eid)
             else:
-                assert isinstance(action, Drop)
+                assert isinstance(action, Drop | Relate | Unrelate)
                 continue
             for to in action.to:
                 out.append(self._out(inbound, to, payload, enc, meta, len(out)))
@@ -164,6 +198,7 @@ class Dispatcher:
 
     def _out(self, inbound: Inbound, to: str, payload: dict[str, JSON], enc: Encoding,
              meta: Meta, n: int) -> Outbound:
+        meta = Meta(meta.sender, meta.rule, meta.version, meta.event_id, inbound.id)
         encoding: Encoding = enc if self.config.encoding == "same" else (
             "json" if self.config.encoding == "json" else "body")
         if inbound.id:

@@ -17,7 +17,7 @@ from typing import Any
 import jmespath
 from jsonschema.exceptions import best_match
 
-from rulebot.functions import bare_jid
+from rulebot.functions import RuleFunctions, bare_jid, valid_jid
 from rulebot.model import (
     JSON,
     Action,
@@ -27,15 +27,17 @@ from rulebot.model import (
     Envelope,
     ErrorReply,
     Forward,
+    Relate,
     Reply,
     RuleError,
+    Unrelate,
 )
 from rulebot.rules import ActionSpec, LiteralParam, Param, Rule, RuleSet
+from rulebot.state import StateView
 
 #: Default cap on the recipients of one action (a broadcast to a huge list is
 #: an amplification attack or a mistake; either way refuse it visibly).
 MAX_RECIPIENTS = 10_000
-MAX_JID = 3071  # RFC 7622: localpart, domainpart and resourcepart of 1023 each
 
 
 class _RuleFailed(Exception):
@@ -65,9 +67,12 @@ def truthy(value: JSON) -> bool:
     return True
 
 
-def evaluate(ruleset: RuleSet, env: Envelope, *, max_recipients: int = MAX_RECIPIENTS
-             ) -> Decision:
-    """Decide what to do with one event. Never raises for any event content."""
+def evaluate(ruleset: RuleSet, env: Envelope, *, max_recipients: int = MAX_RECIPIENTS,
+             state: StateView | None = None) -> Decision:
+    """Decide what to do with one event. Never raises for any event content.
+
+    `state` is the read-only view of relationships and presence that the
+    relationship functions read; changes come back as Relate/Unrelate actions."""
     event = env.event
     disc_value = event.get(ruleset.discriminator) if isinstance(event, Mapping) else None
     if ruleset.events is not None and env.stanza.kind == "message":
@@ -79,7 +84,7 @@ def evaluate(ruleset: RuleSet, env: Envelope, *, max_recipients: int = MAX_RECIP
     else:
         candidates = ruleset.untyped
     data = envelope_data(ruleset, env)
-    options = jmespath.Options(custom_functions=ruleset.functions)
+    options = jmespath.Options(custom_functions=RuleFunctions(ruleset.list_sets, state))
     matched: list[str] = []
     actions: list[Action] = []
     errors: list[RuleError] = []
@@ -125,13 +130,19 @@ def _check_type(ruleset: RuleSet, env: Envelope, type_value: JSON) -> Decision |
                            f"unknown event type {shown} in field {events.discriminator!r}",
                            f"/{events.discriminator}", None)
         return Decision(ruleset.version, (), (reply,), (), ("event type rejected",))
-    error = best_match(validator.iter_errors(env.event))
+    try:
+        error = best_match(validator.iter_errors(env.event))
+    except Exception as exc:  # a schema that cannot be applied is the operator's bug
+        reply = ErrorReply((env.from_,), "schema-error",
+                           f"the event schema for {type_value!r} cannot be applied: "
+                           f"{_short(str(exc), 120)}", None, None)
+        return Decision(ruleset.version, (), (reply,), (), ("event schema failed",))
     if error is None:
         return None
     pointer = "".join(f"/{_escape(p)}" for p in error.absolute_path)
     reply = ErrorReply((env.from_,), "invalid-event",
                        f"event of type {type_value!r} does not match its schema: "
-                       f"{_short(error.message)}", pointer or "/", None)
+                       f"{_short(error.message)}", pointer, None)
     return Decision(ruleset.version, (), (reply,), (), ("event failed its schema",))
 
 
@@ -173,31 +184,18 @@ def _jids(spec: ActionSpec, env: Envelope, data: Mapping[str, JSON], options: An
     if len(raw) > cap:
         raise _RuleFailed(f"{spec.kind}: {len(raw)} recipients exceed the cap of {cap}")
     out: dict[str, None] = {}
-    bot = bare_jid(env.bot)
-    sender = env.sender
+    bot = bare_jid(env.bot).lower()
+    sender = env.sender.lower()
     for jid in raw:
-        if not _valid_jid(jid):
+        if not valid_jid(jid):
             raise _RuleFailed(f"{spec.kind}: not a JID: {_short(repr(jid), 60)}")
-        bare = bare_jid(jid)
+        bare = bare_jid(jid).lower()
         if bare == bot:
             continue  # loop guard: the bot never sends to itself
         if spec.kind == "broadcast" and not spec.include_sender and bare == sender:
             continue
         out[jid] = None
     return tuple(out)
-
-
-def _valid_jid(jid: object) -> bool:
-    if not isinstance(jid, str) or not jid or len(jid) > MAX_JID:
-        return False
-    if any(ch.isspace() or ord(ch) < 32 for ch in jid):
-        return False
-    bare, _, resource = jid.partition("/")
-    local, at, domain = bare.rpartition("@")
-    if at and not local:
-        return False
-    has_slash = "/" in jid
-    return bool(domain) and "@" not in domain and (not has_slash or bool(resource))
 
 
 def _action(spec: ActionSpec, rule: Rule, env: Envelope, data: Mapping[str, JSON],
@@ -211,7 +209,32 @@ def _action(spec: ActionSpec, rule: Rule, env: Envelope, data: Mapping[str, JSON
                          _payload(spec, env, data, options), rule.name)
     if kind == "reply":
         return Reply((env.from_,), _payload(spec, env, data, options), rule.name)
+    if kind in ("relate", "unrelate"):
+        return _relation(spec, rule, env, data, options)
     if kind == "error":
         code = spec.code or "rejected"
         return ErrorReply((env.from_,), code, spec.message or code, None, rule.name)
     return Drop(spec.reason, rule.name)
+
+
+def _relation_jid(spec: ActionSpec, param: Param | None, env: Envelope,
+                  data: Mapping[str, JSON], options: Any, what: str) -> str:
+    value = env.sender if param is None else _value(param, data, options)
+    if not valid_jid(value):
+        raise _RuleFailed(f"{spec.kind}: {what} must be a JID, got {_short(repr(value), 60)}")
+    return bare_jid(str(value)).lower()
+
+
+def _relation(spec: ActionSpec, rule: Rule, env: Envelope, data: Mapping[str, JSON],
+              options: Any) -> Action:
+    subject = _relation_jid(spec, spec.subject, env, data, options, "subject")
+    obj = _relation_jid(spec, spec.object, env, data, options, "object")
+    kind = spec.relation or "related"
+    if spec.kind == "unrelate":
+        return Unrelate(subject, obj, kind, spec.mutual, rule.name)
+    attrs = {} if spec.attrs is None else _value(spec.attrs, data, options)
+    if attrs is None:
+        attrs = {}
+    if not isinstance(attrs, dict):
+        raise _RuleFailed(f"relate: attrs must be a JSON object, got {_short(repr(attrs), 60)}")
+    return Relate(subject, obj, kind, attrs, spec.mutual, rule.name)

@@ -8,6 +8,7 @@ so a macro is evaluated where it is written, like any sub-expression.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -135,7 +136,7 @@ def compile_expr(
     except jp_exceptions.JMESPathError as exc:
         return None, [ExprProblem(f"invalid JMESPath expression: {exc}", None, text)]
     tree: Node = parsed.parsed  # type: ignore[assignment]  # jmespath's TypedDict
-    problems = list(_check_ast(tree, lists))
+    problems = list(_check_ast(tree, lists, text))
     calls = any(node["type"] == "function_expression" for node in walk(tree))
     return Expr(text, parsed, calls), problems
 
@@ -170,9 +171,24 @@ def _head_field(node: Node) -> str | None:
     return node["value"] if node["type"] == "field" else None
 
 
-def _check_ast(tree: Node, lists: Mapping[str, object]) -> Iterator[ExprProblem]:
+#: The top-level names of the envelope every expression is evaluated against.
+ENVELOPE = frozenset({"event", "sender", "from", "stanza", "lists", "bot"})
+
+
+def _check_ast(tree: Node, lists: Mapping[str, object], text: str = ""
+               ) -> Iterator[ExprProblem]:
     for node, at_root in _root_walk(tree, True):
         kind = node["type"]
+        if kind == "field" and at_root and node["value"] not in ENVELOPE:
+            name = node["value"]
+            if f'"{name}"' in text:
+                hint = (f": for the string write '{name}' in single quotes; double quotes "
+                        "name a field in JMESPath")
+            else:
+                close = difflib.get_close_matches(name, sorted(ENVELOPE), n=1)
+                hint = f", did you mean {close[0]!r}?" if close else (
+                    f" (the envelope has: {', '.join(sorted(ENVELOPE))})")
+            yield ExprProblem(f"unknown envelope field {name!r}{hint}", None, name)
         if kind == "subexpression" and at_root:
             first = node["children"][0]
             if first["type"] == "field" and first["value"] == "lists":

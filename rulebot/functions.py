@@ -10,8 +10,18 @@ arguments and of the rule set's lists (and, later, a read-only state view).
 | jid_domain(jid)              | `domain`                                         |
 | jid_resource(jid)            | `resource` (empty string when none)              |
 | regex_match(pattern, string) | true when Python `re.search` finds the pattern   |
-| in_list(name, value)         | true when value is in the rule set's list `name` |
+| in_list(name, value)         | true when value is in list `name` (case-insensitive) |
 | lower(string), upper(string) | the string in lower/upper case                   |
+| related(subject, object, kind) | true when subject has a `kind` relation to object |
+| mutual(a, b, kind)           | true when a and b have `kind` to each other       |
+| related_to(subject, kind)    | JIDs the subject has `kind` to (sorted)           |
+| related_from(object, kind)   | JIDs that have `kind` to the object (sorted)      |
+| relation(subject, object, kind) | {kind, attrs, created} of the relation, or null |
+| online(jid)                  | true when the bot has seen the user (or that resource) available |
+
+The relationship and presence functions read through a read-only StateView
+(rulebot.state) that the caller passes in; JIDs are compared as lower-case
+bare JIDs.
 """
 
 from __future__ import annotations
@@ -19,18 +29,40 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jmespath import exceptions as jp_exceptions
 from jmespath import functions
 
+if TYPE_CHECKING:
+    from rulebot.state import StateView
+
 #: Names of the functions this module adds (validate checks calls against them).
 CUSTOM_FUNCTIONS = frozenset(
     {"jid_bare", "jid_local", "jid_domain", "jid_resource", "regex_match", "in_list",
-     "lower", "upper"}
+     "lower", "upper", "related", "mutual", "related_to", "related_from", "relation", "online"}
 )
 
 MAX_PATTERN = 1000
+
+
+MAX_JID = 3071  # RFC 7622: localpart, domainpart and resourcepart of 1023 each
+
+
+def valid_jid(jid: object) -> bool:
+    """Whether a value can be used as a destination JID (a string, sane shape)."""
+    if not isinstance(jid, str) or not jid or len(jid) > MAX_JID:
+        return False
+    if any(ch.isspace() or ord(ch) < 32 for ch in jid):
+        return False
+    bare, _, resource = jid.partition("/")
+    local, at, domain = bare.partition("@")
+    if at and (not local or "@" in domain):
+        return False
+    if not at:
+        domain = local
+    has_slash = "/" in jid
+    return bool(domain) and (not has_slash or bool(resource))
 
 
 def split_jid(jid: str) -> tuple[str, str, str]:
@@ -67,11 +99,19 @@ def check_pattern(pattern: str) -> str | None:
 
 
 class RuleFunctions(functions.Functions):
-    """JMESPath's built-ins plus rulebot's, bound to one rule set's lists."""
+    """JMESPath's built-ins plus rulebot's, bound to one rule set's lists and a state view."""
 
-    def __init__(self, lists: Mapping[str, frozenset[str]]) -> None:
+    def __init__(self, lists: Mapping[str, frozenset[str]], state: StateView | None = None
+                 ) -> None:
         super().__init__()
         self._lists = lists
+        self._state = state
+
+    def _view(self) -> StateView:
+        if self._state is None:
+            from rulebot.state import NO_STATE
+            return NO_STATE
+        return self._state
 
     @functions.signature({"types": ["string"]})
     def _func_jid_bare(self, jid: str) -> str:
@@ -98,7 +138,9 @@ class RuleFunctions(functions.Functions):
         members = self._lists.get(name)
         if members is None:
             raise jp_exceptions.JMESPathError(f"in_list: no list named {name!r}")
-        return isinstance(value, str) and value in members
+        # JIDs are case-insensitive in practice (servers fold localparts), so
+        # lists compare case-insensitively; the rule set stores them folded.
+        return isinstance(value, str) and value.casefold() in members
 
     @functions.signature({"types": ["string"]})
     def _func_lower(self, value: str) -> str:
@@ -107,3 +149,28 @@ class RuleFunctions(functions.Functions):
     @functions.signature({"types": ["string"]})
     def _func_upper(self, value: str) -> str:
         return value.upper()
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]}, {"types": ["string"]})
+    def _func_related(self, subject: str, obj: str, kind: str) -> bool:
+        return self._view().related(subject, obj, kind)
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]}, {"types": ["string"]})
+    def _func_mutual(self, a: str, b: str, kind: str) -> bool:
+        view = self._view()
+        return view.related(a, b, kind) and view.related(b, a, kind)
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]})
+    def _func_related_to(self, subject: str, kind: str) -> list[str]:
+        return self._view().objects(subject, kind)
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]})
+    def _func_related_from(self, obj: str, kind: str) -> list[str]:
+        return self._view().subjects(obj, kind)
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]}, {"types": ["string"]})
+    def _func_relation(self, subject: str, obj: str, kind: str) -> Any:
+        return self._view().relation(subject, obj, kind)
+
+    @functions.signature({"types": ["string"]})
+    def _func_online(self, jid: str) -> bool:
+        return self._view().online(jid)

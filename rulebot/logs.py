@@ -54,8 +54,9 @@ def setup_logging(fmt: str = "json", level: str = "info") -> logging.Logger:
     root.setLevel(logging.WARNING)
     logger = logging.getLogger(LOGGER)
     logger.setLevel(level.upper())
-    # slixmpp logs every reconnect attempt at error level with tracebacks; its
-    # warnings are enough, rulebot reports connection state itself.
+    # slixmpp logs every failed reconnect attempt at error level with a
+    # traceback; rulebot reports connection state itself, so slixmpp is quiet
+    # unless the operator asks for debug logs.
     logging.getLogger("slixmpp").setLevel(logging.CRITICAL if level != "debug" else logging.DEBUG)
     return logger
 

@@ -131,7 +131,33 @@ class Drop:
     to: tuple[str, ...] = ()
 
 
-Action: TypeAlias = Forward | Broadcast | Reply | ErrorReply | Drop
+@dataclass(frozen=True, slots=True)
+class Relate:
+    """Store a relation (both directions when mutual); applied before any send."""
+
+    subject: str  # lower-case bare JIDs
+    object: str
+    kind: str
+    attrs: JSON
+    mutual: bool
+    rule: str
+    type: Literal["relate"] = "relate"
+    to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Unrelate:
+    subject: str
+    object: str
+    kind: str
+    mutual: bool
+    rule: str
+    type: Literal["unrelate"] = "unrelate"
+    to: tuple[str, ...] = ()
+
+
+Action: TypeAlias = Forward | Broadcast | Reply | ErrorReply | Drop | Relate | Unrelate
+StateChange: TypeAlias = Relate | Unrelate
 
 
 @dataclass(frozen=True, slots=True)

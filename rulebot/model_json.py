@@ -5,7 +5,7 @@ Imports: model, stdlib. Pure.
 
 from __future__ import annotations
 
-from rulebot.model import JSON, Action, Decision, Drop, ErrorReply
+from rulebot.model import JSON, Action, Decision, Drop, ErrorReply, Relate, Unrelate
 
 
 def action_json(action: Action) -> dict[str, JSON]:
@@ -17,6 +17,11 @@ def action_json(action: Action) -> dict[str, JSON]:
         out["payload"] = {"error": error}
     elif isinstance(action, Drop):
         out["reason"] = action.reason
+    elif isinstance(action, Relate | Unrelate):
+        out.update(subject=action.subject, object=action.object, kind=action.kind,
+                   mutual=action.mutual)
+        if isinstance(action, Relate):
+            out["attrs"] = action.attrs
     else:
         out["payload"] = action.payload
     out["rule"] = action.rule

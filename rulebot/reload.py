@@ -170,8 +170,11 @@ class Reloader:
         A single file is watched through its directory, so editors that save by
         writing a new file and renaming it over the old one are seen too."""
         directory = self.path if self.path.is_dir() else self.path.parent
+        # watchfiles yields once no change has come for `step` ms (the quiet time
+        # we want), or after `debounce` ms of continuous changes at the latest.
         async for changes in watchfiles.awatch(directory, watch_filter=self._relevant,
-                                               debounce=debounce_ms, step=50,
+                                               step=max(debounce_ms, 1),
+                                               debounce=max(10 * debounce_ms, 2000),
                                                stop_event=stop, recursive=False):
             names = sorted({Path(name).name for _, name in changes})
             await self.reload("file change: " + ", ".join(names))

@@ -9,7 +9,7 @@ and `load_rules` are the thin I/O wrappers. `rulebot validate` and
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +18,7 @@ import jsonschema
 
 from rulebot.errors import RuleSetError
 from rulebot.expr import Expr, ExprProblem, compile_expr, macro_closure, type_key
-from rulebot.functions import RuleFunctions
+from rulebot.functions import valid_jid
 from rulebot.model import JSON, Issue
 from rulebot.schema import schema_issues, validation_issues
 from rulebot.yamldoc import Document, format_path, load_document
@@ -26,7 +26,7 @@ from rulebot.yamldoc import Path as DocPath
 
 _META = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
 
-ActionKind = Literal["forward", "broadcast", "reply", "error", "drop"]
+ActionKind = Literal["forward", "broadcast", "reply", "error", "drop", "relate", "unrelate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,11 @@ class ActionSpec:
     code: str | None = None
     message: str | None = None
     reason: str | None = None
+    subject: Param | None = None  # relate/unrelate; None: the sender
+    object: Param | None = None
+    relation: str | None = None  # the relation kind
+    attrs: Param | None = None
+    mutual: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +84,7 @@ class RuleSet:
     default: Literal["drop", "error"]
     version: str
     files: tuple[str, ...]
-    functions: RuleFunctions = field(repr=False, compare=False)
+    list_sets: Mapping[str, frozenset[str]] = field(repr=False, compare=False)
     # Candidate rules (indices into `rules`, in order) per event type, and for
     # events whose type no rule names. See expr.type_key.
     by_type: Mapping[str, tuple[int, ...]] = field(repr=False, compare=False)
@@ -257,7 +262,7 @@ class _Compiler:
             default=self.default or "drop",
             version=digest.hexdigest()[:12],
             files=tuple(source for source, _ in texts),
-            functions=RuleFunctions({k: frozenset(v) for k, v in self.lists.items()}),
+            list_sets={k: frozenset(x.casefold() for x in v) for k, v in self.lists.items()},
             by_type=by_type,
             untyped=untyped,
             discriminator=discriminator,
@@ -271,6 +276,10 @@ class _Compiler:
             path: DocPath = ("events", "types", name)
             problems = list(validation_issues(doc, _META.iter_errors(schema), path,
                                               "invalid event schema: "))
+            # Only references inside the schema: rulebot never fetches anything.
+            problems.extend(doc.issue((*path, *where), "only local $ref (#/...) is allowed "
+                                      "in event schemas", ref)
+                            for where, ref in _remote_refs(schema))
             if problems:
                 self.issues.extend(problems)
                 continue
@@ -298,11 +307,21 @@ class _Compiler:
         return doc.issue(path, p.message, p.value if p.value is not None else text,
                          offset=p.offset)
 
-    def _param(self, doc: Document, path: DocPath, raw: Any) -> Param | None:
+    def _param(self, doc: Document, path: DocPath, raw: Any, want: str | None = None
+               ) -> Param | None:
         if isinstance(raw, str):
             return self._expr(doc, path, raw)
         if isinstance(raw, dict) and "value" in raw:
-            return LiteralParam(raw["value"])
+            value = raw["value"]
+            # A literal is known now: check it now, not on every event.
+            if want == "object" and not isinstance(value, dict):
+                self.issues.append(doc.issue((*path, "value"), "must be a JSON object", value))
+            if want == "jids" and not _jid_list(value):
+                self.issues.append(doc.issue((*path, "value"),
+                                             "must be a JID or a list of JIDs", value))
+            if want == "jid" and not _jid_list(value, single=True):
+                self.issues.append(doc.issue((*path, "value"), "must be a JID", value))
+            return LiteralParam(value)
         return None  # the schema already reported it
 
     def _rule(self, doc: Document, path: DocPath, raw: dict[str, Any]) -> None:
@@ -342,17 +361,49 @@ class _Compiler:
             return ActionSpec("drop", reason=reason if isinstance(reason, str) else None)
         if not isinstance(params, dict):
             return None
+        if kind in ("relate", "unrelate"):
+            rel = params.get("kind")
+            return ActionSpec(
+                kind,
+                subject=self._param(doc, (*p, "subject"), params["subject"], "jid")
+                if "subject" in params else None,
+                object=self._param(doc, (*p, "object"), params["object"], "jid")
+                if "object" in params else None,
+                relation=rel if isinstance(rel, str) else None,
+                attrs=self._param(doc, (*p, "attrs"), params["attrs"], "object")
+                if "attrs" in params else None,
+                mutual=params.get("mutual") is True,
+            )
         if kind == "error":
             code, message = params.get("code"), params.get("message")
             return ActionSpec("error", code=code if isinstance(code, str) else "rejected",
                               message=message if isinstance(message, str) else None)
         if kind not in ("forward", "broadcast", "reply"):
             return None
-        to = self._param(doc, (*p, "to"), params["to"]) if "to" in params else None
-        payload = (self._param(doc, (*p, "payload"), params["payload"])
+        to = self._param(doc, (*p, "to"), params["to"], "jids") if "to" in params else None
+        payload = (self._param(doc, (*p, "payload"), params["payload"], "object")
                    if "payload" in params else None)
         return ActionSpec(kind, to=to, payload=payload,
                           include_sender=params.get("include_sender") is True)
+
+
+def _jid_list(value: Any, single: bool = False) -> bool:
+    if isinstance(value, str):
+        return valid_jid(value)
+    return not single and isinstance(value, list) and all(valid_jid(v) for v in value)
+
+
+def _remote_refs(schema: Any, path: DocPath = ()) -> Iterator[tuple[DocPath, str]]:
+    """Every `$ref` that does not point inside the schema itself."""
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "$ref" and isinstance(value, str) and not value.startswith("#"):
+                yield (*path, key), value
+            else:
+                yield from _remote_refs(value, (*path, key))
+    elif isinstance(schema, list):
+        for i, value in enumerate(schema):
+            yield from _remote_refs(value, (*path, i))
 
 
 def _mapping(value: Any) -> dict[str, Any]:

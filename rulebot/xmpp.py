@@ -65,6 +65,8 @@ def build_message(xmpp: Any, out: Outbound, mfrom: str | None) -> Any:
         meta.set("rule", out.meta.rule)
     if out.meta.event_id is not None:
         meta.set("event", out.meta.event_id)
+    if out.meta.stanza_id is not None:
+        meta.set("stanza", out.meta.stanza_id)
     msg.xml.append(meta)
     return msg
 
@@ -86,7 +88,7 @@ def to_inbound_presence(pres: Any) -> Inbound:
     priority: int | None
     try:
         priority = int(pres["priority"]) if pres.xml.find(
-            "{jabber:client}priority") is not None else None
+            f"{{{pres.namespace}}}priority") is not None else None
     except (TypeError, ValueError):
         priority = None
     show = pres["show"] if ptype in ("available", "away", "chat", "dnd", "xa") else None

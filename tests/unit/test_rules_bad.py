@@ -159,11 +159,11 @@ CASES = [
     ], id="empty_actions"),
     pytest.param("two_actions_in_one_item.yaml", [
         "5:9: rules[0].actions[0]: must have exactly one of: forward, broadcast, reply, "
-        "error, drop ({\"drop\": {}, \"forward\": {\"to\": \"event.to\"}})",
+        "error, drop, relate, unrelate ({\"drop\": {}, \"forward\": {\"to\": \"event.to\"}})",
     ], id="two_actions_in_one_item"),
     pytest.param("unknown_action.yaml", [
         "5:9: rules[0].actions[0].foward: unknown key 'foward', did you mean 'forward'? "
-        "(allowed: broadcast, drop, error, forward, reply)",
+        "(allowed: broadcast, drop, error, forward, relate, reply, unrelate)",
     ], id="unknown_action"),
     pytest.param("forward_without_to.yaml", [
         "5:18: rules[0].actions[0].forward: missing required key 'to'",
@@ -211,6 +211,25 @@ CASES = [
         "5:54: rules[0].actions[0].reply.payload: invalid JMESPath expression: incomplete "
         "expression (\"{type: 'pong', id: event.id\")",
     ], id="payload_incomplete_expression"),
+    pytest.param("unknown_envelope_field.yaml", [
+        "4:12: rules[0].match: unknown envelope field 'evnt', did you mean 'event'? "
+        "(\"evnt\")",
+    ], id="unknown_envelope_field"),
+    pytest.param("double_quoted_string.yaml", [
+        "4:12: rules[0].match: unknown envelope field 'chat': for the string write 'chat' "
+        "in single quotes; double quotes name a field in JMESPath (\"chat\")",
+    ], id="double_quoted_string"),
+    pytest.param("literal_payload_not_object.yaml", [
+        "5:34: rules[0].actions[0].reply.payload.value: must be a JSON object (\"pong\")",
+    ], id="literal_payload_not_object"),
+    pytest.param("literal_to_not_jid.yaml", [
+        "5:31: rules[0].actions[0].forward.to.value: must be a JID or a list of JIDs "
+        "([\"bob@localhost\", \"not a jid\"])",
+    ], id="literal_to_not_jid"),
+    pytest.param("event_schema_remote_ref.yaml", [
+        "5:13: events.types.chat.$ref: only local $ref (#/...) is allowed in event schemas "
+        "(\"https://example.com/chat.schema.json\")",
+    ], id="event_schema_remote_ref"),
     pytest.param("unknown_macro.yaml", [
         "6:13: rules[0].match: unknown macro $mesage (\"$mesage\")",
     ], id="unknown_macro"),
@@ -249,7 +268,8 @@ SEVERAL_LINES = [
     f"{SEVERAL}:12:25: rules[1].actions[0].broadcast.to: unknown list 'members' "
     "(\"lists.members\")",
     f"{SEVERAL}:15:9: rules[2].actions[0]: must have exactly one of: forward, broadcast, "
-    "reply, error, drop ({\"drop\": {}, \"reply\": {\"payload\": \"{type: 'pong'}\"}})",
+    "reply, error, drop, relate, unrelate "
+    "({\"drop\": {}, \"reply\": {\"payload\": \"{type: 'pong'}\"}})",
     f"{SEVERAL}:19:5: rules[3].match: duplicate key 'match' (\"match\")",
     f"{SEVERAL}:21:23: rules[3].actions[0].error.code: does not match the pattern "
     "^[a-z0-9][a-z0-9.-]*$ (\"Refused\")",
