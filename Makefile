@@ -23,9 +23,9 @@ system-deps:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rulebot tests bench scripts
 	$(VENV)/bin/mypy
-	$(VENV)/bin/rulebot validate rules
+	$(VENV)/bin/rulebot validate rules rules/friends
 
-unit: $(STAMP)
+unit: $(STAMP) system-deps
 	$(VENV)/bin/pytest -q -m "not integration"
 
 integration: $(STAMP) system-deps

@@ -177,14 +177,21 @@ def _raise_interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-async def wait_line(path: Path, want: Callable[[str], bool], proc: subprocess.Popen[bytes],
-                    what: str, timeout: float = CONNECT_TIMEOUT) -> None:
-    """Until a line of *path* satisfies *want*; fails when *proc* exits or on timeout."""
+async def wait_ready(path: Path, want: Callable[[str], bool], proc: subprocess.Popen[bytes],
+                     what: str, answered: Callable[[], bool] | None = None,
+                     timeout: float = CONNECT_TIMEOUT) -> None:
+    """Until a line of *path* satisfies *want* (or, if given, *answered()* is true,
+    polled every 0.5 s); fails when *proc* exits or on timeout."""
     deadline = time.monotonic() + timeout
+    next_poll = time.monotonic() + 0.5
     while True:
         text = path.read_text(errors="replace") if path.exists() else ""
         if any(want(line) for line in text.splitlines()):
             return
+        if answered is not None and time.monotonic() >= next_poll:
+            next_poll += 0.5
+            if answered():
+                return
         if proc.poll() is not None or time.monotonic() > deadline:
             tail = "\n    ".join(text.splitlines()[-8:])
             why = f"exited ({proc.returncode})" if proc.returncode is not None else \
@@ -230,6 +237,7 @@ class Peer:
         self.stale = 0  # messages of no current run (earlier runs, warm-ups)
         self.other = 0  # messages that are no benchmark event (errors, ...)
         self.other_sample: str | None = None
+        self.pongs: set[str] = set()
 
     def _fail(self, why: str) -> Callable[[Any], None]:
         def fail(_: Any) -> None:
@@ -268,10 +276,15 @@ class Peer:
     def _on_message(self, msg: Any) -> None:
         now = time.perf_counter()
         try:
-            event_id = str(json.loads(msg["body"])["id"])
+            payload = json.loads(msg["body"])
+            event_id = str(payload["id"])
         except (ValueError, KeyError, TypeError):
-            self.other += 1
-            self.other_sample = self.other_sample or str(msg)[:300]
+            if msg["type"] != "error":  # error: a ping to a bot not yet connected
+                self.other += 1
+                self.other_sample = self.other_sample or str(msg)[:300]
+            return
+        if payload.get("type") == "pong":
+            self.pongs.add(event_id)
             return
         run = self.run
         prefix, _, index = event_id.rpartition(":")
@@ -287,6 +300,20 @@ class Peer:
                 run.done.set()
         else:
             run.duplicates += 1
+
+    def pinger(self, to: str) -> Callable[[], bool]:
+        """A poll that sends a ping event to the bot; true once one was answered."""
+        sent: list[str] = []
+
+        def poll() -> bool:
+            if any(ping in self.pongs for ping in sent):
+                return True
+            sent.append(f"ping-{uuid.uuid4().hex[:10]}")
+            body = escape(json.dumps({"type": "ping", "id": sent[-1]}))
+            self.xmpp.send_raw(f"<message to='{to}' type='chat'><body>{body}</body></message>")
+            return False
+
+        return poll
 
     def stanzas(self, run_id: str, n: int, to: str) -> list[str]:
         out = []
@@ -542,14 +569,17 @@ async def configuration(kind: str, mode: str, args: argparse.Namespace, base: Pa
                                                   args.timeout, args.rate, Probe(server_pids))
                 continue
             prof: Path | None = None
+            answered = None
             if path == "relay":
                 proc, logfile = start_relay(info, mode, workdir)
                 ready: Callable[[str], bool] = lambda line: line.strip() == "ready"  # noqa: E731
             else:
                 proc, logfile, prof = start_bot(info, mode, workdir, args.bot_set, args.profile)
                 ready = _is_connected
+                if dict(args.bot_set).get("log.level", "info") not in ("debug", "info"):
+                    answered = alice.pinger(friend)  # no "connected" line to wait for
             try:
-                await wait_line(logfile, ready, proc, f"{path} ({mode})")
+                await wait_ready(logfile, ready, proc, f"{path} ({mode})", answered)
                 row.results[path] = await measure(path, alice, bob, friend, args.n,
                                                   args.repeat, args.timeout, args.rate,
                                                   Probe(server_pids, [proc.pid]))

@@ -21,7 +21,7 @@ from rulebot.engine import evaluate
 from rulebot.errors import EventError
 from rulebot.model import Envelope, Issue, Stanza
 from rulebot.model_json import decision_json
-from rulebot.rules import LoadResult, check_rules
+from rulebot.rules import check_rules
 from rulebot.schema import SCHEMA_NAMES, schema_text
 from rulebot.wire import Limits, decode_event
 
@@ -56,24 +56,27 @@ def validate(paths: tuple[str, ...], fmt: str, strict: bool, config_path: str | 
             config_issues = exc.issues
     if not targets and not config_issues:
         raise click.UsageError("give rule files/directories, or --config FILE")
-    result = check_rules(targets) if targets else LoadResult(None, ())
-    if config_issues:
-        result = LoadResult(None, tuple(sorted((*config_issues, *result.issues),
-                                               key=Issue.sort_key)))
-    issues = result.issues
-    failed = bool(result.errors) or (strict and bool(issues))
+    # Each path is its own rule set (a directory's files form one set).
+    results = [(t, check_rules([t])) for t in targets]
+    issues = tuple(sorted((*config_issues, *(i for _, r in results for i in r.issues)),
+                          key=Issue.sort_key))
+    errors = [i for i in issues if i.severity == "error"]
+    failed = bool(errors) or (strict and bool(issues))
     if fmt == "json":
         click.echo(json.dumps([i.to_json() for i in issues], indent=2))
     else:
         for issue in issues:
             click.echo(issue.format())
-        n_err, n_warn = len(result.errors), len(issues) - len(result.errors)
-        if result.ruleset is not None and not failed:
+        for target, result in results:
             rs = result.ruleset
-            click.echo(f"ok: {len(rs.rules)} rules in {len(rs.files)} file(s), version "
-                       f"{rs.version}" + (f", {n_warn} warning(s)" if n_warn else ""), err=True)
-        else:
-            click.echo(f"invalid: {n_err} error(s), {n_warn} warning(s)", err=True)
+            if rs is not None:
+                n_warn = len(result.issues)
+                click.echo(f"ok: {target}: {len(rs.rules)} rules in {len(rs.files)} file(s), "
+                           f"version {rs.version}" + (f", {n_warn} warning(s)" if n_warn
+                                                       else ""), err=True)
+        if failed:
+            click.echo(f"invalid: {len(errors)} error(s), {len(issues) - len(errors)} "
+                       "warning(s)", err=True)
     sys.exit(1 if failed else 0)
 
 
@@ -157,6 +160,89 @@ def eval_(rules: str, events: TextIO, sender: str, from_: str | None, kind: str,
 
 
 @main.command()
+@click.argument("rules", type=click.Path(exists=True))
+@click.option("--event", "event_file", type=click.File("r", encoding="utf-8"), required=True,
+              help="A file with one JSON event ('-' for stdin).")
+@click.option("--sender", default="alice@localhost", show_default=True)
+@click.option("--from", "from_", default=None, help="The full JID (default: SENDER/cli).")
+@click.option("--kind", type=click.Choice(["message", "presence"]), default="message",
+              show_default=True)
+@click.option("--bot", default="friend@localhost", show_default=True)
+@click.option("--relations", "relations_file", type=click.File("r", encoding="utf-8"),
+              help="Relationship fixtures: JSON lines {subject, object, kind, attrs}.")
+@click.option("--online", multiple=True, help="A JID to treat as online (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True)
+def explain(rules: str, event_file: TextIO, sender: str, from_: str | None, kind: str,
+            bot: str, relations_file: TextIO | None, online: tuple[str, ...], fmt: str) -> None:
+    """Show, for one event, every rule in order: matched, not matched, error or shadowed,
+    the value its match produced, and which rule won."""
+    from rulebot.explain import explain as run_explain
+    from rulebot.state import LiveState, MemoryRelation, MemoryRelations, PresenceTable
+
+    result = check_rules([rules])
+    if result.ruleset is None:
+        for issue in result.errors:
+            click.echo(issue.format(), err=True)
+        sys.exit(1)
+    try:
+        event = decode_event(event_file.read(), Limits())
+    except EventError as exc:
+        click.echo(f"the event cannot be decoded: {exc}", err=True)
+        sys.exit(1)
+    rows = []
+    for n, line in enumerate(relations_file or [], 1):
+        if line.strip():
+            try:
+                r = json.loads(line)
+                rows.append(MemoryRelation(r["subject"], r["object"], r["kind"],
+                                           r.get("attrs") or {}))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise click.UsageError(f"--relations line {n}: {exc}") from None
+    presence = PresenceTable()
+    for jid in online:
+        presence.update(jid, True)
+    full = from_ or (sender if "/" in sender else f"{sender}/cli")
+    env = Envelope(event, sender.split("/", 1)[0], full,
+                   Stanza(kind, "chat" if kind == "message" else "available", None),  # type: ignore[arg-type]
+                   bot)
+    explanation = run_explain(result.ruleset, env,
+                              state=LiveState(MemoryRelations(rows), presence))
+    if fmt == "json":
+        click.echo(json.dumps(explanation.to_json(), ensure_ascii=False, indent=2))
+        return
+    width = max((len(t.rule) for t in explanation.rules), default=4)
+    for t in explanation.rules:
+        value = json.dumps(t.value, ensure_ascii=False)
+        value = value if len(value) <= 40 else value[:37] + "..."
+        click.echo(f"{t.index:>3}  {t.rule:<{width}}  {t.status:<13}  {value:<40}  {t.note}"
+                   .rstrip())
+    d = explanation.decision
+    click.echo(f"winner: {explanation.winner or '-'}; version {d.version}")
+    for action in decision_json(d)["actions"]:
+        click.echo(f"action: {json.dumps(action, ensure_ascii=False)}")
+    for note in d.notes:
+        click.echo(f"note: {note}")
+
+
+@main.command()
+@click.option("--url", default="http://127.0.0.1:9464/status", show_default=True,
+              help="The daemon's /status URL (config: status.listen).")
+def status(url: str) -> None:
+    """Show what is live in a running daemon: rule-set version, rules per file,
+    last reload, connection state. Exit 1 when it cannot be reached."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            click.echo(response.read().decode(), nl=False)
+    except (urllib.error.URLError, OSError) as exc:
+        click.echo(f"rulebot status: cannot reach {url}: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.command()
 @click.option("-c", "--config", "config_path", required=True,
               type=click.Path(exists=True, dir_okay=False), help="The rulebot.yaml file.")
 def run(config_path: str) -> None:
@@ -185,13 +271,24 @@ def run(config_path: str) -> None:
         for issue in exc.issues:
             log.error(issue.format(), extra=fields(event="rules_invalid", **issue.to_json()))
         sys.exit(1)
+    from pathlib import Path
+
+    from rulebot.store import StoreError, open_store, redact_url, resolve_location
+
+    location = resolve_location(config.store, Path(config.base_dir))
+    try:
+        store = open_store(location)
+    except StoreError as exc:
+        log.error(f"cannot open the relationship store: {exc}",
+                  extra=fields(event="store_failed", store=redact_url(location)))
+        sys.exit(1)
 
     async def main_loop() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        daemon = Daemon(config, secret, ruleset)
+        daemon = Daemon(config, secret, ruleset, store)
         loop.add_signal_handler(signal.SIGHUP, daemon.reloader.trigger)
         return await daemon.run(stop)
 
@@ -341,3 +438,15 @@ def listen(count: int | None, timeout: float | None, **opts: Any) -> None:
         return 1 if count is not None and seen < count else 0
 
     sys.exit(asyncio.run(go()))
+
+
+def _register() -> None:
+    # Commands that live in their own modules (one job each).
+    from rulebot.relations_cli import relations
+    from rulebot.ruletest_cli import test
+
+    main.add_command(relations)
+    main.add_command(test)
+
+
+_register()

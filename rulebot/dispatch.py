@@ -92,6 +92,7 @@ class Outcome:
     decision: Decision | None = None
     reason: str | None = None  # why it was ignored or rejected (an error code)
     event_id: str | None = None  # the event's own "id", when it has one
+    envelope: Envelope | None = None  # what the rules saw (for traces)
 
 
 class Dispatcher:
@@ -176,7 +177,8 @@ class Dispatcher:
                 reply = self._out(inbound, inbound.from_, error_payload(
                     "store-unavailable", "the bot could not record this change; try again",
                     None, eid), enc, meta, 0)
-                return Outcome("failed", (reply,), decision, "store-unavailable", eid_text)
+                return Outcome("failed", (reply,), decision, "store-unavailable", eid_text,
+                               env)
         out: list[Outbound] = []
         for action in decision.actions:
             meta = Meta(sender, action.rule, decision.version, eid_text)
@@ -194,7 +196,7 @@ class Dispatcher:
         if decision.actions and isinstance(decision.actions[0], ErrorReply) \
                 and decision.actions[0].rule is None:
             status, reason = "rejected", decision.actions[0].code
-        return Outcome(status, tuple(out), decision, reason, eid_text)
+        return Outcome(status, tuple(out), decision, reason, eid_text, env)
 
     def _out(self, inbound: Inbound, to: str, payload: dict[str, JSON], enc: Encoding,
              meta: Meta, n: int) -> Outbound:

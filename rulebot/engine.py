@@ -58,6 +58,12 @@ def envelope_data(ruleset: RuleSet, env: Envelope) -> dict[str, JSON]:
     }
 
 
+def options_for(ruleset: RuleSet, state: StateView | None) -> jmespath.Options:
+    """JMESPath options carrying rulebot's functions for one evaluation."""
+    return jmespath.Options(custom_functions=RuleFunctions(ruleset.list_sets, state,
+                                                           ruleset.rate_limits))
+
+
 def truthy(value: JSON) -> bool:
     """JMESPath truthiness: false, null, "", [] and {} are false; 0 is true."""
     if value is None or value is False:
@@ -84,7 +90,7 @@ def evaluate(ruleset: RuleSet, env: Envelope, *, max_recipients: int = MAX_RECIP
     else:
         candidates = ruleset.untyped
     data = envelope_data(ruleset, env)
-    options = jmespath.Options(custom_functions=RuleFunctions(ruleset.list_sets, state))
+    options = options_for(ruleset, state)
     matched: list[str] = []
     actions: list[Action] = []
     errors: list[RuleError] = []

@@ -116,7 +116,8 @@ def expand(text: str, macros: Mapping[str, str], stack: tuple[str, ...] = ()
 
 
 def compile_expr(
-    text: str, macros: Mapping[str, str], lists: Mapping[str, object], name: str | None = None
+    text: str, macros: Mapping[str, str], lists: Mapping[str, object], name: str | None = None,
+    limits: Mapping[str, object] | None = None,
 ) -> tuple[Expr | None, list[ExprProblem]]:
     """Compile one expression (the macro `name`'s text when given) and check what can be
     checked before any event."""
@@ -136,7 +137,7 @@ def compile_expr(
     except jp_exceptions.JMESPathError as exc:
         return None, [ExprProblem(f"invalid JMESPath expression: {exc}", None, text)]
     tree: Node = parsed.parsed  # type: ignore[assignment]  # jmespath's TypedDict
-    problems = list(_check_ast(tree, lists, text))
+    problems = list(_check_ast(tree, lists, text, limits or {}))
     calls = any(node["type"] == "function_expression" for node in walk(tree))
     return Expr(text, parsed, calls), problems
 
@@ -175,8 +176,8 @@ def _head_field(node: Node) -> str | None:
 ENVELOPE = frozenset({"event", "sender", "from", "stanza", "lists", "bot"})
 
 
-def _check_ast(tree: Node, lists: Mapping[str, object], text: str = ""
-               ) -> Iterator[ExprProblem]:
+def _check_ast(tree: Node, lists: Mapping[str, object], text: str = "",
+               limits: Mapping[str, object] | None = None) -> Iterator[ExprProblem]:
     for node, at_root in _root_walk(tree, True):
         kind = node["type"]
         if kind == "field" and at_root and node["value"] not in ENVELOPE:
@@ -207,6 +208,8 @@ def _check_ast(tree: Node, lists: Mapping[str, object], text: str = ""
         literal = args[0]["value"] if args and args[0]["type"] == "literal" else None
         if name == "in_list" and isinstance(literal, str) and literal not in lists:
             yield ExprProblem(f"unknown list {literal!r}", None, literal)
+        if name == "over_limit" and isinstance(literal, str) and literal not in (limits or {}):
+            yield ExprProblem(f"unknown rate limit {literal!r}", None, literal)
         if name == "regex_match" and isinstance(literal, str):
             err = check_pattern(literal)
             if err:

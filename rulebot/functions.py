@@ -18,6 +18,7 @@ arguments and of the rule set's lists (and, later, a read-only state view).
 | related_from(object, kind)   | JIDs that have `kind` to the object (sorted)      |
 | relation(subject, object, kind) | {kind, attrs, created} of the relation, or null |
 | online(jid)                  | true when the bot has seen the user (or that resource) available |
+| over_limit(name, key)        | takes a token from bucket `name` for `key`; true if none left |
 
 The relationship and presence functions read through a read-only StateView
 (rulebot.state) that the caller passes in; JIDs are compared as lower-case
@@ -40,7 +41,8 @@ if TYPE_CHECKING:
 #: Names of the functions this module adds (validate checks calls against them).
 CUSTOM_FUNCTIONS = frozenset(
     {"jid_bare", "jid_local", "jid_domain", "jid_resource", "regex_match", "in_list",
-     "lower", "upper", "related", "mutual", "related_to", "related_from", "relation", "online"}
+     "lower", "upper", "related", "mutual", "related_to", "related_from", "relation", "online",
+     "over_limit"}
 )
 
 MAX_PATTERN = 1000
@@ -101,11 +103,12 @@ def check_pattern(pattern: str) -> str | None:
 class RuleFunctions(functions.Functions):
     """JMESPath's built-ins plus rulebot's, bound to one rule set's lists and a state view."""
 
-    def __init__(self, lists: Mapping[str, frozenset[str]], state: StateView | None = None
-                 ) -> None:
+    def __init__(self, lists: Mapping[str, frozenset[str]], state: StateView | None = None,
+                 limits: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self._lists = lists
         self._state = state
+        self._limits = limits or {}
 
     def _view(self) -> StateView:
         if self._state is None:
@@ -174,3 +177,10 @@ class RuleFunctions(functions.Functions):
     @functions.signature({"types": ["string"]})
     def _func_online(self, jid: str) -> bool:
         return self._view().online(jid)
+
+    @functions.signature({"types": ["string"]}, {"types": ["string", "number"]})
+    def _func_over_limit(self, name: str, key: Any) -> bool:
+        spec = self._limits.get(name)
+        if spec is None:
+            raise jp_exceptions.JMESPathError(f"over_limit: no rate limit named {name!r}")
+        return not self._view().take(name, str(key), spec.per_second, spec.burst)

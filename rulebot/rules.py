@@ -9,6 +9,7 @@ and `load_rules` are the thin I/O wrappers. `rulebot validate` and
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,17 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class RateSpec:
+    """A token bucket: `burst` tokens, refilled at `per_second` tokens per second."""
+
+    per_second: float
+    burst: int
+
+
+_PER = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+
+
+@dataclass(frozen=True, slots=True)
 class EventTypes:
     discriminator: str
     unknown: Literal["allow", "reject"]
@@ -85,6 +97,7 @@ class RuleSet:
     version: str
     files: tuple[str, ...]
     list_sets: Mapping[str, frozenset[str]] = field(repr=False, compare=False)
+    rate_limits: Mapping[str, RateSpec] = field(repr=False, compare=False)
     # Candidate rules (indices into `rules`, in order) per event type, and for
     # events whose type no rule names. See expr.type_key.
     by_type: Mapping[str, tuple[int, ...]] = field(repr=False, compare=False)
@@ -179,6 +192,7 @@ class _Compiler:
         self.docs: list[Document] = []
         self.lists: dict[str, list[str]] = {}
         self.macros: dict[str, str] = {}
+        self.rate_limits: dict[str, RateSpec] = {}
         self.broken: set[str] = set()  # macros that failed to compile
         self.defined: dict[tuple[str, str], str] = {}  # (kind, name) -> "file:line"
         self.events: EventTypes | None = None
@@ -213,6 +227,14 @@ class _Compiler:
         for name, items in _mapping(value.get("lists")).items():
             if isinstance(items, list) and self._define(doc, "list", name, ("lists", name)):
                 self.lists[name] = [x for x in items if isinstance(x, str)]
+        for name, spec in _mapping(value.get("rate_limits")).items():
+            if isinstance(spec, dict) and isinstance(spec.get("rate"), int | float) \
+                    and self._define(doc, "rate limit", name, ("rate_limits", name)):
+                per = _PER.get(spec.get("per", "second"), 1.0)
+                rate = float(spec["rate"])
+                burst = spec.get("burst")
+                self.rate_limits[name] = RateSpec(
+                    rate / per, burst if isinstance(burst, int) else max(1, math.ceil(rate)))
         for name, text_ in _mapping(value.get("macros")).items():
             if isinstance(text_, str) and self._define(doc, "macro", name, ("macros", name)):
                 self.macros[name] = text_
@@ -263,6 +285,7 @@ class _Compiler:
             version=digest.hexdigest()[:12],
             files=tuple(source for source, _ in texts),
             list_sets={k: frozenset(x.casefold() for x in v) for k, v in self.lists.items()},
+            rate_limits=dict(self.rate_limits),
             by_type=by_type,
             untyped=untyped,
             discriminator=discriminator,
@@ -298,7 +321,7 @@ class _Compiler:
             return None  # the schema reports empty expressions
         if macro is None and macro_closure(text, self.macros) & self.broken:
             return None  # reported once, where the broken macro is defined
-        expr, problems = compile_expr(text, self.macros, self.lists, macro)
+        expr, problems = compile_expr(text, self.macros, self.lists, macro, self.rate_limits)
         for problem in problems:
             self.issues.append(self._located(doc, path, text, problem))
         return expr if not problems else None

@@ -11,7 +11,9 @@ fixtures and by unit tests; the daemon uses rulebot.store (SQLite/PostgreSQL).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -48,6 +50,34 @@ class StateView(Protocol):
     def subjects(self, obj: str, kind: str) -> list[str]: ...
     def relation(self, subject: str, obj: str, kind: str) -> dict[str, JSON] | None: ...
     def online(self, jid: str) -> bool: ...
+    def take(self, name: str, key: str, per_second: float, burst: int) -> bool: ...
+
+
+class Buckets:
+    """Token buckets per (limit name, key), on an injected clock; bounded in size.
+
+    Not durable: a restart refills every bucket (documented)."""
+
+    def __init__(self, clock: Callable[[], float], max_keys: int = 100_000) -> None:
+        self._clock = clock
+        self._max = max_keys
+        self._state: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
+
+    def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
+        """Take one token; False when the bucket is empty."""
+        now = self._clock()
+        tokens, last = self._state.pop((name, key), (float(burst), now))
+        tokens = min(float(burst), tokens + (now - last) * per_second)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._state[(name, key)] = (tokens, now)
+        if len(self._state) > self._max:
+            self._state.popitem(last=False)  # the least recently used key
+        return allowed
+
+    def __len__(self) -> int:
+        return len(self._state)
 
 
 class PresenceTable:
@@ -83,9 +113,14 @@ class PresenceTable:
 class LiveState:
     """A StateView over a relationship store and the presence table."""
 
-    def __init__(self, relations: RelationReader | None, presence: PresenceTable) -> None:
+    def __init__(self, relations: RelationReader | None, presence: PresenceTable,
+                 buckets: Buckets | None = None) -> None:
         self._relations = relations
         self._presence = presence
+        self._buckets = buckets if buckets is not None else Buckets(time.monotonic)
+
+    def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
+        return self._buckets.take(name, key, per_second, burst)
 
     def related(self, subject: str, obj: str, kind: str) -> bool:
         return bool(self._relations and self._relations.related(norm(subject), norm(obj),
@@ -165,6 +200,31 @@ class MemoryRelations:
                     self.unrelate(subject, obj, change.kind)
 
 
+class PeekState:
+    """A view that reads like `inner` but never takes rate-limit tokens (for traces)."""
+
+    def __init__(self, inner: StateView) -> None:
+        self._inner = inner
+
+    def related(self, subject: str, obj: str, kind: str) -> bool:
+        return self._inner.related(subject, obj, kind)
+
+    def objects(self, subject: str, kind: str) -> list[str]:
+        return self._inner.objects(subject, kind)
+
+    def subjects(self, obj: str, kind: str) -> list[str]:
+        return self._inner.subjects(obj, kind)
+
+    def relation(self, subject: str, obj: str, kind: str) -> dict[str, JSON] | None:
+        return self._inner.relation(subject, obj, kind)
+
+    def online(self, jid: str) -> bool:
+        return self._inner.online(jid)
+
+    def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
+        return True
+
+
 class NoState:
     """The state of a bot with no store and no presence: nothing is related or online."""
 
@@ -182,6 +242,9 @@ class NoState:
 
     def online(self, jid: str) -> bool:
         return False
+
+    def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
+        return True  # no limiter: never over the limit
 
 
 NO_STATE = NoState()

@@ -21,10 +21,21 @@ def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
 
 
 def test_validate_shipped_rules_ok() -> None:
-    code, out, err = run("validate", RULES)
+    code, out, err = run("validate", RULES, RULES + "/friends")
     assert code == 0
     assert out == ""
-    assert err.startswith("ok: 8 rules in 3 file(s), version ")
+    lines = err.splitlines()
+    assert lines[0].startswith(f"ok: {RULES}: 8 rules in 3 file(s), version ")
+    assert lines[1].startswith(f"ok: {RULES}/friends: 14 rules in 3 file(s), version ")
+
+
+def test_validate_checks_each_path_as_its_own_rule_set(tmp_path: Path) -> None:
+    # The same rule name in two separate rule sets is fine.
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.yaml").write_text(
+            "version: 1\nrules:\n  - name: same\n    actions: [{drop: {}}]\n")
+    code, _, err = run("validate", str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"))
+    assert code == 0, err
 
 
 def test_validate_reports_warning_for_shadowed_rule_but_exits_0(tmp_path: Path) -> None:

@@ -121,3 +121,38 @@ def test_no_state_means_nothing_is_related() -> None:
     env = Envelope({"type": "chat", "to": "bob@x"}, "alice@x", "alice@x/r",
                    Stanza("message", "chat", None), "friend@x")
     assert evaluate(RULES, env).matched == ()
+
+
+def test_rate_limit_buckets_refill_on_the_injected_clock() -> None:
+    from rulebot.state import Buckets
+
+    now = [0.0]
+    rules = parse_rules(textwrap.dedent("""
+        version: 1
+        rate_limits:
+          chat: {rate: 2, per: second, burst: 2}
+        rules:
+          - name: too-fast
+            match: "over_limit('chat', sender)"
+            actions: [{error: {code: rate-limited, message: slow down}}]
+          - name: ok
+            actions: [{reply: {payload: "{ok: `true`}"}}]
+    """))
+    state = LiveState(MemoryRelations(), PresenceTable(), Buckets(lambda: now[0]))
+
+    def who(sender: str) -> tuple[str, ...]:
+        env = Envelope({}, sender, sender + "/r", Stanza("message", "chat", None), "friend@x")
+        return evaluate(rules, env, state=state).matched
+
+    assert [who("a@x") for _ in range(3)] == [("ok",), ("ok",), ("too-fast",)]
+    assert who("b@x") == ("ok",)  # per key
+    now[0] += 0.5  # one token back at 2/s
+    assert [who("a@x") for _ in range(2)] == [("ok",), ("too-fast",)]
+
+
+def test_unknown_rate_limit_is_a_validate_error() -> None:
+    from rulebot.errors import RuleSetError
+
+    with pytest.raises(RuleSetError, match="unknown rate limit 'nope'"):
+        parse_rules("version: 1\nrules:\n  - name: r\n    match: \"over_limit('nope', sender)\"\n"
+                    "    actions: [{drop: {}}]\n")

@@ -1,0 +1,457 @@
+"""The relationship store: directed, typed relations between JIDs, behind one interface.
+
+Imports: errors, model, stdlib. open_store imports the backends (store_sqlite,
+store_pg) lazily: they build on this module, and psycopg is only needed for
+PostgreSQL.
+
+A relation says "subject has KIND to object" (alice friend bob); a mutual
+relation is two rows.  Every method is synchronous: the daemon calls the store
+inline, in event order, so a change is durable before anything that depends
+on it is sent.  Writes validate their input (StoreError otherwise); JIDs are
+stored as given (callers normalise them).  A store is safe to share between
+threads: each call holds the store's lock.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Literal, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
+
+from rulebot.errors import RulebotError
+from rulebot.model import JSON
+
+KIND_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+MAX_JID = 3071
+MAX_ATTRS_BYTES = 4096
+PAGE = 1000  # rows per query of list() and per batch of import_jsonl()
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+_PASSWORD_PARAM = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|sqlite:")  # mysql://..., sqlite:x
+
+# `list` is a method of RelationStore, so its annotations cannot say list[...]
+Names: TypeAlias = list[str]
+Flags: TypeAlias = list[bool]
+
+
+class StoreError(RulebotError):
+    """The store cannot be opened, or refused or failed an operation."""
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """One directed relation. `created` is ISO 8601 UTC (empty until stored)."""
+
+    subject: str
+    object: str
+    kind: str
+    attrs: Mapping[str, JSON] = field(default_factory=dict)
+    created: str = ""
+
+    def to_json(self) -> dict[str, JSON]:
+        return {"subject": self.subject, "object": self.object, "kind": self.kind,
+                "attrs": dict(self.attrs), "created": self.created}
+
+
+@dataclass(frozen=True, slots=True)
+class RelateChange:
+    """Create the relation, or replace the attrs of an existing one (keeping `created`)."""
+
+    subject: str
+    object: str
+    kind: str
+    attrs: Mapping[str, JSON] = field(default_factory=dict)
+    op: Literal["relate"] = "relate"
+
+
+@dataclass(frozen=True, slots=True)
+class UnrelateChange:
+    """Remove the relation if it exists."""
+
+    subject: str
+    object: str
+    kind: str
+    op: Literal["unrelate"] = "unrelate"
+
+
+Change: TypeAlias = RelateChange | UnrelateChange
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A validated change or imported relation, ready for SQL: attrs serialised."""
+
+    subject: str
+    object: str
+    kind: str
+    attrs: str | None  # canonical JSON; None for an unrelate
+    created: str
+
+
+# --------------------------------------------------------------------------
+# validation
+
+
+def now() -> str:
+    """The current time as the store writes it: 2025-01-31T12:00:00.000000Z."""
+    return datetime.now(UTC).strftime(TIME_FORMAT)
+
+
+def check_jid(value: object, what: str = "JID") -> str:
+    if not isinstance(value, str) or not value:
+        raise StoreError(f"{what} must be a non-empty string, not {_show(value)}")
+    if len(value) > MAX_JID:
+        raise StoreError(f"{what} is longer than {MAX_JID} characters")
+    # RFC 7622 (PRECIS) allows no control characters; PostgreSQL cannot store NUL.
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise StoreError(f"{what} contains a control character: {_show(value)}")
+    return value
+
+
+def check_kind(value: object) -> str:
+    if not isinstance(value, str) or KIND_PATTERN.fullmatch(value) is None:
+        raise StoreError(f"kind must match ^[a-z][a-z0-9_-]{{0,63}}$, not {_show(value)}")
+    return value
+
+
+def encode_attrs(value: object) -> str:
+    """Canonical JSON of an attrs object (sorted keys, compact). Raises StoreError."""
+    if value is None:
+        return "{}"
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise StoreError(f"attrs must be a JSON object, not {_show(value)}")
+    try:
+        text = json.dumps(dict(value), ensure_ascii=False, sort_keys=True, allow_nan=False,
+                          separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"attrs is not JSON: {exc}") from None
+    if len(text.encode("utf-8")) > MAX_ATTRS_BYTES:
+        raise StoreError(f"attrs is larger than {MAX_ATTRS_BYTES} bytes as JSON")
+    return text
+
+
+def check_created(value: object) -> str:
+    """An ISO 8601 UTC time in the store's own format. Raises StoreError."""
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        when = None
+    offset = None if when is None else when.utcoffset()
+    if when is None or offset is None or offset.total_seconds() != 0:
+        raise StoreError(f"created must be an ISO 8601 UTC time like 2025-01-31T12:00:00Z, "
+                         f"not {_show(value)}")
+    return when.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def change_row(change: Change, created: str) -> Row:
+    subject = check_jid(change.subject, "subject")
+    obj = check_jid(change.object, "object")
+    kind = check_kind(change.kind)
+    if isinstance(change, RelateChange):
+        return Row(subject, obj, kind, encode_attrs(change.attrs), created)
+    if isinstance(change, UnrelateChange):
+        return Row(subject, obj, kind, None, created)
+    raise StoreError(f"not a change: {_show(change)}")
+
+
+def parse_line(text: str) -> Row:
+    """One JSON line of an export as a Row. Raises StoreError (without a line number)."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise StoreError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise StoreError(f"expected a JSON object, got {_show(value)}")
+    unknown = sorted(set(value) - {"subject", "object", "kind", "attrs", "created"})
+    if unknown:
+        raise StoreError(f"unknown key(s) {', '.join(unknown)}")
+    missing = [k for k in ("subject", "object", "kind") if k not in value]
+    if missing:
+        raise StoreError(f"missing key(s) {', '.join(missing)}")
+    return Row(check_jid(value["subject"], "subject"), check_jid(value["object"], "object"),
+               check_kind(value["kind"]), encode_attrs(value.get("attrs")),
+               check_created(value["created"]) if "created" in value else now())
+
+
+def relation_line(relation: Relation) -> str:
+    return json.dumps(relation.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def where_clause(subject: str | None, kind: str | None, obj: str | None,
+                 after: tuple[str, str, str] | None, mark: str) -> tuple[str, list[str]]:
+    """SQL ` WHERE ...` (or "") and its parameters for list(): the filters given and,
+    for the next page, the keyset condition (subject, kind, object) > after."""
+    clauses, params = [], []
+    for column, value in (("subject", subject), ("kind", kind), ("object", obj)):
+        if value is not None:
+            clauses.append(f"{column} = {mark}")
+            params.append(value)
+    if after is not None:
+        clauses.append(f"(subject, kind, object) > ({mark}, {mark}, {mark})")
+        params.extend(after)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _show(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------
+# the interface
+
+
+class RelationStore(ABC):
+    """The relationship store. Backends implement the underscored primitives.
+
+    Every public method raises StoreError on invalid input or a failing
+    database; a write has been committed (and fsync'd) when it returns.
+    """
+
+    #: Where the store is, for messages (a URL's password is masked).
+    location: str
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self._lock = threading.Lock()
+
+    # -- reads
+
+    def related(self, subject: str, obj: str, kind: str) -> bool:
+        """True when subject has `kind` to obj."""
+        with self._call("lookup"):
+            return self._exists(subject, obj, kind)
+
+    def objects(self, subject: str, kind: str) -> Names:
+        """The JIDs subject has `kind` to, sorted (by code point)."""
+        with self._call("lookup"):
+            return self._column("object", "subject", subject, kind)
+
+    def subjects(self, obj: str, kind: str) -> Names:
+        """The JIDs that have `kind` to obj, sorted (by code point)."""
+        with self._call("lookup"):
+            return self._column("subject", "object", obj, kind)
+
+    def get(self, subject: str, obj: str, kind: str) -> Relation | None:
+        """The relation, or None."""
+        with self._call("lookup"):
+            return self._get(subject, obj, kind)
+
+    def list(self, subject: str | None = None, kind: str | None = None,
+             obj: str | None = None) -> Iterator[Relation]:
+        """Relations matching every filter given, by (subject, kind, object).
+
+        Reads a page at a time (no lock or transaction is held between pages),
+        so the caller may write to the store while iterating."""
+        after: tuple[str, str, str] | None = None
+        while True:
+            with self._call("list"):
+                page = self._page(subject, kind, obj, after, PAGE)
+            yield from page
+            if len(page) < PAGE:
+                return
+            last = page[-1]
+            after = (last.subject, last.kind, last.object)
+
+    def count(self) -> int:
+        """The number of relations."""
+        with self._call("count"):
+            return self._count()
+
+    # -- writes
+
+    def relate(self, subject: str, obj: str, kind: str,
+               attrs: Mapping[str, JSON] | None = None) -> bool:
+        """Create the relation (True) or replace its attrs, keeping `created` (False)."""
+        return self.apply([RelateChange(subject, obj, kind, attrs or {})])[0]
+
+    def unrelate(self, subject: str, obj: str, kind: str) -> bool:
+        """Remove the relation; False when there was none."""
+        return self.apply([UnrelateChange(subject, obj, kind)])[0]
+
+    def apply(self, changes: Sequence[Change]) -> Flags:
+        """Apply the changes in order, in one transaction: all or nothing.
+
+        Returns one flag per change: True when a relate created a relation
+        or an unrelate removed one. Every change is validated first."""
+        stamp = now()
+        rows = [change_row(c, stamp) for c in changes]
+        if not rows:
+            return []
+        with self._call("apply"):
+            return self._write(rows)
+
+    # -- export / import
+
+    def export_jsonl(self, fp: IO[str]) -> int:
+        """Write every relation as a JSON line (one consistent snapshot); returns the count."""
+        n = 0
+        with self._call("export"), self._snapshot() as rows:
+            for relation in rows:
+                fp.write(relation_line(relation))
+                n += 1
+        return n
+
+    def import_jsonl(self, fp: Iterable[str]) -> int:
+        """Upsert the relations of an export (attrs and created as in the file), in
+        one transaction. Returns the number of relations read; raises StoreError
+        naming the line of the first bad one (and imports nothing then)."""
+        count = 0
+
+        def rows() -> Iterator[Row]:
+            nonlocal count
+            n = 0
+            try:
+                for n, text in enumerate(fp, 1):
+                    if not text.strip():
+                        continue
+                    try:
+                        row = parse_line(text)
+                    except StoreError as exc:
+                        raise StoreError(f"line {n}: {exc}") from None
+                    count += 1
+                    yield row
+            except UnicodeDecodeError as exc:
+                raise StoreError(f"line {n + 1}: not UTF-8: {exc.reason}") from None
+
+        with self._call("import"):
+            self._put(rows())
+        return count
+
+    # -- life
+
+    def close(self) -> None:
+        """Close the connection; idempotent."""
+        with self._lock:
+            self._close()
+
+    def __enter__(self) -> RelationStore:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.location}>"
+
+    @contextmanager
+    def _call(self, what: str) -> Iterator[None]:
+        """Hold the lock; turn the driver's errors into StoreError."""
+        with self._lock:
+            try:
+                yield
+            except StoreError:
+                raise
+            except Exception as exc:
+                if not self._is_driver_error(exc):
+                    raise
+                raise StoreError(f"{self.location}: {what} failed: "
+                                 f"{self._describe(exc)}") from None
+
+    def _describe(self, exc: BaseException) -> str:
+        """The driver's message on one line."""
+        return " ".join(str(exc).split()) or type(exc).__name__
+
+    # -- the primitives (called with the lock held)
+
+    @abstractmethod
+    def _is_driver_error(self, exc: BaseException) -> bool: ...
+
+    @abstractmethod
+    def _exists(self, subject: str, obj: str, kind: str) -> bool: ...
+
+    @abstractmethod
+    def _column(self, want: Literal["object", "subject"], key: Literal["subject", "object"],
+                value: str, kind: str) -> Names: ...
+
+    @abstractmethod
+    def _get(self, subject: str, obj: str, kind: str) -> Relation | None: ...
+
+    @abstractmethod
+    def _page(self, subject: str | None, kind: str | None, obj: str | None,
+              after: tuple[str, str, str] | None, limit: int) -> Sequence[Relation]: ...
+
+    @abstractmethod
+    def _count(self) -> int: ...
+
+    @abstractmethod
+    def _write(self, rows: Sequence[Row]) -> Flags:
+        """Relate (attrs not None) / unrelate each row, in order, in one transaction."""
+
+    @abstractmethod
+    def _put(self, rows: Iterator[Row]) -> None:
+        """Upsert rows (attrs and created) in one transaction; any exception rolls back."""
+
+    @abstractmethod
+    def _snapshot(self) -> AbstractContextManager[Iterator[Relation]]: ...
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------
+# opening
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (user:PASSWORD@ or ?password=) replaced by ***."""
+    url = _PASSWORD_PARAM.sub(r"\1***", url)
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return url.split("://", 1)[0] + "://***" if "://" in url else "***"
+    user, host = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}"))
+
+
+def is_postgres_url(location: str) -> bool:
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+def resolve_location(location: str, base: Path) -> str:
+    """A store location from a config file: relative SQLite paths resolve against *base*."""
+    if is_postgres_url(location):
+        return location
+    if location.startswith("sqlite:///"):
+        path = location.removeprefix("sqlite:///")
+        return "sqlite:///" + (path if path == ":memory:" else str(base / path))
+    return location if location == ":memory:" else str(base / location)
+
+
+def open_store(url_or_path: str) -> RelationStore:
+    """Open (creating the schema if missing) the store at a location.
+
+    ``postgresql://`` / ``postgres://`` URLs open PostgreSQL (needs psycopg);
+    ``sqlite:///PATH`` (SQLAlchemy style: ``sqlite:////abs/path``) or a plain
+    path opens SQLite. Raises StoreError; messages never show a password."""
+    if is_postgres_url(url_or_path):
+        try:
+            from rulebot.store_pg import PostgresStore
+        except ImportError as exc:
+            raise StoreError(f"PostgreSQL stores need psycopg 3 ({exc}): "
+                             "pip install 'psycopg[binary]>=3.1'") from None
+        return PostgresStore(url_or_path)
+    from rulebot.store_sqlite import SqliteStore
+
+    if url_or_path.startswith("sqlite:///"):
+        path = url_or_path.removeprefix("sqlite:///")
+    elif _SCHEME.match(url_or_path):
+        raise StoreError(f"unsupported store URL {redact_url(url_or_path)} (expected "
+                         "postgresql://..., sqlite:///PATH or a file path)")
+    else:
+        path = url_or_path
+    if not path:
+        raise StoreError("empty store path")
+    return SqliteStore(path)

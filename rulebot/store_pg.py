@@ -1,0 +1,241 @@
+"""The PostgreSQL backend of the relationship store (psycopg 3).
+
+Imports: store, psycopg, stdlib.
+
+One connection, in autocommit mode for single-statement reads (so that a
+lookup never leaves the session "idle in transaction", holding a snapshot
+and blocking vacuum), with an explicit transaction around every write: one
+apply() is BEGIN, its statements and COMMIT sent as one pipeline, one round
+trip. The session forces synchronous_commit on, so COMMIT returns only after
+the WAL is flushed, whatever the server's default. A lost connection is
+reported as StoreError; the next call reconnects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
+from itertools import islice
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from rulebot.store import (
+    PAGE,
+    Flags,
+    Names,
+    Relation,
+    RelationStore,
+    Row,
+    StoreError,
+    redact_url,
+    where_clause,
+)
+
+SCHEMA_VERSION = 1
+CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
+TABLE = "rulebot_relations"
+# Serialises schema creation between processes opening a fresh database at once.
+SCHEMA_LOCK = 0x72756C65626F74  # "rulebot"
+
+# The same tables as store_sqlite.SCHEMA. COLLATE "C" makes the order of
+# objects()/subjects()/list() the code point order SQLite and Python use,
+# whatever the database's locale. Times and attrs are text, as in SQLite, so
+# that export/import round-trips byte for byte.
+SCHEMA = [
+    "CREATE TABLE rulebot_schema_version (version integer NOT NULL)",
+    f"""CREATE TABLE {TABLE} (
+        subject text COLLATE "C" NOT NULL,
+        object  text COLLATE "C" NOT NULL,
+        kind    text COLLATE "C" NOT NULL,
+        attrs   text NOT NULL DEFAULT '{{}}',
+        created text NOT NULL,
+        PRIMARY KEY (subject, kind, object)
+    )""",
+    f"CREATE INDEX {TABLE}_reverse ON {TABLE} (object, kind, subject)",
+    f"INSERT INTO rulebot_schema_version VALUES ({SCHEMA_VERSION})",
+]
+
+COLUMNS = "subject, object, kind, attrs, created"
+# xmax = 0 only on a row this statement inserted (an update sets xmax to our
+# transaction): "was it new" in the same round trip as the upsert.
+RELATE = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
+          "ON CONFLICT (subject, kind, object) DO UPDATE SET attrs = EXCLUDED.attrs "
+          "RETURNING (xmax = 0)")
+UNRELATE = f"DELETE FROM {TABLE} WHERE subject = %s AND kind = %s AND object = %s RETURNING 1"
+UPSERT = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
+          "ON CONFLICT (subject, kind, object) DO UPDATE "
+          "SET attrs = EXCLUDED.attrs, created = EXCLUDED.created")
+
+
+class PostgresStore(RelationStore):
+    """A store in a PostgreSQL database (tables rulebot_relations, rulebot_schema_version)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(redact_url(url))
+        self._secrets = _secrets_of(url)
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            raise StoreError(f"invalid PostgreSQL URL {self.location}: "
+                             f"{self._describe(exc)}") from None
+        if params.get("password"):  # ?password=... in the query string
+            self._secrets.insert(0, str(params["password"]))
+        self._params: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT,
+                                        "application_name": "rulebot", **params}
+        self._conn = self._connect()
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        try:
+            conn = psycopg.connect(autocommit=True, **self._params)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to {self.location}: "
+                             f"{self._describe(exc)}") from None
+        try:
+            self._setup(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _setup(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        try:
+            conn.execute("SET synchronous_commit TO on")
+            (encoding,) = conn.execute("SHOW server_encoding").fetchone() or ("?",)
+            if encoding != "UTF8":
+                raise StoreError(f"{self.location}: the database encoding is {encoding}, "
+                                 "rulebot needs UTF8")
+            with conn.transaction():
+                if not self._has_schema(conn):
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                    if not self._has_schema(conn):
+                        for statement in SCHEMA:
+                            conn.execute(statement)
+                row = conn.execute("SELECT max(version) FROM rulebot_schema_version").fetchone()
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.location}: cannot set up the schema: "
+                             f"{self._describe(exc)}") from None
+        version = row[0] if row else None
+        if version is None or version > SCHEMA_VERSION:
+            raise StoreError(f"{self.location}: schema version {version} is not this "
+                             f"rulebot's ({SCHEMA_VERSION})")
+
+    @staticmethod
+    def _has_schema(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
+        # to_regclass, not CREATE ... IF NOT EXISTS: a role without CREATE
+        # rights may still use tables that exist.
+        row = conn.execute("SELECT to_regclass('rulebot_relations') IS NOT NULL").fetchone()
+        return bool(row and row[0])
+
+    def _is_driver_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.Error)
+
+    def _describe(self, exc: BaseException) -> str:
+        text = super()._describe(exc)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    @property
+    def _db(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The connection; a new one when the last was lost (server restart, network)."""
+        if self._conn.closed:
+            if not self._conn.broken:
+                raise StoreError(f"{self.location}: the store is closed")
+            self._conn = self._connect()
+        return self._conn
+
+    # -- reads
+
+    def _exists(self, subject: str, obj: str, kind: str) -> bool:
+        cur = self._db.execute(
+            f"SELECT 1 FROM {TABLE} WHERE subject = %s AND kind = %s AND object = %s",
+            (subject, kind, obj))
+        return cur.fetchone() is not None
+
+    def _column(self, want: Literal["object", "subject"], key: Literal["subject", "object"],
+                value: str, kind: str) -> Names:
+        cur = self._db.execute(
+            f"SELECT {want} FROM {TABLE} WHERE {key} = %s AND kind = %s "
+            f"ORDER BY {want}", (value, kind))
+        return [v for (v,) in cur]
+
+    def _get(self, subject: str, obj: str, kind: str) -> Relation | None:
+        cur = self._db.execute(
+            f"SELECT {COLUMNS} FROM {TABLE} WHERE subject = %s AND kind = %s AND object = %s",
+            (subject, kind, obj))
+        row = cur.fetchone()
+        return None if row is None else _relation(row)
+
+    def _page(self, subject: str | None, kind: str | None, obj: str | None,
+              after: tuple[str, str, str] | None, limit: int) -> Sequence[Relation]:
+        where, params = where_clause(subject, kind, obj, after, "%s")
+        cur = self._db.execute(
+            f"SELECT {COLUMNS} FROM {TABLE}{where} "
+            "ORDER BY subject, kind, object LIMIT %s", (*params, limit))
+        return [_relation(row) for row in cur]
+
+    def _count(self) -> int:
+        row = self._db.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
+        return int(row[0]) if row else 0
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Iterator[Relation]]:
+        # One statement, one snapshot, streamed row by row (no cursor held
+        # in a transaction, no table in memory).
+        cur = self._db.cursor()
+        stream = cur.stream(f"SELECT {COLUMNS} FROM {TABLE} ORDER BY subject, kind, object")
+        try:
+            yield (_relation(row) for row in stream)
+        finally:
+            if isinstance(stream, Generator):  # stopped early: drain what is in flight
+                stream.close()
+            cur.close()
+
+    # -- writes
+
+    def _write(self, rows: Sequence[Row]) -> Flags:
+        conn = self._db
+        cursors = []
+        with conn.pipeline(), conn.transaction():
+            for r in rows:
+                cur = conn.cursor()
+                if r.attrs is None:
+                    cur.execute(UNRELATE, (r.subject, r.kind, r.object))
+                else:
+                    cur.execute(RELATE, (r.subject, r.object, r.kind, r.attrs, r.created))
+                cursors.append((r.attrs is None, cur))
+        flags: Flags = []
+        for unrelate, cur in cursors:
+            row = cur.fetchone()
+            flags.append(row is not None if unrelate else bool(row and row[0]))
+        return flags
+
+    def _put(self, rows: Iterator[Row]) -> None:
+        conn = self._db
+        with conn.transaction(), conn.cursor() as cur:
+            while batch := list(islice(rows, PAGE)):
+                cur.executemany(UPSERT, [(r.subject, r.object, r.kind, r.attrs, r.created)
+                                         for r in batch])
+
+    def _close(self) -> None:
+        self._conn.close()
+
+
+def _relation(row: tuple[Any, ...]) -> Relation:
+    return Relation(row[0], row[1], row[2], json.loads(row[3]), row[4])
+
+
+def _secrets_of(url: str) -> list[str]:
+    """The URL's password as written and percent-decoded, and the URL itself."""
+    found = [url]
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if password:
+        found += [password, unquote(password)]
+    return sorted(set(found), key=len, reverse=True)

@@ -1,0 +1,194 @@
+"""The SQLite backend of the relationship store (stdlib sqlite3).
+
+Imports: store, stdlib.
+
+WAL journal with synchronous=FULL: a commit returns after the WAL is fsync'd.
+Writes take the write lock up front (BEGIN IMMEDIATE), so a concurrent writer
+(`rulebot relations add` next to the daemon) waits up to BUSY_TIMEOUT instead
+of failing half-way through a transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Literal
+
+from rulebot.store import (
+    Flags,
+    Names,
+    Relation,
+    RelationStore,
+    Row,
+    StoreError,
+    where_clause,
+)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT = 10.0
+TABLE = "rulebot_relations"
+
+# The same tables as store_pg.SCHEMA (SQLite's default BINARY collation is the
+# code point order PostgreSQL gets from COLLATE "C"). The primary key leads
+# with (subject, kind) and the reverse index with (object, kind), so that
+# objects() and subjects() are sorted range scans of one index.
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS rulebot_schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    subject TEXT NOT NULL,
+    object  TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    attrs   TEXT NOT NULL DEFAULT '{{}}',
+    created TEXT NOT NULL,
+    PRIMARY KEY (subject, kind, object)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS {TABLE}_reverse ON {TABLE} (object, kind, subject);
+"""
+
+COLUMNS = "subject, object, kind, attrs, created"
+INSERT_NEW = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+              "ON CONFLICT (subject, kind, object) DO NOTHING")
+UPDATE_ATTRS = (f"UPDATE {TABLE} SET attrs = ? "
+                "WHERE subject = ? AND kind = ? AND object = ? AND attrs <> ?")
+DELETE = f"DELETE FROM {TABLE} WHERE subject = ? AND kind = ? AND object = ?"
+UPSERT = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+          "ON CONFLICT (subject, kind, object) DO UPDATE "
+          "SET attrs = excluded.attrs, created = excluded.created")
+
+
+class SqliteStore(RelationStore):
+    """A store in one SQLite file (created with mode 0600 when missing)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
+        if path != ":memory:" and not os.path.exists(path):
+            try:
+                # Relationships are personal data: not world-readable. SQLite
+                # gives the -wal and -shm files the database file's mode.
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise StoreError(f"cannot create SQLite store {path}: {exc.strerror}") from None
+        try:
+            # isolation_level=None: no implicit transactions, we BEGIN ourselves.
+            self._conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None,
+                                         check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {path}: {exc}") from None
+        try:
+            with self._call("opening"):
+                self._setup()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _setup(self) -> None:
+        conn = self._conn
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        versions = [v for (v,) in conn.execute("SELECT version FROM rulebot_schema_version")]
+        if not versions:
+            conn.execute("INSERT INTO rulebot_schema_version VALUES (?)", (SCHEMA_VERSION,))
+        conn.execute("COMMIT")
+        if versions and max(versions) > SCHEMA_VERSION:
+            raise StoreError(f"{self.location}: schema version {max(versions)} is newer than "
+                             f"this rulebot's ({SCHEMA_VERSION})")
+
+    def _is_driver_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.Error)
+
+    # -- reads
+
+    def _exists(self, subject: str, obj: str, kind: str) -> bool:
+        cur = self._conn.execute(
+            f"SELECT 1 FROM {TABLE} WHERE subject = ? AND kind = ? AND object = ?",
+            (subject, kind, obj))
+        return cur.fetchone() is not None
+
+    def _column(self, want: Literal["object", "subject"], key: Literal["subject", "object"],
+                value: str, kind: str) -> Names:
+        cur = self._conn.execute(
+            f"SELECT {want} FROM {TABLE} WHERE {key} = ? AND kind = ? ORDER BY {want}",
+            (value, kind))
+        return [v for (v,) in cur]
+
+    def _get(self, subject: str, obj: str, kind: str) -> Relation | None:
+        cur = self._conn.execute(
+            f"SELECT {COLUMNS} FROM {TABLE} WHERE subject = ? AND kind = ? AND object = ?",
+            (subject, kind, obj))
+        row = cur.fetchone()
+        return None if row is None else _relation(row)
+
+    def _page(self, subject: str | None, kind: str | None, obj: str | None,
+              after: tuple[str, str, str] | None, limit: int) -> Sequence[Relation]:
+        where, params = where_clause(subject, kind, obj, after, "?")
+        cur = self._conn.execute(
+            f"SELECT {COLUMNS} FROM {TABLE}{where} ORDER BY subject, kind, object LIMIT ?",
+            (*params, limit))
+        return [_relation(row) for row in cur]
+
+    def _count(self) -> int:
+        (n,) = self._conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
+        return int(n)
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Iterator[Relation]]:
+        # One SELECT reads one snapshot (WAL); writers are not blocked meanwhile.
+        cur = self._conn.execute(f"SELECT {COLUMNS} FROM {TABLE} ORDER BY subject, kind, object")
+        try:
+            yield (_relation(row) for row in cur)
+        finally:
+            cur.close()
+
+    # -- writes
+
+    def _write(self, rows: Sequence[Row]) -> Flags:
+        flags: Flags = []
+        with self._transaction() as cur:
+            for r in rows:
+                if r.attrs is None:
+                    cur.execute(DELETE, (r.subject, r.kind, r.object))
+                    flags.append(cur.rowcount > 0)
+                    continue
+                cur.execute(INSERT_NEW, (r.subject, r.object, r.kind, r.attrs, r.created))
+                new = cur.rowcount > 0
+                if not new:
+                    cur.execute(UPDATE_ATTRS, (r.attrs, r.subject, r.kind, r.object, r.attrs))
+                flags.append(new)
+        return flags
+
+    def _put(self, rows: Iterator[Row]) -> None:
+        with self._transaction() as cur:
+            cur.executemany(UPSERT, ((r.subject, r.object, r.kind, r.attrs, r.created)
+                                     for r in rows))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        cur = self._conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+            cur.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        finally:
+            cur.close()
+
+    def _close(self) -> None:
+        self._conn.close()
+
+
+def _relation(row: tuple[str, str, str, str, str]) -> Relation:
+    return Relation(row[0], row[1], row[2], json.loads(row[3]), row[4])
+
