@@ -129,8 +129,8 @@ async def test_hostile_events_get_documented_answers_and_good_events_flow(
             assert reply.error["code"] == case.error, case.name
             answered += 1
         elif case.ignored:
-            reason = case.ignored
-            entry = await bot.wait_log(lambda e: e.get("reason") == reason, start=mark)
+            entry = await bot.wait_log(
+                lambda e, want=case.ignored: e.get("reason") == want, start=mark)
             assert entry["status"] == "ignored", case.name
         else:
             reply = await receive(alice)  # the container was used: a pong
