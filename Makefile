@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint unit integration system-deps venv bench bench-engine bench-reload bench-xmpp clean
+.PHONY: test demo lint unit integration system-deps venv bench bench-engine bench-reload bench-xmpp soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check rulebot tests bench scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/rulebot validate rules rules/friends
+	$(VENV)/bin/rulebot test --require-coverage tests/rules/*.yaml
 
 unit: $(STAMP) system-deps
 	$(VENV)/bin/pytest -q -m "not integration"
@@ -49,6 +50,11 @@ bench-reload: $(STAMP)
 	$(PY) bench/reload.py
 
 bench: bench-engine bench-reload bench-xmpp
+
+# Long runs, not part of `make test`: kill -9 mid-stream with 5,000 events per
+# run, repeated, on both servers.
+soak: system-deps $(STAMP)
+	for i in 1 2 3 4 5; do RULEBOT_CRASH_EVENTS=2500 $(VENV)/bin/pytest -q -s tests/integration/test_crash.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist

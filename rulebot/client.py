@@ -125,6 +125,7 @@ class RulebotClient:
         self.share_presence = share_presence
         self.reconnect = reconnect
         self.online = False
+        self.duplicates = 0  # messages from the bot dropped as already received
         self._closing = False
         self._fatal: str | None = None
         self._incoming: asyncio.Queue[Received] = asyncio.Queue()
@@ -263,6 +264,7 @@ class RulebotClient:
             # Messages are re-sent after a bot restart or a resumed stream:
             # the bot's deterministic ids let us drop duplicates here.
             if received.stanza_id in self._seen:
+                self.duplicates += 1
                 return
             self._seen[received.stanza_id] = None
             if len(self._seen) > _SEEN:

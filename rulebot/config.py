@@ -48,6 +48,7 @@ class Config:
     initial_delay: float = 1.0
     max_delay: float = 60.0
     stream_management: bool = True
+    sm_state_file: str | None = None
     store: str = "rulebot.sqlite3"  # as written; resolved against base_dir by the daemon
     base_dir: str = "."
     notify_jids: tuple[str, ...] = ()
@@ -129,6 +130,7 @@ def parse_config(text: str, source: str = "<inline>", base: Path | None = None) 
         initial_delay=float(rec.get("initial_delay", 1.0)),
         max_delay=float(rec.get("max_delay", 60.0)),
         stream_management=raw.get("stream_management", True),
+        sm_state_file=path(raw.get("sm_state_file", "rulebot.sm.json")),
         store=raw.get("store", "rulebot.sqlite3"),
         base_dir=str(base.resolve()),
         notify_jids=tuple(raw.get("notify_jids", ())),

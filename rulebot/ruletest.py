@@ -154,27 +154,38 @@ def parse_test_file(text: str, source: str) -> tuple[TestFile | None, list[Issue
         return None, issues
     if doc.value is None:
         doc.value = {}
-    issues.extend(schema_issues(doc, "ruletest"))
-    if issues:
-        return None, sorted(issues, key=Issue.sort_key)
-    value: dict[str, Any] = doc.value
-    defaults: dict[str, Any] = value.get("defaults", {})
-    fixtures: dict[str, Any] = value.get("fixtures", {})
+    # dict.fromkeys: schema.py may word two `required` errors identically.
+    issues.extend(dict.fromkeys(schema_issues(doc, "ruletest")))
+    value = doc.value if isinstance(doc.value, dict) else {}
+    # Semantic checks run on every part the schema found sound, so that one
+    # run reports every problem (like `rulebot validate`).
+    bad = [i.path for i in issues]
+
+    def sound(prefix: str) -> bool:
+        return not any(p == prefix or p.startswith((prefix + ".", prefix + "[")) for p in bad)
+
+    defaults: dict[str, Any] = value.get("defaults", {}) if sound("defaults") else {}
+    fixtures: dict[str, Any] = value.get("fixtures", {}) if sound("fixtures") else {}
     base_rel = _relations(fixtures.get("relations", []))
     base_online = tuple(fixtures.get("online", []))
+    issues.extend(_check_from(doc, ("defaults",), defaults))
     if "stanza_type" in defaults:
         issues.extend(_check_stanza_type(doc, ("defaults", "stanza_type"),
                                          defaults.get("kind", "message"),
                                          defaults["stanza_type"]))
     cases: list[Case] = []
     names: dict[str, int] = {}
-    for i, raw in enumerate(value["cases"]):
+    raw_cases = value.get("cases")
+    for i, raw in enumerate(raw_cases if isinstance(raw_cases, list) else []):
         path = ("cases", i)
-        name = raw["name"]
-        if name in names:
+        name = raw.get("name") if isinstance(raw, dict) else None
+        if isinstance(name, str) and name in names:
             issues.append(doc.issue((*path, "name"), f"duplicate case name {name!r} (first "
                                     f"at {source}:{names[name]})", name))
-        names.setdefault(name, doc.where(path)[0])
+        elif isinstance(name, str):
+            names[name] = doc.where(path)[0]
+        if not sound(f"cases[{i}]"):
+            continue
         case, problems = _case(doc, i, raw, defaults)
         issues.extend(problems)
         if case is not None:
@@ -199,12 +210,7 @@ def _case(doc: Document, i: int, raw: dict[str, Any], defaults: dict[str, Any]
           ) -> tuple[Case | None, list[Issue]]:
     path = ("cases", i)
     issues: list[Issue] = []
-    for where in (raw, defaults):
-        if "sender" in where and "from" in where \
-                and bare_jid(where["from"]) != bare_jid(where["sender"]):
-            base = path if where is raw else ("defaults",)
-            issues.append(doc.issue((*base, "from"), "from must be a full JID of sender "
-                                    f"({where['sender']})", where["from"]))
+    issues.extend(_check_from(doc, path, raw))
     if "from" in raw:
         from_ = raw["from"]
     elif "sender" in raw:
@@ -214,13 +220,17 @@ def _case(doc: Document, i: int, raw: dict[str, Any], defaults: dict[str, Any]
     default_kind = defaults.get("kind", "message")
     kind = raw.get("kind", default_kind)
     event = raw.get("event")
+    announced = event.get("presence") if kind == "presence" and isinstance(event, dict) \
+        else None
     if "stanza_type" in raw:
         stype = raw["stanza_type"]
+        if announced is not None and announced != stype:
+            issues.append(doc.issue((*path, "stanza_type"), "the stanza type of a presence "
+                                    f"is its event's presence ({announced})", stype))
+    elif announced in STANZA_TYPES["presence"]:
+        stype = announced
     elif kind == default_kind and "stanza_type" in defaults:
         stype = defaults["stanza_type"]
-    elif kind == "presence" and isinstance(event, dict) \
-            and event.get("presence") in STANZA_TYPES["presence"]:
-        stype = event["presence"]
     else:
         stype = STANZA_TYPES[kind][0]
     if "stanza_type" in raw:
@@ -234,6 +244,9 @@ def _case(doc: Document, i: int, raw: dict[str, Any], defaults: dict[str, Any]
         if kind == "message":
             issues.append(doc.issue(path, "a message case needs event or raw"))
         event = presence_event(stype, None, None, None)
+    if not raw["expect"]:
+        issues.append(doc.issue((*path, "expect"), "expect needs at least one expectation "
+                                "(matched, not_matched, actions, error, drop, ...)"))
     issues.extend(_check_expect(doc, (*path, "expect"), raw["expect"]))
     if issues:
         return None, issues
@@ -243,6 +256,15 @@ def _case(doc: Document, i: int, raw: dict[str, Any], defaults: dict[str, Any]
         bot=defaults.get("bot", DEFAULT_BOT), relations=_relations(raw.get("relations", [])),
         online=tuple(raw.get("online", [])), expect=raw["expect"],
     ), []
+
+
+def _check_from(doc: Document, path: tuple[str | int, ...], where: dict[str, Any]
+                ) -> list[Issue]:
+    if "sender" in where and "from" in where \
+            and bare_jid(where["from"]) != bare_jid(where["sender"]):
+        return [doc.issue((*path, "from"), f"from must be a full JID of sender "
+                          f"({where['sender']})", where["from"])]
+    return []
 
 
 def _check_stanza_type(doc: Document, path: tuple[str | int, ...], kind: str, stype: str
@@ -449,8 +471,13 @@ def _check_actions(want: list[dict[str, JSON]], d: Decision, _: MemoryRelations
     if len(wants) == len(views) and all(map(_action_matches, wants, views)):
         return None
     got = [_shown_action(wants[i] if i < len(wants) else None, v) for i, v in enumerate(views)]
-    return Failure("actions", f"expected {len(wants)} action(s) as listed, got {len(views)}",
-                   wants, got)
+    if len(wants) != len(views):
+        message = f"expected {len(wants)} action(s), got {len(views)}"
+    else:
+        bad = [str(i) for i, (w, v) in enumerate(zip(wants, views, strict=True))
+               if not _action_matches(w, v)]
+        message = f"action(s) [{', '.join(bad)}] differ"
+    return Failure("actions", message, wants, got)
 
 
 def _check_matched(want: list[str], d: Decision, _: MemoryRelations) -> Failure | None:
@@ -472,9 +499,8 @@ def _check_error(want: dict[str, JSON], d: Decision, _: MemoryRelations) -> Fail
     if any(_action_matches(want, v) for v in views):
         return None
     got = _shown_action(want, views[0]) if views else None
-    return Failure("error", f"no error reply with code {want['code']!r}"
-                   + (f"{' and path ' + repr(want['path'])}" if "path" in want else ""),
-                   want, got)
+    path = f" and path {want['path']!r}" if "path" in want else ""
+    return Failure("error", f"no error reply with code {want['code']!r}{path}", want, got)
 
 
 def _drops(d: Decision) -> list[Drop]:
@@ -508,7 +534,8 @@ def _check_no_actions(want: bool, d: Decision, _: MemoryRelations) -> Failure | 
         return None
     return Failure("no_actions", "expected nothing to be sent or changed" if want else
                    "expected something to be sent or changed",
-                   [] if want else ["..."], [action_view(a) for a in effective])
+                   [] if want else ["(at least one action that sends or changes)"],
+                   [action_view(a) for a in effective])
 
 
 def _row(rel: MemoryRelation | None, with_attrs: bool) -> dict[str, JSON] | None:

@@ -1,6 +1,6 @@
 """`rulebot test FILE...`: run rule test files and report, as text, JSON or JUnit XML.
 
-Imports: ruletest, model, stdlib, click. The lead registers the command with
+Imports: ruletest, rules, model, model_json, stdlib, click. The lead registers the command with
 `main.add_command(test)`. Exit codes: 0 every case passed, 1 a case failed, a
 test file is invalid, or (with --require-coverage) a rule was never matched,
 2 usage.
@@ -22,13 +22,16 @@ from rulebot.model_json import decision_json
 from rulebot.rules import LoadResult, Rule, check_rules
 from rulebot.ruletest import CaseResult, Coverage, FileResult, coverage, load_test_file
 
+TEST_SUFFIXES = (".test.yaml", ".test.yml")
+
 
 def _expand(paths: Sequence[str]) -> list[Path]:
-    """Files as given; a directory contributes its *.yaml/*.yml files in lexical order."""
+    """Files as given; a directory contributes its *.test.yaml/*.test.yml files in
+    lexical order (so rule files may sit beside them)."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.iterdir() if f.suffix in (".yaml", ".yml")
+            out.extend(sorted(f for f in p.iterdir() if f.name.endswith(TEST_SUFFIXES)
                               and f.is_file() and not f.name.startswith(".")))
         else:
             out.append(p)
@@ -46,6 +49,13 @@ def run_paths(paths: Sequence[str]) -> list[FileResult]:
         return cache[key]
 
     return [load_test_file(p, load) for p in _expand(paths)]
+
+
+def totals(results: Sequence[FileResult]) -> tuple[int, int, int]:
+    """(passed cases, failed cases, invalid test files)."""
+    passed = sum(c.passed for r in results for c in r.cases)
+    failed = sum(not c.passed for r in results for c in r.cases)
+    return passed, failed, sum(bool(r.issues) for r in results)
 
 
 def _where(rule: Rule) -> str:
@@ -73,7 +83,7 @@ def text_report(results: Sequence[FileResult], cover: Sequence[Coverage]) -> lis
             lines.extend("  " + issue.format() for issue in r.issues)
             continue
         version = r.ruleset.version if r.ruleset else "?"
-        lines.append(f"{r.source}: rules {r.rules} (version {version}), "
+        lines.append(f"{r.source}: rule set {r.rules} (version {version}), "
                      f"{len(r.cases)} case(s)")
         for c in r.cases:
             if c.passed:
@@ -107,14 +117,15 @@ def json_report(results: Sequence[FileResult], cover: Sequence[Coverage]) -> dic
                 "decision": decision_json(c.decision),
             } for c in r.cases],
         })
+    passed, failed, invalid = totals(results)
     return {
         "files": files,
         "coverage": [{"rules": c.rules, "total": c.total,
                       "uncovered": [{"name": r.name, "file": r.file, "line": r.line}
                                     for r in c.uncovered]} for c in cover],
-        "passed": sum(c.passed for r in results for c in r.cases),
-        "failed": sum(not c.passed for r in results for c in r.cases),
-        "invalid": sum(bool(r.issues) for r in results),
+        "passed": passed,
+        "failed": failed,
+        "invalid": invalid,
     }
 
 
@@ -137,8 +148,8 @@ def junit_xml(results: Sequence[FileResult], cover: Sequence[Coverage],
         counts = {"tests": len(cases),
                   "failures": sum(c.find("failure") is not None for c in cases),
                   "errors": sum(c.find("error") is not None for c in cases)}
-        el = ET.SubElement(root, "testsuite", name=name, file=file,
-                           **{k: str(v) for k, v in counts.items()})
+        el = ET.SubElement(root, "testsuite", {"name": name, "file": file,
+                                               **{k: str(v) for k, v in counts.items()}})
         el.extend(cases)
         for k, v in counts.items():
             totals[k] += v
@@ -186,7 +197,7 @@ def junit_xml(results: Sequence[FileResult], cover: Sequence[Coverage],
               help="Fail when a rule of a rule set under test was matched by no case.")
 def test(paths: tuple[str, ...], fmt: str, junit_path: str | None,
          require_coverage: bool) -> None:
-    """Run rule test files (or directories of them) against their rule sets.
+    """Run rule test files against their rule sets (a directory: its *.test.yaml files).
 
     Prints PASS/FAIL per case with a diff of expected and got, the rules no
     case matched, and `N passed, M failed`. Exits 0 when everything passed,
@@ -194,11 +205,9 @@ def test(paths: tuple[str, ...], fmt: str, junit_path: str | None,
     rule, 2 on usage errors."""
     results = run_paths(paths)
     if not results:
-        raise click.UsageError("no *.yaml or *.yml test files in the given directories")
+        raise click.UsageError("no *.test.yaml or *.test.yml files in the given directories")
     cover = coverage(results)
-    passed = sum(c.passed for r in results for c in r.cases)
-    failed = sum(not c.passed for r in results for c in r.cases)
-    invalid = sum(bool(r.issues) for r in results)
+    passed, failed, invalid = totals(results)
     uncovered = sum(len(c.uncovered) for c in cover)
     if junit_path:
         try:
@@ -212,8 +221,8 @@ def test(paths: tuple[str, ...], fmt: str, junit_path: str | None,
         for line in text_report(results, cover):
             click.echo(line)
         if invalid:
-            click.echo(f"invalid: {invalid} test file(s)")
+            click.echo(f"invalid: {invalid} test file(s) (each counted as one failure)")
         if require_coverage and uncovered:
             click.echo(f"coverage required: {uncovered} rule(s) matched by no case")
-        click.echo(f"{passed} passed, {failed} failed")
+        click.echo(f"{passed} passed, {failed + invalid} failed")
     sys.exit(1 if failed or invalid or (require_coverage and uncovered) else 0)

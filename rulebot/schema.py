@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import re
 from collections.abc import Iterable, Iterator
 from importlib import resources
 from pathlib import Path as FsPath
@@ -21,7 +22,7 @@ from rulebot.model import JSON, Issue
 from rulebot.yamldoc import Document
 from rulebot.yamldoc import Path as DocPath
 
-SCHEMA_NAMES = ("rules", "config")
+SCHEMA_NAMES = ("rules", "config", "ruletest")
 
 
 def schema_text(name: str) -> str:
@@ -120,9 +121,9 @@ def _message(error: ValidationError) -> str:
 def _message_for(error: ValidationError, sub: dict[str, Any]) -> str:
     validator_name = error.validator
     if validator_name == "required":
-        present = error.instance if isinstance(error.instance, dict) else {}
-        missing = [k for k in sub.get("required", []) if k not in present]
-        return f"missing required key {missing[0]!r}" if missing else error.message
+        # jsonschema reports each missing key as its own error: "'name' is a required ..."
+        found = re.match(r"^'(.*)' is a required property$", error.message)
+        return f"missing required key {found.group(1)!r}" if found else error.message
     if validator_name == "type":
         hint = ""
         if isinstance(error.instance, bool) and "string" in str(error.validator_value):

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import random
 import ssl
 import xml.etree.ElementTree as ET
@@ -24,6 +26,7 @@ from typing import Any
 
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.plugins.xep_0198.stanza import Ack
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -104,6 +107,30 @@ def to_inbound_presence(pres: Any) -> Inbound:
     )
 
 
+def load_sm_state(path: str) -> tuple[str, int] | None:
+    """(stream id, handled count) saved by a previous run, if any and readable."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return str(data["sm_id"]), int(data["handled"]) % (2**32)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save_sm_state(path: str, sm_id: str, handled: int) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({"sm_id": sm_id, "handled": handled}, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def clear_sm_state(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
 class BotConnection:
     """One connection of the bot to its server, kept up until `run` is told to stop."""
 
@@ -150,6 +177,8 @@ class BotConnection:
             if c.stream_management:
                 # A small window: fewer stanzas to resend after a broken connection.
                 x.register_plugin("xep_0198", {"window": 5})
+                if c.sm_state_file:
+                    self._persist_sm(x, c.sm_state_file)
             x.roster.auto_authorize = None  # subscriptions are decided below
             x.roster.auto_subscribe = False
             x.add_event_handler("failed_all_auth", self._on_auth_failed)
@@ -170,6 +199,43 @@ class BotConnection:
         x.add_event_handler("presence", self._on_presence)
         x.add_event_handler("presence_subscribe", self._on_subscribe)
         return x
+
+    # -- stream management that survives a restart -----------------------------
+
+    def _persist_sm(self, x: Any, path: str) -> None:
+        """Resume the XEP-0198 session across restarts, kill -9 included.
+
+        slixmpp counts a stanza as handled when it is parsed and writes its
+        acks straight to the socket, ahead of the messages still in its send
+        queue; a crash then loses events the server believes delivered. Here
+        the ack goes through the send queue like any stanza, so it leaves after
+        every message produced by the stanzas it acknowledges (handlers run
+        synchronously, in order), and the handled count is saved (atomically,
+        fsync'd) just before the ack is written. A new process restores the
+        session id and count and resumes; the server re-sends the rest."""
+        sm = x.plugin["xep_0198"]
+        saved = load_sm_state(path)
+        if saved is not None:
+            sm.sm_id, sm.handled = saved
+            log.info("resuming stream", extra=fields(event="sm_restore", handled=saved[1]))
+
+        def send_ack() -> None:
+            if not x.transport:
+                return
+            ack = Ack(x)
+            ack["h"] = sm.handled
+            x.send(ack)  # queued behind what the acknowledged stanzas produced
+
+        def before_ack(stanza: Any) -> Any:
+            if isinstance(stanza, Ack) and sm.sm_id:
+                save_sm_state(path, sm.sm_id, int(stanza["h"]))
+            return stanza
+
+        sm.send_ack = send_ack
+        x.add_filter("out_sync", before_ack)
+        x.add_event_handler("sm_enabled", lambda _s: save_sm_state(path, sm.sm_id, 0)
+                            if sm.sm_id else None)
+        x.add_event_handler("session_end", lambda _e: clear_sm_state(path))
 
     # -- events from slixmpp --------------------------------------------------
 
@@ -357,6 +423,8 @@ class BotConnection:
                 await asyncio.wait_for(self.xmpp.disconnected, timeout=5)
             except TimeoutError:
                 self.xmpp.abort()
+        if self.config.sm_state_file and not self.component:
+            clear_sm_state(self.config.sm_state_file)  # the session ended cleanly
         if self.queue:
             log.warning("exiting with undelivered messages", extra=fields(
                 event="undelivered", count=len(self.queue)))
