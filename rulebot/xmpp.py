@@ -215,8 +215,15 @@ class BotConnection:
         session id and count and resumes; the server re-sends the rest."""
         sm = x.plugin["xep_0198"]
         saved = load_sm_state(path)
+        # (inbound count, our outbound count when those stanzas were done): an
+        # inbound stanza is acknowledged only once the server has acknowledged
+        # what it produced, because a killed process's socket may be reset with
+        # its last writes still unsent.
+        pending: deque[tuple[int, int]] = deque()
+        safe = [0]
         if saved is not None:
             sm.sm_id, sm.handled = saved
+            safe[0] = saved[1]
             log.info("resuming stream", extra=fields(event="sm_restore", handled=saved[1]))
 
         def send_ack() -> None:
@@ -228,13 +235,30 @@ class BotConnection:
 
         def before_ack(stanza: Any) -> Any:
             if isinstance(stanza, Ack) and sm.sm_id:
-                save_sm_state(path, sm.sm_id, int(stanza["h"]))
+                # Every stanza counted in h was handled and what it produced passed
+                # this queue already: sm.seq counts it.
+                pending.append((int(stanza["h"]), sm.seq))
+                while pending and pending[0][1] <= sm.last_ack:
+                    safe[0] = pending.popleft()[0]
+                stanza["h"] = safe[0]
+                save_sm_state(path, sm.sm_id, safe[0])
             return stanza
+
+        def enabled(_stanza: Any) -> None:
+            pending.clear()
+            safe[0] = 0
+            if sm.sm_id:
+                save_sm_state(path, sm.sm_id, 0)
+
+        def resumed(_stanza: Any) -> None:
+            # A new process starts counting its stanzas at 0; the server's count
+            # continues. Align ours with the server's acknowledgement.
+            sm.seq = (sm.last_ack + len(sm.unacked_queue)) % (2**32)
 
         sm.send_ack = send_ack
         x.add_filter("out_sync", before_ack)
-        x.add_event_handler("sm_enabled", lambda _s: save_sm_state(path, sm.sm_id, 0)
-                            if sm.sm_id else None)
+        x.add_event_handler("sm_enabled", enabled)
+        x.add_event_handler("session_resumed", resumed)
         x.add_event_handler("session_end", lambda _e: clear_sm_state(path))
 
     # -- events from slixmpp --------------------------------------------------

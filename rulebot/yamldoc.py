@@ -226,8 +226,14 @@ def load_document(text: str, source: str) -> tuple[Document | None, list[Issue]]
     except yaml.MarkedYAMLError as exc:
         return None, [Issue(source, *_mark(exc.problem_mark or exc.context_mark), "",
                             f"YAML syntax error: {_yaml_message(exc)}")]
+    except yaml.reader.ReaderError as exc:
+        before = text[: exc.position]
+        line, col = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        return None, [Issue(source, line, col, "", f"YAML error: unacceptable character "
+                            f"#x{exc.character:04x}: {exc.reason}")]
     except yaml.YAMLError as exc:
-        return None, [Issue(source, 1, 1, "", f"YAML error: {exc}")]
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return None, [Issue(source, 1, 1, "", f"YAML error: {first}")]
     if node is None:
         doc.value = None
         return doc, []
