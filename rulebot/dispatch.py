@@ -213,6 +213,12 @@ class Dispatcher:
         return Outbound(to, payload, encoding, self.config.message_type, mid, meta)
 
     def _log(self, inbound: Inbound, outcome: Outcome, micros: float) -> None:
+        level = logging.DEBUG if outcome.status == "ignored" and outcome.reason in (
+            "no-payload", "presence-subscription") else logging.INFO
+        if outcome.status == "ignored" and outcome.reason == "domain-not-allowed":
+            level = logging.WARNING
+        if not log.isEnabledFor(level):
+            return  # building the line costs more than deciding
         info: dict[str, object] = {
             "event": "stanza",
             "status": outcome.status,
@@ -235,8 +241,4 @@ class Dispatcher:
         if outcome.event_id is not None:
             info["event_id"] = outcome.event_id
         info["micros"] = round(micros, 1)
-        level = logging.DEBUG if outcome.status == "ignored" and outcome.reason in (
-            "no-payload", "presence-subscription") else logging.INFO
-        if outcome.status == "ignored" and outcome.reason == "domain-not-allowed":
-            level = logging.WARNING
         log.log(level, f"{inbound.kind} {outcome.status}", extra=fields(**info))

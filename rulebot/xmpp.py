@@ -175,8 +175,10 @@ class BotConnection:
             mech.unencrypted_plain = False
             mech.unencrypted_scram = c.tls.allow_plain
             if c.stream_management:
-                # A small window: fewer stanzas to resend after a broken connection.
-                x.register_plugin("xep_0198", {"window": 5})
+                # Ask the server for an ack every 20 of our stanzas: a smaller window
+                # costs a round trip per few messages, a larger one holds back the
+                # acks of inbound stanzas longer (see _persist_sm).
+                x.register_plugin("xep_0198", {"window": 20})
                 if c.sm_state_file:
                     self._persist_sm(x, c.sm_state_file)
             x.roster.auto_authorize = None  # subscriptions are decided below
@@ -255,8 +257,17 @@ class BotConnection:
             # continues. Align ours with the server's acknowledgement.
             sm.seq = (sm.last_ack + len(sm.unacked_queue)) % (2**32)
 
+        def on_server_ack(_stanza: Any) -> None:
+            # The server acknowledged our stanzas: earlier inbound ones may now be
+            # safe to acknowledge. XEP-0198 allows an <a/> without an <r/>, and
+            # servers that wait for our answer before asking again need it.
+            if sm.sm_id:
+                send_ack()
+
         sm.send_ack = send_ack
         x.add_filter("out_sync", before_ack)
+        x.register_handler(Callback("rulebot sm progress", MatchXPath(Ack.tag_name()),
+                                    on_server_ack, instream=True))
         x.add_event_handler("sm_enabled", enabled)
         x.add_event_handler("session_resumed", resumed)
         x.add_event_handler("session_end", lambda _e: clear_sm_state(path))
