@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint unit integration system-deps venv bench bench-engine bench-reload bench-xmpp soak clean
+.PHONY: test demo lint unit integration system-deps venv bench bench-engine bench-reload bench-relations bench-xmpp soak fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,12 +49,19 @@ bench-xmpp: system-deps $(STAMP)
 bench-reload: $(STAMP)
 	$(PY) bench/reload.py
 
-bench: bench-engine bench-reload bench-xmpp
+bench-relations: system-deps $(STAMP)
+	$(PY) bench/relations.py
+
+bench: bench-engine bench-reload bench-relations bench-xmpp
 
 # Long runs, not part of `make test`: kill -9 mid-stream with 5,000 events per
 # run, repeated, on both servers.
 soak: system-deps $(STAMP)
 	for i in 1 2 3 4 5; do RULEBOT_CRASH_EVENTS=2500 $(VENV)/bin/pytest -q -s tests/integration/test_crash.py || exit 1; done
+
+# 1,000,000 generated events and rule files through the decoder and the loader.
+fuzz: $(STAMP)
+	$(PY) scripts/fuzz.py --cases 1000000
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist

@@ -117,7 +117,7 @@ def expand(text: str, macros: Mapping[str, str], stack: tuple[str, ...] = ()
 
 def compile_expr(
     text: str, macros: Mapping[str, str], lists: Mapping[str, object], name: str | None = None,
-    limits: Mapping[str, object] | None = None,
+    limits: Mapping[str, object] | None = None, used_lists: set[str] | None = None,
 ) -> tuple[Expr | None, list[ExprProblem]]:
     """Compile one expression (the macro `name`'s text when given) and check what can be
     checked before any event."""
@@ -137,7 +137,7 @@ def compile_expr(
     except jp_exceptions.JMESPathError as exc:
         return None, [ExprProblem(f"invalid JMESPath expression: {exc}", None, text)]
     tree: Node = parsed.parsed  # type: ignore[assignment]  # jmespath's TypedDict
-    problems = list(_check_ast(tree, lists, text, limits or {}))
+    problems = list(_check_ast(tree, lists, text, limits or {}, used_lists))
     calls = any(node["type"] == "function_expression" for node in walk(tree))
     return Expr(text, parsed, calls), problems
 
@@ -177,7 +177,9 @@ ENVELOPE = frozenset({"event", "sender", "from", "stanza", "lists", "bot"})
 
 
 def _check_ast(tree: Node, lists: Mapping[str, object], text: str = "",
-               limits: Mapping[str, object] | None = None) -> Iterator[ExprProblem]:
+               limits: Mapping[str, object] | None = None,
+               used_lists: set[str] | None = None) -> Iterator[ExprProblem]:
+    used = used_lists if used_lists is not None else set()
     for node, at_root in _root_walk(tree, True):
         kind = node["type"]
         if kind == "field" and at_root and node["value"] not in ENVELOPE:
@@ -194,6 +196,8 @@ def _check_ast(tree: Node, lists: Mapping[str, object], text: str = "",
             first = node["children"][0]
             if first["type"] == "field" and first["value"] == "lists":
                 name = _head_field(node["children"][1])
+                if name is not None:
+                    used.add(name)
                 if name is not None and name not in lists:
                     yield ExprProblem(f"unknown list {name!r}", None, f"lists.{name}")
         if kind != "function_expression":
@@ -206,6 +210,8 @@ def _check_ast(tree: Node, lists: Mapping[str, object], text: str = "",
             continue
         yield from _check_arity(name, entry["signature"], len(args))
         literal = args[0]["value"] if args and args[0]["type"] == "literal" else None
+        if name == "in_list" and isinstance(literal, str):
+            used.add(literal)
         if name == "in_list" and isinstance(literal, str) and literal not in lists:
             yield ExprProblem(f"unknown list {literal!r}", None, literal)
         if name == "over_limit" and isinstance(literal, str) and literal not in (limits or {}):

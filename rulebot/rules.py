@@ -194,6 +194,9 @@ class _Compiler:
         self.macros: dict[str, str] = {}
         self.rate_limits: dict[str, RateSpec] = {}
         self.broken: set[str] = set()  # macros that failed to compile
+        self.used_lists: set[str] = set()  # referenced by some compiled expression
+        self.used_macros: set[str] = set()  # reached from some rule's expression
+        self.where: dict[tuple[str, str], tuple[Document, DocPath]] = {}
         self.defined: dict[tuple[str, str], str] = {}  # (kind, name) -> "file:line"
         self.events: EventTypes | None = None
         self.default: Literal["drop", "error"] | None = None
@@ -211,6 +214,7 @@ class _Compiler:
                 name, key=True))
             return False
         self.defined[key] = f"{doc.source}:{line}"
+        self.where[key] = (doc, path)
         return True
 
     def add_file(self, source: str, text: str) -> None:
@@ -228,7 +232,9 @@ class _Compiler:
             if isinstance(items, list) and self._define(doc, "list", name, ("lists", name)):
                 self.lists[name] = [x for x in items if isinstance(x, str)]
         for name, spec in _mapping(value.get("rate_limits")).items():
-            if isinstance(spec, dict) and isinstance(spec.get("rate"), int | float) \
+            rate_value = spec.get("rate") if isinstance(spec, dict) else None
+            if isinstance(rate_value, int | float) and math.isfinite(rate_value) \
+                    and rate_value > 0 \
                     and self._define(doc, "rate limit", name, ("rate_limits", name)):
                 per = _PER.get(spec.get("per", "second"), 1.0)
                 rate = float(spec["rate"])
@@ -271,6 +277,7 @@ class _Compiler:
                         self._rule(doc, ("rules", i), raw)
         if self.has_errors():
             return None
+        self._unused()
         digest = hashlib.sha256()
         for source, text in texts:
             digest.update(Path(source).name.encode() + b"\0" + text.encode() + b"\0")
@@ -290,6 +297,19 @@ class _Compiler:
             untyped=untyped,
             discriminator=discriminator,
         )
+
+    def _unused(self) -> None:
+        """Warnings for lists and macros that nothing uses (often a typo elsewhere).
+
+        A list counts as used when any expression (a rule's or a macro's) names
+        it; lists reached by dynamic names (in_list(event.x, ...)) cannot be seen."""
+        for (kind, name), (doc, path) in self.where.items():
+            if kind == "macro" and name not in self.used_macros:
+                self.issues.append(doc.issue(path, f"macro ${name} is never used", key=True,
+                                             severity="warning"))
+            if kind == "list" and name not in self.used_lists:
+                self.issues.append(doc.issue(path, f"list {name!r} is never used", key=True,
+                                             severity="warning"))
 
     def _events(self, doc: Document, raw: dict[str, Any]) -> EventTypes:
         validators: dict[str, jsonschema.Draft202012Validator] = {}
@@ -321,7 +341,10 @@ class _Compiler:
             return None  # the schema reports empty expressions
         if macro is None and macro_closure(text, self.macros) & self.broken:
             return None  # reported once, where the broken macro is defined
-        expr, problems = compile_expr(text, self.macros, self.lists, macro, self.rate_limits)
+        expr, problems = compile_expr(text, self.macros, self.lists, macro, self.rate_limits,
+                                      self.used_lists)
+        if macro is None:
+            self.used_macros |= macro_closure(text, self.macros)
         for problem in problems:
             self.issues.append(self._located(doc, path, text, problem))
         return expr if not problems else None

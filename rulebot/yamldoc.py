@@ -9,6 +9,8 @@ file where `match:` appears twice means something other than it says.
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 
 import yaml
@@ -22,6 +24,8 @@ try:  # libyaml makes a 1,000-rule file compose in a fraction of the time
 except AttributeError:  # pragma: no cover - PyYAML without libyaml
     _Loader = yaml.SafeLoader
 
+_PLAIN = re.compile(r"^[A-Za-z0-9_$-]+$")
+
 # A billion-laughs file expands aliases exponentially; refuse beyond this.
 MAX_NODES = 1_000_000
 
@@ -32,8 +36,10 @@ def format_path(path: Path) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
+        elif _PLAIN.match(part):
             out += ("." if out else "") + part
+        else:  # a key with spaces, dots or control characters: quote it
+            out += "[" + json.dumps(part, ensure_ascii=True) + "]"
     return out
 
 
@@ -107,24 +113,36 @@ def _short_tag(tag: str) -> str:
 
 def _sizes(root: yaml.Node) -> dict[int, int]:
     """Number of values each node expands to, aliases included, memoised by node
-    identity so that an alias bomb is measured in linear time, not expanded."""
+    identity so that an alias bomb is measured in linear time, not expanded.
+    Raises _TooBig for a node that contains itself (`a: &a [*a]`)."""
     sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # on the current path: meeting one again is a cycle
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
         node, done = stack.pop()
+        if done:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes.get(id(c), 1) for c in _children(node))
+            continue
         if id(node) in sizes:
             continue
-        children: list[yaml.Node] = []
-        if isinstance(node, yaml.SequenceNode):
-            children = list(node.value)
-        elif isinstance(node, yaml.MappingNode):
-            children = [v for _, v in node.value]
-        if done:
-            sizes[id(node)] = 1 + sum(sizes.get(id(c), 1) for c in children)
-            continue
+        if id(node) in open_nodes:
+            mark = node.start_mark
+            raise _TooBig(Issue("", mark.line + 1, mark.column + 1, "",
+                                "a YAML alias refers to a node that contains it "
+                                "(infinite structure)"))
+        open_nodes.add(id(node))
         stack.append((node, True))
-        stack.extend((c, False) for c in children if id(c) not in sizes)
+        stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
     return sizes
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [v for _, v in node.value]
+    return []
 
 
 class _Builder:
@@ -237,11 +255,14 @@ def load_document(text: str, source: str) -> tuple[Document | None, list[Issue]]
     if node is None:
         doc.value = None
         return doc, []
-    builder = _Builder(doc, _sizes(node))
     try:
+        builder = _Builder(doc, _sizes(node))
         doc.value = builder.build(node, ())
     except _TooBig as exc:
-        return None, [exc.issue] if exc.issue else []
+        if exc.issue is None:
+            return None, []
+        return None, [Issue(source, exc.issue.line, exc.issue.col, exc.issue.path,
+                            exc.issue.message)]
     return doc, builder.issues
 
 

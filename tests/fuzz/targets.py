@@ -25,7 +25,8 @@ json_values = st.recursive(
 )
 json_texts = json_values.map(lambda v: json.dumps(v, allow_nan=True)) | st.text(max_size=300) \
     | st.binary(max_size=300).map(lambda b: b.decode("utf-8", "replace")) \
-    | st.sampled_from(["[" * 100, '{"a":' * 50, '{"x": 1e999}', '"\\ud800"', "{}", "{\"a\":1,\"a\":2}"])
+    | st.sampled_from(["[" * 100, '{"a":' * 50, '{"x": 1e999}', '"\\ud800"', "{}",
+                      '{"a":1,"a":2}'])
 
 
 def check_decoder(text: str) -> None:

@@ -144,3 +144,16 @@ def test_eval_refuses_invalid_rules(tmp_path: Path, bad: str) -> None:
     code, _, err = run("eval", str(f), stdin="{}")
     assert code == 1
     assert f"{f}:" in err
+
+
+def test_validate_warns_about_unused_lists_and_macros(tmp_path: Path) -> None:
+    f = tmp_path / "r.yaml"
+    f.write_text("version: 1\nlists:\n  a: [x@y]\n  b: [z@y]\nmacros:\n"
+                 "  m: \"in_list('a', sender)\"\n  n: sender\n"
+                 "rules:\n  - name: r\n    match: $m\n    actions: [{drop: {}}]\n")
+    code, out, _ = run("validate", str(f))
+    assert code == 0
+    assert out.splitlines() == [
+        f"{f}:4:3: lists.b: warning: list 'b' is never used",
+        f"{f}:7:3: macros.n: warning: macro $n is never used",
+    ]

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, seed, settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
 
-from targets import check_decoder, check_loader, json_texts, rule_texts  # noqa: E402
+from targets import check_decoder, check_loader, json_texts, rule_texts
 
 FAST = settings(max_examples=1500, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
