@@ -449,9 +449,19 @@ class BotConnection:
         self.xmpp.cancel_connection_attempt()
         if self.online and not self.component:
             self.xmpp.send_presence(ptype="unavailable")
+            pong = False
             with contextlib.suppress(IqError, IqTimeout):
                 await self.xmpp.plugin["xep_0199"].send_ping(self.config.jid.split("@")[-1],
                                                              timeout=5)
+                pong = True
+            sm = self.xmpp.plugin["xep_0198"] if self.config.stream_management else None
+            if pong and sm is not None and sm.sm_id and self.xmpp.transport is not None:
+                # The pong proves the server has everything we sent before it, so
+                # every handled stanza may be acknowledged now; otherwise the server
+                # would re-deliver the held-back ones when the stream closes.
+                final = Ack(self.xmpp)
+                final["h"] = sm.handled
+                self.xmpp.send_raw(str(final))
         if self.online or self.xmpp.transport is not None:
             self.xmpp.disconnect(wait=2.0)
             try:
