@@ -184,3 +184,22 @@ async def test_hundred_reloads_under_a_steady_stream_lose_nothing(
     reloads = [e for e in bot.logs if e.get("event") == "reload"]
     assert [e["ok"] for e in reloads] == [i % 2 == 0 for i in range(100)]
     assert len({g.version for g in replies.values()}) > 10  # the stream spanned reloads
+
+
+async def test_messages_produced_during_a_server_outage_are_sent_after_reconnect(
+    server: xmppserver.ServerInfo, tmp_path: Path, stack: AsyncExitStack
+) -> None:
+    rules, bot, _alice = await start(stack, server, tmp_path, notify_jids=["admin@localhost"])
+    admin = await connect_user(stack, server, "admin", "friend@localhost")
+    mark = len(bot.logs)
+    await asyncio.to_thread(xmppserver.stop_server, server)
+    await bot.wait_log(lambda e: e.get("event") == "disconnected", start=mark)
+    # While the server is down the bot still reloads, and its notice waits in the queue.
+    (rules / "10-ping.yaml").write_text(BROKEN)
+    await reloaded(bot, mark, ok=False)
+    await asyncio.to_thread(xmppserver.restart_server, server)
+    connected = await bot.wait_log(lambda e: e.get("event") == "connected", start=mark)
+    assert connected["queued"] == 1
+    await admin.wait_online()
+    notice = await receive(admin)
+    assert (notice.payload["type"], notice.payload["ok"]) == ("rulebot.reload", False)
