@@ -205,6 +205,8 @@ class RulebotClient:
             self.xmpp.disconnect(wait=2.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._disconnected.wait(), timeout=5)
+        if self.xmpp.transport is not None:
+            self.xmpp.abort()  # a half-open connection: close the socket now, not at GC
         for fut in self._pending.values():
             fut.cancel()
 
