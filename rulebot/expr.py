@@ -216,6 +216,11 @@ def _check_ast(tree: Node, lists: Mapping[str, object], text: str = "",
             yield ExprProblem(f"unknown list {literal!r}", None, literal)
         if name == "over_limit" and isinstance(literal, str) and literal not in (limits or {}):
             yield ExprProblem(f"unknown rate limit {literal!r}", None, literal)
+        if name == "regex_match" and args and args[0]["type"] != "literal":
+            # Python's re has no time limit: a pattern taken from an event could be
+            # made to backtrack for minutes and stall every other event.
+            yield ExprProblem("regex_match: the pattern must be a literal string "
+                              "(e.g. '^[a-z]+$'), not computed from the event", None, name)
         if name == "regex_match" and isinstance(literal, str):
             err = check_pattern(literal)
             if err:

@@ -71,6 +71,10 @@ CASES = [
     pytest.param("recursive_alias.yaml", [
         "3:9: a YAML alias refers to a node that contains it (infinite structure)",
     ], id="recursive_alias"),
+    pytest.param("regex_pattern_from_event.yaml", [
+        "4:12: rules[0].match: regex_match: the pattern must be a literal string "
+        "(e.g. '^[a-z]+$'), not computed from the event (\"regex_match\")",
+    ], id="regex_pattern_from_event"),
     pytest.param("python_tag.yaml", [
         "3:11: lists.admins: unsupported YAML tag (\"!!python/object/apply:os.system\")",
     ], id="python_tag"),
