@@ -12,7 +12,7 @@ import logging
 import logging.handlers
 import time
 
-from rulebot.dispatch import Inbound, Outcome
+from rulebot.dispatch import Inbound, Outcome, summary
 
 
 class AuditLog:
@@ -39,17 +39,7 @@ class AuditLog:
             "kind": inbound.kind,
             "outcome": outcome.status,
         }
-        if outcome.reason:
-            entry["reason"] = outcome.reason
-        d = outcome.decision
-        if d is not None:
-            entry["version"] = d.version
-            entry["matched"] = list(d.matched)
-            entry["actions"] = [{"type": a.type, "to": list(a.to), "rule": a.rule}
-                                for a in d.actions]
-            if d.errors:
-                entry["rule_errors"] = [{"rule": e.rule, "message": e.message}
-                                        for e in d.errors]
+        entry.update(summary(outcome))
         if self.payloads:
             entry["sent"] = [{"to": o.to, "payload": o.payload} for o in outcome.outbound]
         self._logger.info(json.dumps(entry, ensure_ascii=False, default=str))

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import ssl
 import uuid
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
@@ -34,7 +33,7 @@ from rulebot.errors import ConnectError, RulebotError
 from rulebot.functions import bare_jid
 from rulebot.model import JSON
 from rulebot.wire import JSON_NS, encode_payload
-from rulebot.xmpp import META_NS, backoff_delay
+from rulebot.xmpp import META_NS, backoff_delay, setup_tls
 
 log = logging.getLogger("rulebot.client")
 
@@ -138,20 +137,9 @@ class RulebotClient:
         self._disconnected: asyncio.Event = asyncio.Event()
         full = jid if "/" in jid else f"{jid}/rulebot-{uuid.uuid4().hex[:8]}"
         x: Any = slixmpp.ClientXMPP(full, password)
-        x.enable_direct_tls = False
-        x.enable_plaintext = allow_plain
-        if ca_file:
-            x.ca_certs = ca_file
-        if not verify:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            x.ssl_context = ctx
+        setup_tls(x, ca_file, verify, allow_plain)
         x.register_plugin("xep_0030")
         x.register_plugin("xep_0199")
-        mech = x.plugin["feature_mechanisms"]
-        mech.unencrypted_plain = False
-        mech.unencrypted_scram = allow_plain
         x.roster.auto_authorize = None
         x.roster.auto_subscribe = False
         x.add_event_handler("session_start", self._on_session)

@@ -95,6 +95,23 @@ class Outcome:
     envelope: Envelope | None = None  # what the rules saw (for traces)
 
 
+def summary(outcome: Outcome) -> dict[str, object]:
+    """What the decision log and the audit trail record of an outcome (no payloads)."""
+    info: dict[str, object] = {}
+    if outcome.reason:
+        info["reason"] = outcome.reason
+    decision = outcome.decision
+    if decision is not None:
+        info["version"] = decision.version
+        info["matched"] = list(decision.matched)
+        info["actions"] = [{"type": a.type, "to": list(a.to), "rule": a.rule}
+                           for a in decision.actions]
+        if decision.errors:
+            info["rule_errors"] = [{"rule": e.rule, "message": e.message}
+                                   for e in decision.errors]
+    return info
+
+
 class Dispatcher:
     """Turns inbound stanzas into outbound messages using the current rule set."""
 
@@ -227,17 +244,7 @@ class Dispatcher:
             "stanza_id": inbound.id,
             "from": inbound.from_,
         }
-        if outcome.reason:
-            info["reason"] = outcome.reason
-        decision = outcome.decision
-        if decision is not None:
-            info["version"] = decision.version
-            info["matched"] = list(decision.matched)
-            info["actions"] = [{"type": a.type, "to": list(a.to), "rule": a.rule}
-                               for a in decision.actions]
-            if decision.errors:
-                info["rule_errors"] = [{"rule": e.rule, "message": e.message}
-                                       for e in decision.errors]
+        info.update(summary(outcome))
         if outcome.event_id is not None:
             info["event_id"] = outcome.event_id
         info["micros"] = round(micros, 1)

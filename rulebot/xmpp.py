@@ -50,6 +50,27 @@ def backoff_delay(attempt: int, initial: float, cap: float, rand: Callable[[], f
     return float(base / 2 + rand() * base / 2)
 
 
+def setup_tls(x: Any, ca_file: str | None, verify: bool, allow_plain: bool,
+              direct_tls: bool = False) -> None:
+    """TLS and SASL settings of a client stream, shared by the bot and the client library.
+
+    Verification is on unless asked otherwise; without allow_plain, SASL refuses
+    to send credentials over an unencrypted stream."""
+    x.enable_direct_tls = direct_tls
+    x.enable_starttls = True
+    x.enable_plaintext = allow_plain
+    if ca_file:
+        x.ca_certs = ca_file
+    if not verify:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        x.ssl_context = ctx
+    mech = x.plugin["feature_mechanisms"]
+    mech.unencrypted_plain = False
+    mech.unencrypted_scram = allow_plain
+
+
 def build_message(xmpp: Any, out: Outbound, mfrom: str | None) -> Any:
     """A slixmpp Message carrying the payload and the <rulebot/> metadata."""
     msg = xmpp.make_message(mto=out.to, mtype=out.type, mfrom=mfrom)
@@ -158,22 +179,10 @@ class BotConnection:
             x = slixmpp.ComponentXMPP(c.jid, secret, c.host, c.port)  # type: ignore[no-untyped-call]
         else:
             x = slixmpp.ClientXMPP(f"{c.jid}/{c.resource}", secret)
-            x.enable_direct_tls = c.tls.direct_tls
-            x.enable_starttls = True
-            x.enable_plaintext = c.tls.allow_plain
-            if c.tls.ca_file:
-                x.ca_certs = c.tls.ca_file
-            if not c.tls.verify:
-                ctx = ssl.create_default_context()
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-                x.ssl_context = ctx
+            setup_tls(x, c.tls.ca_file, c.tls.verify, c.tls.allow_plain, c.tls.direct_tls)
         x.register_plugin("xep_0030")
         x.register_plugin("xep_0199")
         if not self.component:
-            mech = x.plugin["feature_mechanisms"]
-            mech.unencrypted_plain = False
-            mech.unencrypted_scram = c.tls.allow_plain
             if c.stream_management:
                 # Ask the server for an ack every 20 of our stanzas: a smaller window
                 # costs a round trip per few messages, a larger one holds back the
