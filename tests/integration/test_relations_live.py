@@ -9,12 +9,26 @@ import pytest
 import xmppserver
 from conftest import ROOT, connect_user, receive, run_bot, write_config
 
-from rulebot.client import RequestError
+from rulebot.client import RequestError, RulebotClient
 from rulebot.store import open_store
 
 pytestmark = pytest.mark.integration
 
 FRIENDS = ROOT / "rules" / "friends"
+
+
+async def bot_answers(client: RulebotClient, attempts: int = 5) -> None:
+    """Send an unknown event type until the bot's error reply comes back."""
+    for _ in range(attempts):
+        try:
+            await client.request({"type": "hello"}, timeout=3)
+        except RequestError as exc:
+            if exc.code != "unknown-event-type":
+                raise
+            return
+        except TimeoutError:
+            continue
+    raise AssertionError(f"the bot did not answer {attempts} probes")
 
 
 @pytest.mark.parametrize("server_kind", ["prosody", "ejabberd"])
@@ -69,6 +83,10 @@ async def test_friend_request_accept_chat_block_and_restart(
         assert store.related("bob@localhost", "alice@localhost", "blocked")
         assert not store.related("alice@localhost", "bob@localhost", "friend")
     await run_bot(stack, config)
+    # Known issue (README, Status): on ejabberd under CPU load the first event sent
+    # right after a bot restart can miss the new session. Wait until the bot
+    # answers before checking what the relations say.
+    await bot_answers(alice)
     with pytest.raises(RequestError) as still:
         await alice.request({"type": "chat", "to": "bob@localhost", "text": "after restart"})
     assert still.value.code == "blocked"
