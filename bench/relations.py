@@ -32,7 +32,13 @@ import pgserver  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 from rulebot.engine import evaluate  # noqa: E402
 from rulebot.model import Envelope, Relate, Stanza, Unrelate  # noqa: E402
 from rulebot.rules import load_rules  # noqa: E402
-from rulebot.state import LiveState, MemoryRelation, MemoryRelations, PresenceTable  # noqa: E402
+from rulebot.state import (  # noqa: E402
+    Buckets,
+    LiveState,
+    MemoryRelation,
+    MemoryRelations,
+    PresenceTable,
+)
 from rulebot.store import RelateChange, RelationStore, UnrelateChange, open_store  # noqa: E402
 
 USERS = 20_000
@@ -79,7 +85,7 @@ def rate(fn: Callable[[], None], count: int) -> float:
 def measure(name: str, reader: object, apply: Callable[[list[object]], None],
             envs: Sequence[Envelope], writes: int) -> tuple[str, float, float]:
     ruleset = load_rules(ROOT / "rules" / "friends")
-    state = LiveState(reader, PresenceTable())  # type: ignore[arg-type]
+    state = LiveState(reader, PresenceTable(), Buckets(lambda: 0.0))  # type: ignore[arg-type]
     matched = 0
 
     def reads() -> None:

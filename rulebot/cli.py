@@ -88,7 +88,8 @@ def schema(name: str) -> None:
 
 
 def _read_events(stream: TextIO) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each event: a JSON lines stream, or one JSON document."""
+    """(line number, text) of each event: one JSON document (pretty-printed or not),
+    else JSON lines, each reported on its own when it does not parse."""
     text = stream.read()
     stripped = text.strip()
     if not stripped:
@@ -96,26 +97,9 @@ def _read_events(stream: TextIO) -> Iterator[tuple[int, str]]:
     try:
         json.loads(stripped)
     except ValueError:
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                yield n, line
-        return
-    if "\n" in stripped and stripped.startswith("{") and _is_jsonl(stripped):
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                yield n, line
+        yield from ((n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip())
         return
     yield 1, stripped
-
-
-def _is_jsonl(text: str) -> bool:
-    try:
-        for line in text.splitlines():
-            if line.strip():
-                json.loads(line)
-    except ValueError:
-        return False
-    return True
 
 
 @main.command(name="eval")
@@ -178,7 +162,13 @@ def explain(rules: str, event_file: TextIO, sender: str, from_: str | None, kind
     """Show, for one event, every rule in order: matched, not matched, error or shadowed,
     the value its match produced, and which rule won."""
     from rulebot.explain import explain as run_explain
-    from rulebot.state import LiveState, MemoryRelation, MemoryRelations, PresenceTable
+    from rulebot.state import (
+        Buckets,
+        LiveState,
+        MemoryRelation,
+        MemoryRelations,
+        PresenceTable,
+    )
 
     result = check_rules([rules])
     if result.ruleset is None:
@@ -207,7 +197,8 @@ def explain(rules: str, event_file: TextIO, sender: str, from_: str | None, kind
                    Stanza(kind, "chat" if kind == "message" else "available", None),  # type: ignore[arg-type]
                    bot)
     explanation = run_explain(result.ruleset, env,
-                              state=LiveState(MemoryRelations(rows), presence))
+                              state=LiveState(MemoryRelations(rows), presence,
+                                               Buckets(lambda: 0.0)))
     if fmt == "json":
         click.echo(json.dumps(explanation.to_json(), ensure_ascii=False, indent=2))
         return

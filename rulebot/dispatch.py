@@ -41,7 +41,7 @@ from rulebot.model import (
     Unrelate,
 )
 from rulebot.rules import RuleSet
-from rulebot.state import LiveState, PresenceTable, RelationReader
+from rulebot.state import Buckets, LiveState, PresenceTable, RelationReader
 from rulebot.wire import Encoding, decode_event, error_payload, event_id, presence_event
 
 log = logging.getLogger(LOGGER)
@@ -123,8 +123,9 @@ class Dispatcher:
         self.current = current
         self.apply = apply
         self.presence = presence if presence is not None else PresenceTable()
-        self.state = LiveState(relations, self.presence)
+        self.state = LiveState(relations, self.presence, Buckets(time.monotonic))
         self.bot = config.jid
+        self.bot_bare = bare_jid(config.jid)
         self.allowed = frozenset(d.lower() for d in config.allowed_domains)
 
     def handle(self, inbound: Inbound) -> Outcome:
@@ -135,10 +136,10 @@ class Dispatcher:
         return outcome
 
     def _handle(self, inbound: Inbound) -> Outcome:
-        sender = bare_jid(inbound.from_)
-        if sender == bare_jid(self.bot) or inbound.from_ == self.bot:
-            return Outcome("ignored", reason="own-stanza")
         local, domain, _ = split_jid(inbound.from_)
+        sender = f"{local}@{domain}" if local else domain
+        if sender == self.bot_bare:
+            return Outcome("ignored", reason="own-stanza")
         if domain.lower() not in self.allowed:
             return Outcome("ignored", reason="domain-not-allowed")
         if not local:
@@ -151,20 +152,19 @@ class Dispatcher:
                                    inbound.priority)
             # Rules deciding on this presence already see it in online().
             self.presence.update(inbound.from_, inbound.type == "available")
-            return self._decide(inbound, sender, event, "body", ruleset)
+            return self._decide(inbound, sender, event, self._encoding("body"), ruleset)
         if inbound.type in ("error", "groupchat"):
             return Outcome("ignored", reason=f"{inbound.type}-message")
         if inbound.json is not None:
-            text, encoding = inbound.json, "json"
+            text, enc = inbound.json, self._encoding("json")
         elif inbound.body:
-            text, encoding = inbound.body, "body"
+            text, enc = inbound.body, self._encoding("body")
         else:
             return Outcome("ignored", reason="no-payload")
-        enc: Encoding = "json" if encoding == "json" else "body"
         try:
             event = decode_event(text, self.config.limits)
         except EventError as exc:
-            meta = Meta(sender, None, ruleset.version, None)
+            meta = Meta(sender, None, ruleset.version, None, inbound.id)
             reply = self._out(inbound, inbound.from_, error_payload(exc.code, exc.message,
                                                                     exc.path), enc, meta, 0)
             return Outcome("rejected", (reply,), reason=exc.code)
@@ -190,7 +190,7 @@ class Dispatcher:
                 log.error("relationship store failed; decision not carried out", extra=fields(
                     event="store_failed", error=f"{type(exc).__name__}: {exc}",
                     from_=inbound.from_, stanza_id=inbound.id))
-                meta = Meta(sender, None, decision.version, eid_text)
+                meta = Meta(sender, None, decision.version, eid_text, inbound.id)
                 reply = self._out(inbound, inbound.from_, error_payload(
                     "store-unavailable", "the bot could not record this change; try again",
                     None, eid), enc, meta, 0)
@@ -198,7 +198,7 @@ class Dispatcher:
                                env)
         out: list[Outbound] = []
         for action in decision.actions:
-            meta = Meta(sender, action.rule, decision.version, eid_text)
+            meta = Meta(sender, action.rule, decision.version, eid_text, inbound.id)
             if isinstance(action, Forward | Broadcast | Reply):
                 payload: dict[str, JSON] = action.payload
             elif isinstance(action, ErrorReply):
@@ -215,11 +215,13 @@ class Dispatcher:
             status, reason = "rejected", decision.actions[0].code
         return Outcome(status, tuple(out), decision, reason, eid_text, env)
 
+    def _encoding(self, sent: Encoding) -> Encoding:
+        """The encoding of messages this event causes: the sender's, unless configured."""
+        configured = self.config.encoding
+        return sent if configured == "same" else ("json" if configured == "json" else "body")
+
     def _out(self, inbound: Inbound, to: str, payload: dict[str, JSON], enc: Encoding,
              meta: Meta, n: int) -> Outbound:
-        meta = Meta(meta.sender, meta.rule, meta.version, meta.event_id, inbound.id)
-        encoding: Encoding = enc if self.config.encoding == "same" else (
-            "json" if self.config.encoding == "json" else "body")
         if inbound.id:
             # Deterministic ids: if the same stanza is processed twice (after a
             # crash), recipients see the same message id and can de-duplicate.
@@ -227,7 +229,7 @@ class Dispatcher:
             mid = "rb-" + hashlib.sha256(seed).hexdigest()[:20]
         else:
             mid = "rb-" + uuid.uuid4().hex[:20]
-        return Outbound(to, payload, encoding, self.config.message_type, mid, meta)
+        return Outbound(to, payload, enc, self.config.message_type, mid, meta)
 
     def _log(self, inbound: Inbound, outcome: Outcome, micros: float) -> None:
         level = logging.DEBUG if outcome.status == "ignored" and outcome.reason in (

@@ -7,6 +7,7 @@ Imports: model only.
     ├── ConfigError       the daemon's config file is invalid; carries Issues too
     ├── EventError        one incoming event is unusable (bad JSON, too big, ...);
     │                     carries a machine-readable code and, where known, a path
+    ├── StoreError        the relationship store cannot be opened or failed an operation
     └── ConnectError      the XMPP connection cannot be made (TLS, auth, ...)
 
 Errors inside one rule's expression at evaluation time are *not* exceptions:
@@ -53,6 +54,12 @@ class EventError(RulebotError):
         self.message = message
         self.path = path
         super().__init__(f"{code}: {message}" + (f" at {path}" if path else ""))
+
+
+class StoreError(RulebotError):
+    """The relationship store cannot be opened, or refused or failed an operation.
+
+    Messages never contain a database password."""
 
 
 class ConnectError(RulebotError):

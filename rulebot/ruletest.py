@@ -40,7 +40,14 @@ from rulebot.model import (
 from rulebot.model_json import action_json
 from rulebot.rules import LoadResult, Rule, RuleSet, check_rules
 from rulebot.schema import schema_issues
-from rulebot.state import LiveState, MemoryRelation, MemoryRelations, PresenceTable, norm
+from rulebot.state import (
+    Buckets,
+    LiveState,
+    MemoryRelation,
+    MemoryRelations,
+    PresenceTable,
+    norm,
+)
 from rulebot.wire import Limits, decode_event, presence_event
 from rulebot.yamldoc import Document, load_document
 
@@ -364,7 +371,7 @@ def decide(ruleset: RuleSet, case: Case) -> tuple[Decision, MemoryRelations]:
         presence.update(case.from_, case.stanza_type == "available")
     stanza = Stanza("presence" if case.kind == "presence" else "message", case.stanza_type)
     env = Envelope(event, case.sender, case.from_, stanza, case.bot)
-    decision = evaluate(ruleset, env, state=LiveState(store, presence))
+    decision = evaluate(ruleset, env, state=LiveState(store, presence, Buckets(lambda: 0.0)))
     store.apply([a for a in decision.actions if isinstance(a, Relate | Unrelate)])
     return decision, store
 

@@ -11,7 +11,6 @@ fixtures and by unit tests; the daemon uses rulebot.store (SQLite/PostgreSQL).
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -114,10 +113,10 @@ class LiveState:
     """A StateView over a relationship store and the presence table."""
 
     def __init__(self, relations: RelationReader | None, presence: PresenceTable,
-                 buckets: Buckets | None = None) -> None:
+                 buckets: Buckets) -> None:
         self._relations = relations
         self._presence = presence
-        self._buckets = buckets if buckets is not None else Buckets(time.monotonic)
+        self._buckets = buckets
 
     def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
         return self._buckets.take(name, key, per_second, burst)

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Literal, TypeAlias
+from typing import IO, Any, Literal, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
-from rulebot.errors import RulebotError
+from rulebot.errors import StoreError as StoreError  # re-exported: part of this API
 from rulebot.model import JSON
 
 KIND_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
@@ -43,8 +43,9 @@ Names: TypeAlias = list[str]
 Flags: TypeAlias = list[bool]
 
 
-class StoreError(RulebotError):
-    """The store cannot be opened, or refused or failed an operation."""
+#: The table and columns both backends use (the same schema on each).
+TABLE = "rulebot_relations"
+COLUMNS = "subject, object, kind, attrs, created"
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,22 +368,44 @@ class RelationStore(ABC):
     @abstractmethod
     def _is_driver_error(self, exc: BaseException) -> bool: ...
 
-    @abstractmethod
-    def _exists(self, subject: str, obj: str, kind: str) -> bool: ...
+    #: The driver's query parameter placeholder ("?" for sqlite3, "%s" for psycopg).
+    PARAM = "?"
 
     @abstractmethod
+    def _query(self, sql: str, params: Sequence[object] = ()) -> Sequence[tuple[Any, ...]]:
+        """All rows of one read-only statement (written with PARAM placeholders)."""
+
+    # The reads are the same SQL on both backends; only the placeholder differs.
+
+    def _exists(self, subject: str, obj: str, kind: str) -> bool:
+        p = self.PARAM
+        return bool(self._query(f"SELECT 1 FROM {TABLE} WHERE subject = {p} AND kind = {p} "
+                                f"AND object = {p}", (subject, kind, obj)))
+
     def _column(self, want: Literal["object", "subject"], key: Literal["subject", "object"],
-                value: str, kind: str) -> Names: ...
+                value: str, kind: str) -> Names:
+        p = self.PARAM
+        rows = self._query(f"SELECT {want} FROM {TABLE} WHERE {key} = {p} AND kind = {p} "
+                           f"ORDER BY {want}", (value, kind))
+        return [v for (v,) in rows]
 
-    @abstractmethod
-    def _get(self, subject: str, obj: str, kind: str) -> Relation | None: ...
+    def _get(self, subject: str, obj: str, kind: str) -> Relation | None:
+        p = self.PARAM
+        rows = self._query(f"SELECT {COLUMNS} FROM {TABLE} WHERE subject = {p} AND kind = {p} "
+                           f"AND object = {p}", (subject, kind, obj))
+        return relation_of(rows[0]) if rows else None
 
-    @abstractmethod
     def _page(self, subject: str | None, kind: str | None, obj: str | None,
-              after: tuple[str, str, str] | None, limit: int) -> Sequence[Relation]: ...
+              after: tuple[str, str, str] | None, limit: int) -> Sequence[Relation]:
+        where, params = where_clause(subject, kind, obj, after, self.PARAM)
+        rows = self._query(f"SELECT {COLUMNS} FROM {TABLE}{where} "
+                           f"ORDER BY subject, kind, object LIMIT {self.PARAM}",
+                           (*params, limit))
+        return [relation_of(row) for row in rows]
 
-    @abstractmethod
-    def _count(self) -> int: ...
+    def _count(self) -> int:
+        rows = self._query(f"SELECT count(*) FROM {TABLE}")
+        return int(rows[0][0]) if rows else 0
 
     @abstractmethod
     def _write(self, rows: Sequence[Row]) -> Flags:
@@ -401,6 +424,11 @@ class RelationStore(ABC):
 
 # --------------------------------------------------------------------------
 # opening
+
+
+def relation_of(row: Sequence[Any]) -> Relation:
+    """A Relation from a row of COLUMNS (attrs stored as JSON text)."""
+    return Relation(row[0], row[1], row[2], json.loads(row[3]), row[4])
 
 
 def redact_url(url: str) -> str:

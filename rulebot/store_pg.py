@@ -13,31 +13,30 @@ reported as StoreError; the next call reconnects.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from rulebot.store import (
+    COLUMNS,
     PAGE,
+    TABLE,
     Flags,
-    Names,
     Relation,
     RelationStore,
     Row,
     StoreError,
     redact_url,
-    where_clause,
+    relation_of,
 )
 
 SCHEMA_VERSION = 1
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
-TABLE = "rulebot_relations"
 # Serialises schema creation between processes opening a fresh database at once.
 SCHEMA_LOCK = 0x72756C65626F74  # "rulebot"
 
@@ -59,7 +58,6 @@ SCHEMA = [
     f"INSERT INTO rulebot_schema_version VALUES ({SCHEMA_VERSION})",
 ]
 
-COLUMNS = "subject, object, kind, attrs, created"
 # xmax = 0 only on a row this statement inserted (an update sets xmax to our
 # transaction): "was it new" in the same round trip as the upsert.
 RELATE = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
@@ -148,39 +146,12 @@ class PostgresStore(RelationStore):
             self._conn = self._connect()
         return self._conn
 
-    # -- reads
+    # -- reads (the SQL is in RelationStore)
 
-    def _exists(self, subject: str, obj: str, kind: str) -> bool:
-        cur = self._db.execute(
-            f"SELECT 1 FROM {TABLE} WHERE subject = %s AND kind = %s AND object = %s",
-            (subject, kind, obj))
-        return cur.fetchone() is not None
+    PARAM = "%s"
 
-    def _column(self, want: Literal["object", "subject"], key: Literal["subject", "object"],
-                value: str, kind: str) -> Names:
-        cur = self._db.execute(
-            f"SELECT {want} FROM {TABLE} WHERE {key} = %s AND kind = %s "
-            f"ORDER BY {want}", (value, kind))
-        return [v for (v,) in cur]
-
-    def _get(self, subject: str, obj: str, kind: str) -> Relation | None:
-        cur = self._db.execute(
-            f"SELECT {COLUMNS} FROM {TABLE} WHERE subject = %s AND kind = %s AND object = %s",
-            (subject, kind, obj))
-        row = cur.fetchone()
-        return None if row is None else _relation(row)
-
-    def _page(self, subject: str | None, kind: str | None, obj: str | None,
-              after: tuple[str, str, str] | None, limit: int) -> Sequence[Relation]:
-        where, params = where_clause(subject, kind, obj, after, "%s")
-        cur = self._db.execute(
-            f"SELECT {COLUMNS} FROM {TABLE}{where} "
-            "ORDER BY subject, kind, object LIMIT %s", (*params, limit))
-        return [_relation(row) for row in cur]
-
-    def _count(self) -> int:
-        row = self._db.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
-        return int(row[0]) if row else 0
+    def _query(self, sql: str, params: Sequence[object] = ()) -> Sequence[tuple[Any, ...]]:
+        return self._db.execute(sql, params).fetchall()
 
     @contextmanager
     def _snapshot(self) -> Iterator[Iterator[Relation]]:
@@ -189,7 +160,7 @@ class PostgresStore(RelationStore):
         cur = self._db.cursor()
         stream = cur.stream(f"SELECT {COLUMNS} FROM {TABLE} ORDER BY subject, kind, object")
         try:
-            yield (_relation(row) for row in stream)
+            yield (relation_of(row) for row in stream)
         finally:
             if isinstance(stream, Generator):  # stopped early: drain what is in flight
                 stream.close()
@@ -224,9 +195,6 @@ class PostgresStore(RelationStore):
     def _close(self) -> None:
         self._conn.close()
 
-
-def _relation(row: tuple[Any, ...]) -> Relation:
-    return Relation(row[0], row[1], row[2], json.loads(row[3]), row[4])
 
 
 def _secrets_of(url: str) -> list[str]:

@@ -10,26 +10,25 @@ of failing half-way through a transaction.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any
 
 from rulebot.store import (
+    COLUMNS,
+    TABLE,
     Flags,
-    Names,
     Relation,
     RelationStore,
     Row,
     StoreError,
-    where_clause,
+    relation_of,
 )
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT = 10.0
-TABLE = "rulebot_relations"
 
 # The same tables as store_pg.SCHEMA (SQLite's default BINARY collation is the
 # code point order PostgreSQL gets from COLLATE "C"). The primary key leads
@@ -48,7 +47,6 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 CREATE INDEX IF NOT EXISTS {TABLE}_reverse ON {TABLE} (object, kind, subject);
 """
 
-COLUMNS = "subject, object, kind, attrs, created"
 INSERT_NEW = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?) "
               "ON CONFLICT (subject, kind, object) DO NOTHING")
 UPDATE_ATTRS = (f"UPDATE {TABLE} SET attrs = ? "
@@ -106,46 +104,19 @@ class SqliteStore(RelationStore):
     def _is_driver_error(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.Error)
 
-    # -- reads
+    # -- reads (the SQL is in RelationStore)
 
-    def _exists(self, subject: str, obj: str, kind: str) -> bool:
-        cur = self._conn.execute(
-            f"SELECT 1 FROM {TABLE} WHERE subject = ? AND kind = ? AND object = ?",
-            (subject, kind, obj))
-        return cur.fetchone() is not None
+    PARAM = "?"
 
-    def _column(self, want: Literal["object", "subject"], key: Literal["subject", "object"],
-                value: str, kind: str) -> Names:
-        cur = self._conn.execute(
-            f"SELECT {want} FROM {TABLE} WHERE {key} = ? AND kind = ? ORDER BY {want}",
-            (value, kind))
-        return [v for (v,) in cur]
-
-    def _get(self, subject: str, obj: str, kind: str) -> Relation | None:
-        cur = self._conn.execute(
-            f"SELECT {COLUMNS} FROM {TABLE} WHERE subject = ? AND kind = ? AND object = ?",
-            (subject, kind, obj))
-        row = cur.fetchone()
-        return None if row is None else _relation(row)
-
-    def _page(self, subject: str | None, kind: str | None, obj: str | None,
-              after: tuple[str, str, str] | None, limit: int) -> Sequence[Relation]:
-        where, params = where_clause(subject, kind, obj, after, "?")
-        cur = self._conn.execute(
-            f"SELECT {COLUMNS} FROM {TABLE}{where} ORDER BY subject, kind, object LIMIT ?",
-            (*params, limit))
-        return [_relation(row) for row in cur]
-
-    def _count(self) -> int:
-        (n,) = self._conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
-        return int(n)
+    def _query(self, sql: str, params: Sequence[object] = ()) -> Sequence[tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()
 
     @contextmanager
     def _snapshot(self) -> Iterator[Iterator[Relation]]:
         # One SELECT reads one snapshot (WAL); writers are not blocked meanwhile.
         cur = self._conn.execute(f"SELECT {COLUMNS} FROM {TABLE} ORDER BY subject, kind, object")
         try:
-            yield (_relation(row) for row in cur)
+            yield (relation_of(row) for row in cur)
         finally:
             cur.close()
 
@@ -188,7 +159,4 @@ class SqliteStore(RelationStore):
     def _close(self) -> None:
         self._conn.close()
 
-
-def _relation(row: tuple[str, str, str, str, str]) -> Relation:
-    return Relation(row[0], row[1], row[2], json.loads(row[3]), row[4])
 

@@ -168,6 +168,7 @@ class BotConnection:
         self._stopping = False
         self._state: asyncio.Event = asyncio.Event()  # set on any state change
         self.component = config.mode == "component"
+        self.allowed = frozenset(d.lower() for d in config.allowed_domains)
         self.xmpp = self._make(secret)
 
     # -- construction -------------------------------------------------------
@@ -369,7 +370,7 @@ class BotConnection:
     def _on_subscribe(self, pres: Any) -> None:
         sender = pres["from"]
         domain = split_jid(str(sender))[1].lower()
-        allowed = domain in {d.lower() for d in self.config.allowed_domains}
+        allowed = domain in self.allowed
         mfrom = self.config.jid if self.component else None
         if allowed:
             # Accept, and ask for the user's presence in return so that it reaches the bot.

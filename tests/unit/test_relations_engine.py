@@ -11,7 +11,7 @@ from rulebot.engine import evaluate
 from rulebot.model import Envelope, Relate, Stanza, Unrelate
 from rulebot.model_json import decision_json
 from rulebot.rules import parse_rules
-from rulebot.state import LiveState, MemoryRelation, MemoryRelations, PresenceTable
+from rulebot.state import Buckets, LiveState, MemoryRelation, MemoryRelations, PresenceTable
 
 RULES = parse_rules(textwrap.dedent("""
     version: 1
@@ -47,7 +47,8 @@ RULES = parse_rules(textwrap.dedent("""
 def decide(event: dict[str, Any], relations: MemoryRelations,
            presence: PresenceTable | None = None, sender: str = "alice@x") -> Any:
     env = Envelope(event, sender, sender + "/r", Stanza("message", "chat", None), "friend@x")
-    return evaluate(RULES, env, state=LiveState(relations, presence or PresenceTable()))
+    return evaluate(RULES, env, state=LiveState(relations, presence or PresenceTable(),
+                                              Buckets(lambda: 0.0)))
 
 
 def test_relate_and_unrelate_come_back_as_actions_and_change_nothing_themselves() -> None:
