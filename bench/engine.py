@@ -71,8 +71,9 @@ from typing import Any
 
 import jmespath
 
-from rulebot.engine import envelope_data, evaluate, options_for, truthy
+from rulebot.engine import envelope_data, evaluate, truthy
 from rulebot.expr import Expr, expand
+from rulebot.functions import RuleFunctions
 from rulebot.model import JSON, Decision, Envelope, Stanza
 from rulebot.rules import LiteralParam, Param, RuleSet, parse_rule_files, parse_rules
 
@@ -273,7 +274,8 @@ def uncompiled(plan: Sequence[NaiveRule], ruleset: RuleSet, env: Envelope
                ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(matched rule names, action kinds) by jmespath.search on source text."""
     data = envelope_data(ruleset, env)
-    options = options_for(ruleset, None)
+    options = jmespath.Options(custom_functions=RuleFunctions(ruleset.list_sets, None,
+                                                              ruleset.rate_limits))
     matched: list[str] = []
     kinds: list[str] = []
     for rule in plan:

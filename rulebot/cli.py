@@ -245,7 +245,7 @@ def run(config_path: str) -> None:
     from rulebot.config import load_config, read_secret
     from rulebot.daemon import Daemon
     from rulebot.errors import ConfigError, RuleSetError
-    from rulebot.logs import fields, setup_logging
+    from rulebot.logs import LOG_FLUSH_SECONDS, fields, setup_logging
     from rulebot.rules import load_rules
 
     try:
@@ -255,7 +255,7 @@ def run(config_path: str) -> None:
         for issue in exc.issues:
             click.echo(issue.format(), err=True)
         sys.exit(1)
-    log = setup_logging(config.log_format, config.log_level)
+    log = setup_logging(config.log_format, config.log_level, buffer_seconds=LOG_FLUSH_SECONDS)
     try:
         ruleset = load_rules(config.rules)
     except RuleSetError as exc:

@@ -21,7 +21,7 @@ from rulebot.dispatch import Dispatcher, Inbound, Meta, Outbound, Outcome
 from rulebot.errors import ConnectError
 from rulebot.explain import explain
 from rulebot.httpd import StatusServer, json_page
-from rulebot.logs import LOGGER, fields
+from rulebot.logs import LOG_FLUSH_SECONDS, LOGGER, fields, flush_logs
 from rulebot.metrics import Metrics
 from rulebot.model import JSON, Relate, StateChange
 from rulebot.reload import Reloader, ReloadResult, RuleRef
@@ -150,6 +150,7 @@ class Daemon:
                                           port=self.config.port, rules=self.config.rules,
                                           version=rs.version, rule_count=len(rs.rules)))
         watcher = asyncio.ensure_future(self._watch(stop)) if self.config.watch else None
+        flusher = asyncio.ensure_future(self._flush_logs())
         if self.config.status_listen:
             host, _, port = self.config.status_listen.rpartition(":")
             self.status_server = StatusServer(host, int(port), {
@@ -166,6 +167,7 @@ class Daemon:
             log.error(str(exc), extra=fields(event="fatal"))
             return EXIT_CONNECT
         finally:
+            flusher.cancel()
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -179,6 +181,13 @@ class Daemon:
                 self.audit.close()
         log.info("stopped", extra=fields(event="exit", handled=self.handled))
         return EXIT_OK
+
+    @staticmethod
+    async def _flush_logs() -> None:
+        """Buffered log lines reach stderr within LOG_FLUSH_SECONDS even when idle."""
+        while True:
+            await asyncio.sleep(LOG_FLUSH_SECONDS)
+            flush_logs()
 
     async def _watch(self, stop: asyncio.Event) -> None:
         try:

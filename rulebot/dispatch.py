@@ -25,7 +25,7 @@ from rulebot.config import Config
 from rulebot.engine import evaluate
 from rulebot.errors import EventError
 from rulebot.functions import bare_jid, split_jid
-from rulebot.logs import LOGGER, fields
+from rulebot.logs import LOGGER, fields, log_hot
 from rulebot.model import (
     JSON,
     Broadcast,
@@ -250,4 +250,4 @@ class Dispatcher:
         if outcome.event_id is not None:
             info["event_id"] = outcome.event_id
         info["micros"] = round(micros, 1)
-        log.log(level, f"{inbound.kind} {outcome.status}", extra=fields(**info))
+        log_hot(log, level, f"{inbound.kind} {outcome.status}", info)

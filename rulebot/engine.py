@@ -1,6 +1,6 @@
 """The pure evaluation: (compiled rule set, envelope) -> Decision.
 
-Imports: model, rules, functions, stdlib, jmespath, jsonschema. No I/O, no
+Imports: model, rules, functions, jpcompile, stdlib, jsonschema. No I/O, no
 logging, no clock, no asyncio, no slixmpp: the caller performs the decision.
 
 Semantics (docs/rules.md): rules are tried in order; the first matching rule
@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import jmespath
 from jsonschema.exceptions import best_match
 
 from rulebot.functions import RuleFunctions, bare_jid, valid_jid
+from rulebot.jpcompile import Runtime
 from rulebot.model import (
     JSON,
     Action,
@@ -58,10 +58,10 @@ def envelope_data(ruleset: RuleSet, env: Envelope) -> dict[str, JSON]:
     }
 
 
-def options_for(ruleset: RuleSet, state: StateView | None) -> jmespath.Options:
-    """JMESPath options carrying rulebot's functions for one evaluation."""
-    return jmespath.Options(custom_functions=RuleFunctions(ruleset.list_sets, state,
-                                                           ruleset.rate_limits))
+def runtime_for(ruleset: RuleSet, state: StateView | None) -> Runtime:
+    """What compiled expressions need for one evaluation: rulebot's functions
+    bound to the rule set's lists and rate limits and to the state view."""
+    return Runtime(RuleFunctions(ruleset.list_sets, state, ruleset.rate_limits))
 
 
 def truthy(value: JSON) -> bool:
@@ -90,14 +90,14 @@ def evaluate(ruleset: RuleSet, env: Envelope, *, max_recipients: int = MAX_RECIP
     else:
         candidates = ruleset.untyped
     data = envelope_data(ruleset, env)
-    options = options_for(ruleset, state)
+    options = runtime_for(ruleset, state)
     matched: list[str] = []
     actions: list[Action] = []
     errors: list[RuleError] = []
     for index in candidates:
         rule = ruleset.rules[index]
         try:
-            if rule.match is not None and not truthy(rule.match.parsed.search(data, options)):
+            if rule.match is not None and not truthy(rule.match.run(data, options)):
                 continue
             produced = [_action(spec, rule, env, data, options, max_recipients)
                         for spec in rule.actions]
@@ -136,10 +136,12 @@ def _check_type(ruleset: RuleSet, env: Envelope, type_value: JSON) -> Decision |
                            f"unknown event type {shown} in field {events.discriminator!r}",
                            f"/{events.discriminator}", None)
         return Decision(ruleset.version, (), (reply,), (), ("event type rejected",))
+    fast = events.fast.get(type_value)
     try:
-        # is_valid is the fast path; only a failing event pays for the error search.
-        error = None if validator.is_valid(env.event) else best_match(
-            validator.iter_errors(env.event))
+        # The yes/no is the fast path (a compiled predicate where the schema
+        # allows one); only a failing event pays for jsonschema's error search.
+        valid = fast(env.event) if fast is not None else validator.is_valid(env.event)
+        error = None if valid else best_match(validator.iter_errors(env.event))
     except Exception as exc:  # a schema that cannot be applied is the operator's bug
         reply = ErrorReply((env.from_,), "schema-error",
                            f"the event schema for {type_value!r} cannot be applied: "
@@ -169,7 +171,7 @@ def _describe(exc: Exception) -> str:
 def _value(param: Param, data: Mapping[str, JSON], options: Any) -> JSON:
     if isinstance(param, LiteralParam):
         return param.value
-    return param.parsed.search(data, options)
+    return param.run(data, options)
 
 
 def _payload(spec: ActionSpec, env: Envelope, data: Mapping[str, JSON], options: Any) -> JSON:

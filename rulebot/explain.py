@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from rulebot.engine import MAX_RECIPIENTS, envelope_data, evaluate, options_for, truthy
+from rulebot.engine import MAX_RECIPIENTS, envelope_data, evaluate, runtime_for, truthy
 from rulebot.model import JSON, Decision, Envelope
 from rulebot.rules import RuleSet
 from rulebot.state import StateView
@@ -65,7 +65,7 @@ def explain(ruleset: RuleSet, env: Envelope, *, state: StateView | None = None,
     rejected = not decision.matched and decision.actions and decision.actions[0].type == \
         "error" and decision.actions[0].rule is None and "no rule matched" not in decision.notes
     data = envelope_data(ruleset, env)
-    options = options_for(ruleset, state)
+    options = runtime_for(ruleset, state)
     traces: list[RuleTrace] = []
     stopped = False
     for i, rule in enumerate(ruleset.rules, 1):
@@ -78,7 +78,7 @@ def explain(ruleset: RuleSet, env: Envelope, *, state: StateView | None = None,
             continue
         value: JSON
         try:
-            value = True if rule.match is None else rule.match.parsed.search(data, options)
+            value = True if rule.match is None else rule.match.run(data, options)
         except Exception as exc:  # shown as data, like the engine does
             value = None
             note = f"{type(exc).__name__}: {exc}"

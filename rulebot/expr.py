@@ -1,6 +1,6 @@
 """Compiling rule expressions: macro expansion, JMESPath parsing, static analysis.
 
-Imports: functions, stdlib, jmespath. Pure.
+Imports: functions, jpcompile, stdlib, jmespath. Pure.
 
 Macros are expanded textually: `$name` outside quotes becomes `(macro text)`,
 so a macro is evaluated where it is written, like any sub-expression.
@@ -19,6 +19,7 @@ from jmespath import exceptions as jp_exceptions
 from jmespath import parser as jp_parser
 
 from rulebot.functions import RuleFunctions, check_pattern
+from rulebot.jpcompile import Fn, Runtime, compile_ast
 
 Node = dict[str, Any]
 
@@ -35,6 +36,11 @@ class Expr:
     source: str
     parsed: Any  # jmespath.parser.ParsedResult
     calls_functions: bool
+    fn: Fn  # the same expression as a closure (rulebot.jpcompile)
+
+    def run(self, data: Any, runtime: Runtime) -> Any:
+        """The expression's value on `data`, exactly as `parsed.search` would compute it."""
+        return self.fn(data, runtime)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +145,7 @@ def compile_expr(
     tree: Node = parsed.parsed  # type: ignore[assignment]  # jmespath's TypedDict
     problems = list(_check_ast(tree, lists, text, limits or {}, used_lists))
     calls = any(node["type"] == "function_expression" for node in walk(tree))
-    return Expr(text, parsed, calls), problems
+    return Expr(text, parsed, calls, compile_ast(tree)), problems
 
 
 def walk(node: Node) -> Iterator[Node]:

@@ -57,6 +57,7 @@ class Metrics:
         self.queue = Gauge("rulebot_outbound_queue", "Messages waiting for the connection",
                            registry=r)
         self.last_reload_ok.set(1)
+        self._children: dict[tuple[int, tuple[str, ...]], Counter] = {}
 
     def bind(self, connected: Callable[[], bool], queue_depth: Callable[[], int]) -> None:
         """Read connection state and queue depth at scrape time."""
@@ -64,22 +65,33 @@ class Metrics:
         self.queue.set_function(lambda: float(queue_depth()))
 
     def observe(self, kind: str, outcome: Outcome, seconds: float, sent: int) -> None:
-        self.events.labels(kind, outcome.status).inc()
+        child = self._child
+        child(self.events, kind, outcome.status).inc()
         self.sent.inc(sent)
         decision = outcome.decision
         if outcome.status == "rejected" and outcome.reason and decision is None:
-            self.errors.labels(outcome.reason).inc()
+            child(self.errors, outcome.reason).inc()
         if decision is None:
             return
         self.latency.observe(seconds)
         for name in decision.matched:
-            self.matches.labels(name).inc()
+            child(self.matches, name).inc()
         for action in decision.actions:
-            self.actions.labels(action.type).inc()
+            child(self.actions, action.type).inc()
             if isinstance(action, ErrorReply):
-                self.errors.labels(action.code).inc()
+                child(self.errors, action.code).inc()
         for error in decision.errors:
-            self.rule_errors.labels(error.rule).inc()
+            child(self.rule_errors, error.rule).inc()
+
+    def _child(self, metric: Counter, *labels: str) -> Counter:
+        """`metric.labels(*labels)`, remembered: labels() takes a lock and builds a
+        key on every call, several times per event. Label values are rule names,
+        action types and error codes, so the cache is as small as the rule set."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe_ruleset(self, ruleset: RuleSet) -> None:
         self.ruleset.info({"version": ruleset.version, "files": ",".join(ruleset.files)})

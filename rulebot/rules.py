@@ -1,6 +1,7 @@
 """Loading rule sets: YAML with positions -> schema -> semantic checks -> compiled RuleSet.
 
-Imports: model, errors, yamldoc, schema, expr, functions, stdlib, jsonschema.
+Imports: model, errors, yamldoc, schema, expr, fastschema, functions, stdlib,
+jsonschema.
 `parse_rule_files` is pure (texts in, RuleSet or issues out); `read_rule_files`
 and `load_rules` are the thin I/O wrappers. `rulebot validate` and
 `rulebot run` both call `check_rules`/`load_rules`, so they can never disagree.
@@ -19,6 +20,7 @@ import jsonschema
 
 from rulebot.errors import RuleSetError
 from rulebot.expr import Expr, ExprProblem, compile_expr, macro_closure, type_key
+from rulebot.fastschema import Check, compile_schema
 from rulebot.functions import valid_jid
 from rulebot.model import JSON, Issue
 from rulebot.schema import schema_issues, validation_issues
@@ -84,6 +86,9 @@ class EventTypes:
     discriminator: str
     unknown: Literal["allow", "reject"]
     validators: Mapping[str, jsonschema.Draft202012Validator]
+    # The same schemas as plain predicates where rulebot.fastschema can compile
+    # them (the yes/no only; error messages always come from the validator).
+    fast: Mapping[str, Check] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -313,6 +318,7 @@ class _Compiler:
 
     def _events(self, doc: Document, raw: dict[str, Any]) -> EventTypes:
         validators: dict[str, jsonschema.Draft202012Validator] = {}
+        fast: dict[str, Check] = {}
         for name, schema in _mapping(raw.get("types")).items():
             if not isinstance(schema, dict):
                 continue
@@ -327,12 +333,16 @@ class _Compiler:
                 self.issues.extend(problems)
                 continue
             validators[name] = jsonschema.Draft202012Validator(schema)
+            check = compile_schema(schema)
+            if check is not None:
+                fast[name] = check
         disc = raw.get("discriminator", "type")
         unknown = raw.get("unknown", "allow")
         return EventTypes(
             discriminator=disc if isinstance(disc, str) else "type",
             unknown="reject" if unknown == "reject" else "allow",
             validators=validators,
+            fast=fast,
         )
 
     def _expr(self, doc: Document, path: DocPath, text: str, macro: str | None = None

@@ -162,6 +162,11 @@ def _parse_constant(name: str) -> _Bad:
     return _Bad("invalid-json", f"{name} is not valid JSON")
 
 
+# json.loads with these hooks, built once (json.loads builds a decoder per call).
+_DECODER = json.JSONDecoder(object_pairs_hook=_object_pairs, parse_int=_parse_int,
+                            parse_constant=_parse_constant)
+
+
 # --- the depth pre-scan ---------------------------------------------------------
 
 # A whole string (escapes skipped), a structural character, or an unterminated string.
@@ -248,12 +253,9 @@ def decode_event(text: str, limits: Limits) -> dict[str, JSON]:
         raise EventError("too-large", f"the event is larger than {limits.max_bytes} bytes")
     _check_depth(text, limits.max_depth)
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_object_pairs,
-            parse_int=_parse_int,
-            parse_constant=_parse_constant,
-        )
+        if text.startswith("\ufeff"):  # what json.loads refuses before decoding
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise EventError(
             "invalid-json", f"{exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -336,6 +338,9 @@ def _check_string(text: str, loc: _Loc | None, limits: Limits, what: str) -> Non
 # --- encoding --------------------------------------------------------------------
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def encode_payload(payload: JSON) -> str:
     """Compact JSON text for a message body or XEP-0335 container.
 
@@ -344,7 +349,7 @@ def encode_payload(payload: JSON) -> str:
     are written as JSON \\uXXXX escapes, which decode to the same string.
     Raises ValueError for NaN or infinite floats, TypeError for non-JSON values.
     """
-    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = _ENCODE(payload)
     # json.dumps escapes U+0000-U+001F itself; only surrogates, U+FFFE and U+FFFF
     # can reach here raw, and only inside strings, where an escape means the same.
     if _NOT_XML_CHAR.search(text) is None:

@@ -1,0 +1,335 @@
+"""JMESPath ASTs compiled to Python closures, with the tree interpreter's exact semantics.
+
+Imports: stdlib, jmespath. Pure: no I/O, no state beyond what is passed in.
+
+`jmespath`'s `ParsedResult.search` builds a `TreeInterpreter` and walks the
+AST dictionary for every call, dispatching on each node's type by name; for a
+rule set that is most of the cost of a decision. `compile_ast` walks the AST
+once, at load time, and returns a closure `fn(value, runtime)` that computes
+the same result. Node types that are rare in rules (slices, `&expr`
+references, anything a future jmespath adds) are not translated: their
+closure hands the node to the real interpreter, so the result is always the
+interpreter's. Function calls go through the same `Functions.call_function`
+(argument count and type checks, the same errors) as the interpreter's.
+
+The translation mirrors `jmespath.visitor.TreeInterpreter` (jmespath 1.x);
+tests/unit/test_jpcompile.py checks it against the interpreter on generated
+expressions and documents, so a semantic drift in a future jmespath release
+fails the test suite instead of changing decisions silently.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from jmespath import functions as jp_functions
+from jmespath import visitor as jp_visitor
+
+Node = dict[str, Any]
+Fn = Callable[[Any, "Runtime"], Any]
+
+# The interpreter's own comparison helpers, so that 0/1 vs true/false and the
+# "ordering only between numbers or strings" rules are exactly its rules.
+_equals: Callable[[Any, Any], bool] = getattr(jp_visitor, "_equals")  # noqa: B009
+_is_comparable: Callable[[Any], bool] = getattr(jp_visitor, "_is_comparable")  # noqa: B009
+_is_actual_number: Callable[[Any], bool] = getattr(jp_visitor, "_is_actual_number")  # noqa: B009
+_ORDER: dict[str, Callable[[Any, Any], Any]] = {
+    "lt": operator.lt, "gt": operator.gt, "lte": operator.le, "gte": operator.ge,
+}
+
+
+class Runtime:
+    """What a compiled expression needs at evaluation time: the function table
+    (bound to one rule set and state view) and, for untranslated nodes, an
+    interpreter over the same functions, created on first use."""
+
+    __slots__ = ("_interpreter", "functions")
+
+    def __init__(self, functions: jp_functions.Functions) -> None:
+        self.functions = functions
+        self._interpreter: jp_visitor.TreeInterpreter | None = None
+
+    def interpreter(self) -> jp_visitor.TreeInterpreter:
+        if self._interpreter is None:
+            self._interpreter = jp_visitor.TreeInterpreter(
+                jp_visitor.Options(custom_functions=self.functions))
+        return self._interpreter
+
+
+def is_false(value: Any) -> bool:
+    """JMESPath falsiness, written as the interpreter writes it."""
+    return (value == "" or value == [] or value == {} or value is None
+            or value is False)
+
+
+def compile_ast(node: Node) -> Fn:
+    """A closure computing `node` for (value, runtime); never evaluates anything now."""
+    kind = node["type"]
+    builder = _BUILDERS.get(kind)
+    if builder is None:
+        return _fallback(node)
+    return builder(node)
+
+
+def _fallback(node: Node) -> Fn:
+    def run(value: Any, rt: Runtime) -> Any:
+        return rt.interpreter().visit(node, value)  # type: ignore[arg-type]
+    return run
+
+
+def _get(value: Any, key: str) -> Any:
+    try:
+        return value.get(key)
+    except AttributeError:
+        return None
+
+
+def _field(node: Node) -> Fn:
+    key = node["value"]
+
+    def run(value: Any, rt: Runtime) -> Any:
+        if type(value) is dict:  # the common case, without the exception machinery
+            return value.get(key)
+        return _get(value, key)
+    return run
+
+
+def _chain(children: Sequence[Node]) -> Fn:
+    """Children applied one after the other (subexpression, index_expression, pipe)."""
+    if all(c["type"] == "field" for c in children):
+        keys = tuple(c["value"] for c in children)
+
+        def fields(value: Any, rt: Runtime) -> Any:
+            for key in keys:
+                if type(value) is dict:
+                    value = value.get(key)
+                else:
+                    value = _get(value, key)
+            return value
+        return fields
+    steps = tuple(compile_ast(c) for c in children)
+
+    def run(value: Any, rt: Runtime) -> Any:
+        for step in steps:
+            value = step(value, rt)
+        return value
+    return run
+
+
+def _sequence(node: Node) -> Fn:
+    return _chain(node["children"])
+
+
+def _comparator(node: Node) -> Fn:
+    op = node["value"]
+    left_node, right_node = node["children"]
+    left, right = compile_ast(left_node), compile_ast(right_node)
+    if op in ("eq", "ne"):
+        negate = op == "ne"
+        literal = right_node["value"] if right_node["type"] == "literal" else None
+        if right_node["type"] == "literal" and isinstance(literal, str):
+            # `x == 'text'`: _equals only differs from == when one side is a
+            # bool and the other the number 0 or 1; a string literal is neither.
+            def eq_text(value: Any, rt: Runtime) -> Any:
+                return (left(value, rt) == literal) != negate
+            return eq_text
+
+        def eq(value: Any, rt: Runtime) -> Any:
+            return _equals(left(value, rt), right(value, rt)) != negate
+        return eq
+    compare = _ORDER[op]
+
+    def order(value: Any, rt: Runtime) -> Any:
+        a = left(value, rt)
+        b = right(value, rt)
+        if not (_is_comparable(a) and _is_comparable(b)):
+            return None
+        return compare(a, b)
+    return order
+
+
+def _and(node: Node) -> Fn:
+    left, right = (compile_ast(c) for c in node["children"])
+
+    def run(value: Any, rt: Runtime) -> Any:
+        matched = left(value, rt)
+        if is_false(matched):
+            return matched
+        return right(value, rt)
+    return run
+
+
+def _or(node: Node) -> Fn:
+    left, right = (compile_ast(c) for c in node["children"])
+
+    def run(value: Any, rt: Runtime) -> Any:
+        matched = left(value, rt)
+        if is_false(matched):
+            matched = right(value, rt)
+        return matched
+    return run
+
+
+def _not(node: Node) -> Fn:
+    inner = compile_ast(node["children"][0])
+
+    def run(value: Any, rt: Runtime) -> Any:
+        result = inner(value, rt)
+        if _is_actual_number(result) and result == 0:
+            return False  # !0 is false: 0 is not falsy in JMESPath
+        return not result
+    return run
+
+
+def _literal(node: Node) -> Fn:
+    literal = node["value"]
+
+    def run(value: Any, rt: Runtime) -> Any:
+        return literal
+    return run
+
+
+def _current(node: Node) -> Fn:
+    def run(value: Any, rt: Runtime) -> Any:
+        return value
+    return run
+
+
+def _function(node: Node) -> Fn:
+    name = node["value"]
+    args = tuple(compile_ast(c) for c in node["children"])
+
+    def run(value: Any, rt: Runtime) -> Any:
+        return rt.functions.call_function(name, [arg(value, rt) for arg in args])
+    return run
+
+
+def _multi_select_dict(node: Node) -> Fn:
+    pairs = tuple((c["value"], compile_ast(c["children"][0])) for c in node["children"])
+
+    def run(value: Any, rt: Runtime) -> Any:
+        if value is None:
+            return None
+        return {key: fn(value, rt) for key, fn in pairs}
+    return run
+
+
+def _multi_select_list(node: Node) -> Fn:
+    items = tuple(compile_ast(c) for c in node["children"])
+
+    def run(value: Any, rt: Runtime) -> Any:
+        if value is None:
+            return None
+        return [fn(value, rt) for fn in items]
+    return run
+
+
+def _key_val_pair(node: Node) -> Fn:
+    return compile_ast(node["children"][0])
+
+
+def _index(node: Node) -> Fn:
+    index = node["value"]
+
+    def run(value: Any, rt: Runtime) -> Any:
+        if not isinstance(value, list):
+            return None
+        try:
+            return value[index]
+        except IndexError:
+            return None
+    return run
+
+
+def _projection(node: Node) -> Fn:
+    base, each = (compile_ast(c) for c in node["children"])
+
+    def run(value: Any, rt: Runtime) -> Any:
+        items = base(value, rt)
+        if not isinstance(items, list):
+            return None
+        collected = []
+        for element in items:
+            current = each(element, rt)
+            if current is not None:
+                collected.append(current)
+        return collected
+    return run
+
+
+def _value_projection(node: Node) -> Fn:
+    base, each = (compile_ast(c) for c in node["children"])
+
+    def run(value: Any, rt: Runtime) -> Any:
+        items = base(value, rt)
+        try:
+            items = items.values()
+        except AttributeError:
+            return None
+        collected = []
+        for element in items:
+            current = each(element, rt)
+            if current is not None:
+                collected.append(current)
+        return collected
+    return run
+
+
+def _filter_projection(node: Node) -> Fn:
+    base, each, condition = (compile_ast(c) for c in node["children"])
+
+    def run(value: Any, rt: Runtime) -> Any:
+        items = base(value, rt)
+        if not isinstance(items, list):
+            return None
+        collected = []
+        for element in items:
+            if not is_false(condition(element, rt)):
+                current = each(element, rt)
+                if current is not None:
+                    collected.append(current)
+        return collected
+    return run
+
+
+def _flatten(node: Node) -> Fn:
+    base = compile_ast(node["children"][0])
+
+    def run(value: Any, rt: Runtime) -> Any:
+        items = base(value, rt)
+        if not isinstance(items, list):
+            return None
+        merged: list[Any] = []
+        for element in items:
+            if isinstance(element, list):
+                merged.extend(element)
+            else:
+                merged.append(element)
+        return merged
+    return run
+
+
+_BUILDERS: dict[str, Callable[[Node], Fn]] = {
+    "field": _field,
+    "subexpression": _sequence,
+    "index_expression": _sequence,
+    "pipe": _sequence,
+    "comparator": _comparator,
+    "and_expression": _and,
+    "or_expression": _or,
+    "not_expression": _not,
+    "literal": _literal,
+    "current": _current,
+    "identity": _current,
+    "function_expression": _function,
+    "multi_select_dict": _multi_select_dict,
+    "multi_select_list": _multi_select_list,
+    "key_val_pair": _key_val_pair,
+    "index": _index,
+    "projection": _projection,
+    "value_projection": _value_projection,
+    "filter_projection": _filter_projection,
+    "flatten": _flatten,
+}

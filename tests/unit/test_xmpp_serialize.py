@@ -1,0 +1,110 @@
+"""The bot writes outgoing messages as text; that text must be what slixmpp
+itself would write for the same element tree, and parse back to the same values."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import slixmpp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from slixmpp.xmlstream.tostring import tostring
+
+from rulebot import xmpp_speedups
+from rulebot.dispatch import Meta, Outbound
+from rulebot.wire import JSON_NS, encode_payload
+from rulebot.xmpp import META_NS, serialize_message, to_inbound_message
+
+# Text that XML 1.0 can carry, heavy on the characters that need escaping.
+_xml_text = st.text(
+    alphabet=st.one_of(st.sampled_from("&<>'\"é/@ x"),
+                       st.characters(min_codepoint=0x20, max_codepoint=0xD7FF)),
+    max_size=30)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | _xml_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_xml_text, inner, max_size=3),
+    max_leaves=8)
+
+
+@st.composite
+def outbounds(draw: Any) -> Outbound:
+    meta = Meta(sender=draw(_xml_text), rule=draw(st.none() | _xml_text),
+                version=draw(_xml_text), event_id=draw(st.none() | _xml_text),
+                stanza_id=draw(st.none() | _xml_text))
+    return Outbound(to=draw(_xml_text), payload=draw(st.dictionaries(_xml_text, _json,
+                                                                       max_size=4)),
+                    encoding=draw(st.sampled_from(["body", "json"])),
+                    type=draw(st.sampled_from(["chat", "normal", "headline"])),
+                    id=draw(_xml_text), meta=meta)
+
+
+def slixmpp_text(stream: Any, out: Outbound, mfrom: str | None) -> str:
+    """The oracle: the element tree of the message, serialised by slixmpp with
+    its own escape function."""
+    ns = stream.default_ns
+    attrs = {"to": out.to, "type": out.type, "id": out.id}
+    if mfrom is not None:
+        attrs["from"] = mfrom
+    root = ET.Element(f"{{{ns}}}message", attrs)
+    text = encode_payload(out.payload)
+    if out.encoding == "json":
+        ET.SubElement(root, f"{{{JSON_NS}}}json").text = text
+    else:
+        ET.SubElement(root, f"{{{ns}}}body").text = text
+    meta = {"sender": out.meta.sender, "version": out.meta.version}
+    for key, value in (("rule", out.meta.rule), ("event", out.meta.event_id),
+                       ("stanza", out.meta.stanza_id)):
+        if value is not None:
+            meta[key] = value
+    ET.SubElement(root, f"{{{META_NS}}}rulebot", meta)
+    module = xmpp_speedups._tostring
+    saved = module.escape
+    module.escape = xmpp_speedups.original_escape
+    try:
+        return str(tostring(root, xmlns=ns, stream=stream, top_level=True))
+    finally:
+        module.escape = saved
+
+
+CLIENT = slixmpp.ClientXMPP("friend@localhost/bot", "unused")
+COMPONENT = slixmpp.ComponentXMPP("friend.localhost", "unused", "127.0.0.1", 5347)
+
+
+@settings(max_examples=400, derandomize=True)
+@given(outbounds(), st.none() | _xml_text)
+def test_serialized_message_is_what_slixmpp_writes_for_the_same_tree(out: Outbound,
+                                                                      mfrom: str | None) -> None:
+    assert serialize_message(out, None) == slixmpp_text(CLIENT, out, None)
+    assert serialize_message(out, mfrom) == slixmpp_text(COMPONENT, out, mfrom)
+
+
+@settings(max_examples=200, derandomize=True)
+@given(outbounds())
+def test_serialized_message_parses_back_to_its_payload_and_metadata(out: Outbound) -> None:
+    text = serialize_message(out, "friend.localhost")
+    root = ET.fromstring(text.replace("<message ", '<message xmlns="jabber:client" ', 1))
+    msg = slixmpp.Message(CLIENT, xml=root, recv=True)
+    inbound = to_inbound_message(msg)
+    assert root.get("to") == out.to
+    assert root.get("id") == out.id
+    assert root.get("from") == "friend.localhost"
+    carried = inbound.json if out.encoding == "json" else inbound.body
+    assert carried == encode_payload(out.payload)
+    meta = root.find(f"{{{META_NS}}}rulebot")
+    assert meta is not None
+    assert meta.get("sender") == out.meta.sender
+    assert meta.get("rule") == out.meta.rule
+    assert meta.get("event") == out.meta.event_id
+    assert meta.get("stanza") == out.meta.stanza_id
+
+
+def test_inbound_message_takes_the_first_body_and_container() -> None:
+    root = ET.fromstring(
+        '<message xmlns="jabber:client" from="alice@localhost/x" id="s1">'
+        '<body>{"a":1}</body><body>{"b":2}</body>'
+        '<json xmlns="urn:xmpp:json:0">{"c":3}</json></message>')
+    inbound = to_inbound_message(slixmpp.Message(CLIENT, xml=root, recv=True))
+    assert (inbound.body, inbound.json, inbound.type, inbound.id) == (
+        '{"a":1}', '{"c":3}', "normal", "s1")
+    assert inbound.from_ == "alice@localhost/x"
