@@ -61,7 +61,7 @@ soak: system-deps $(STAMP)
 
 # 1,000,000 generated events and rule files through the decoder and the loader.
 fuzz: $(STAMP)
-	$(PY) scripts/fuzz.py --cases 1000000
+	$(PY) scripts/fuzz.py --cases 1000000 --parallel
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist

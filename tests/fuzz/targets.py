@@ -12,10 +12,14 @@ from typing import Any
 import yaml
 from hypothesis import strategies as st
 
+from rulebot.engine import evaluate
 from rulebot.errors import EventError
+from rulebot.model import Decision, Envelope, Stanza
 from rulebot.rules import parse_rule_files
+from rulebot.state import NO_STATE
 from rulebot.wire import Limits, decode_event, encode_payload
 
+STATE = NO_STATE
 LIMITS = Limits(max_bytes=4096, max_depth=16, max_string=512, max_items=200)
 
 json_values = st.recursive(
@@ -46,6 +50,26 @@ exprs = st.sampled_from([
     "regex_match('(', sender)", "lists.nope", "evnt.x", "event.type == \"chat\"", "",
 ]) | st.text(max_size=40)
 params = exprs | st.builds(lambda v: {"value": v}, json_values)
+# Event schemas, mostly from the keywords rulebot compiles itself (fastschema),
+# sometimes with others or with wrong values, so both paths are exercised.
+schema_keywords = st.fixed_dictionaries({}, optional={
+    "type": st.sampled_from(["object", "string", "integer", "number", "array", "boolean",
+                             "null", ["string", "integer"], "nope", []]),
+    "required": st.lists(names, max_size=2) | json_values,
+    "minLength": st.integers(-1, 5), "maxLength": st.integers(0, 50) | st.floats(),
+    "pattern": st.sampled_from(["^a", "[", "b$", "^[^@]+@[^@]+$"]),
+    "minimum": st.integers(-5, 5) | st.floats(allow_nan=False), "maximum": json_values,
+    "enum": st.lists(json_values, max_size=3), "const": json_values,
+    "additionalProperties": st.booleans(), "anyOf": st.lists(st.just({}), max_size=2),
+    "minItems": st.integers(0, 3), "format": st.just("email"),
+})
+schemas = st.recursive(schema_keywords | st.booleans(), lambda inner: st.builds(
+    lambda base, props, items: {**base, "properties": props, **({"items": items} if items
+                                                                 is not None else {})},
+    schema_keywords, st.dictionaries(names, inner, max_size=3), st.none() | inner),
+    max_leaves=6)
+event_types = st.fixed_dictionaries({"types": st.dictionaries(names, schemas, max_size=3)},
+                                    optional={"unknown": st.sampled_from(["allow", "reject"])})
 actions = st.one_of(
     st.builds(lambda t, p: {"forward": {"to": t, "payload": p}}, params, params),
     st.builds(lambda t: {"broadcast": {"to": t}}, params),
@@ -68,11 +92,22 @@ documents = st.fixed_dictionaries(
                                         max_size=3),
               "rate_limits": st.dictionaries(names, st.fixed_dictionaries(
                   {"rate": st.integers(-1, 5) | st.floats(allow_nan=False)}), max_size=2),
-              "events": json_values, "default": st.sampled_from(["drop", "error", "x"])},
+              "events": json_values | event_types,
+              "default": st.sampled_from(["drop", "error", "x"])},
 )
 rule_texts = documents.map(lambda d: yaml.safe_dump(d, allow_unicode=True)) \
     | st.text(max_size=400) \
     | st.sampled_from(["a: &a [*a]", "!!python/object/apply:os.system ['x']", "- [", "\t-"])
+
+
+#: Events every rule set that loads is then evaluated on: whatever the rules
+#: and schemas say, evaluation returns a Decision and never raises.
+PROBES = [
+    {"type": "chat", "to": "bob@localhost", "text": "hi", "id": 1},
+    {"type": "a", "x": [1, {"y": None}], "n": 1.5},
+    {},
+    {"type": 0, "to": ["a@b", 3], "text": "", "required": True},
+]
 
 
 def check_loader(text: str) -> Any:
@@ -82,4 +117,12 @@ def check_loader(text: str) -> Any:
         assert issue.file == "fuzz.yaml"
         assert issue.line >= 0
         assert "\n" not in issue.format()
+    if result.ruleset is not None:
+        for event in PROBES:
+            for kind in ("message", "presence"):
+                env = Envelope(event, "alice@localhost", "alice@localhost/r",
+                               Stanza(kind, "chat", "s1"), "friend@localhost")
+                decision = evaluate(result.ruleset, env, state=STATE)
+                assert isinstance(decision, Decision)
+                assert decision.matched or decision.actions  # no match: the default action
     return result
