@@ -64,7 +64,8 @@ class Daemon:
         self._reload_failing = False
         self.started = time.time()
         self.metrics = Metrics()
-        self.metrics.bind(lambda: self.connection.online, lambda: len(self.connection.queue))
+        self.metrics.bind(lambda: self.connection.online, lambda: len(self.connection.queue),
+                          self.connection.unacked)
         self.metrics.observe_ruleset(ruleset)
         self.audit = (AuditLog(config.audit_path, config.audit_max_bytes, config.audit_backups,
                                config.audit_payloads) if config.audit_path else None)

@@ -56,13 +56,18 @@ class Metrics:
                                registry=r)
         self.queue = Gauge("rulebot_outbound_queue", "Messages waiting for the connection",
                            registry=r)
+        self.unacked = Gauge("rulebot_sm_unacked_stanzas",
+                             "Stanzas sent but not yet acknowledged by the server (XEP-0198; "
+                             "kept for re-sending)", registry=r)
         self.last_reload_ok.set(1)
         self._children: dict[tuple[int, tuple[str, ...]], Counter] = {}
 
-    def bind(self, connected: Callable[[], bool], queue_depth: Callable[[], int]) -> None:
-        """Read connection state and queue depth at scrape time."""
+    def bind(self, connected: Callable[[], bool], queue_depth: Callable[[], int],
+             unacked: Callable[[], int] = lambda: 0) -> None:
+        """Read connection state and queue depths at scrape time."""
         self.connected.set_function(lambda: 1.0 if connected() else 0.0)
         self.queue.set_function(lambda: float(queue_depth()))
+        self.unacked.set_function(lambda: float(unacked()))
 
     def observe(self, kind: str, outcome: Outcome, seconds: float, sent: int) -> None:
         child = self._child

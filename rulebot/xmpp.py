@@ -472,8 +472,12 @@ class BotConnection:
         x.send_raw(text)
 
     def _flush(self) -> None:
-        while self.queue and self.online:
+        while self.queue and self.online and self.xmpp.transport:
             self._send_now(self.queue.popleft())
+
+    def unacked(self) -> int:
+        """Our stanzas the server has not acknowledged yet (0 without stream management)."""
+        return len(self._sm.unacked_queue) if self._sm is not None else 0
 
     # -- the connection loop --------------------------------------------------
 
