@@ -26,7 +26,13 @@ events
             ordinary c2s user friend@localhost over STARTTLS (it sends
             presence), in component mode the XEP-0114 component
             friend.localhost. No rules, no logging, no stream management: the
-            floor cost of any Python slixmpp bot.
+            floor cost of any Python slixmpp bot. It uses slixmpp as it comes;
+            rulebot replaces two of slixmpp's functions with output-identical
+            faster ones and writes its stanzas itself (rulebot/xmpp_speedups.py,
+            xmpp.serialize_message), which is part of what is measured.
+  relay-sm  (only with --paths relay-sm, client mode) the same relay with
+            slixmpp's XEP-0198 plugin on: what stream management alone costs
+            the server and the relay, since rulebot uses it by default.
   rulebot   alice -> friend -> bob through the real daemon,
             `python -m rulebot run -c CONFIG`, with the shipped rules/ (rule
             chat-to-member forwards the event to bob) and a config like the
@@ -118,6 +124,8 @@ RULES = ROOT / "rules"
 SERVERS = ("prosody", "ejabberd")
 MODES = ("client", "component")
 PATHS = ("direct", "relay", "rulebot")
+#: Paths measured only when asked for (--paths): the relay with XEP-0198 on (client mode).
+EXTRA_PATHS = ("relay-sm",)
 USERS = {"alice": "alice-pw", "bob": "bob-pw", "friend": "friend-pw"}
 DOMAIN = "localhost"
 ALICE, BOB, FRIEND = (f"{u}@{DOMAIN}" for u in ("alice", "bob", "friend"))
@@ -478,7 +486,8 @@ async def measure(label: str, alice: Peer, bob: Peer, to: str, n: int, repeat: i
 # relay and bot processes
 
 
-def start_relay(server: Any, mode: str, workdir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def start_relay(server: Any, mode: str, workdir: Path, sm: bool = False
+                ) -> tuple[subprocess.Popen[bytes], Path]:
     component = mode == "component"
     jid = server.component_jid if component else FRIEND
     port = server.component_port if component else server.c2s_port
@@ -487,7 +496,7 @@ def start_relay(server: Any, mode: str, workdir: Path) -> tuple[subprocess.Popen
     env[RELAY_SECRET_ENV] = server.component_secret if component else USERS["friend"]
     cmd = [sys.executable, str(Path(__file__).resolve()), "relay", "--mode", mode,
            "--jid", jid, "--host", server.host, "--port", str(port),
-           "--ca-file", server.ca_file, "--to", BOB]
+           "--ca-file", server.ca_file, "--to", BOB] + (["--sm"] if sm else [])
     return spawn(cmd, logfile, env), logfile
 
 
@@ -592,8 +601,11 @@ async def configuration(kind: str, mode: str, args: argparse.Namespace, base: Pa
                 continue
             prof: Path | None = None
             answered = None
-            if path == "relay":
-                proc, logfile = start_relay(info, mode, workdir)
+            if path == "relay-sm" and mode == "component":
+                log("  relay-sm: components have no stream management; skipped")
+                continue
+            if path in ("relay", "relay-sm"):
+                proc, logfile = start_relay(info, mode, workdir, sm=path == "relay-sm")
                 ready: Callable[[str], bool] = lambda line: line.strip() == "ready"  # noqa: E731
             else:
                 proc, logfile, prof = start_bot(info, mode, workdir, args.bot_set, args.profile)
@@ -676,6 +688,17 @@ def table(rows: Sequence[Row]) -> str:
         lines.append(f"| {row.server} | {row.mode} | {_eps(d)} | {_lat(d)} | {_eps(r)} | "
                      f"{_lat(r)} | {_eps(b)} | {_lat(b)} | {_ratio(b, d)} | {_ratio(b, r)} "
                      f"| {_cpu(r)} / {_cpu(b)} | {lost} |")
+    extra = [row for row in rows if "relay-sm" in row.results]
+    if extra:
+        lines += ["", "| server | mode | relay+SM events/s | p50/p99 ms | rulebot ÷ relay+SM "
+                  "| CPU µs/event relay+SM / rulebot | server CPU µs/event relay / relay+SM "
+                  "/ rulebot |", "|---|---|---|---|---|---|---|"]
+        for row in extra:
+            r, sm, b = (row.results.get(p) for p in ("relay", "relay-sm", "rulebot"))
+            server_cpu = " / ".join("-" if x is None or x.error or not x.received
+                                    else f"{x.cpu_us(1):,.0f}" for x in (r, sm, b))
+            lines.append(f"| {row.server} | {row.mode} | {_eps(sm)} | {_lat(sm)} | "
+                         f"{_ratio(b, sm)} | {_cpu(sm)} / {_cpu(b)} | {server_cpu} |")
     return "\n".join(lines)
 
 
@@ -706,6 +729,8 @@ async def relay_main(args: argparse.Namespace) -> int:
         x = slixmpp.ClientXMPP(f"{args.jid}/relay", secret)
         x.enable_direct_tls = False
         x.ca_certs = args.ca_file
+        if args.sm:  # slixmpp's stream management as it comes (acks as stanzas arrive)
+            x.register_plugin("xep_0198", {"window": 50})
     mfrom = args.jid if component else None
     to = args.to
     stop = asyncio.Event()
@@ -778,8 +803,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--n", type=int, help="events per run")
     p.add_argument("--servers", type=_csv(SERVERS), default=list(SERVERS))
     p.add_argument("--modes", type=_csv(MODES), default=list(MODES))
-    p.add_argument("--paths", type=_csv(PATHS), default=list(PATHS),
-                   help="paths to measure (default: direct,relay,rulebot)")
+    p.add_argument("--paths", type=_csv(PATHS + EXTRA_PATHS), default=list(PATHS),
+                   help="paths to measure (default: direct,relay,rulebot; also relay-sm: "
+                        "the relay with XEP-0198, client mode)")
     p.add_argument("--repeat", type=int,
                    help="runs per path, the median is shown (default 3; --quick: 1)")
     p.add_argument("--rate", type=float, default=0.0,
@@ -812,6 +838,7 @@ def relay_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--ca-file", required=True)
     p.add_argument("--to", required=True)
+    p.add_argument("--sm", action="store_true", help="use XEP-0198 (client mode)")
     return p.parse_args(argv)
 
 
