@@ -152,10 +152,10 @@ def _compile(schema: Any) -> Check:
 
 
 def _count(schema: dict[str, Any], key: str) -> int | None:
-    value = schema.get(key)
-    if value is None:
+    if key not in schema:
         return None
-    if not _is_integer(value):
+    value = schema[key]
+    if not _is_integer(value):  # null included: jsonschema would fail applying it
         raise _Unsupported
     return int(value)
 

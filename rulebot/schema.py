@@ -140,7 +140,10 @@ def _message_for(error: ValidationError, sub: dict[str, Any]) -> str:
         names = ", ".join(sub.get("properties", {}))
         return f"must have exactly one of: {names}"
     if validator_name == "pattern":
-        return f"does not match the pattern {error.validator_value}"
+        # The schemas end patterns with (?!\n)$: Python's $ also matches before
+        # a final newline. Operators read the pattern without that guard.
+        shown = str(error.validator_value).replace("(?!\\n)$", "$")
+        return f"does not match the pattern {shown}"
     if validator_name == "minLength":
         return "must not be empty" if error.validator_value == 1 else error.message
     return error.message

@@ -49,8 +49,9 @@ def fast_escape(text: str, use_cdata: bool = False) -> str:
     return text
 
 
-# One path step as slixmpp writes them after fix_ns: {namespace}name.
-_STEP = re.compile(r"\{[^{}]+\}[A-Za-z_][A-Za-z0-9_-]*")
+# One path step as slixmpp writes them after fix_ns: {namespace}name. No "*"
+# in the namespace: ElementPath reads {*} as "any namespace".
+_STEP = re.compile(r"\{[^{}*]+\}[A-Za-z_][A-Za-z0-9_-]*")
 _PLAN: dict[str, tuple[str, ...] | None] = {}
 
 

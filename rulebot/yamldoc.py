@@ -24,7 +24,7 @@ try:  # libyaml makes a 1,000-rule file compose in a fraction of the time
 except AttributeError:  # pragma: no cover - PyYAML without libyaml
     _Loader = yaml.SafeLoader
 
-_PLAIN = re.compile(r"^[A-Za-z0-9_$-]+$")
+_PLAIN = re.compile(r"[A-Za-z0-9_$-]+")
 
 # A billion-laughs file expands aliases exponentially; refuse beyond this.
 MAX_NODES = 1_000_000
@@ -36,7 +36,7 @@ def format_path(path: Path) -> str:
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _PLAIN.match(part):
+        elif _PLAIN.fullmatch(part):
             out += ("." if out else "") + part
         else:  # a key with spaces, dots or control characters: quote it
             out += "[" + json.dumps(part, ensure_ascii=True) + "]"

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from rulebot.cli import main
-from rulebot.rules import check_rules
+from rulebot.rules import check_rules, parse_rule_files
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = "tests/data/bad"
@@ -347,3 +347,21 @@ def test_validate_json_has_the_same_issues() -> None:
 def test_validate_usage_error_exits_2(args: list[str]) -> None:
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
+
+
+def test_a_name_ending_in_a_newline_is_refused() -> None:
+    # Python's $ matches before a final newline; the schemas guard against it.
+    text = 'version: 1\nrules:\n  - name: "chat\\n"\n    actions: [drop: {}]\n'
+    result = parse_rule_files([("n.yaml", text)])
+    assert [i.format() for i in result.errors] == [
+        'n.yaml:3:11: rules[0].name: does not match the pattern '
+        '^[A-Za-z_][A-Za-z0-9_.-]*$ ("chat\\n")']
+
+
+def test_a_key_with_a_newline_is_quoted_in_the_path() -> None:
+    # Found by make fuzz: the path printed the key raw and split the issue line.
+    text = "events:\n  ? '0\n\n    '\n  : null\nrules: []\nversion: 1\n"
+    lines = [i.format() for i in parse_rule_files([("k.yaml", text)]).errors]
+    assert lines == ["k.yaml:2:5: events[\"0\\n\"]: unknown key '0\\n' "
+                     "(allowed: discriminator, types, unknown)"]
+    assert all("\n" not in line for line in lines)
