@@ -29,6 +29,7 @@ from rulebot.client import Received, RulebotClient  # noqa: E402
 USERS = {u: f"{u}-demo-pw" for u in ("alice", "bob", "carol", "admin", "mallory", "friend")}
 BOT = "friend@localhost"
 TIMEOUT = 15.0
+BARRIER = "barrier-"  # event ids of the demo's own ping barriers
 BOLD, DIM, GREEN, RED, CYAN, RESET = (("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[36m",
                                        "\033[0m") if sys.stdout.isatty() else ("",) * 6)
 
@@ -74,8 +75,11 @@ async def step(title: str, log: BotLog, clients: dict[str, RulebotClient], sende
     print(f"\n{BOLD}{title}{RESET}")
     mark = len(log.lines)
     send()
+    # The bot writes its log through a buffer (flushed within 0.25 s), so the
+    # line of an earlier step's barrier ping may arrive after `mark`: skip those.
     entry = await log.wait(lambda e: e.get("event") == "stanza" and e.get("kind") == stanza_kind
-                           and str(e.get("from", "")).startswith(sender + "@"), mark)
+                           and str(e.get("from", "")).startswith(sender + "@")
+                           and not str(e.get("event_id", "")).startswith(BARRIER), mark)
     matched = ", ".join(entry.get("matched", [])) or "-"
     verdict = entry.get("reason") or "; ".join(
         f"{a['type']}" + (f" -> {', '.join(a['to'])}" if a["to"] else "")
@@ -90,7 +94,7 @@ async def step(title: str, log: BotLog, clients: dict[str, RulebotClient], sende
                   f"{', in <json/>' if got.encoding == 'json' else ''}]{RESET}")
     # Everyone else received nothing: a ping round trip through the bot is the
     # barrier (the bot handles events in order, one at a time).
-    await clients["alice"].request({"type": "ping"}, timeout=TIMEOUT)
+    await clients["alice"].request({"type": "ping", "id": f"{BARRIER}{mark}"}, timeout=TIMEOUT)
     for user, client in clients.items():
         if not client._incoming.empty():
             raise RuntimeError(f"{user} received something unexpected: "
