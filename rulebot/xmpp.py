@@ -317,11 +317,17 @@ class BotConnection:
             # continues. Align ours with the server's acknowledgement.
             sm.seq = (sm.last_ack + len(sm.unacked_queue)) % (2**32)
 
-        def on_server_ack(_stanza: Any) -> None:
+        def on_server_ack(stanza: Any) -> None:
             # The server acknowledged our stanzas: earlier inbound ones may now be
             # safe to acknowledge. XEP-0198 allows an <a/> without an <r/>, and
-            # servers that wait for our answer before asking again need it.
-            if sm.sm_id:
+            # servers that wait for our answer before asking again need it. Only
+            # when our h would grow: an ack repeating the last h costs the server
+            # a round of its own (Prosody answers every ack with a new request).
+            try:
+                acked = int(stanza["h"])
+            except (TypeError, ValueError):
+                return
+            if sm.sm_id and pending and pending[0][1] <= acked:
                 send_ack()
 
         def final_ack() -> None:
