@@ -12,7 +12,6 @@ recorded on the decision and that rule counts as not matching.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from jsonschema.exceptions import best_match
 
@@ -90,16 +89,16 @@ def evaluate(ruleset: RuleSet, env: Envelope, *, max_recipients: int = MAX_RECIP
     else:
         candidates = ruleset.untyped
     data = envelope_data(ruleset, env)
-    options = runtime_for(ruleset, state)
+    runtime = runtime_for(ruleset, state)
     matched: list[str] = []
     actions: list[Action] = []
     errors: list[RuleError] = []
     for index in candidates:
         rule = ruleset.rules[index]
         try:
-            if rule.match is not None and not truthy(rule.match.run(data, options)):
+            if rule.match is not None and not truthy(rule.match.run(data, runtime)):
                 continue
-            produced = [_action(spec, rule, env, data, options, max_recipients)
+            produced = [_action(spec, rule, env, data, runtime, max_recipients)
                         for spec in rule.actions]
         except _RuleFailed as exc:
             errors.append(RuleError(rule.name, str(exc)))
@@ -168,24 +167,24 @@ def _describe(exc: Exception) -> str:
     return _short(f"{type(exc).__name__}: {exc}")
 
 
-def _value(param: Param, data: Mapping[str, JSON], options: Any) -> JSON:
+def _value(param: Param, data: Mapping[str, JSON], runtime: Runtime) -> JSON:
     if isinstance(param, LiteralParam):
         return param.value
-    return param.run(data, options)
+    return param.run(data, runtime)
 
 
-def _payload(spec: ActionSpec, env: Envelope, data: Mapping[str, JSON], options: Any) -> JSON:
-    payload = env.event if spec.payload is None else _value(spec.payload, data, options)
+def _payload(spec: ActionSpec, env: Envelope, data: Mapping[str, JSON], runtime: Runtime) -> JSON:
+    payload = env.event if spec.payload is None else _value(spec.payload, data, runtime)
     if not isinstance(payload, dict):
         raise _RuleFailed(f"{spec.kind}: payload must be a JSON object, got "
                           f"{_short(repr(payload), 60)}")
     return payload
 
 
-def _jids(spec: ActionSpec, env: Envelope, data: Mapping[str, JSON], options: Any,
+def _jids(spec: ActionSpec, env: Envelope, data: Mapping[str, JSON], runtime: Runtime,
           cap: int) -> tuple[str, ...]:
     assert spec.to is not None
-    raw = _value(spec.to, data, options)
+    raw = _value(spec.to, data, runtime)
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list):
@@ -209,18 +208,18 @@ def _jids(spec: ActionSpec, env: Envelope, data: Mapping[str, JSON], options: An
 
 
 def _action(spec: ActionSpec, rule: Rule, env: Envelope, data: Mapping[str, JSON],
-            options: Any, cap: int) -> Action:
+            runtime: Runtime, cap: int) -> Action:
     kind = spec.kind
     if kind == "forward":
-        return Forward(_jids(spec, env, data, options, cap),
-                       _payload(spec, env, data, options), rule.name)
+        return Forward(_jids(spec, env, data, runtime, cap),
+                       _payload(spec, env, data, runtime), rule.name)
     if kind == "broadcast":
-        return Broadcast(_jids(spec, env, data, options, cap),
-                         _payload(spec, env, data, options), rule.name)
+        return Broadcast(_jids(spec, env, data, runtime, cap),
+                         _payload(spec, env, data, runtime), rule.name)
     if kind == "reply":
-        return Reply((env.from_,), _payload(spec, env, data, options), rule.name)
+        return Reply((env.from_,), _payload(spec, env, data, runtime), rule.name)
     if kind in ("relate", "unrelate"):
-        return _relation(spec, rule, env, data, options)
+        return _relation(spec, rule, env, data, runtime)
     if kind == "error":
         code = spec.code or "rejected"
         return ErrorReply((env.from_,), code, spec.message or code, None, rule.name)
@@ -228,21 +227,21 @@ def _action(spec: ActionSpec, rule: Rule, env: Envelope, data: Mapping[str, JSON
 
 
 def _relation_jid(spec: ActionSpec, param: Param | None, env: Envelope,
-                  data: Mapping[str, JSON], options: Any, what: str) -> str:
-    value = env.sender if param is None else _value(param, data, options)
+                  data: Mapping[str, JSON], runtime: Runtime, what: str) -> str:
+    value = env.sender if param is None else _value(param, data, runtime)
     if not valid_jid(value):
         raise _RuleFailed(f"{spec.kind}: {what} must be a JID, got {_short(repr(value), 60)}")
     return bare_jid(str(value)).lower()
 
 
 def _relation(spec: ActionSpec, rule: Rule, env: Envelope, data: Mapping[str, JSON],
-              options: Any) -> Action:
-    subject = _relation_jid(spec, spec.subject, env, data, options, "subject")
-    obj = _relation_jid(spec, spec.object, env, data, options, "object")
+              runtime: Runtime) -> Action:
+    subject = _relation_jid(spec, spec.subject, env, data, runtime, "subject")
+    obj = _relation_jid(spec, spec.object, env, data, runtime, "object")
     kind = spec.relation or "related"
     if spec.kind == "unrelate":
         return Unrelate(subject, obj, kind, spec.mutual, rule.name)
-    attrs = {} if spec.attrs is None else _value(spec.attrs, data, options)
+    attrs = {} if spec.attrs is None else _value(spec.attrs, data, runtime)
     if attrs is None:
         attrs = {}
     if not isinstance(attrs, dict):

@@ -65,7 +65,7 @@ def explain(ruleset: RuleSet, env: Envelope, *, state: StateView | None = None,
     rejected = not decision.matched and decision.actions and decision.actions[0].type == \
         "error" and decision.actions[0].rule is None and "no rule matched" not in decision.notes
     data = envelope_data(ruleset, env)
-    options = runtime_for(ruleset, state)
+    runtime = runtime_for(ruleset, state)
     traces: list[RuleTrace] = []
     stopped = False
     for i, rule in enumerate(ruleset.rules, 1):
@@ -78,7 +78,7 @@ def explain(ruleset: RuleSet, env: Envelope, *, state: StateView | None = None,
             continue
         value: JSON
         try:
-            value = True if rule.match is None else rule.match.run(data, options)
+            value = True if rule.match is None else rule.match.run(data, runtime)
         except Exception as exc:  # shown as data, like the engine does
             value = None
             note = f"{type(exc).__name__}: {exc}"

@@ -20,8 +20,9 @@ generated schemas and instances.
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from typing import Any
 
 Check = Callable[[Any], bool]
@@ -161,12 +162,7 @@ def _count(schema: dict[str, Any], key: str) -> int | None:
 
 
 def _string_checks(schema: dict[str, Any]) -> list[Check]:
-    out: list[Check] = []
-    low, high = _count(schema, "minLength"), _count(schema, "maxLength")
-    if low is not None:
-        out.append(lambda v: not isinstance(v, str) or len(v) >= low)
-    if high is not None:
-        out.append(lambda v: not isinstance(v, str) or len(v) <= high)
+    out = _size_checks(schema, "minLength", "maxLength", str)
     if "pattern" in schema:
         if not isinstance(schema["pattern"], str):
             raise _Unsupported
@@ -175,33 +171,43 @@ def _string_checks(schema: dict[str, Any]) -> list[Check]:
     return out
 
 
+_BOUNDS: tuple[tuple[str, Callable[[Any, Any], bool]], ...] = (
+    ("minimum", operator.ge), ("maximum", operator.le),
+    ("exclusiveMinimum", operator.gt), ("exclusiveMaximum", operator.lt),
+)
+
+
 def _number_checks(schema: dict[str, Any]) -> list[Check]:
     out: list[Check] = []
-    for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        if key in schema and not _is_number(schema[key]):
+    for key, holds in _BOUNDS:
+        if key not in schema:
+            continue
+        bound = schema[key]
+        if not _is_number(bound):
             raise _Unsupported
-    if "minimum" in schema:
-        lo = schema["minimum"]
-        out.append(lambda v: not _is_number(v) or v >= lo)
-    if "maximum" in schema:
-        hi = schema["maximum"]
-        out.append(lambda v: not _is_number(v) or v <= hi)
-    if "exclusiveMinimum" in schema:
-        xlo = schema["exclusiveMinimum"]
-        out.append(lambda v: not _is_number(v) or v > xlo)
-    if "exclusiveMaximum" in schema:
-        xhi = schema["exclusiveMaximum"]
-        out.append(lambda v: not _is_number(v) or v < xhi)
+        out.append(_bound_check(holds, bound))
+    return out
+
+
+def _bound_check(holds: Callable[[Any, Any], bool], bound: Any) -> Check:
+    return lambda v: not _is_number(v) or holds(v, bound)
+
+
+def _size_checks(schema: dict[str, Any], low_key: str, high_key: str,
+                 kind: type[Sized]) -> list[Check]:
+    """minLength/maxLength, minItems/maxItems, minProperties/maxProperties: the
+    length bounds of the instances of `kind`, other instances pass."""
+    out: list[Check] = []
+    low, high = _count(schema, low_key), _count(schema, high_key)
+    if low is not None:
+        out.append(lambda v: not isinstance(v, kind) or len(v) >= low)
+    if high is not None:
+        out.append(lambda v: not isinstance(v, kind) or len(v) <= high)
     return out
 
 
 def _array_checks(schema: dict[str, Any]) -> list[Check]:
-    out: list[Check] = []
-    low, high = _count(schema, "minItems"), _count(schema, "maxItems")
-    if low is not None:
-        out.append(lambda v: not isinstance(v, list) or len(v) >= low)
-    if high is not None:
-        out.append(lambda v: not isinstance(v, list) or len(v) <= high)
+    out = _size_checks(schema, "minItems", "maxItems", list)
     if "items" in schema:
         each = _compile(schema["items"])
         out.append(lambda v: not isinstance(v, list) or all(each(i) for i in v))
@@ -209,12 +215,7 @@ def _array_checks(schema: dict[str, Any]) -> list[Check]:
 
 
 def _object_checks(schema: dict[str, Any]) -> list[Check]:
-    out: list[Check] = []
-    low, high = _count(schema, "minProperties"), _count(schema, "maxProperties")
-    if low is not None:
-        out.append(lambda v: not isinstance(v, dict) or len(v) >= low)
-    if high is not None:
-        out.append(lambda v: not isinstance(v, dict) or len(v) <= high)
+    out = _size_checks(schema, "minProperties", "maxProperties", dict)
     required = schema.get("required", [])
     if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
         raise _Unsupported

@@ -243,6 +243,16 @@ def _index(node: Node) -> Fn:
     return run
 
 
+def _collect(items: Any, each: Fn, rt: Runtime) -> list[Any]:
+    """`each` applied to every item, nulls left out (what every projection keeps)."""
+    collected = []
+    for element in items:
+        current = each(element, rt)
+        if current is not None:
+            collected.append(current)
+    return collected
+
+
 def _projection(node: Node) -> Fn:
     base, each = (compile_ast(c) for c in node["children"])
 
@@ -250,12 +260,7 @@ def _projection(node: Node) -> Fn:
         items = base(value, rt)
         if not isinstance(items, list):
             return None
-        collected = []
-        for element in items:
-            current = each(element, rt)
-            if current is not None:
-                collected.append(current)
-        return collected
+        return _collect(items, each, rt)
     return run
 
 
@@ -268,12 +273,7 @@ def _value_projection(node: Node) -> Fn:
             items = items.values()
         except AttributeError:
             return None
-        collected = []
-        for element in items:
-            current = each(element, rt)
-            if current is not None:
-                collected.append(current)
-        return collected
+        return _collect(items, each, rt)
     return run
 
 

@@ -1,6 +1,6 @@
 """The XMPP edge of the daemon: the only module (with client.py) that imports slixmpp.
 
-Imports: config, dispatch (its values), wire, errors, logs, functions, xmpp_speedups,
+Imports: config, dispatch (its values), model, wire, errors, logs, functions, xmpp_speedups,
 stdlib, slixmpp.
 
 `BotConnection` logs in as the friend account (client mode) or connects as an
@@ -27,6 +27,7 @@ from typing import Any
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.plugins.xep_0198.stanza import Ack
+from slixmpp.plugins.xep_0198.stream_management import MAX_SEQ
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 from slixmpp.xmlstream.matcher.base import MatcherBase
@@ -37,6 +38,7 @@ from rulebot.dispatch import Inbound, Outbound
 from rulebot.errors import ConnectError
 from rulebot.functions import split_jid
 from rulebot.logs import LOGGER, fields
+from rulebot.model import JSON
 from rulebot.wire import JSON_NS, encode_payload
 from rulebot.xmpp_speedups import fast_escape
 
@@ -82,19 +84,26 @@ def setup_tls(x: Any, ca_file: str | None, verify: bool, allow_plain: bool,
     mech.unencrypted_scram = allow_plain
 
 
-def serialize_message(out: Outbound, mfrom: str | None) -> str:
+def payload_text(payload: JSON) -> str:
+    """A payload as escaped character data for <body/> or <json/>."""
+    return fast_escape(encode_payload(payload))
+
+
+def serialize_message(out: Outbound, mfrom: str | None, text: str | None = None) -> str:
     """The message stanza carrying `out`: payload (as <body/> or XEP-0335
     <json/>) and the <rulebot/> metadata, as the text written to the stream.
 
     Written directly rather than built as a slixmpp Message and serialised by
     slixmpp: that took a third of the bot's time per routed event. The text is
     exactly what slixmpp's serialiser writes for the equivalent element tree
-    (tests/unit/test_xmpp_serialize.py compares the two), with the same escaping."""
+    (tests/unit/test_xmpp_serialize.py compares the two), with the same escaping.
+    `text` is `payload_text(out.payload)` when the caller already has it."""
     esc = fast_escape
     head = f'<message to="{esc(out.to)}" type="{esc(out.type)}" id="{esc(out.id)}"'
     if mfrom is not None:
         head += f' from="{esc(mfrom)}"'
-    text = esc(encode_payload(out.payload))
+    if text is None:
+        text = payload_text(out.payload)
     if out.encoding == "json":
         payload = f'<json xmlns="{JSON_NS}">{text}</json>'
     else:
@@ -166,7 +175,7 @@ def load_sm_state(path: str) -> tuple[str, int] | None:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
-        return str(data["sm_id"]), int(data["handled"]) % (2**32)
+        return str(data["sm_id"]), int(data["handled"]) % MAX_SEQ
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -209,6 +218,8 @@ class BotConnection:
         self.component = config.mode == "component"
         self.allowed = frozenset(d.lower() for d in config.allowed_domains)
         self._final_ack: Callable[[], None] | None = None  # set by _persist_sm
+        self._last_payload: object = None  # the payload _last_text encodes (kept alive)
+        self._last_text = ""
         xmpp_speedups.install()
         self.xmpp = self._make(secret)
         self._sm: Any = self.xmpp.plugin["xep_0198"] if (
@@ -315,7 +326,7 @@ class BotConnection:
         def resumed(_stanza: Any) -> None:
             # A new process starts counting its stanzas at 0; the server's count
             # continues. Align ours with the server's acknowledgement.
-            sm.seq = (sm.last_ack + len(sm.unacked_queue)) % (2**32)
+            sm.seq = (sm.last_ack + len(sm.unacked_queue)) % MAX_SEQ
 
         def on_server_ack(stanza: Any) -> None:
             # The server acknowledged our stanzas: earlier inbound ones may now be
@@ -461,12 +472,17 @@ class BotConnection:
         if not x.transport:  # the session is going down: keep it for the next one
             self._keep(out)
             return
-        text = serialize_message(out, self.config.jid if self.component else None)
+        if out.payload is not self._last_payload:
+            # A broadcast hands over one payload object per recipient, in a row:
+            # encode and escape it once.
+            self._last_payload, self._last_text = out.payload, payload_text(out.payload)
+        text = serialize_message(out, self.config.jid if self.component else None,
+                                 self._last_text)
         sm = self._sm
         if sm is not None and sm.enabled_out:
             # What slixmpp's stream management does for a stanza passing its
             # send filter: number it and keep it for re-sending on resume.
-            sm.seq = (sm.seq + 1) % (2**32)
+            sm.seq = (sm.seq + 1) % MAX_SEQ
             sm.unacked_queue.append((sm.seq, text))
             sm.window_counter -= 1
             if sm.window_counter == 0:
