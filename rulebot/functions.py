@@ -48,6 +48,9 @@ CUSTOM_FUNCTIONS = frozenset(
 MAX_PATTERN = 1000
 
 
+#: What valid_jid refuses anywhere in a JID: re's \s is exactly str.isspace()
+#: (both are Py_UNICODE_ISSPACE; tests/unit/test_functions.py checks every code point).
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f]")
 MAX_JID = 3071  # RFC 7622: localpart, domainpart and resourcepart of 1023 each
 
 
@@ -55,7 +58,7 @@ def valid_jid(jid: object) -> bool:
     """Whether a value can be used as a destination JID (a string, sane shape)."""
     if not isinstance(jid, str) or not jid or len(jid) > MAX_JID:
         return False
-    if any(ch.isspace() or ord(ch) < 32 for ch in jid):
+    if _SPACE_OR_CONTROL.search(jid) is not None:
         return False
     bare, _, resource = jid.partition("/")
     local, at, domain = bare.partition("@")

@@ -202,8 +202,52 @@ def _function(node: Node) -> Fn:
     args = tuple(compile_ast(c) for c in node["children"])
 
     def run(value: Any, rt: Runtime) -> Any:
-        return rt.functions.call_function(name, [arg(value, rt) for arg in args])
+        return call_function(rt.functions, name, [arg(value, rt) for arg in args])
     return run
+
+
+#: (function, its argument type names or None for "any") per function table
+#: class and name; None where the signature is variadic or has typed arrays.
+_PLANS: dict[tuple[type, str], tuple[Callable[..., Any], tuple[frozenset[str] | None, ...]]
+             | None] = {}
+
+
+def _plan(functions: jp_functions.Functions, name: str) -> tuple[
+        Callable[..., Any], tuple[frozenset[str] | None, ...]] | None:
+    key = (type(functions), name)
+    if key in _PLANS:
+        return _PLANS[key]
+    plan = None
+    spec = functions.FUNCTION_TABLE.get(name)
+    if spec is not None:
+        signature = spec["signature"]
+        simple = all(not arg.get("variadic") and all("-" not in t for t in arg["types"])
+                     for arg in signature)
+        if simple:
+            plan = (spec["function"], tuple(
+                frozenset(n for t in arg["types"] for n in jp_functions.REVERSE_TYPES_MAP[t])
+                if arg["types"] else None for arg in signature))
+    _PLANS[key] = plan
+    return plan
+
+
+def call_function(functions: jp_functions.Functions, name: str, args: list[Any]) -> Any:
+    """`functions.call_function(name, args)`, with its argument check done from a
+    table prepared once per function: jmespath re-derives the allowed Python type
+    names from the signature on every call (a third of a rule's time with two
+    in_list calls). The check is the same one, on the same type names; whenever
+    it fails, or for signatures the table does not cover, jmespath's own
+    call_function runs and raises its own error."""
+    plan = _plan(functions, name)
+    if plan is not None:
+        function, checks = plan
+        if len(args) == len(checks):
+            for arg, allowed in zip(args, checks, strict=True):
+                if allowed is not None and type(arg).__name__ not in allowed:
+                    break
+            else:
+                return function(functions, *args)
+    return functions.call_function(name, args)
 
 
 def _multi_select_dict(node: Node) -> Fn:

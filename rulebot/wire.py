@@ -97,6 +97,7 @@ class _Loc(NamedTuple):
 
 
 # Characters outside the XML 1.0 Char production (lone surrogates included).
+_INF = float("inf")
 _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
@@ -268,8 +269,38 @@ def decode_event(text: str, limits: Limits) -> dict[str, JSON]:
         raise EventError(value.code, value.message)
     if not isinstance(value, dict):
         raise EventError("not-object", f"an event must be a JSON object, not {_kind(value)}")
-    _walk(value, limits)
+    if not _plainly_within(text, value, limits):
+        _walk(value, limits)
     return value
+
+
+def _plainly_within(text: str, root: dict[str, JSON], limits: Limits) -> bool:
+    """True when `root` certainly passes `_walk`, decided without looking at its
+    strings: the common small event pays for one scan of its text instead.
+
+    Without a backslash in the text, every decoded key and string is a piece of
+    the text, so none is longer than it or holds a character it does not hold;
+    and every value takes at least one character, so there are no more values
+    than characters. What is left to find is what the parser hooks leave (a
+    duplicate key, a number out of range) and infinite floats: any of those, or
+    any doubt, and the full walk runs and reports the first problem in order."""
+    if (len(text) > limits.max_string or len(text) > limits.max_items or "\\" in text
+            or _NOT_XML_CHAR.search(text) is not None):
+        return False
+    stack: list[JSON] = [root]
+    while stack:
+        value = stack.pop()
+        kind = type(value)
+        if kind is dict:
+            stack.extend(value.values())
+        elif kind is list:
+            stack.extend(value)
+        elif kind is float:
+            if value in (_INF, -_INF):
+                return False
+        elif not (kind is str or kind is int or kind is bool or value is None):
+            return False  # a _DupDict, a _Bad: the walk says where
+    return True
 
 
 def _kind(value: JSON) -> str:

@@ -1,7 +1,7 @@
 """The XMPP edge of the daemon: the only module (with client.py) that imports slixmpp.
 
 Imports: config, dispatch (its values), model, wire, errors, logs, functions, xmpp_speedups,
-stdlib, slixmpp.
+xmpp_writes, stdlib, slixmpp.
 
 `BotConnection` logs in as the friend account (client mode) or connects as an
 XEP-0114 component, turns stanzas into `dispatch.Inbound` values for a
@@ -41,6 +41,7 @@ from rulebot.logs import LOGGER, fields
 from rulebot.model import JSON
 from rulebot.wire import JSON_NS, encode_payload
 from rulebot.xmpp_speedups import fast_escape
+from rulebot.xmpp_writes import WriteBatcher
 
 log = logging.getLogger(LOGGER)
 
@@ -222,6 +223,7 @@ class BotConnection:
         self._last_text = ""
         xmpp_speedups.install()
         self.xmpp = self._make(secret)
+        self.writes = WriteBatcher(self.xmpp)  # active while a session is up
         self._sm: Any = self.xmpp.plugin["xep_0198"] if (
             not self.component and config.stream_management) else None
 
@@ -366,6 +368,7 @@ class BotConnection:
         if not self.component:
             self.xmpp.send_presence(ppriority=0)  # brings offline messages and bare-JID routing
         self.online = True
+        self.writes.active = True
         log.info("connected", extra=fields(event="connected", jid=self.config.jid,
                                            mode=self.config.mode,
                                            resumed=_event is not None
@@ -377,6 +380,7 @@ class BotConnection:
     def _on_disconnected(self, reason: Any) -> None:
         was = self.online
         self.online = False
+        self.writes.active = False
         self._failed = True
         if was and not self._stopping:
             log.warning("disconnected", extra=fields(event="disconnected", reason=str(reason)))

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jmespath import exceptions as jp_exceptions
+from jmespath import functions as jp_functions
 from jmespath import visitor as jp_visitor
 
 from rulebot.engine import envelope_data, runtime_for
@@ -522,14 +523,47 @@ def test_compiling_evaluates_nothing() -> None:
     calls: list[str] = []
 
     class Spy(RuleFunctions):
-        def call_function(self, name: str, args: Any) -> Any:
-            calls.append(name)
-            return super().call_function(name, args)
+        @jp_functions.signature({"types": ["string", "array", "object"]})
+        def _func_length(self, arg: Any) -> int:
+            calls.append("length")
+            return len(arg)
+
+        @jp_functions.signature({"types": []})
+        def _func_type(self, arg: Any) -> str:
+            calls.append("type")
+            return str(super()._func_type(arg))
 
     fn = compile_ast(parse("length(a) && type(b)"))
     assert calls == []
     assert fn(DOC, Runtime(Spy(LISTS))) == "object"
     assert calls == ["length", "type"]
+
+
+class Counting(RuleFunctions):
+    """Counts jmespath's own call_function: the path taken for bad arguments."""
+
+    slow_calls = 0
+
+    def call_function(self, name: str, args: Any) -> Any:
+        Counting.slow_calls += 1
+        return super().call_function(name, args)
+
+
+@pytest.mark.parametrize(("expression", "slow"), [
+    ("length(a)", 0),                # checked from the prepared table, called directly
+    ("length(`1`)", 1),              # a wrong type: jmespath's call raises its own error
+    ("max(a.b)", 1),                 # array-number: typed arrays keep jmespath's check
+    ("not_null(a, b)", 1),           # variadic
+])
+def test_function_calls_check_arguments_from_a_prepared_table(expression: str,
+                                                               slow: int) -> None:
+    Counting.slow_calls = 0
+    fn = compile_ast(parse(expression))
+    runtime = Runtime(Counting(LISTS))
+    want = outcome(jmespath.search, expression, DOC,
+                   jp_visitor.Options(custom_functions=RuleFunctions(LISTS)))
+    assert_same(outcome(fn, DOC, runtime), want, expression)
+    assert Counting.slow_calls == slow
 
 
 # ---------------------------------------------------------------- the shipped rule sets

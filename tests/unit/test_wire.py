@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rulebot import wire
 from rulebot.errors import EventError
 from rulebot.wire import (
     JSON_NS,
@@ -443,3 +444,51 @@ def test_encode_is_always_xml_safe(payload: Any) -> None:
     text = encode_payload(payload)
     assert all(is_xml_char(c) for c in text)
     assert json.loads(text) == payload
+
+
+def decode_walking_everything(text: str, limits: Limits) -> dict[str, Any] | EventError:
+    """decode_event with its shortcut off: every value goes through the full walk."""
+    original = wire._plainly_within
+    wire._plainly_within = lambda *_args: False
+    try:
+        return decode_or_error(text, limits)
+    finally:
+        wire._plainly_within = original
+
+
+plain_json_texts = st.builds(  # what the shortcut is for: no escapes, small
+    lambda obj: json.dumps(obj, ensure_ascii=False),
+    st.dictionaries(st.text(st.characters(codec="utf-8", exclude_characters='\\"'), max_size=4),
+                    values, max_size=5),
+).filter(lambda t: "\\" not in t)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=texts | plain_json_texts | plain_json_texts.map(lambda t: t.replace("}", ',"a":1}', 1)),
+       limits=st.just(DEFAULT) | small)
+def test_the_plain_event_shortcut_decides_exactly_as_the_full_walk(text: str,
+                                                                    limits: Limits) -> None:
+    fast, slow = decode_or_error(text, limits), decode_walking_everything(text, limits)
+    if isinstance(slow, EventError):
+        assert isinstance(fast, EventError), text
+        assert (fast.code, fast.message, fast.path) == (slow.code, slow.message, slow.path)
+    else:
+        assert fast == slow
+
+
+@pytest.mark.parametrize(("text", "code"), [
+    ('{"a":1e999}', "number-out-of-range"),
+    ('{"a":[1,{"b":1,"b":2}]}', "duplicate-key"),
+    ('{"a":12345678901234567890}', "number-out-of-range"),
+    ('{"a":"\\u0001"}', "invalid-string"),
+])
+def test_the_shortcut_leaves_every_problem_to_the_walk(text: str, code: str) -> None:
+    with pytest.raises(EventError) as err:
+        decode_event(text, DEFAULT)
+    assert err.value.code == code
+    assert not wire._plainly_within(text, wire._DECODER.decode(text), DEFAULT)
+
+
+def test_a_plain_small_event_takes_the_shortcut() -> None:
+    text = '{"type":"chat","to":"bob@localhost","n":[1,2.5,true,null],"o":{"k":"v"}}'
+    assert wire._plainly_within(text, wire._DECODER.decode(text), DEFAULT)

@@ -1,0 +1,141 @@
+"""The messages produced while one read is handled leave in one transport
+write, in order; outside a session, and around abort(), writes are as before.
+
+Drives the real BotConnection (component mode) and its slixmpp stream with
+bytes as a server would send them; the transport records what is written
+(no network: the live paths are in tests/integration)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from typing import Any
+
+from rulebot.config import parse_config
+from rulebot.dispatch import Inbound, Meta, Outbound
+from rulebot.xmpp import BotConnection
+
+HEADER = (b"<stream:stream xmlns='jabber:component:accept' "
+          b"xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='friend.localhost'>")
+
+
+class RecordingTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, *_args: Any, **_kw: Any) -> None:
+        return None
+
+
+def echo_bot() -> tuple[BotConnection, RecordingTransport]:
+    """A bot whose every inbound message makes two outbound ones (like a
+    two-recipient broadcast), over a recording transport, session not yet up."""
+    config = parse_config("jid: friend.localhost\nmode: component\n"
+                          "server: {host: 127.0.0.1, port: 5347}\nrules: rules\n")
+    conn: BotConnection
+
+    def on_inbound(inbound: Inbound) -> None:
+        for n in (1, 2):
+            conn.send(Outbound(f"bob{n}@localhost", {"re": inbound.id}, "body", "chat",
+                               f"rb-{inbound.id}-{n}", Meta("alice@localhost", "r", "v1", None)))
+
+    conn = BotConnection(config, "secret", on_inbound)
+    transport = RecordingTransport()
+    conn.xmpp.connection_made(transport)
+    conn.xmpp.data_received(HEADER)
+    return conn, transport
+
+
+def messages(ids: range) -> bytes:
+    body = json.dumps({"type": "chat"})
+    return "".join(f"<message to='friend.localhost' from='alice@localhost/x' type='chat' "
+                   f"id='m{i}'><body>{body}</body></message>" for i in ids).encode()
+
+
+def sent_ids(writes: list[bytes]) -> list[str]:
+    return re.findall(r'id="(rb-[^"]+)"', b"".join(writes).decode())
+
+
+async def session_up(conn: BotConnection, transport: RecordingTransport) -> None:
+    conn.xmpp.data_received(b"<handshake/>")
+    await asyncio.sleep(0)  # slixmpp runs session_start handlers as tasks
+    for _ in range(10):
+        if conn.online:
+            break
+        await asyncio.sleep(0.01)
+    assert conn.online
+    transport.writes.clear()
+
+
+async def test_the_answers_to_one_read_leave_in_one_write_in_order() -> None:
+    conn, transport = echo_bot()
+    await session_up(conn, transport)
+    conn.xmpp.data_received(messages(range(40)))
+    assert len(transport.writes) == 1
+    assert sent_ids(transport.writes) == [f"rb-m{i}-{n}" for i in range(40) for n in (1, 2)]
+    assert (conn.writes.writes, conn.writes.stanzas) == (1, 80)
+    conn.xmpp.data_received(messages(range(40, 43)))
+    assert len(transport.writes) == 2  # one more read, one more write
+    assert sent_ids(transport.writes[1:]) == [f"rb-m{i}-{n}" for i in range(40, 43) for n in (1, 2)]
+
+
+async def test_a_send_outside_a_read_is_written_at_once() -> None:
+    conn, transport = echo_bot()
+    await session_up(conn, transport)
+    conn.send(Outbound("carol@localhost", {"n": 1}, "body", "chat", "rb-timer",
+                       Meta("alice@localhost", "r", "v1", None)))
+    assert sent_ids(transport.writes) == ["rb-timer"]
+
+
+async def test_before_the_session_every_send_is_its_own_write() -> None:
+    # Stream negotiation (STARTTLS, SASL, restarts) keeps slixmpp's writes.
+    conn, transport = echo_bot()
+    assert not conn.writes.active
+    transport.writes.clear()
+    conn.xmpp.send_raw("<a/>")
+    conn.xmpp.send_raw("<b/>")
+    assert transport.writes == [b"<a/>", b"<b/>"]
+
+
+async def test_abort_while_a_read_is_handled_writes_what_is_pending_first() -> None:
+    conn, transport = echo_bot()
+    await session_up(conn, transport)
+    order: list[str] = []
+    original_close = transport.close
+
+    def close() -> None:
+        order.append(f"close after {len(transport.writes)} write(s)")
+        original_close()
+
+    transport.close = close  # type: ignore[method-assign]
+    previous = conn.on_inbound
+
+    def answer_then_abort(inbound: Inbound) -> None:
+        previous(inbound)
+        conn.xmpp.abort()
+
+    conn.on_inbound = answer_then_abort
+    conn.xmpp.data_received(messages(range(1)))
+    assert order == ["close after 1 write(s)"]
+    assert sent_ids(transport.writes) == ["rb-m0-1", "rb-m0-2"]
+
+
+async def test_after_a_disconnect_batching_is_off_again() -> None:
+    conn, transport = echo_bot()
+    await session_up(conn, transport)
+    conn._on_disconnected("test")
+    assert not conn.writes.active
