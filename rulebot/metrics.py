@@ -7,42 +7,80 @@ prometheus_client. The daemon calls the observe_* methods; the HTTP endpoint
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import bisect
+import math
+from collections.abc import Callable, Iterator
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    Info,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Info, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from rulebot.dispatch import Outcome
 from rulebot.model import ErrorReply
 from rulebot.reload import ReloadResult
 from rulebot.rules import RuleSet
 
+#: Bounds of the decision-time histogram, in seconds.
+DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+
+
+class _Counts:
+    """One labelled counter kept as plain numbers and rendered at scrape time.
+
+    prometheus-client's Counter takes a lock and walks a value object on every
+    inc(); the decision path increments five or six of them per stanza (a
+    twentieth of the bot's time per event). Only the event loop writes these;
+    a scrape copies the dict (one C-level operation under the GIL)."""
+
+    __slots__ = ("doc", "labels", "name", "values")
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...]) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def family(self) -> CounterMetricFamily:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for key, value in sorted(dict(self.values).items()):
+            family.add_metric(key, value)
+        return family
+
+
+class _HotMetrics(Collector):
+    """The per-stanza counters and the decision-time histogram, as a collector."""
+
+    def __init__(self) -> None:
+        self.events = _Counts("rulebot_events", "Stanzas handled, by kind and outcome",
+                              ("kind", "status"))
+        self.matches = _Counts("rulebot_rule_matches", "Times each rule matched", ("rule",))
+        self.actions = _Counts("rulebot_actions", "Actions decided, by type", ("type",))
+        self.errors = _Counts("rulebot_error_replies", "Error replies, by code", ("code",))
+        self.rule_errors = _Counts("rulebot_rule_errors", "Runtime errors inside rules (the "
+                                   "rule counted as not matching)", ("rule",))
+        self.sent = 0
+        self.latency_counts = [0] * (len(DECISION_BUCKETS) + 1)  # the last one is +Inf
+        self.latency_sum = 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        yield self.events.family()
+        yield self.matches.family()
+        yield self.actions.family()
+        yield CounterMetricFamily("rulebot_messages_sent", "Messages handed to the connection",
+                                  value=self.sent)
+        yield self.errors.family()
+        yield self.rule_errors.family()
+        counts, cumulative, buckets = list(self.latency_counts), 0, []
+        for bound, count in zip((*DECISION_BUCKETS, math.inf), counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == math.inf else str(bound), cumulative))
+        yield HistogramMetricFamily("rulebot_decision_seconds", "Time from stanza to decision",
+                                    buckets=buckets, sum_value=self.latency_sum)
+
 
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.events = Counter("rulebot_events_total", "Stanzas handled, by kind and outcome",
-                              ["kind", "status"], registry=r)
-        self.matches = Counter("rulebot_rule_matches_total", "Times each rule matched",
-                               ["rule"], registry=r)
-        self.actions = Counter("rulebot_actions_total", "Actions decided, by type",
-                               ["type"], registry=r)
-        self.sent = Counter("rulebot_messages_sent_total", "Messages handed to the connection",
-                            registry=r)
-        self.errors = Counter("rulebot_error_replies_total", "Error replies, by code",
-                              ["code"], registry=r)
-        self.rule_errors = Counter("rulebot_rule_errors_total",
-                                   "Runtime errors inside rules (the rule counted as not "
-                                   "matching)", ["rule"], registry=r)
-        self.latency = Histogram("rulebot_decision_seconds", "Time from stanza to decision",
-                                 buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                          0.025, 0.05, 0.1, 0.25), registry=r)
+        self.hot = _HotMetrics()
+        r.register(self.hot)
         self.reloads = Counter("rulebot_reloads_total", "Rule reloads, by result", ["result"],
                                registry=r)
         self.last_reload_ok = Gauge("rulebot_last_reload_successful",
@@ -60,7 +98,6 @@ class Metrics:
                              "Stanzas sent but not yet acknowledged by the server (XEP-0198; "
                              "kept for re-sending)", registry=r)
         self.last_reload_ok.set(1)
-        self._children: dict[tuple[int, tuple[str, ...]], Counter] = {}
 
     def bind(self, connected: Callable[[], bool], queue_depth: Callable[[], int],
              unacked: Callable[[], int] = lambda: 0) -> None:
@@ -70,33 +107,26 @@ class Metrics:
         self.unacked.set_function(lambda: float(unacked()))
 
     def observe(self, kind: str, outcome: Outcome, seconds: float, sent: int) -> None:
-        child = self._child
-        child(self.events, kind, outcome.status).inc()
-        self.sent.inc(sent)
+        hot = self.hot
+        key = (kind, outcome.status)
+        counts = hot.events.values
+        counts[key] = counts.get(key, 0) + 1
+        hot.sent += sent
         decision = outcome.decision
         if outcome.status == "rejected" and outcome.reason and decision is None:
-            child(self.errors, outcome.reason).inc()
+            _inc(hot.errors.values, outcome.reason)
         if decision is None:
             return
-        self.latency.observe(seconds)
+        hot.latency_counts[bisect.bisect_left(DECISION_BUCKETS, seconds)] += 1
+        hot.latency_sum += seconds
         for name in decision.matched:
-            child(self.matches, name).inc()
+            _inc(hot.matches.values, name)
         for action in decision.actions:
-            child(self.actions, action.type).inc()
+            _inc(hot.actions.values, action.type)
             if isinstance(action, ErrorReply):
-                child(self.errors, action.code).inc()
+                _inc(hot.errors.values, action.code)
         for error in decision.errors:
-            child(self.rule_errors, error.rule).inc()
-
-    def _child(self, metric: Counter, *labels: str) -> Counter:
-        """`metric.labels(*labels)`, remembered: labels() takes a lock and builds a
-        key on every call, several times per event. Label values are rule names,
-        action types and error codes, so the cache is as small as the rule set."""
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+            _inc(hot.rule_errors.values, error.rule)
 
     def observe_ruleset(self, ruleset: RuleSet) -> None:
         self.ruleset.info({"version": ruleset.version, "files": ",".join(ruleset.files)})
@@ -109,3 +139,8 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _inc(values: dict[tuple[str, ...], float], label: str) -> None:
+    key = (label,)
+    values[key] = values.get(key, 0) + 1
