@@ -29,11 +29,13 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from slixmpp.xmlstream.matcher.stanzapath import StanzaPath
 from slixmpp.xmlstream.matcher.xpath import MatchXPath
 
 _tostring = importlib.import_module("slixmpp.xmlstream.tostring")
 original_escape: Callable[..., str] = getattr(_tostring, "escape")  # noqa: B009
 original_match: Callable[[Any, Any], bool] = MatchXPath.match
+original_stanzapath_match: Callable[[Any, Any], bool] = StanzaPath.match
 
 _XML_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("'", "&apos;"),
                 ('"', "&quot;"))
@@ -95,7 +97,40 @@ def fast_match(self: Any, stanza: Any) -> bool:
     return True
 
 
+_FIRST_TAGS: dict[tuple[str, str], str] = {}  # (raw path, stanza namespace): its first tag
+
+
+def _rejects(stanza: Any, tag: str) -> bool:
+    """The first test of ElementBase.match, word for word: `tag` names neither
+    the stanza nor one of its plugins (plugin_attrib is a string: `in` is a
+    substring test there, as in slixmpp)."""
+    name = stanza.name
+    return (tag not in (name, "{%s}%s" % (stanza.namespace, name))  # noqa: UP031
+            and tag not in stanza.loaded_plugins and tag not in stanza.plugin_attrib)
+
+
+def fast_stanzapath_match(self: Any, stanza: Any) -> bool:
+    """StanzaPath.match, answering the common "no" from the first path step.
+
+    slixmpp's version calls stanza.match twice (the namespaced path, then the
+    raw one, which it re-splits and re-namespaces on every call); both return
+    False at once when their first step names neither the stanza nor one of
+    its plugins. That test is made here on the two first steps, the raw one
+    namespaced once per stanza namespace; in every other case the original
+    runs."""
+    if _rejects(stanza, self._criteria[0].split("@")[0]):
+        key = (self._raw_criteria, stanza.namespace)
+        first = _FIRST_TAGS.get(key)
+        if first is None:
+            first = _FIRST_TAGS[key] = stanza._fix_ns(
+                self._raw_criteria, split=True, propagate_ns=False)[0].split("@")[0]
+        if _rejects(stanza, first):
+            return False
+    return original_stanzapath_match(self, stanza)
+
+
 def install() -> None:
     """Use the fast versions from now on (idempotent)."""
     setattr(_tostring, "escape", fast_escape)  # noqa: B010
     MatchXPath.match = fast_match  # type: ignore[method-assign,assignment]
+    StanzaPath.match = fast_stanzapath_match  # type: ignore[method-assign]

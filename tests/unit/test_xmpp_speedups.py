@@ -15,9 +15,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from slixmpp.stanza import Iq, Message
 from slixmpp.xmlstream import StanzaBase
-from slixmpp.xmlstream.matcher import MatchXPath
+from slixmpp.xmlstream.matcher import MatchXPath, StanzaPath
 
-from rulebot.xmpp_speedups import _plan, fast_escape, fast_match, original_escape, original_match
+from rulebot.xmpp_speedups import (
+    _plan,
+    fast_escape,
+    fast_match,
+    fast_stanzapath_match,
+    original_escape,
+    original_match,
+    original_stanzapath_match,
+)
 
 # ---------------------------------------------------------------- the originals
 
@@ -369,3 +377,68 @@ def test_wildcard_namespace_matches_like_the_original(criteria: str) -> None:
         assert fast_match(matcher, stanza) is original_match(matcher, stanza)
     stanza = StanzaBase(None, xml=_tree("{jabber:client}message", "{jabber:client}body"))
     assert fast_match(MatchXPath("{*}message"), stanza) is True
+
+
+# ---------------------------------------------------------------- StanzaPath.match
+
+STANZA_PATHS = ["iq/disco_info", "iq/disco_items", "iq@type=get/ping", "iq@type=set/roster",
+                "message/body", "message@type=chat", "presence", "message", "body", "sage",
+                "{jabber:client}message/body", "{jabber:component:accept}iq/ping", "json",
+                "message/json", "iq", "essa", "{x}y/z"]
+
+
+def stanza_of(tag: str, namespace: str, kind: str, tree: Spec) -> Any:
+    element = build((f"{{{namespace}}}{tag}", tree[1], tree[2]))
+    if kind == "typed" and tag == "message":
+        stanza: Any = Message(None, xml=element)  # type: ignore[no-untyped-call]
+    elif kind == "typed" and tag == "iq":
+        stanza = Iq(None, xml=element)  # type: ignore[no-untyped-call]
+    else:
+        stanza = StanzaBase(None, xml=element)
+    stanza.namespace = namespace  # as the stream's _build_stanza leaves it
+    return stanza
+
+
+@settings(max_examples=600, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(path=st.sampled_from(STANZA_PATHS), tree=trees,
+       tag=st.sampled_from(["message", "iq", "presence", "x"]),
+       namespace=st.sampled_from(["jabber:client", "jabber:component:accept"]),
+       kind=st.sampled_from(["typed", "base"]))
+def test_fast_stanzapath_match_equals_original(path: str, tree: Spec, tag: str, namespace: str,
+                                               kind: str) -> None:
+    matcher = StanzaPath(path)
+    want = outcome(original_stanzapath_match, matcher, stanza_of(tag, namespace, kind, tree))
+    got = outcome(fast_stanzapath_match, matcher, stanza_of(tag, namespace, kind, tree))
+    assert got == want, f"{path!r} on {tag} in {namespace}"
+
+
+def test_fast_stanzapath_match_says_no_without_the_original(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr("rulebot.xmpp_speedups.original_stanzapath_match",
+                        lambda matcher, stanza: calls.append(matcher._raw_criteria) or True)
+    message = stanza_of("message", "jabber:component:accept", "typed", ("x", {}, []))
+    assert not fast_stanzapath_match(StanzaPath("iq/disco_info"), message)
+    assert calls == []
+    assert fast_stanzapath_match(StanzaPath("message/body"), message)  # left to the original
+    assert calls == ["message/body"]
+
+
+def test_stanzapath_original_is_slixmpps_own() -> None:
+    assert original_stanzapath_match is not fast_stanzapath_match
+    assert original_stanzapath_match.__qualname__ == "StanzaPath.match"
+
+
+@pytest.mark.parametrize("namespaces", [("jabber:component:accept", "jabber:server"),
+                                        ("jabber:server", "jabber:component:accept")])
+def test_fast_stanzapath_match_reads_raw_paths_in_any_stream_namespace(
+        namespaces: tuple[str, str]) -> None:
+    # A raw path is read against the stanza's own namespace: "iq" matches an
+    # iq of any stream, in whichever order the streams are seen.
+    for path in ("iq", "iq@type=get"):
+        for namespace in namespaces:
+            matcher = StanzaPath(path)
+            stanza = stanza_of("iq", namespace, "typed", ("x", {"type": "get"}, []))
+            assert fast_stanzapath_match(matcher, stanza) is True, (path, namespace)
+            assert original_stanzapath_match(matcher, stanza) is True
