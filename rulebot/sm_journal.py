@@ -13,6 +13,11 @@ acknowledgement is written, so the acknowledgement may cover everything
 handled so far: a restarted bot reloads the entries, resumes the session, and
 slixmpp re-sends those the server's <resumed h=.../> says it never got.
 
+It also carries the count of inbound stanzas handled (`h <count>\\n` after
+each batch of entries), the number the acknowledgement then announces: a
+restarted bot resumes with it. One append per acknowledgement; the state file
+(xmpp.save_sm_state) is written only when a session starts.
+
 The file is `<path>`: a header line naming the stream-management session,
 then records `<seq> <bytes>\\n<stanza text>\\n` in sequence order. A stanza
 numbered and acknowledged between two recordings is never written, so the
@@ -45,34 +50,37 @@ class SmJournal:
         self.compact_bytes = compact_bytes
         self.sm_id: str | None = None
         self.last_seq: int | None = None  # the newest entry on disk
+        self.handled: int | None = None  # the newest count on disk
         self._size = 0
         self._compact_at = compact_bytes  # twice what the last rewrite kept, at least
 
-    def load(self, sm_id: str) -> list[Entry]:
-        """The entries kept for session `sm_id` (consecutive, oldest first), or
-        none if the file is missing, unreadable or of another session. The
-        journal then continues from them."""
-        entries = _read(self.path, sm_id)
-        self.sm_id = sm_id
+    def load(self, sm_id: str) -> tuple[list[Entry], int | None]:
+        """The entries kept for session `sm_id` (consecutive, oldest first) and
+        the last handled count recorded, or ([], None) if the file is missing,
+        unreadable or of another session. The journal then continues from them."""
+        entries, handled = _read(self.path, sm_id)
+        self.sm_id = sm_id if handled is not None or entries else None
         self.last_seq = entries[-1][0] if entries else None
-        self._size = _size(self.path) if entries else 0
-        return entries
+        self.handled = handled
+        self._size = _size(self.path) if self.sm_id else 0
+        return entries, handled
 
     def load_any(self) -> list[Entry]:
         """The entries of whatever session the file was written for."""
-        return _read(self.path, None)
+        return _read(self.path, None)[0]
 
-    def record(self, sm_id: str, unacked: Reversible[tuple[int, object]]) -> int:
+    def record(self, sm_id: str, unacked: Reversible[tuple[int, object]], handled: int) -> int:
         """Make every entry of `unacked` (the numbered stanzas the server has not
         acknowledged, oldest first, as text or as objects whose str() is their
-        text) be on disk; returns how many were written.
+        text), and the handled count, be on disk; returns how many entries were
+        written.
 
-        Only those newer than the last recorded are appended, or the whole
-        queue when the session changed or the file outgrew `compact_bytes`."""
-        if sm_id != self.sm_id or self._size > self._compact_at or self.last_seq is None:
+        Only entries newer than the last recorded are appended, or the whole
+        queue when the session changed or the file outgrew its compaction
+        size. Nothing is written when nothing changed."""
+        if sm_id != self.sm_id or self._size > self._compact_at:
             entries = [(seq, str(item)) for seq, item in unacked]
-            if entries:
-                self._rewrite(sm_id, entries)
+            self._rewrite(sm_id, entries, handled)
             return len(entries)
         newer: list[Entry] = []
         for seq, item in reversed(unacked):
@@ -81,17 +89,19 @@ class SmJournal:
             newer.append((seq, str(item)))
         # Not finding the last recorded one means it was acknowledged: then all
         # of the queue is newer, which is what the loop collected.
-        if not newer:
+        if not newer and handled == self.handled:
             return 0
         newer.reverse()
-        data = _encode(newer)
+        data = _encode(newer) + b"h %d\n" % handled
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, data)
         finally:
             os.close(fd)
         self._size += len(data)
-        self.last_seq = newer[-1][0]
+        if newer:
+            self.last_seq = newer[-1][0]
+        self.handled = handled
         return len(newer)
 
     def clear(self) -> None:
@@ -99,10 +109,11 @@ class SmJournal:
             os.unlink(self.path)
         self.sm_id = None
         self.last_seq = None
+        self.handled = None
         self._size = 0
 
-    def _rewrite(self, sm_id: str, unacked: Sequence[Entry]) -> None:
-        data = f"{MAGIC} {sm_id}\n".encode() + _encode(unacked)
+    def _rewrite(self, sm_id: str, unacked: Sequence[Entry], handled: int) -> None:
+        data = f"{MAGIC} {sm_id}\n".encode() + _encode(unacked) + b"h %d\n" % handled
         tmp = f"{self.path}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -111,7 +122,8 @@ class SmJournal:
             os.close(fd)
         os.replace(tmp, self.path)
         self.sm_id = sm_id
-        self.last_seq = unacked[-1][0]
+        self.last_seq = unacked[-1][0] if unacked else None
+        self.handled = handled
         self._size = len(data)
         # A queue that is itself large must not be rewritten on every record.
         self._compact_at = max(self.compact_bytes, 2 * len(data))
@@ -134,24 +146,33 @@ def _size(path: str) -> int:
         return 0
 
 
-def _read(path: str, sm_id: str | None) -> list[Entry]:
+def _read(path: str, sm_id: str | None) -> tuple[list[Entry], int | None]:
     try:
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError:
-        return []
+        return [], None
     header, sep, rest = data.partition(b"\n")
     magic, _, written_for = header.decode("utf-8", "replace").rpartition(" ")
     if not sep or magic != MAGIC or (sm_id is not None and written_for != sm_id):
-        return []
+        return [], None
     entries: list[Entry] = []
+    handled: int | None = None
     pos = 0
     while pos < len(rest):
         line_end = rest.find(b"\n", pos)
         if line_end < 0:
-            break
+            break  # cut short by a crash mid-write
+        line = rest[pos:line_end]
+        if line.startswith(b"h "):
+            try:
+                handled = int(line[2:]) % MAX_SEQ
+            except ValueError:
+                break
+            pos = line_end + 1
+            continue
         try:
-            seq_text, size_text = rest[pos:line_end].split(b" ")
+            seq_text, size_text = line.split(b" ")
             seq, size = int(seq_text), int(size_text)
         except ValueError:
             break
@@ -167,4 +188,4 @@ def _read(path: str, sm_id: str | None) -> list[Entry]:
         except UnicodeDecodeError:
             break
         pos = end + 1
-    return entries
+    return entries, handled

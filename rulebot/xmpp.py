@@ -195,14 +195,15 @@ def load_sm_state(path: str) -> tuple[str, int] | None:
 
 
 def save_sm_state(path: str, sm_id: str, handled: int) -> None:
-    """Write the state atomically (temporary file, then rename).
+    """Write the state atomically (temporary file, then rename), when a session
+    starts; the count acknowledged since is appended to the journal
+    (sm_journal.py), which is cheaper than a rename per acknowledgement.
 
-    No fsync: what this protects against is the bot process dying, and the
-    page cache outlives a killed process. After a power loss the saved count
-    may be older than the last ack sent; the server then refuses the resume
-    (it already dropped those stanzas) and the bot starts a new session, which
-    loses nothing it had not processed. An fsync per ack blocked the event
-    loop for milliseconds, hundreds of times per 10,000 events."""
+    No fsync, here or in the journal: what this protects against is the bot
+    process dying, and the page cache outlives a killed process. After a power
+    loss the saved count may be older than the last ack sent; the server then
+    refuses the resume (it already dropped those stanzas) and the bot starts a
+    new session, which loses nothing it had not processed."""
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump({"sm_id": sm_id, "handled": handled}, fh)
@@ -301,28 +302,29 @@ class BotConnection:
         the ack goes through the send queue like any stanza, so it leaves after
         every message produced by the stanzas it acknowledges (handlers run
         synchronously, in order). Just before it is written, every stanza we
-        numbered so far is appended to the journal (sm_journal.py) and the
-        handled count is saved (save_sm_state). A new process restores the
-        session id, the count and the journal, and resumes: the server re-sends
+        numbered so far and the handled count are appended to the journal
+        (sm_journal.py); the state file (save_sm_state) names the session. A
+        new process restores the session id, the count and the journal, and
+        resumes: the server re-sends
         what we had not acknowledged, slixmpp re-sends the journaled stanzas
         the server says it never got (a killed process's socket may be reset
         with its last writes unsent)."""
         sm = x.plugin["xep_0198"]
         journal = SmJournal(sm_journal_path(path))
         saved = load_sm_state(path)
-        saved_h = [-1]  # what the state file holds (for this sm_id)
         acked_h = [0]  # the count our last ack carried
         orphans: list[str] = []  # our messages journaled for a session the server forgot
         if saved is not None:
-            sm.sm_id, sm.handled = saved
-            entries = journal.load(saved[0])
+            entries, handled = journal.load(saved[0])
+            sm.sm_id = saved[0]
+            sm.handled = saved[1] if handled is None else handled
             if entries:
                 # slixmpp drops from its queue what <resumed h=.../> acknowledges,
                 # counting from last_ack, and re-sends the rest.
                 sm.unacked_queue.extend(entries)
                 sm.seq = entries[-1][0]
                 sm.last_ack = (entries[0][0] - 1) % MAX_SEQ
-            log.info("resuming stream", extra=fields(event="sm_restore", handled=saved[1],
+            log.info("resuming stream", extra=fields(event="sm_restore", handled=sm.handled,
                                                      journaled=len(entries)))
 
         def send_ack() -> None:
@@ -335,15 +337,13 @@ class BotConnection:
                 # Every stanza counted now was handled, and what it produced is
                 # numbered in the queue: journal that, then acknowledge.
                 try:
-                    journal.record(sm.sm_id, sm.unacked_queue)
-                    if saved_h[0] != sm.handled:
-                        save_sm_state(path, sm.sm_id, sm.handled)
-                        saved_h[0] = sm.handled
+                    journal.record(sm.sm_id, sm.unacked_queue, sm.handled)
                 except OSError as exc:
                     # Not acknowledging keeps the guarantee: the server holds on
                     # to the stanzas (and re-sends them after a restart).
-                    log.error("cannot save stream state; not acknowledging", extra=fields(
-                        event="sm_state_failed", path=path, error=str(exc)))
+                    log.error("cannot write the stream journal; not acknowledging",
+                              extra=fields(event="sm_state_failed", path=journal.path,
+                                           error=str(exc)))
                     return None
                 stanza["h"] = acked_h[0] = sm.handled
             return stanza
@@ -368,8 +368,8 @@ class BotConnection:
 
         def enabled(_stanza: Any) -> None:
             journal.clear()
+            acked_h[0] = 0
             if sm.sm_id:
-                saved_h[0] = 0
                 save_sm_state(path, sm.sm_id, 0)
             if orphans:
                 log.warning("re-sending messages of a lost session", extra=fields(

@@ -47,10 +47,10 @@ def bot(tmp_path: Path) -> tuple[BotConnection, Any]:
 def test_a_new_process_takes_up_the_journal_where_the_server_will_count_from(
         tmp_path: Path) -> None:
     state = str(tmp_path / "rulebot.sm.json")
-    save_sm_state(state, "sess-1", 40)
-    SmJournal(sm_journal_path(state)).record("sess-1", [(7, message(7)), (8, message(8))])
+    save_sm_state(state, "sess-1", 0)  # at the session's start
+    SmJournal(sm_journal_path(state)).record("sess-1", [(7, message(7)), (8, message(8))], 40)
     _conn, sm = bot(tmp_path)
-    assert (sm.sm_id, sm.handled) == ("sess-1", 40)
+    assert (sm.sm_id, sm.handled) == ("sess-1", 40)  # the count of the last ack
     assert list(sm.unacked_queue) == [(7, message(7)), (8, message(8))]
     # <resumed h="7"/> will drop 7 (counted from last_ack) and re-send 8.
     assert (sm.seq, sm.last_ack) == (8, 6)
@@ -62,7 +62,7 @@ def test_when_the_server_forgot_the_session_our_journaled_messages_are_sent_agai
     save_sm_state(state, "sess-1", 40)
     presence = "<presence><priority>0</priority></presence>"
     SmJournal(sm_journal_path(state)).record(
-        "sess-1", [(7, message(7)), (8, presence), (9, message(9))])
+        "sess-1", [(7, message(7)), (8, presence), (9, message(9))], 40)
     conn, sm = bot(tmp_path)
     transport = RecordingTransport()
     conn.xmpp.transport = transport
@@ -94,4 +94,10 @@ def test_an_ack_is_withheld_with_an_error_line_when_the_journal_cannot_be_writte
     journal.rmdir()
     assert before_ack(ack) is ack
     assert ack["h"] == 5
-    assert SmJournal(str(journal)).load("sess-1") == [(1, message(1))]
+    assert SmJournal(str(journal)).load("sess-1") == ([(1, message(1))], 5)
+
+
+def test_without_a_journal_the_state_file_count_is_used(tmp_path: Path) -> None:
+    save_sm_state(str(tmp_path / "rulebot.sm.json"), "sess-1", 17)  # an older release's file
+    _conn, sm = bot(tmp_path)
+    assert (sm.sm_id, sm.handled, len(sm.unacked_queue)) == ("sess-1", 17, 0)
