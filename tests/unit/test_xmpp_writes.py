@@ -1,5 +1,6 @@
 """The messages produced while one read is handled leave in one transport
 write, in order; outside a session, and around abort(), writes are as before.
+Messages go straight to the bot's handler; other stanzas take slixmpp's path.
 
 Drives the real BotConnection (component mode) and its slixmpp stream with
 bytes as a server would send them; the transport records what is written
@@ -11,6 +12,9 @@ import asyncio
 import json
 import re
 from typing import Any
+
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 from rulebot.config import parse_config
 from rulebot.dispatch import Inbound, Meta, Outbound
@@ -139,3 +143,45 @@ async def test_after_a_disconnect_batching_is_off_again() -> None:
     await session_up(conn, transport)
     conn._on_disconnected("test")
     assert not conn.writes.active
+
+
+async def test_messages_reach_the_bot_without_the_other_handlers() -> None:
+    # The direct route for messages: the bot gets each one once and no other
+    # handler is asked about it; every other stanza takes slixmpp's path.
+    conn, transport = echo_bot()
+    await session_up(conn, transport)
+    seen: list[str] = []
+    other: list[str] = []
+    previous = conn.on_inbound
+
+    def record(inbound: Inbound) -> None:
+        seen.append(inbound.id or "")
+        previous(inbound)
+
+    conn.on_inbound = record
+    ns = conn.xmpp.default_ns
+    for tag in ("message", "iq"):
+        conn.xmpp.register_handler(Callback(f"spy {tag}", MatchXPath(f"{{{ns}}}{tag}"),
+                                            lambda stanza: other.append(stanza["id"])))
+    conn.xmpp.data_received(messages(range(3)))
+    conn.xmpp.data_received(b"<iq type='result' id='q1' from='alice@localhost/x' "
+                            b"to='friend.localhost'/>")
+    assert seen == ["m0", "m1", "m2"]
+    assert other == ["q1"]
+
+
+async def test_a_failing_message_handler_costs_that_message_not_the_stream(
+        caplog: Any) -> None:
+    conn, transport = echo_bot()
+    await session_up(conn, transport)
+    previous = conn.on_inbound
+
+    def fail_once(inbound: Inbound) -> None:
+        if inbound.id == "m0":
+            raise RuntimeError("bug")
+        previous(inbound)
+
+    conn.on_inbound = fail_once
+    conn.xmpp.data_received(messages(range(2)))
+    assert sent_ids(transport.writes) == ["rb-m1-1", "rb-m1-2"]
+    assert any(getattr(r, "fields", {}).get("event") == "internal_error" for r in caplog.records)
