@@ -8,29 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from recording_transport import RecordingTransport
+
 from rulebot.config import parse_config
 from rulebot.sm_journal import SmJournal
 from rulebot.xmpp import BotConnection, load_sm_state, save_sm_state, sm_journal_path
-
-
-class RecordingTransport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return False
-
-    def get_extra_info(self, *_args: Any, **_kw: Any) -> None:
-        return None
 
 
 def message(n: int) -> str:

@@ -13,6 +13,7 @@ import json
 import re
 from typing import Any
 
+from recording_transport import RecordingTransport
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -22,27 +23,6 @@ from rulebot.xmpp import BotConnection
 
 HEADER = (b"<stream:stream xmlns='jabber:component:accept' "
           b"xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='friend.localhost'>")
-
-
-class RecordingTransport:
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, *_args: Any, **_kw: Any) -> None:
-        return None
 
 
 def echo_bot() -> tuple[BotConnection, RecordingTransport]:
