@@ -345,10 +345,9 @@ class BotConnection:
         numbered so far and the handled count are appended to the journal
         (sm_journal.py); the state file (save_sm_state) names the session. A
         new process restores the session id, the count and the journal, and
-        resumes: the server re-sends
-        what we had not acknowledged, slixmpp re-sends the journaled stanzas
-        the server says it never got (a killed process's socket may be reset
-        with its last writes unsent)."""
+        resumes: the server re-sends what we had not acknowledged, slixmpp
+        re-sends the journaled stanzas the server says it never got (a killed
+        process's socket may be reset with its last writes unsent)."""
         sm = x.plugin["xep_0198"]
         journal = SmJournal(sm_journal_path(path))
         saved = load_sm_state(path)
@@ -370,7 +369,9 @@ class BotConnection:
         def send_ack() -> None:
             if not x.transport:
                 return
-            x.send(Ack(x))  # queued behind what the acknowledged stanzas produced
+            ack = Ack(x)
+            ack["h"] = sm.handled  # raised to the count when it is sent (before_ack)
+            x.send(ack)  # queued behind what the acknowledged stanzas produced
 
         def before_ack(stanza: Any) -> Any:
             if isinstance(stanza, Ack) and sm.sm_id:

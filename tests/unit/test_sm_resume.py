@@ -83,3 +83,19 @@ def test_without_a_journal_the_state_file_count_is_used(tmp_path: Path) -> None:
     save_sm_state(str(tmp_path / "rulebot.sm.json"), "sess-1", 17)  # an older release's file
     _conn, sm = bot(tmp_path)
     assert (sm.sm_id, sm.handled, len(sm.unacked_queue)) == ("sess-1", 17, 0)
+
+
+def test_an_ack_carries_the_handled_count_even_for_a_session_without_an_id(
+        tmp_path: Path) -> None:
+    # A server may enable stream management without resumption (no id): the
+    # journal is then skipped, but the ack must still say how many were handled.
+    conn, sm = bot(tmp_path)
+    transport = RecordingTransport()
+    conn.xmpp.transport = transport
+    sm.sm_id, sm.handled = None, 7
+    queued: list[Any] = []
+    conn.xmpp.send = lambda stanza, *args, **kw: queued.append(stanza)  # type: ignore[method-assign]
+    sm.send_ack()
+    (before_ack,) = [f for f in conn.xmpp._XMLStream__filters["out_sync"]
+                     if f.__name__ == "before_ack"]
+    assert before_ack(queued[0])["h"] == 7
