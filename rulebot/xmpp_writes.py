@@ -1,4 +1,5 @@
-"""One socket write per read: the bot's outbound stanzas, coalesced; part of the XMPP edge.
+"""One socket write per read, and an immediate TCP acknowledgement for reads that
+get no answer: how the bot's side of the connection behaves; part of the XMPP edge.
 
 Imports: stdlib only (it wraps a slixmpp stream object it is handed).
 
@@ -21,13 +22,21 @@ Batching is switched on only while a session is up (`active`): the stream
 negotiation (STARTTLS, SASL, the stream restarts) keeps slixmpp's own writes.
 It is also off when slixmpp's stream logger is at DEBUG, so that slixmpp's
 "SEND:" lines stay complete for operators who turn them on.
+
+A read that produced nothing to write is acknowledged at once at the TCP
+level (see `_acknowledge_now`): servers with Nagle's algorithm on (Prosody's
+default) otherwise wait up to 40 ms for the kernel's delayed acknowledgement.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 from typing import Any
 
+#: Linux only; elsewhere the kernel's delayed acknowledgements stay as they are.
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 #: slixmpp logs every write ("SEND: ...") at DEBUG on this logger.
 STREAM_LOGGER = "slixmpp.xmlstream.xmlstream"
 
@@ -58,7 +67,30 @@ class WriteBatcher:
         try:
             self._read(data)
         finally:
+            answered = bool(self.pending)
             self.flush()
+        if not answered:
+            self._acknowledge_now()
+
+    def _acknowledge_now(self) -> None:
+        """Have the kernel acknowledge the read at once (TCP_QUICKACK, Linux).
+
+        A read the bot answers with data carries the TCP acknowledgement back
+        at once. One it does not answer (the server's <a/>, a presence, a
+        dropped event) was acknowledged by the delayed-ACK timer, up to 40 ms
+        later; Prosody keeps Nagle's algorithm on by default, so its next
+        writes to the bot waited for that. In the soak (1,500 events/s) this
+        made 51 pauses of over 30 ms in 4 s of the server's stream to the bot
+        and a median latency of ~50 ms instead of ~18 ms. Only such reads:
+        acknowledging every read at once made Prosody send smaller pieces and
+        cost throughput under a burst."""
+        if _TCP_QUICKACK is None:
+            return
+        transport = self.stream.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
 
     def send_raw(self, data: str | bytes) -> None:
         pending = self.pending

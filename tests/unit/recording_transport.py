@@ -6,10 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 
+class RecordingSocket:
+    """Records socket options set on it."""
+
+    def __init__(self) -> None:
+        self.options: list[tuple[int, int, int]] = []
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self.options.append((level, option, value))
+
+
 class RecordingTransport:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
         self.closed = False
+        self.sock = RecordingSocket()
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
@@ -23,5 +34,5 @@ class RecordingTransport:
     def is_closing(self) -> bool:
         return self.closed
 
-    def get_extra_info(self, *_args: Any, **_kw: Any) -> None:
-        return None
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.sock if name == "socket" else default

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 from typing import Any
 
+import pytest
 from recording_transport import RecordingTransport
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
@@ -165,3 +167,18 @@ async def test_a_failing_message_handler_costs_that_message_not_the_stream(
     conn.xmpp.data_received(messages(range(2)))
     assert sent_ids(transport.writes) == ["rb-m1-1", "rb-m1-2"]
     assert any(getattr(r, "fields", {}).get("event") == "internal_error" for r in caplog.records)
+
+
+async def test_a_read_the_bot_does_not_answer_is_acknowledged_at_once() -> None:
+    # TCP_QUICKACK after a read that produced no data: otherwise the kernel's
+    # delayed ACK (up to 40 ms) holds up a server that uses Nagle's algorithm.
+    quickack = getattr(socket, "TCP_QUICKACK", None)
+    if quickack is None:
+        pytest.skip("TCP_QUICKACK is Linux only")
+    conn, transport = echo_bot()
+    await session_up(conn, transport)
+    conn.xmpp.data_received(messages(range(2)))  # answered: the ACK rides on our data
+    assert transport.sock.options == []
+    conn.xmpp.data_received(b"<iq type='result' id='q1' from='alice@localhost/x' "
+                            b"to='friend.localhost'/>")  # nothing to say back
+    assert transport.sock.options == [(socket.IPPROTO_TCP, quickack, 1)]
