@@ -206,14 +206,14 @@ def _function(node: Node) -> Fn:
     return run
 
 
-#: (function, its argument type names or None for "any") per function table
-#: class and name; None where the signature is variadic or has typed arrays.
-_PLANS: dict[tuple[type, str], tuple[Callable[..., Any], tuple[frozenset[str] | None, ...]]
-             | None] = {}
+#: A function and the Python type names each argument may have (None: any).
+_Plan = tuple[Callable[..., Any], tuple[frozenset[str] | None, ...]]
+#: Per function table class and name; None where the signature is variadic or
+#: has typed arrays.
+_PLANS: dict[tuple[type, str], _Plan | None] = {}
 
 
-def _plan(functions: jp_functions.Functions, name: str) -> tuple[
-        Callable[..., Any], tuple[frozenset[str] | None, ...]] | None:
+def _plan(functions: jp_functions.Functions, name: str) -> _Plan | None:
     key = (type(functions), name)
     if key in _PLANS:
         return _PLANS[key]

@@ -38,6 +38,9 @@ class _Counts:
         self.name, self.doc, self.labels = name, doc, labels
         self.values: dict[tuple[str, ...], float] = {}
 
+    def inc(self, *labels: str) -> None:
+        self.values[labels] = self.values.get(labels, 0) + 1
+
     def family(self) -> CounterMetricFamily:
         family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
         for key, value in sorted(dict(self.values).items()):
@@ -108,25 +111,23 @@ class Metrics:
 
     def observe(self, kind: str, outcome: Outcome, seconds: float, sent: int) -> None:
         hot = self.hot
-        key = (kind, outcome.status)
-        counts = hot.events.values
-        counts[key] = counts.get(key, 0) + 1
+        hot.events.inc(kind, outcome.status)
         hot.sent += sent
         decision = outcome.decision
         if outcome.status == "rejected" and outcome.reason and decision is None:
-            _inc(hot.errors.values, outcome.reason)
+            hot.errors.inc(outcome.reason)
         if decision is None:
             return
         hot.latency_counts[bisect.bisect_left(DECISION_BUCKETS, seconds)] += 1
         hot.latency_sum += seconds
         for name in decision.matched:
-            _inc(hot.matches.values, name)
+            hot.matches.inc(name)
         for action in decision.actions:
-            _inc(hot.actions.values, action.type)
+            hot.actions.inc(action.type)
             if isinstance(action, ErrorReply):
-                _inc(hot.errors.values, action.code)
+                hot.errors.inc(action.code)
         for error in decision.errors:
-            _inc(hot.rule_errors.values, error.rule)
+            hot.rule_errors.inc(error.rule)
 
     def observe_ruleset(self, ruleset: RuleSet) -> None:
         self.ruleset.info({"version": ruleset.version, "files": ",".join(ruleset.files)})
@@ -140,7 +141,3 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-
-def _inc(values: dict[tuple[str, ...], float], label: str) -> None:
-    key = (label,)
-    values[key] = values.get(key, 0) + 1

@@ -96,8 +96,8 @@ class _Loc(NamedTuple):
     segment: str | int
 
 
-# Characters outside the XML 1.0 Char production (lone surrogates included).
 _INF = float("inf")
+# Characters outside the XML 1.0 Char production (lone surrogates included).
 _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
@@ -346,7 +346,7 @@ def _walk(root: dict[str, JSON], limits: Limits) -> None:
             _check_string(value, loc, limits, "string")
         elif isinstance(value, _Bad):
             raise EventError(value.code, value.message, _pointer(loc))
-        elif isinstance(value, float) and value in (float("inf"), float("-inf")):
+        elif isinstance(value, float) and value in (_INF, -_INF):
             raise EventError("number-out-of-range", "the number overflows a double", _pointer(loc))
 
 

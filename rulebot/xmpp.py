@@ -40,7 +40,7 @@ from rulebot.functions import split_jid
 from rulebot.logs import LOGGER, fields
 from rulebot.model import JSON
 from rulebot.wire import JSON_NS, encode_payload
-from rulebot.xmpp_speedups import fast_escape
+from rulebot.xmpp_speedups import escape_text, fast_escape
 from rulebot.xmpp_writes import WriteBatcher
 
 log = logging.getLogger(LOGGER)
@@ -91,14 +91,7 @@ def payload_text(payload: JSON) -> str:
     &quot; or &apos;: 16 of them in a four-field JSON event, each one a
     separate character-data callback in the receiving parsers (a Lua function
     call per piece in Prosody) and 5 more bytes on the wire."""
-    text = encode_payload(payload)
-    if "&" in text:
-        text = text.replace("&", "&amp;")
-    if "<" in text:
-        text = text.replace("<", "&lt;")
-    if ">" in text:
-        text = text.replace(">", "&gt;")
-    return text
+    return escape_text(encode_payload(payload))
 
 
 def serialize_message(out: Outbound, mfrom: str | None, text: str | None = None) -> str:
