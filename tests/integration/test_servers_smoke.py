@@ -232,3 +232,20 @@ def test_cli_start_and_stop(tmp_path: Path) -> None:
     assert stop.returncode == 0, stop.stderr
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((info.host, info.c2s_port), timeout=5).close()
+
+
+def test_prosody_runs_with_the_projects_gc_setting_and_refuses_to_start_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = xmppserver.start_server("prosody", tmp_path / "good", {}, tls_required=False)
+    try:
+        config = Path(info.workdir, "prosody.cfg.lua").read_text()
+        assert xmppserver.PROSODY_GC in config.splitlines()
+        log = Path(info.workdir, "prosody.log").read_text()
+        assert xmppserver.PROSODY_GC_ERROR not in log
+    finally:
+        xmppserver.stop_server(info.workdir)
+    # A setting Prosody rejects (it would run on with its stock collector) stops the start.
+    monkeypatch.setattr(xmppserver, "PROSODY_GC", 'gc = { mode = "incremental"; pause = 200 }')
+    with pytest.raises(xmppserver.ServerError, match="gc setting"):
+        xmppserver.start_server("prosody", tmp_path / "bad", {}, tls_required=False)
