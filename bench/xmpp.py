@@ -582,7 +582,7 @@ async def configuration(kind: str, mode: str, args: argparse.Namespace, base: Pa
     log(f"== {kind} / {mode}: starting a fresh server (limits lifted for all users)")
     try:
         info = xs.start_server(kind, workdir / "server", USERS, unlimited=True,
-                               stock_gc=args.prosody_gc == "stock")
+                               stock_gc=args.server_gc == "stock")
     except xs.ServerError as exc:
         row.error = f"server did not start: {exc}"
         log(f"  {row.error}")
@@ -816,9 +816,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    metavar="KEY=JSON", help="override the bot config, e.g. log.level=\"warning\"")
     p.add_argument("--profile", type=Path, metavar="DIR",
                    help="run the bot under cProfile, write DIR/rulebot-SERVER-MODE.{prof,txt}")
-    p.add_argument("--prosody-gc", choices=("tuned", "stock"), default="tuned",
-                   help="Prosody's garbage collector: the pause of 200 the project's "
-                        "servers use (default) or Prosody's own 105")
+    p.add_argument("--server-gc", choices=("tuned", "stock"), default="tuned",
+                   help="the servers' garbage collectors as the project's servers run "
+                        "them (default: Prosody's gc pause 200, ejabberd's VM with "
+                        "+hmbs 1000000) or as they come")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
     if args.n is None:
@@ -885,8 +886,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
           + (f", alice paced at {args.rate:,.0f}/s" if args.rate else ", sent all at once")
           + (f"; bot config overrides: {args.bot_set}" if args.bot_set else "")
           + (f"; bot under cProfile ({args.profile})" if args.profile else "")
-          + ("; Prosody with its stock garbage collector settings"
-             if args.prosody_gc == "stock" and "prosody" in args.servers else "")
+          + ("; servers with their stock garbage collector settings"
+             if args.server_gc == "stock" else "")
           + f". {os.cpu_count()} CPUs (load average {load:.1f} at start), {_versions()}. "
           f"Total {time.monotonic() - started:.0f} s.", file=out)
     failed = any(row.error or any(r.error or r.lost for r in row.results.values())
