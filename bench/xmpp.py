@@ -39,9 +39,12 @@ events
             integration tests' (JSON logs at level info to a file, stream
             management as configured by default, allowed_domains localhost).
 
-Each path first gets a warm-up of N/10 events (50..500; not measured; it also
-proves the path delivers), then `--repeat` runs (default 3; --quick 1) of N
-measured events each; the table shows the run with the median events/s.
+`--repeat` rounds (default 3; --quick 1) run every path once each, in order
+(direct, relay, rulebot, direct, relay, ...), the relay or bot started afresh
+for each run, so that the machine's drift over a minute touches all paths
+alike. Each run is a warm-up of N/10 events (50..500; not measured; it also
+proves the path delivers), then N measured events; the table shows each
+path's run with the median events/s.
 alice writes all N stanzas at once (`send_raw`, yielding to the event loop
 every 100 so that bob can read meanwhile) and stamps each with
 time.perf_counter() as it is written; bob stamps each on arrival (same
@@ -52,7 +55,7 @@ new arrived for STALL (10) seconds after the last send, or after the phase
 timeout (120 s; --quick 30 s): missing events are then reported as lost, never
 waited for. Around each run the CPU time (user + system, from /proc) of this
 process, of the server's processes and of the relay or bot is read. Relay and
-bot are started and stopped (SIGTERM) per path; servers and processes are
+bot are started and stopped (SIGTERM) per run; servers and processes are
 stopped at the end, also on errors, Ctrl-C and SIGTERM.
 
 How to read the table (one row per server and mode; direct does not depend
@@ -65,9 +68,11 @@ on the mode and is simply measured again on that configuration's server):
                 about half the time the path needs to drain N events, p99
                 nearly all of it. Use `--rate R` (events/s) to pace alice
                 instead and see latency below saturation.
-  ÷ direct      rulebot events/s / direct events/s.
-  ÷ relay       rulebot events/s / relay events/s: the cost of rulebot's own
-                work (decoding, rules, logs, stream management) over the floor.
+  ÷ direct      rulebot events/s / direct events/s, round by round (each
+                rulebot run against the direct run of the same round); the
+                median of those ratios.
+  ÷ relay       the same against the relay: the cost of rulebot's own work
+                (decoding, rules, logs, stream management) over the floor.
                 The target is >= 0.80 (rulebot within 20% of the relay).
   CPU µs/event  CPU time of the relay process / of the bot process during the
                 run, per event received: what one event costs the Python
@@ -79,7 +84,8 @@ too); below the table: N, runs, versions, total time, failures.
 
 Caveats: alice, bob, the server and the relay or bot share 2 cores, so
 throughput is that of the whole box (a path that uses more CPU also slows the
-server and the clients); single runs vary by 10-30%, hence the median of 3.
+server and the clients); single runs vary by 10-30%, hence medians of 3 or
+more, and rounds, so that a slow minute slows every path.
 
 Investigating (not part of the default run): `--bot-set KEY=JSON` changes the
 bot's config (e.g. `--bot-set log.level='"warning"'`, `--bot-set
@@ -461,37 +467,40 @@ async def one_run(alice: Peer, bob: Peer, to: str, n: int, timeout: float,
     return result
 
 
-async def measure(label: str, alice: Peer, bob: Peer, to: str, n: int, repeat: int,
-                  timeout: float, rate: float, probe: Probe) -> Result:
-    """Warm-up, then `repeat` runs of n events; the run with the median events/s."""
+async def measure(label: str, alice: Peer, bob: Peer, to: str, n: int, timeout: float,
+                  rate: float, probe: Probe, k: int, repeat: int) -> Result:
+    """Warm-up, then run number k (0-based) of n events on a freshly started path."""
     warm = max(50, min(500, n // 10))
     w = await one_run(alice, bob, to, warm, min(timeout, 30.0), 0.0, probe)
     if w.received == 0:
         return Result(n, error=f"{label}: not one of {warm} warm-up events arrived")
     if w.lost:
         log(f"  {label}: warm-up lost {w.lost} of {warm}")
-    runs = []
-    for k in range(repeat):
-        r = await one_run(alice, bob, to, n, timeout, rate, probe)
-        log(f"  {label:8} run {k + 1}/{repeat}: {r.eps:8,.0f} events/s  p50 {r.p50:7.1f} ms  "
-            f"p99 {r.p99:7.1f} ms  lost {r.lost}  CPU µs/event: bench {r.cpu_us(0):.0f}, "
-            f"server {r.cpu_us(1):.0f}, relay/bot {r.cpu_us(2):.0f}"
-            + (f"  dup {r.duplicates}" if r.duplicates else ""))
-        runs.append(r)
-    runs.sort(key=lambda r: r.eps)
-    return runs[len(runs) // 2]
+    r = await one_run(alice, bob, to, n, timeout, rate, probe)
+    log(f"  {label:8} run {k + 1}/{repeat}: {r.eps:8,.0f} events/s  p50 {r.p50:7.1f} ms  "
+        f"p99 {r.p99:7.1f} ms  lost {r.lost}  CPU µs/event: bench {r.cpu_us(0):.0f}, "
+        f"server {r.cpu_us(1):.0f}, relay/bot {r.cpu_us(2):.0f}"
+        + (f"  dup {r.duplicates}" if r.duplicates else ""))
+    return r
+
+
+def median_run(runs: Sequence[Result]) -> Result:
+    """The run with the median events/s (the upper one of an even count)."""
+    ordered = sorted(runs, key=lambda r: r.eps)
+    return ordered[len(ordered) // 2]
 
 
 # --------------------------------------------------------------------------
 # relay and bot processes
 
 
-def start_relay(server: Any, mode: str, workdir: Path, sm: bool = False
+def start_relay(server: Any, mode: str, workdir: Path, sm: bool = False, run: int = 0
                 ) -> tuple[subprocess.Popen[bytes], Path]:
     component = mode == "component"
     jid = server.component_jid if component else FRIEND
     port = server.component_port if component else server.c2s_port
-    logfile = workdir / f"relay-{mode}.log"
+    # One log per run: wait_ready looks for the "ready" line of this start.
+    logfile = workdir / f"relay{'-sm' if sm else ''}-{mode}.{run + 1}.log"
     env = dict(os.environ)
     env[RELAY_SECRET_ENV] = server.component_secret if component else USERS["friend"]
     cmd = [sys.executable, str(Path(__file__).resolve()), "relay", "--mode", mode,
@@ -509,7 +518,8 @@ def _set_path(config: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def start_bot(server: Any, mode: str, workdir: Path, overrides: Sequence[tuple[str, Any]],
-              profile: Path | None) -> tuple[subprocess.Popen[bytes], Path, Path | None]:
+              profile: Path | None, run: int = 0
+              ) -> tuple[subprocess.Popen[bytes], Path, Path | None]:
     """`rulebot run` as the integration tests start it; logs go to a file."""
     component = mode == "component"
     secret = workdir / f"secret-{mode}"
@@ -531,7 +541,7 @@ def start_bot(server: Any, mode: str, workdir: Path, overrides: Sequence[tuple[s
         _set_path(config, dotted, value)
     path = workdir / f"rulebot-{mode}.yaml"
     path.write_text(json.dumps(config, indent=1))  # JSON is YAML
-    logfile = workdir / f"rulebot-{mode}.log"
+    logfile = workdir / f"rulebot-{mode}.{run + 1}.log"  # one per run, as for the relay
     prof_out = None
     cmd = [sys.executable]
     if profile is not None:
@@ -570,8 +580,52 @@ def profile_summary(prof: Path, top: int = 30) -> Path:
 class Row:
     server: str
     mode: str
-    results: dict[str, Result] = field(default_factory=dict)
+    results: dict[str, Result] = field(default_factory=dict)  # each path's median run
+    runs: dict[str, list[Result]] = field(default_factory=dict)  # every run, by round
     error: str | None = None
+
+    def ratio(self, a: str, b: str) -> str:
+        """Median over rounds of path a's events/s over path b's in the same round."""
+        ra, rb = self.results.get(a), self.results.get(b)
+        if ra is None or rb is None or ra.error or rb.error:
+            return "-"
+        # Both paths succeeded in every round (a failure ends a path's rounds).
+        pairs = [x.eps / y.eps
+                 for x, y in zip(self.runs[a], self.runs[b], strict=True) if y.eps]
+        return f"{statistics.median(pairs):.2f}" if pairs else "-"
+
+
+async def run_path(path: str, mode: str, info: Any, workdir: Path, alice: Peer, bob: Peer,
+                   friend: str, server_pids: list[int], args: argparse.Namespace,
+                   k: int) -> Result:
+    """Start the path's relay or bot (none for direct), measure run k, stop it."""
+    if path == "direct":
+        return await measure(path, alice, bob, BOB, args.n, args.timeout, args.rate,
+                             Probe(server_pids), k, args.repeat)
+    prof: Path | None = None
+    answered = None
+    if path in ("relay", "relay-sm"):
+        proc, logfile = start_relay(info, mode, workdir, sm=path == "relay-sm", run=k)
+        ready: Callable[[str], bool] = lambda line: line.strip() == "ready"  # noqa: E731
+    else:
+        proc, logfile, prof = start_bot(info, mode, workdir, args.bot_set, args.profile, k)
+        ready = _is_connected
+        if dict(args.bot_set).get("log.level", "info") not in ("debug", "info"):
+            answered = alice.pinger(friend)  # no "connected" line to wait for
+    try:
+        await wait_ready(logfile, ready, proc, f"{path} ({mode})", answered)
+        result = await measure(path, alice, bob, friend, args.n, args.timeout, args.rate,
+                               Probe(server_pids, [proc.pid]), k, args.repeat)
+    except RuntimeError as exc:
+        result = Result(args.n, error=str(exc))
+        log(f"  {exc}")
+    finally:
+        code = stop_proc(proc)
+        if code not in (0, None) and path == "rulebot":
+            log(f"  rulebot exited with {code}; see {logfile}")
+    if prof is not None and prof.exists():
+        log(f"  profile: {profile_summary(prof)}")
+    return result
 
 
 async def configuration(kind: str, mode: str, args: argparse.Namespace, base: Path) -> Row:
@@ -595,38 +649,26 @@ async def configuration(kind: str, mode: str, args: argparse.Namespace, base: Pa
         await asyncio.gather(alice.connect(), bob.connect())
         friend = info.component_jid if mode == "component" else FRIEND
         server_pids = group_pids(info.pid)
-        for path in args.paths:
-            if path == "direct":
-                row.results[path] = await measure(path, alice, bob, BOB, args.n, args.repeat,
-                                                  args.timeout, args.rate, Probe(server_pids))
-                continue
-            prof: Path | None = None
-            answered = None
-            if path == "relay-sm" and mode == "component":
-                log("  relay-sm: components have no stream management; skipped")
-                continue
-            if path in ("relay", "relay-sm"):
-                proc, logfile = start_relay(info, mode, workdir, sm=path == "relay-sm")
-                ready: Callable[[str], bool] = lambda line: line.strip() == "ready"  # noqa: E731
-            else:
-                proc, logfile, prof = start_bot(info, mode, workdir, args.bot_set, args.profile)
-                ready = _is_connected
-                if dict(args.bot_set).get("log.level", "info") not in ("debug", "info"):
-                    answered = alice.pinger(friend)  # no "connected" line to wait for
-            try:
-                await wait_ready(logfile, ready, proc, f"{path} ({mode})", answered)
-                row.results[path] = await measure(path, alice, bob, friend, args.n,
-                                                  args.repeat, args.timeout, args.rate,
-                                                  Probe(server_pids, [proc.pid]))
-            except RuntimeError as exc:
-                row.results[path] = Result(args.n, error=str(exc))
-                log(f"  {exc}")
-            finally:
-                code = stop_proc(proc)
-                if code not in (0, None) and path == "rulebot":
-                    log(f"  rulebot exited with {code}; see {logfile}")
-            if prof is not None and prof.exists():
-                log(f"  profile: {profile_summary(prof)}")
+        paths = [p for p in args.paths if not (p == "relay-sm" and mode == "component")]
+        if len(paths) < len(args.paths):
+            log("  relay-sm: components have no stream management; skipped")
+        # Round by round (relay, rulebot, relay, rulebot, ...), each path freshly
+        # started for each run: the machine's speed drifts over a minute by more
+        # than the differences measured, and drift then touches every path alike.
+        runs: dict[str, list[Result]] = {p: [] for p in paths}
+        failed: dict[str, Result] = {}
+        for k in range(args.repeat):
+            for path in paths:
+                if path not in failed:
+                    r = await run_path(path, mode, info, workdir, alice, bob, friend,
+                                       server_pids, args, k)
+                    if r.error:
+                        failed[path] = r
+                    else:
+                        runs[path].append(r)
+        row.runs = runs
+        for path in paths:
+            row.results[path] = failed.get(path) or median_run(runs[path])
         if bob.stale:
             log(f"  bob ignored {bob.stale} stale events (of warm-ups or earlier runs)")
         if alice.other or bob.other:
@@ -662,12 +704,6 @@ def _lat(r: Result | None) -> str:
     return f"{r.p50:,.0f} / {r.p99:,.0f}"
 
 
-def _ratio(a: Result | None, b: Result | None) -> str:
-    if a is None or b is None or a.error or b.error or not b.eps:
-        return "-"
-    return f"{a.eps / b.eps:.2f}"
-
-
 def _cpu(r: Result | None) -> str:
     if r is None or r.error or r.received == 0:
         return "-"
@@ -687,7 +723,8 @@ def table(rows: Sequence[Row]) -> str:
         d, r, b = (row.results.get(p) for p in PATHS)
         lost = "/".join("-" if x is None else str(x.lost) for x in (d, r, b))
         lines.append(f"| {row.server} | {row.mode} | {_eps(d)} | {_lat(d)} | {_eps(r)} | "
-                     f"{_lat(r)} | {_eps(b)} | {_lat(b)} | {_ratio(b, d)} | {_ratio(b, r)} "
+                     f"{_lat(r)} | {_eps(b)} | {_lat(b)} | {row.ratio('rulebot', 'direct')} | "
+                     f"{row.ratio('rulebot', 'relay')} "
                      f"| {_cpu(r)} / {_cpu(b)} | {lost} |")
     extra = [row for row in rows if "relay-sm" in row.results]
     if extra:
@@ -699,7 +736,8 @@ def table(rows: Sequence[Row]) -> str:
             server_cpu = " / ".join("-" if x is None or x.error or not x.received
                                     else f"{x.cpu_us(1):,.0f}" for x in (r, sm, b))
             lines.append(f"| {row.server} | {row.mode} | {_eps(sm)} | {_lat(sm)} | "
-                         f"{_ratio(b, sm)} | {_cpu(sm)} / {_cpu(b)} | {server_cpu} |")
+                         f"{row.ratio('rulebot', 'relay-sm')} | {_cpu(sm)} / {_cpu(b)} "
+                         f"| {server_cpu} |")
     return "\n".join(lines)
 
 
@@ -808,7 +846,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="paths to measure (default: direct,relay,rulebot; also relay-sm: "
                         "the relay with XEP-0198, client mode)")
     p.add_argument("--repeat", type=int,
-                   help="runs per path, the median is shown (default 3; --quick: 1)")
+                   help="rounds: runs per path, the median is shown (default 3; --quick: 1)")
     p.add_argument("--rate", type=float, default=0.0,
                    help="pace alice at this many events/s (default: send all at once)")
     p.add_argument("--timeout", type=float, help="seconds per run before giving up")
