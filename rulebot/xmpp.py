@@ -529,19 +529,28 @@ class BotConnection:
         text = serialize_message(out, self.config.jid if self.component else None,
                                  self._last_text)
         sm = self._sm
+        request = False
         if sm is not None and sm.enabled_out:
             # What slixmpp's stream management does for a stanza passing its
             # send filter: number it and keep it for re-sending on resume.
-            sm.seq = (sm.seq + 1) % MAX_SEQ
-            sm.unacked_queue.append((sm.seq, text))
-            sm.window_counter -= 1
-            if sm.window_counter == 0:
-                sm.window_counter = sm.window
-                sm.request_ack()
+            # Through the plugin's config dict and instance dict: its seq and
+            # window are config values, reached through a Python __getattr__
+            # after a failed lookup, and every assignment to a plugin goes
+            # through a Python __setattr__ (1.9 µs per stanza against 0.24).
+            cfg, attrs = sm.config, sm.__dict__
+            seq = cfg["seq"] = (cfg["seq"] + 1) % MAX_SEQ
+            sm.unacked_queue.append((seq, text))
+            counter = attrs["window_counter"] - 1
+            request = counter == 0
+            attrs["window_counter"] = cfg["window"] if request else counter
         # Written now, not through slixmpp's send queue: nothing queued there
         # needs to precede it, and an ack queued after the stanza that caused
         # this message still leaves after it (see _persist_sm).
         x.send_raw(text)
+        if request:
+            # After the stanza, so that the server's answer covers the whole
+            # window (slixmpp's filter asks just before the stanza it counts).
+            sm.request_ack()
 
     def _flush(self) -> None:
         while self.queue and self.online and self.xmpp.transport:
