@@ -35,6 +35,9 @@ Server behaviour worth knowing:
 * Stream management (XEP-0198) is on for both: Prosody mod_smacks with a
   queue of 10000 stanzas, ejabberd mod_stream_mgmt with ``max_ack_queue``
   10000; resumption timeouts are the servers' defaults (600 s / 300 s).
+* Garbage collectors as docs/servers.md recommends for a server carrying a
+  busy bot: Prosody with ``PROSODY_GC``, ejabberd's VM with
+  ``EJABBERD_VM_FLAGS`` (``stock_gc=True``, ``--stock-gc``: as packaged).
 * Offline storage is on: Prosody has no limit, ejabberd keeps up to 10000
   messages per user.
 * ejabberd runs as the calling user through a copy of the packaged
@@ -99,7 +102,7 @@ SM_QUEUE = 100000
 #: alive) every time the heap grows by 5%. A bot's XEP-0198 queue keeps
 #: thousands of stanzas alive during a burst, and at 105 Prosody spent more
 #: of its time collecting than routing: 10,000-event bursts through a relay,
-#: 5,300 -> 8,100-9,500 events/s; through rulebot, 2,100-2,600 -> 6,400-7,500
+#: 5,300-5,500 -> 8,800-9,500 events/s; through rulebot, 2,100-2,600 -> 6,500-7,500
 #: (bench/xmpp.py, client mode; docs/servers.md "Prosody's garbage collector").
 PROSODY_GC = 'gc = { mode = "incremental"; threshold = 200 }'
 #: ejabberd's Erlang VM: every process's binary virtual heap starts at 1,000,000
