@@ -92,8 +92,8 @@ bot's config (e.g. `--bot-set log.level='"warning"'`, `--bot-set
 stream_management=false`, `--bot-set rules='"/path/to/rules"'`), `--paths`
 limits the paths measured, `--profile DIR` runs the bot under cProfile (its
 row is then slowed by the profiler) and writes the top functions to
-DIR/rulebot-SERVER-MODE.txt; for a sampling profile attach py-spy to the bot
-process (`py-spy record -p PID`), whose command line contains the bench's
+DIR/rulebot-SERVER-MODE.ROUND.txt; for a sampling profile attach py-spy to the
+bot process (`py-spy record -p PID`), whose command line contains the bench's
 work directory /tmp/rulebot-bench-*. `--keep` keeps configs and logs.
 """
 
@@ -545,7 +545,7 @@ def start_bot(server: Any, mode: str, workdir: Path, overrides: Sequence[tuple[s
     prof_out = None
     cmd = [sys.executable]
     if profile is not None:
-        prof_out = profile / f"rulebot-{server.kind}-{mode}.prof"
+        prof_out = profile / f"rulebot-{server.kind}-{mode}.{run + 1}.prof"  # one per round
         cmd += ["-m", "cProfile", "-o", str(prof_out)]
     cmd += ["-m", "rulebot", "run", "-c", str(path)]
     return spawn(cmd, logfile, dict(os.environ)), logfile, prof_out
@@ -853,7 +853,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--bot-set", action="append", type=_assignment, default=[],
                    metavar="KEY=JSON", help="override the bot config, e.g. log.level=\"warning\"")
     p.add_argument("--profile", type=Path, metavar="DIR",
-                   help="run the bot under cProfile, write DIR/rulebot-SERVER-MODE.{prof,txt}")
+                   help="run the bot under cProfile, write "
+                        "DIR/rulebot-SERVER-MODE.ROUND.{prof,txt}")
     p.add_argument("--server-gc", choices=("tuned", "stock"), default="tuned",
                    help="the servers' garbage collectors as the project's servers run "
                         "them (default: Prosody's gc pause 200, ejabberd's VM with "
