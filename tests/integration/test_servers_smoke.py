@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -255,23 +254,13 @@ def test_prosody_runs_with_the_projects_gc_setting_and_refuses_to_start_without_
 def test_ejabberd_vm_runs_with_the_projects_binary_heap_flag(tmp_path: Path) -> None:
     info = xmppserver.start_server("ejabberd", tmp_path / "ejabberd", {}, tls_required=False)
     try:
-        # The server's own process group (start_new_session): the shell script
-        # and the Erlang VM it starts.
-        group = [p for p in Path("/proc").iterdir()
-                 if p.name.isdigit() and _pgid(int(p.name)) == info.pid]
-        cmdlines = [(p / "cmdline").read_bytes().split(b"\0") for p in group]
-        vm = [c for c in cmdlines if c and c[0].endswith(b"beam.smp")]
-        assert len(vm) == 1, cmdlines
+        # The Erlang VM of the server's process group, as stop_server finds it.
+        vm = xmppserver._main_pid(info, xmppserver._group_pids(info.pid))
+        argv = xmppserver._cmdline(vm).split(b"\0")
+        assert argv[0].endswith(b"beam.smp"), argv
         flag, value = xmppserver.EJABBERD_VM_FLAGS.split()
         # erl hands "+hmbs N" to the emulator as "-hmbs N".
-        at = vm[0].index(b"-" + flag[1:].encode())
-        assert vm[0][at + 1] == value.encode()
+        at = argv.index(b"-" + flag[1:].encode())
+        assert argv[at + 1] == value.encode()
     finally:
         xmppserver.stop_server(info.workdir)
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None
