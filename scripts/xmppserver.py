@@ -295,6 +295,49 @@ def register_user(info: ServerInfo, user: str, password: str) -> None:
         raise ServerError(f"registering {user} failed (HTTP {status}): {reply}")
 
 
+def ejabberd_store_offline(info: ServerInfo, user: str, stanza: str) -> int:
+    """Store *stanza*, a message to *user*, in *user*'s offline storage the way
+    ejabberd does when, routing it, it finds no available resource (its
+    offline_message_hook), even while the user is online: that is how a message
+    routed during a login, but stored after the login's flush, is left behind.
+    Returns the user's number of stored messages afterwards.
+
+    Runs a hidden Erlang node that calls the server's own functions over
+    distribution (no ejabberdctl command stores a message)."""
+    if info.kind != "ejabberd":
+        raise ServerError("ejabberd_store_offline needs an ejabberd server")
+    wd = Path(info.workdir)
+    node, port = _ctl_setting(wd, "ERLANG_NODE"), _ctl_setting(wd, "ERL_DIST_PORT")
+    options = (_ctl_setting(wd, "ERL_OPTIONS") or "").split()
+    cookie = options[options.index("-setcookie") + 1] if "-setcookie" in options[:-1] else ""
+    if not (node and port and cookie):
+        raise ServerError(f"no node name, distribution port or cookie in {wd}/ejabberdctl.cfg")
+
+    def binary(text: str) -> str:  # an Erlang binary literal
+        return '<<"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"/utf8>>'
+
+    script = (
+        f"N = '{node}', Host = {binary(info.domain)},"
+        f" El = rpc:call(N, fxml_stream, parse_element, [{binary(stanza)}]),"
+        " Msg = rpc:call(N, xmpp, decode, [El]),"
+        " {offlined, _} = rpc:call(N, ejabberd_hooks, run_fold,"
+        " [offline_message_hook, Host, {bounce, Msg}, []]),"
+        f" Count = rpc:call(N, mod_offline, count_offline_messages, [{binary(user)}, Host]),"
+        ' io:format("~p~n", [Count]), halt().'
+    )
+    out = _run(
+        ["erl", "-noshell", "-hidden", "-sname", f"rbstore{os.getpid()}@localhost",
+         "-setcookie", cookie, "-erl_epmd_port", port, "-start_epmd", "false",
+         "-dist_listen", "false", "-eval", script],
+        what="storing an offline message",
+        env={**os.environ, "ERL_INETRC": str(wd / "inetrc")},
+    )  # fmt: skip
+    try:
+        return int(out.strip().splitlines()[-1])
+    except (ValueError, IndexError) as exc:
+        raise ServerError(f"storing an offline message: unexpected output {out!r}") from exc
+
+
 def load_info(workdir: str | os.PathLike[str]) -> ServerInfo:
     """The ServerInfo saved in *workdir*/server.json."""
     info = _read_info(Path(workdir).resolve())
@@ -902,10 +945,12 @@ def _check_binaries(kind: str) -> None:
         )
 
 
-def _run(cmd: Sequence[str], *, what: str, timeout: float = CTL_TIMEOUT) -> str:
+def _run(cmd: Sequence[str], *, what: str, timeout: float = CTL_TIMEOUT,
+         env: Mapping[str, str] | None = None) -> str:
     try:
         proc = subprocess.run(
             list(cmd),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
