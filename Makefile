@@ -55,9 +55,11 @@ bench-relations: system-deps $(STAMP)
 bench: bench-engine bench-reload bench-relations bench-xmpp
 
 # Long runs, not part of `make test`: kill -9 mid-stream with 5,000 events per
-# run, repeated, on both servers; then 200,000 events at half capacity.
+# run, repeated, on both servers; 25 restarts under CPU load per server, each
+# pinged the moment the bot logs in; then 200,000 events at half capacity.
 soak: system-deps $(STAMP)
 	for i in 1 2 3 4 5; do RULEBOT_CRASH_EVENTS=2500 $(VENV)/bin/pytest -q -s tests/integration/test_crash.py || exit 1; done
+	RULEBOT_RACE_ROUNDS=25 $(VENV)/bin/pytest -q -s tests/integration/test_restart_race.py
 	RULEBOT_SOAK_EVENTS=200000 $(VENV)/bin/pytest -q -s tests/integration/test_soak.py
 
 # 1,000,000 generated events and rule files through the decoder and the loader.

@@ -48,6 +48,7 @@ class Config:
     initial_delay: float = 1.0
     max_delay: float = 60.0
     stream_management: bool = True
+    offline_sweep: float = 60.0  # seconds between XEP-0013 fetches; 0: none
     sm_state_file: str | None = None
     store: str = "rulebot.sqlite3"  # as written; resolved against base_dir by the daemon
     base_dir: str = "."
@@ -130,6 +131,7 @@ def parse_config(text: str, source: str = "<inline>", base: Path | None = None) 
         initial_delay=float(rec.get("initial_delay", 1.0)),
         max_delay=float(rec.get("max_delay", 60.0)),
         stream_management=raw.get("stream_management", True),
+        offline_sweep=float(raw.get("offline_sweep", 60.0)),
         sm_state_file=path(raw.get("sm_state_file", "rulebot.sm.json")),
         store=raw.get("store", "rulebot.sqlite3"),
         base_dir=str(base.resolve()),

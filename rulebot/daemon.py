@@ -64,8 +64,10 @@ class Daemon:
         self._reload_failing = False
         self.started = time.time()
         self.metrics = Metrics()
+        sweeper = self.connection.sweeper
         self.metrics.bind(lambda: self.connection.online, lambda: len(self.connection.queue),
-                          self.connection.unacked)
+                          self.connection.unacked,
+                          (lambda: sweeper.swept) if sweeper is not None else lambda: 0)
         self.metrics.observe_ruleset(ruleset)
         self.audit = (AuditLog(config.audit_path, config.audit_max_bytes, config.audit_backups,
                                config.audit_payloads) if config.audit_path else None)

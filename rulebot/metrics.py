@@ -79,6 +79,17 @@ class _HotMetrics(Collector):
                                     buckets=buckets, sum_value=self.latency_sum)
 
 
+class _ReadCounter(Collector):
+    """A counter whose value another component keeps, read at scrape time."""
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name, self.doc = name, doc
+        self.read: Callable[[], int] = lambda: 0
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.doc, value=self.read())
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -100,14 +111,20 @@ class Metrics:
         self.unacked = Gauge("rulebot_sm_unacked_stanzas",
                              "Stanzas sent but not yet acknowledged by the server (XEP-0198; "
                              "kept for re-sending)", registry=r)
+        self.recovered = _ReadCounter(
+            "rulebot_offline_recovered", "Messages found left in the bot's offline storage by "
+            "the periodic XEP-0013 sweep (each was handled late)")
+        r.register(self.recovered)
         self.last_reload_ok.set(1)
 
     def bind(self, connected: Callable[[], bool], queue_depth: Callable[[], int],
-             unacked: Callable[[], int] = lambda: 0) -> None:
-        """Read connection state and queue depths at scrape time."""
+             unacked: Callable[[], int] = lambda: 0,
+             recovered: Callable[[], int] = lambda: 0) -> None:
+        """Read connection state, queue depths and recovered messages at scrape time."""
         self.connected.set_function(lambda: 1.0 if connected() else 0.0)
         self.queue.set_function(lambda: float(queue_depth()))
         self.unacked.set_function(lambda: float(unacked()))
+        self.recovered.read = recovered
 
     def observe(self, kind: str, outcome: Outcome, seconds: float, sent: int) -> None:
         hot = self.hot

@@ -1,14 +1,15 @@
 """The XMPP edge of the daemon: the only module (with client.py) that imports slixmpp.
 
 Imports: config, dispatch (its values), model, wire, errors, logs, functions, xmpp_speedups,
-xmpp_writes, stdlib, slixmpp.
+xmpp_writes, xmpp_offline, stdlib, slixmpp.
 
 `BotConnection` logs in as the friend account (client mode) or connects as an
 XEP-0114 component, turns stanzas into `dispatch.Inbound` values for a
 callback, and sends `dispatch.Outbound` values. It owns reconnection
 (exponential backoff with a cap and jitter), the bounded queue of messages
-produced while offline, XEP-0198 stream management, and presence
-subscriptions from allowed domains.
+produced while offline, XEP-0198 stream management, presence
+subscriptions from allowed domains, and (through xmpp_offline) the recovery
+of messages a server left in offline storage while the bot logged in.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from rulebot.functions import split_jid
 from rulebot.logs import LOGGER, fields
 from rulebot.model import JSON
 from rulebot.wire import JSON_NS, encode_payload
+from rulebot.xmpp_offline import OfflineSweeper
 from rulebot.xmpp_speedups import escape_text, fast_escape
 from rulebot.xmpp_writes import WriteBatcher
 
@@ -232,6 +234,10 @@ class BotConnection:
         self.writes = WriteBatcher(self.xmpp)  # active while a session is up
         self._sm: Any = self.xmpp.plugin["xep_0198"] if (
             not self.component and config.stream_management) else None
+        self.sweeper: OfflineSweeper | None = OfflineSweeper(
+            self.xmpp, config.jid.split("/")[0], config.offline_sweep,
+            lambda: self.online) if not self.component and config.offline_sweep > 0 else None
+        self._sweeps: asyncio.Future[None] | None = None
 
     # -- construction -------------------------------------------------------
 
@@ -415,6 +421,8 @@ class BotConnection:
             self.xmpp.send_presence(ppriority=0)  # brings offline messages and bare-JID routing
         self.online = True
         self.writes.active = True
+        if self.sweeper is not None and self.sweeper.supported and self._sweeps is None:
+            self._sweeps = asyncio.ensure_future(self.sweeper.run())
         log.info("connected", extra=fields(event="connected", jid=self.config.jid,
                                            mode=self.config.mode,
                                            resumed=_event is not None
@@ -423,10 +431,16 @@ class BotConnection:
         self._flush()
         self._changed()
 
+    def _stop_sweeps(self) -> None:
+        if self._sweeps is not None:
+            self._sweeps.cancel()
+            self._sweeps = None
+
     def _on_disconnected(self, reason: Any) -> None:
         was = self.online
         self.online = False
         self.writes.active = False
+        self._stop_sweeps()
         self._failed = True
         if was and not self._stopping:
             log.warning("disconnected", extra=fields(event="disconnected", reason=str(reason)))
@@ -465,6 +479,9 @@ class BotConnection:
             f"${c.password_env}"
 
     def _on_message(self, msg: Any) -> None:
+        sweeper = self.sweeper
+        if sweeper is not None and sweeper.collecting:
+            sweeper.note(msg.xml)  # first: an unreadable one must not be fetched forever
         try:
             inbound = to_inbound_message(msg)
         except Exception:  # a stanza slixmpp could not make sense of never stops the bot
@@ -612,6 +629,7 @@ class BotConnection:
         messages in offline storage, then pings the server: every stanza the
         server sent before the pong has been processed when the pong arrives."""
         self._stopping = True
+        self._stop_sweeps()
         self.xmpp.cancel_connection_attempt()
         if self.online and not self.component:
             self.xmpp.send_presence(ptype="unavailable")

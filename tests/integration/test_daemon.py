@@ -179,6 +179,53 @@ async def test_events_sent_while_bot_is_offline_are_processed_when_it_starts(
     assert texts == [f"offline {i}" for i in range(20)]
 
 
+@pytest.mark.parametrize("server_kind", ["ejabberd"])
+async def test_message_stored_offline_after_the_login_flush_is_recovered_once(
+    server: xmppserver.ServerInfo, tmp_path: Path, stack: AsyncExitStack
+) -> None:
+    """ejabberd can store an event offline after the bot's login flushed offline
+    storage (routed before the bot's presence was processed, stored after the
+    flush). The event is put there the way ejabberd's router does when it finds
+    no available resource, while the bot is online: the sweep must handle it,
+    remove it, and not hand it over twice."""
+    bot = await run_bot(stack, write_config(server, "client", tmp_path / "rulebot.yaml",
+                                            offline_sweep=1,
+                                            log={"format": "json", "level": "debug"}))
+    alice = await connect_user(stack, server, "alice", "friend@localhost")
+    bob = await connect_user(stack, server, "bob", "friend@localhost")
+    body = json.dumps({"type": "chat", "id": "stranded", "to": "bob@localhost",
+                       "text": "left behind"}).replace("&", "&amp;").replace("<", "&lt;")
+    stanza = (f"<message xmlns='jabber:client' from='alice@localhost/phone' "
+              f"to='friend@localhost' type='chat' id='st1'><body>{body}</body></message>")
+    mark = len(bot.logs)
+    assert await asyncio.to_thread(xmppserver.ejabberd_store_offline, server, "friend",
+                                   stanza) == 1
+
+    got = await receive(bob)
+    assert (got.payload["text"], got.event_id) == ("left behind", "stranded")
+    found = await bot.wait_log(lambda e: e.get("event") == "offline_sweep"
+                               and e.get("recovered", 0) > 0, start=mark)
+    assert (found["recovered"], found["level"]) == (1, "warning")
+    # The next sweep finds storage empty: the removal reached the server first.
+    after = bot.logs.index(found) + 1
+    again = await bot.wait_log(lambda e: e.get("event") == "offline_sweep", start=after)
+    assert again["recovered"] == 0
+    await nothing_more(bob, bot, alice, "friend@localhost")
+
+
+@pytest.mark.parametrize("server_kind", ["prosody"])
+async def test_sweeps_stop_quietly_on_a_server_without_xep_0013(
+    server: xmppserver.ServerInfo, tmp_path: Path, stack: AsyncExitStack
+) -> None:
+    bot = await run_bot(stack, write_config(server, "client", tmp_path / "rulebot.yaml",
+                                            offline_sweep=1))
+    off = await bot.wait_log(lambda e: e.get("event") == "offline_sweep_off")
+    assert off["condition"] == "service-unavailable"
+    alice = await connect_user(stack, server, "alice", "friend@localhost")
+    assert (await alice.request({"type": "ping"})).payload["type"] == "pong"
+    assert [e for e in bot.logs if str(e.get("event", "")).startswith("offline_sweep")] == [off]
+
+
 @pytest.mark.parametrize(("server_kind", "mode"), MODES)
 async def test_bot_reconnects_after_server_restart_and_nothing_is_lost(
     server: xmppserver.ServerInfo, mode: str, tmp_path: Path, stack: AsyncExitStack

@@ -63,3 +63,12 @@ def test_the_histogram_is_cumulative_with_inclusive_bounds() -> None:
     assert got['rulebot_decision_seconds_bucket{le="+Inf"}'] == 4
     assert got["rulebot_decision_seconds_count"] == 4
     assert abs(got["rulebot_decision_seconds_sum"] - sum(spent)) < 1e-9
+
+
+def test_recovered_offline_messages_are_read_from_the_sweeper_at_scrape_time() -> None:
+    m = Metrics()
+    swept = [0]
+    m.bind(lambda: True, lambda: 0, lambda: 0, lambda: swept[0])
+    assert samples(m)["rulebot_offline_recovered_total"] == 0
+    swept[0] = 3
+    assert samples(m)["rulebot_offline_recovered_total"] == 3

@@ -1,0 +1,158 @@
+"""Recover messages stranded in the server's offline storage (XEP-0013).
+
+Imports: logs, stdlib, slixmpp.
+
+Why this exists: a server stores a message to the bot offline when, at the
+moment it routes it, the bot has no available resource, and it flushes that
+storage when the bot's initial presence arrives. ejabberd does the two in
+different Erlang processes: a message routed just before the new session's
+presence was processed, but stored just after the flush, stays in storage
+until the bot's *next* login (seen under CPU load, right after a restart).
+Prosody runs both in one event loop and cannot strand a message this way.
+
+So in client mode the bot asks, shortly after each login and then
+periodically, for whatever is still in its offline storage with XEP-0013's
+fetch. ejabberd re-routes each stored message to the bot, tagged with its
+storage node; the bot handles them like any event (synchronously, in stream
+order) and then removes exactly those nodes. The removal is written after the
+fetch's result, hence after every message the fetch produced and after what
+the bot sent for them: a crash in between re-processes the messages at the
+next sweep (at least once, like XEP-0198 resumption), never loses them.
+
+A server without XEP-0013 (Prosody 0.12) answers the fetch with an error; the
+sweeper then logs that once and stops for this connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from typing import Any
+
+from slixmpp.exceptions import IqError, IqTimeout
+
+from rulebot.logs import LOGGER, fields
+
+log = logging.getLogger(LOGGER)
+
+OFFLINE_NS = "http://jabber.org/protocol/offline"
+OFFLINE_TAG = f"{{{OFFLINE_NS}}}offline"
+ITEM_TAG = f"{{{OFFLINE_NS}}}item"
+#: The first sweep after a login, seconds (or the interval, if shorter): long
+#: enough for a store racing the login's flush to have finished.
+FIRST_SWEEP = 2.0
+#: Seconds to wait for the fetch's result (it follows every fetched message).
+FETCH_TIMEOUT = 30.0
+#: Nodes per removal request.
+REMOVE_BATCH = 200
+#: Error conditions meaning "this server does not do XEP-0013" (anything else,
+#: e.g. a database failure, is retried at the next sweep).
+UNSUPPORTED = frozenset({"service-unavailable", "feature-not-implemented", "bad-request",
+                         "forbidden", "not-allowed", "item-not-found"})
+
+
+def offline_node(xml: Any) -> str | None:
+    """The storage node of a message re-sent by a XEP-0013 fetch, if it is one."""
+    tag = xml.find(OFFLINE_TAG)
+    if tag is None:
+        return None
+    item = tag.find(ITEM_TAG)
+    node = item.get("node") if item is not None else None
+    return node or None
+
+
+def removal_payload(nodes: list[str]) -> ET.Element:
+    """<offline/> asking the server to remove these stored messages."""
+    offline = ET.Element(OFFLINE_TAG)
+    for node in nodes:
+        ET.SubElement(offline, ITEM_TAG, {"action": "remove", "node": node})
+    return offline
+
+
+class OfflineSweeper:
+    """Fetches and removes messages left in the bot's offline storage.
+
+    `collecting` is true while a fetch is outstanding: the connection's message
+    handler then passes every message to `note` before handling it."""
+
+    def __init__(self, xmpp: Any, own_jid: str, interval: float,
+                 connected: Callable[[], bool]) -> None:
+        self.xmpp = xmpp
+        self.own_jid = own_jid  # bare
+        self.interval = interval
+        self.connected = connected
+        self.collecting = False
+        self.supported = True
+        self.swept = 0  # messages recovered since the process started
+        self._nodes: list[str] = []
+
+    def note(self, xml: Any) -> None:
+        node = offline_node(xml)
+        if node is not None:
+            self._nodes.append(node)
+
+    async def run(self) -> None:
+        """Sweep after FIRST_SWEEP, then every `interval`, until cancelled."""
+        delay = min(FIRST_SWEEP, self.interval)
+        while self.supported:
+            await asyncio.sleep(delay)
+            delay = self.interval
+            if self.connected():
+                await self.sweep()
+
+    async def sweep(self) -> int:
+        """One fetch and removal; the number of messages recovered."""
+        iq = self.xmpp.make_iq_get(ito=self.own_jid)
+        ET.SubElement(ET.SubElement(iq.xml, OFFLINE_TAG), f"{{{OFFLINE_NS}}}fetch")
+        self._nodes = []
+        self.collecting = True
+        try:
+            await iq.send(timeout=FETCH_TIMEOUT)
+        except IqError as exc:
+            condition = exc.iq["error"]["condition"]
+            if condition in UNSUPPORTED:
+                self.supported = False
+                log.info("the server does not offer XEP-0013 offline retrieval: no offline "
+                         "sweeps", extra=fields(event="offline_sweep_off", condition=condition))
+            else:
+                log.warning("offline sweep failed", extra=fields(event="offline_sweep_error",
+                                                                 condition=condition))
+        except IqTimeout:
+            log.warning("offline sweep timed out", extra=fields(event="offline_sweep_error",
+                                                                condition="timeout"))
+        finally:
+            self.collecting = False
+            # Also when cancelled (shutdown) or timed out: what was handled goes.
+            nodes, self._nodes = self._nodes, []
+            self._remove(nodes)
+        self.swept += len(nodes)
+        # A warning when it found any: each is an event that came late.
+        log.log(logging.WARNING if nodes else logging.DEBUG,
+                "recovered messages left in offline storage" if nodes else "offline sweep",
+                extra=fields(event="offline_sweep", recovered=len(nodes),
+                             recovered_total=self.swept))
+        return len(nodes)
+
+    def _remove(self, nodes: list[str]) -> None:
+        if not nodes or self.xmpp.transport is None:
+            return
+        for start in range(0, len(nodes), REMOVE_BATCH):
+            iq = self.xmpp.make_iq_set(ito=self.own_jid)
+            iq.xml.append(removal_payload(nodes[start:start + REMOVE_BATCH]))
+            # Not awaited (it must also go out while the sweep is being
+            # cancelled): a failure leaves the messages stored, to be fetched
+            # and handled again at the next sweep.
+            iq.send(timeout=FETCH_TIMEOUT).add_done_callback(_removal_done)
+
+
+def _removal_done(future: asyncio.Future[Any]) -> None:
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
+        condition = exc.iq["error"]["condition"] if isinstance(exc, IqError) else "timeout"
+        log.warning("could not remove recovered messages from offline storage: they will be "
+                    "handled again", extra=fields(event="offline_sweep_error",
+                                                  condition=condition))

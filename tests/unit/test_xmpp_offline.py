@@ -1,0 +1,189 @@
+"""The offline sweep (rulebot/xmpp_offline.py) inside the real BotConnection:
+what a XEP-0013 fetch brings is handled like any event, and exactly those
+stored messages are removed afterwards, behind what the bot sent for them.
+
+Over a recording transport (no network); the live sweep against ejabberd, and
+Prosody's refusal, are in tests/integration/test_daemon.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from recording_transport import RecordingTransport
+from slixmpp import JID
+
+from rulebot.config import parse_config
+from rulebot.dispatch import Inbound, Meta, Outbound
+from rulebot.xmpp import BotConnection
+from rulebot.xmpp_offline import OFFLINE_NS, REMOVE_BATCH, offline_node
+
+HEADER = (b"<stream:stream xmlns='jabber:client' "
+          b"xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='localhost'>")
+
+
+@asynccontextmanager
+async def client_bot(tmp_path: Path, extra: str = "") -> AsyncIterator[
+        tuple[BotConnection, RecordingTransport, list[Inbound]]]:
+    """A client-mode bot, logged in, answering every message with one message."""
+    config = parse_config("jid: friend@localhost\nserver: {host: 127.0.0.1}\nrules: rules\n"
+                          f"stream_management: false\n{extra}", "c.yaml", tmp_path)
+    handled: list[Inbound] = []
+    conn: BotConnection
+
+    def on_inbound(inbound: Inbound) -> None:
+        handled.append(inbound)
+        conn.send(Outbound("bob@localhost", {"re": inbound.id}, "body", "chat",
+                           f"rb-{inbound.id}", Meta("alice@localhost", "r", "v1", None)))
+
+    conn = BotConnection(config, "secret", on_inbound)
+    transport = RecordingTransport()
+    conn.xmpp.connection_made(transport)
+    # What connect() starts: the task writing slixmpp's send queue (IQs go that way).
+    conn.xmpp._run_out_filters = asyncio.ensure_future(conn.xmpp.run_filters())
+    conn.xmpp.data_received(HEADER)
+    conn.xmpp.boundjid = JID("friend@localhost/rulebot")
+    conn.xmpp.session_bind_event.set()
+    conn.xmpp.event("session_start")
+    tasks = [t for t in (conn._sweeps, conn.xmpp._run_out_filters) if t is not None]
+    try:
+        yield conn, transport, handled
+    finally:
+        conn.xmpp.event("disconnected")  # cancels the periodic sweeps
+        tasks[-1].cancel()
+        # Awaited, not left to the garbage collector: a pending task finalised
+        # in the middle of a later compile() trips CPython 3.11's AST
+        # recursion-depth check (SystemError).
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def written(transport: RecordingTransport) -> str:
+    return b"".join(transport.writes).decode()
+
+
+async def iq_written(transport: RecordingTransport, kind: str) -> str:
+    """The id of the first <iq type=kind> with an <offline/> the bot wrote, once it has."""
+    pattern = re.compile(rf'<iq [^>]*type="{kind}"[^>]*id="([^"]+)"[^>]*>\s*<offline ')
+    for _ in range(1000):  # slixmpp writes from its send task: let it run
+        m = pattern.search(written(transport)) or re.search(
+            rf'<iq [^>]*id="([^"]+)"[^>]*type="{kind}"[^>]*>\s*<offline ', written(transport))
+        if m:
+            return m.group(1)
+        await asyncio.sleep(0)
+    raise AssertionError(f"no <iq type={kind}> with <offline/> written: {written(transport)}")
+
+
+def stored(node: str, event_id: str) -> str:
+    body = json.dumps({"type": "chat", "id": event_id})
+    return (f"<message to='friend@localhost' from='alice@localhost/x' type='chat' "
+            f"id='{event_id}'><body>{body}</body><offline xmlns='{OFFLINE_NS}'>"
+            f"<item node='{node}'/></offline></message>")
+
+
+async def test_fetched_messages_are_handled_then_removed_after_what_they_produced(
+    tmp_path: Path,
+) -> None:
+    async with client_bot(tmp_path) as (conn, transport, handled):
+        assert conn.sweeper is not None
+        sweep = asyncio.ensure_future(conn.sweeper.sweep())
+        fetch = await iq_written(transport, "get")
+        assert re.search(rf"<offline xmlns=\"{OFFLINE_NS}\"><fetch\s*/></offline>",
+                         written(transport))
+        # ejabberd re-sends each stored message tagged with its node, then answers
+        # the fetch; a live message in between is no stored one.
+        live = ("<message to='friend@localhost' from='carol@localhost/y' type='chat' "
+                "id='live'><body>{}</body></message>")
+        conn.xmpp.data_received((stored("17", "s17") + live + stored("18", "s18") +
+                                 f"<iq type='result' id='{fetch}' from='friend@localhost' "
+                                 "to='friend@localhost/rulebot'/>").encode())
+        assert await asyncio.wait_for(sweep, 5) == 2
+        assert [i.id for i in handled] == ["s17", "live", "s18"]
+
+        await iq_written(transport, "set")
+        stream = written(transport)
+        removal = stream[stream.index('type="set"'):]
+        assert re.findall(r'<item (?:action="remove" node="(\d+)"|node="(\d+)" action="remove")',
+                          removal) in ([("17", ""), ("18", "")], [("", "17"), ("", "18")])
+        # Behind the answers to both stored events.
+        assert stream.index('id="rb-s18"') < stream.index('type="set"')
+        assert conn.sweeper.swept == 2
+
+
+async def test_a_server_without_xep_0013_turns_the_sweeps_off(tmp_path: Path) -> None:
+    async with client_bot(tmp_path) as (conn, transport, handled):
+        assert conn.sweeper is not None
+        sweep = asyncio.ensure_future(conn.sweeper.sweep())
+        fetch = await iq_written(transport, "get")
+        conn.xmpp.data_received(
+            f"<iq type='error' id='{fetch}' from='friend@localhost' "
+            "to='friend@localhost/rulebot'><error type='cancel'><service-unavailable "
+            "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>".encode())
+        assert await asyncio.wait_for(sweep, 5) == 0
+        assert not conn.sweeper.supported
+        assert 'type="set"' not in written(transport)
+        assert handled == []
+
+
+async def test_a_transient_error_keeps_the_sweeps_on(tmp_path: Path) -> None:
+    async with client_bot(tmp_path) as (conn, transport, _handled):
+        assert conn.sweeper is not None
+        sweep = asyncio.ensure_future(conn.sweeper.sweep())
+        fetch = await iq_written(transport, "get")
+        conn.xmpp.data_received(
+            f"<iq type='error' id='{fetch}' from='friend@localhost' "
+            "to='friend@localhost/rulebot'><error type='wait'><internal-server-error "
+            "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>".encode())
+        assert await asyncio.wait_for(sweep, 5) == 0
+        assert conn.sweeper.supported
+
+
+async def test_many_recovered_messages_are_removed_in_batches(tmp_path: Path) -> None:
+    async with client_bot(tmp_path) as (conn, transport, handled):
+        assert conn.sweeper is not None
+        n = REMOVE_BATCH + 5
+        sweep = asyncio.ensure_future(conn.sweeper.sweep())
+        fetch = await iq_written(transport, "get")
+        conn.xmpp.data_received(("".join(stored(str(k), f"s{k}") for k in range(n)) +
+                                 f"<iq type='result' id='{fetch}' from='friend@localhost' "
+                                 "to='friend@localhost/rulebot'/>").encode())
+        assert await asyncio.wait_for(sweep, 5) == n
+        await iq_written(transport, "set")
+        for _ in range(1000):
+            if written(transport).count('action="remove"') == n:
+                break
+            await asyncio.sleep(0)
+        stream = written(transport)
+        assert stream.count('action="remove"') == n
+        assert len(re.findall(r'<iq [^>]*type="set"', stream)) == 2
+        assert len(handled) == n
+
+
+async def test_sweeps_are_off_in_component_mode_and_when_set_to_0() -> None:
+    component = parse_config("mode: component\njid: friend.localhost\nrules: r\n")
+    assert BotConnection(component, "s", lambda _i: None).sweeper is None
+    off = parse_config("jid: friend@localhost\nrules: r\noffline_sweep: 0\n")
+    assert BotConnection(off, "s", lambda _i: None).sweeper is None
+    default = parse_config("jid: friend@localhost\nrules: r\n")
+    sweeper = BotConnection(default, "s", lambda _i: None).sweeper
+    assert sweeper is not None
+    assert sweeper.interval == 60
+
+
+@pytest.mark.parametrize(("xml", "node"), [
+    (stored("42", "a"), "42"),
+    ("<message xmlns='jabber:client'><body>{}</body></message>", None),
+    (f"<message xmlns='jabber:client'><offline xmlns='{OFFLINE_NS}'/></message>", None),
+    (f"<message xmlns='jabber:client'><offline xmlns='{OFFLINE_NS}'><item/></offline>"
+     "</message>", None),
+])
+def test_offline_node_reads_the_storage_node_of_a_fetched_message(xml: str,
+                                                                   node: str | None) -> None:
+    from xml.etree import ElementTree as ET
+
+    element = ET.fromstring(xml.replace("<message to=", "<message xmlns='jabber:client' to="))
+    assert offline_node(element) == node
