@@ -29,7 +29,7 @@ events
             floor cost of any Python slixmpp bot. It uses slixmpp as it comes;
             rulebot replaces two of slixmpp's functions with output-identical
             faster ones and writes its stanzas itself (rulebot/xmpp_speedups.py,
-            xmpp.serialize_message), which is part of what is measured.
+            xmpp_stanzas.serialize_message), which is part of what is measured.
   relay-sm  (only with --paths relay-sm, client mode) the same relay with
             slixmpp's XEP-0198 plugin on: what stream management alone costs
             the server and the relay, since rulebot uses it by default.

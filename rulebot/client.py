@@ -1,7 +1,8 @@
 """The client side: what an application embeds to talk to the friend bot.
 
-Imports: wire, errors, functions, xmpp (backoff, metadata namespace), stdlib,
-slixmpp. See docs/protocol.md for the wire protocol this implements.
+Imports: wire, errors, functions, xmpp_common (TLS, backoff), xmpp_stanzas
+(metadata namespace), stdlib, slixmpp. See docs/protocol.md for the wire
+protocol this implements.
 
     async with RulebotClient("alice@example.com", password, bot="friend@example.com",
                              ca_file="ca.pem") as client:
@@ -33,7 +34,8 @@ from rulebot.errors import ConnectError, RulebotError
 from rulebot.functions import bare_jid
 from rulebot.model import JSON
 from rulebot.wire import JSON_NS, encode_payload
-from rulebot.xmpp import META_NS, backoff_delay, setup_tls
+from rulebot.xmpp_common import backoff_delay, setup_tls
+from rulebot.xmpp_stanzas import META_NS
 
 log = logging.getLogger("rulebot.client")
 

@@ -1,26 +1,24 @@
 """The XMPP edge of the daemon: the only module (with client.py) that imports slixmpp.
 
-Imports: config, dispatch (its values), model, wire, errors, logs, functions, xmpp_speedups,
-xmpp_writes, xmpp_offline, stdlib, slixmpp.
+Imports: config, dispatch (its values), errors, logs, functions, the other
+xmpp_* modules, stdlib, slixmpp.
 
 `BotConnection` logs in as the friend account (client mode) or connects as an
 XEP-0114 component, turns stanzas into `dispatch.Inbound` values for a
 callback, and sends `dispatch.Outbound` values. It owns reconnection
 (exponential backoff with a cap and jitter), the bounded queue of messages
-produced while offline, XEP-0198 stream management, presence
-subscriptions from allowed domains, and (through xmpp_offline) the recovery
-of messages a server left in offline storage while the bot logged in.
+produced while offline, XEP-0198 stream management (numbering its own
+messages; persistence across restarts in xmpp_sm), presence subscriptions
+from allowed domains, and the offline sweeps (xmpp_offline). Conversions
+between stanzas and values are in xmpp_stanzas.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import random
-import ssl
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -30,8 +28,6 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.plugins.xep_0198.stanza import Ack
 from slixmpp.plugins.xep_0198.stream_management import MAX_SEQ
 from slixmpp.xmlstream.handler import Callback
-from slixmpp.xmlstream.matcher import MatchXPath
-from slixmpp.xmlstream.matcher.base import MatcherBase
 
 from rulebot import xmpp_speedups
 from rulebot.config import Config
@@ -39,174 +35,27 @@ from rulebot.dispatch import Inbound, Outbound
 from rulebot.errors import ConnectError
 from rulebot.functions import split_jid
 from rulebot.logs import LOGGER, fields
-from rulebot.model import JSON
-from rulebot.wire import JSON_NS, encode_payload
+from rulebot.xmpp_common import backoff_delay, setup_tls
 from rulebot.xmpp_offline import OfflineSweeper
-from rulebot.xmpp_speedups import escape_text, fast_escape
+from rulebot.xmpp_sm import clear_sm_state, persist_sm
+from rulebot.xmpp_stanzas import (
+    MatchTag,
+    payload_text,
+    serialize_message,
+    to_inbound_message,
+    to_inbound_presence,
+)
 from rulebot.xmpp_writes import WriteBatcher
 
 log = logging.getLogger(LOGGER)
 
-META_NS = "urn:rulebot:0"
-JSON_TAG = f"{{{JSON_NS}}}json"
 #: Our stanzas between two XEP-0198 ack requests. Measured on Prosody 0.12 with
 #: a 10,000-event burst (bench/xmpp.py, client mode): 20 cost the server ~430
 #: µs of CPU per event and 5 more still; 50 to 200 cost ~290 (3,300 events/s
 #: against 2,200 at 20); 500 no better. Each of our acks of inbound stanzas
-#: waits for the server's ack of what they produced (_persist_sm), so a
+#: waits for the server's ack of what they produced (xmpp_sm.persist_sm), so a
 #: smaller window keeps fewer stanzas waiting for re-delivery after a crash.
 SM_WINDOW = 50
-
-
-def backoff_delay(attempt: int, initial: float, cap: float, rand: Callable[[], float]) -> float:
-    """Delay before retry number `attempt` (1-based): exponential, capped, with
-    "equal jitter" (half fixed, half random) so that many bots restarted by one
-    server outage do not reconnect in lockstep."""
-    base = min(cap, initial * (2 ** (attempt - 1)))
-    return float(base / 2 + rand() * base / 2)
-
-
-def setup_tls(x: Any, ca_file: str | None, verify: bool, allow_plain: bool,
-              direct_tls: bool = False) -> None:
-    """TLS and SASL settings of a client stream, shared by the bot and the client library.
-
-    Verification is on unless asked otherwise; without allow_plain, SASL refuses
-    to send credentials over an unencrypted stream."""
-    x.enable_direct_tls = direct_tls
-    x.enable_starttls = True
-    x.enable_plaintext = allow_plain
-    if ca_file:
-        x.ca_certs = ca_file
-    if not verify:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        x.ssl_context = ctx
-    mech = x.plugin["feature_mechanisms"]
-    mech.unencrypted_plain = False
-    mech.unencrypted_scram = allow_plain
-
-
-def payload_text(payload: JSON) -> str:
-    """A payload as character data for <body/> or <json/>: only "&", "<" and ">"
-    escaped (XML 1.0, 2.4). slixmpp also writes every quote of a text node as
-    &quot; or &apos;: 16 of them in a four-field JSON event, each one a
-    separate character-data callback in the receiving parsers (a Lua function
-    call per piece in Prosody) and 5 more bytes on the wire."""
-    return escape_text(encode_payload(payload))
-
-
-def serialize_message(out: Outbound, mfrom: str | None, text: str | None = None) -> str:
-    """The message stanza carrying `out`: payload (as <body/> or XEP-0335
-    <json/>) and the <rulebot/> metadata, as the text written to the stream.
-
-    Written directly rather than built as a slixmpp Message and serialised by
-    slixmpp: that took a third of the bot's time per routed event. The text is
-    what slixmpp's serialiser writes for the equivalent element tree, with the
-    same escaping of attributes, except that the payload's quotes are left as
-    they are (see payload_text); tests/unit/test_xmpp_serialize.py compares the
-    two.
-    `text` is `payload_text(out.payload)` when the caller already has it."""
-    esc = fast_escape
-    head = f'<message to="{esc(out.to)}" type="{esc(out.type)}" id="{esc(out.id)}"'
-    if mfrom is not None:
-        head += f' from="{esc(mfrom)}"'
-    if text is None:
-        text = payload_text(out.payload)
-    if out.encoding == "json":
-        payload = f'<json xmlns="{JSON_NS}">{text}</json>'
-    else:
-        payload = f"<body>{text}</body>"
-    m = out.meta
-    meta = f'<rulebot xmlns="{META_NS}" sender="{esc(m.sender)}" version="{esc(m.version)}"'
-    if m.rule is not None:
-        meta += f' rule="{esc(m.rule)}"'
-    if m.event_id is not None:
-        meta += f' event="{esc(m.event_id)}"'
-    if m.stanza_id is not None:
-        meta += f' stanza="{esc(m.stanza_id)}"'
-    return f"{head}>{payload}{meta} /></message>"
-
-
-def to_inbound_message(msg: Any) -> Inbound:
-    """The Inbound value of a message stanza, read from its element in one pass
-    (slixmpp's item access is lang-aware and plugin-driven, and costs more)."""
-    xml = msg.xml
-    body_tag = f"{{{msg.namespace}}}body"
-    body: str | None = None
-    container: str | None = None
-    for child in xml:
-        tag = child.tag
-        if tag == body_tag and body is None:
-            body = child.text or ""
-        elif tag == JSON_TAG and container is None:
-            container = child.text or ""
-    return Inbound(
-        kind="message",
-        from_=str(msg["from"]),  # through slixmpp's JID: normalised like every JID it hands out
-        type=xml.get("type") or "normal",
-        id=xml.get("id") or None,
-        body=body or None,
-        json=container,
-    )
-
-
-class _MatchTag(MatcherBase):
-    """Matches stanzas by their element tag alone (cheaper than an XPath)."""
-
-    def match(self, xml: Any) -> bool:
-        return bool(xml.xml.tag == self._criteria)
-
-
-def to_inbound_presence(pres: Any) -> Inbound:
-    ptype = pres["type"]
-    priority: int | None
-    try:
-        priority = int(pres["priority"]) if pres.xml.find(
-            f"{{{pres.namespace}}}priority") is not None else None
-    except (TypeError, ValueError):
-        priority = None
-    show = pres["show"] if ptype in ("available", "away", "chat", "dnd", "xa") else None
-    return Inbound(
-        kind="presence",
-        from_=str(pres["from"]),
-        # slixmpp reports an available presence's <show/> as its type
-        type="available" if ptype in ("", "available", "away", "chat", "dnd", "xa") else ptype,
-        id=pres["id"] or None,
-        show=show or None,
-        status=pres["status"] or None,
-        priority=priority,
-    )
-
-
-def load_sm_state(path: str) -> tuple[str, int] | None:
-    """(stream id, handled count) saved by a previous run, if any and readable."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-        return str(data["sm_id"]), int(data["handled"]) % MAX_SEQ
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def save_sm_state(path: str, sm_id: str, handled: int) -> None:
-    """Write the state atomically (temporary file, then rename).
-
-    No fsync: what this protects against is the bot process dying, and the
-    page cache outlives a killed process. After a power loss the saved count
-    may be older than the last ack sent; the server then refuses the resume
-    (it already dropped those stanzas) and the bot starts a new session, which
-    loses nothing it had not processed. An fsync per ack blocked the event
-    loop for milliseconds, hundreds of times per 10,000 events."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({"sm_id": sm_id, "handled": handled}, fh)
-    os.replace(tmp, path)
-
-
-def clear_sm_state(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 class BotConnection:
@@ -226,7 +75,7 @@ class BotConnection:
         self._state: asyncio.Event = asyncio.Event()  # set on any state change
         self.component = config.mode == "component"
         self.allowed = frozenset(d.lower() for d in config.allowed_domains)
-        self._final_ack: Callable[[], None] | None = None  # set by _persist_sm
+        self._final_ack: Callable[[], None] | None = None  # set by xmpp_sm.persist_sm
         self._last_payload: object = None  # the payload _last_text encodes (kept alive)
         self._last_text = ""
         xmpp_speedups.install()
@@ -255,10 +104,10 @@ class BotConnection:
             if c.stream_management:
                 # Ask the server for an ack every SM_WINDOW of our stanzas: a smaller
                 # window costs more round trips, a larger one holds back the acks of
-                # inbound stanzas longer (see _persist_sm).
+                # inbound stanzas longer (see xmpp_sm.persist_sm).
                 x.register_plugin("xep_0198", {"window": SM_WINDOW})
                 if c.sm_state_file:
-                    self._persist_sm(x, c.sm_state_file)
+                    self._final_ack = persist_sm(x, c.sm_state_file)
             x.roster.auto_authorize = None  # subscriptions are decided below
             x.roster.auto_subscribe = False
             x.add_event_handler("failed_all_auth", self._on_auth_failed)
@@ -274,7 +123,7 @@ class BotConnection:
         # XPath match on every stanza.
         x.remove_handler("IM")
         x.remove_handler("IMError")
-        x.register_handler(Callback("rulebot message", _MatchTag(f"{{{x.default_ns}}}message"),
+        x.register_handler(Callback("rulebot message", MatchTag(f"{{{x.default_ns}}}message"),
                                     self._on_message))
         self._route_messages_directly(x)
         # "presence" rather than presence_available: slixmpp names an available
@@ -323,93 +172,6 @@ class BotConnection:
         x.recv_stanza = recv_stanza
 
     # -- stream management that survives a restart -----------------------------
-
-    def _persist_sm(self, x: Any, path: str) -> None:
-        """Resume the XEP-0198 session across restarts, kill -9 included.
-
-        slixmpp counts a stanza as handled when it is parsed and writes its
-        acks straight to the socket, ahead of the messages still in its send
-        queue; a crash then loses events the server believes delivered. Here
-        the ack goes through the send queue like any stanza, so it leaves after
-        every message produced by the stanzas it acknowledges (handlers run
-        synchronously, in order), and the handled count is saved (atomically,
-        see save_sm_state) just before the ack is written. A new process restores the
-        session id and count and resumes; the server re-sends the rest."""
-        sm = x.plugin["xep_0198"]
-        saved = load_sm_state(path)
-        # (inbound count, our outbound count when those stanzas were done): an
-        # inbound stanza is acknowledged only once the server has acknowledged
-        # what it produced, because a killed process's socket may be reset with
-        # its last writes still unsent.
-        pending: deque[tuple[int, int]] = deque()
-        safe = [0]
-        saved_h = [-1]  # what the state file holds (for this sm_id)
-        everything_safe = [False]  # set at shutdown, after the ping barrier
-        if saved is not None:
-            sm.sm_id, sm.handled = saved
-            safe[0] = saved[1]
-            log.info("resuming stream", extra=fields(event="sm_restore", handled=saved[1]))
-
-        def send_ack() -> None:
-            if not x.transport:
-                return
-            ack = Ack(x)
-            ack["h"] = sm.handled
-            x.send(ack)  # queued behind what the acknowledged stanzas produced
-
-        def before_ack(stanza: Any) -> Any:
-            if isinstance(stanza, Ack) and sm.sm_id:
-                # Every stanza counted in h was handled and what it produced passed
-                # this queue already: sm.seq counts it.
-                pending.append((int(stanza["h"]), sm.seq))
-                while pending and (pending[0][1] <= sm.last_ack or everything_safe[0]):
-                    safe[0] = pending.popleft()[0]
-                stanza["h"] = safe[0]
-                if saved_h[0] != safe[0]:  # acks repeat the same h while nothing is safe yet
-                    saved_h[0] = safe[0]
-                    save_sm_state(path, sm.sm_id, safe[0])
-            return stanza
-
-        def enabled(_stanza: Any) -> None:
-            pending.clear()
-            safe[0] = 0
-            if sm.sm_id:
-                saved_h[0] = 0
-                save_sm_state(path, sm.sm_id, 0)
-
-        def resumed(_stanza: Any) -> None:
-            # A new process starts counting its stanzas at 0; the server's count
-            # continues. Align ours with the server's acknowledgement.
-            sm.seq = (sm.last_ack + len(sm.unacked_queue)) % MAX_SEQ
-
-        def on_server_ack(stanza: Any) -> None:
-            # The server acknowledged our stanzas: earlier inbound ones may now be
-            # safe to acknowledge. XEP-0198 allows an <a/> without an <r/>, and
-            # servers that wait for our answer before asking again need it. Only
-            # when our h would grow: an ack repeating the last h costs the server
-            # a round of its own (Prosody answers every ack with a new request).
-            try:
-                acked = int(stanza["h"])
-            except (TypeError, ValueError):
-                return
-            if sm.sm_id and pending and pending[0][1] <= acked:
-                send_ack()
-
-        def final_ack() -> None:
-            # Queued like the others: an ack written straight to the socket would
-            # overtake queued ones carrying a smaller h, and the server refuses
-            # an h that goes backwards.
-            everything_safe[0] = True
-            send_ack()
-
-        sm.send_ack = send_ack
-        self._final_ack = final_ack
-        x.add_filter("out_sync", before_ack)
-        x.register_handler(Callback("rulebot sm progress", MatchXPath(Ack.tag_name()),
-                                    on_server_ack, instream=True))
-        x.add_event_handler("sm_enabled", enabled)
-        x.add_event_handler("session_resumed", resumed)
-        x.add_event_handler("session_end", lambda _e: clear_sm_state(path))
 
     # -- events from slixmpp --------------------------------------------------
 
@@ -562,7 +324,7 @@ class BotConnection:
             attrs["window_counter"] = cfg["window"] if request else counter
         # Written now, not through slixmpp's send queue: nothing queued there
         # needs to precede it, and an ack queued after the stanza that caused
-        # this message still leaves after it (see _persist_sm).
+        # this message still leaves after it (see xmpp_sm.persist_sm).
         x.send_raw(text)
         if request:
             # After the stanza, so that the server's answer covers the whole

@@ -1,6 +1,6 @@
 """kill -9 in the middle of a stream: every event is still processed, duplicates are
 recognised by the bot's deterministic message ids. Client mode with XEP-0198 and
-the session persisted by rulebot (see xmpp.BotConnection._persist_sm)."""
+the session persisted by rulebot (see rulebot/xmpp_sm.py, persist_sm)."""
 
 from __future__ import annotations
 

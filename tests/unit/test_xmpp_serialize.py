@@ -16,7 +16,7 @@ from slixmpp.xmlstream.tostring import tostring
 from rulebot import xmpp_speedups
 from rulebot.dispatch import Meta, Outbound
 from rulebot.wire import JSON_NS, encode_payload
-from rulebot.xmpp import META_NS, payload_text, serialize_message, to_inbound_message
+from rulebot.xmpp_stanzas import META_NS, payload_text, serialize_message, to_inbound_message
 
 # Text that XML 1.0 can carry, heavy on the characters that need escaping.
 _xml_text = st.text(
