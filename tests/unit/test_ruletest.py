@@ -20,8 +20,8 @@ from rulebot.ruletest import (
     parse_test_file,
     run_case,
     run_file,
-    same,
 )
+from rulebot.ruletest_checks import same
 from rulebot.ruletest_cli import junit_xml, run_paths
 from rulebot.ruletest_cli import test as command  # not test_*: pytest would collect it
 
