@@ -39,7 +39,8 @@ from rulebot.state import (  # noqa: E402
     MemoryRelations,
     PresenceTable,
 )
-from rulebot.store import RelateChange, RelationStore, UnrelateChange, open_store  # noqa: E402
+from rulebot.store import RelationStore, open_store  # noqa: E402
+from rulebot.store_values import RelateChange, UnrelateChange  # noqa: E402
 
 USERS = 20_000
 PAIRS = 50_000  # mutual friendships: 100,000 directed relations

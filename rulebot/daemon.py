@@ -1,7 +1,8 @@
 """`rulebot run`: wires config, rule set, dispatcher and the XMPP connection together.
 
-Imports: config, rules, reload, dispatch, store, xmpp, errors, logs, model, stdlib. The event loop
-and the signal handlers belong to cli.py; this module owns what runs on it.
+Imports: config, rules, reload, dispatch, store, store_values, xmpp, errors,
+logs, model, stdlib. The event loop and the signal handlers belong to cli.py;
+this module owns what runs on it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from rulebot.model import JSON, Relate, StateChange
 from rulebot.reload import Reloader, ReloadResult, RuleRef
 from rulebot.rules import RuleSet
 from rulebot.state import PeekState
-from rulebot.store import Change, RelateChange, RelationStore, UnrelateChange
+from rulebot.store import RelationStore
+from rulebot.store_values import Change, RelateChange, UnrelateChange
 from rulebot.xmpp import BotConnection
 
 log = logging.getLogger(LOGGER)

@@ -1,6 +1,6 @@
 """`rulebot relations`: list, add, remove, export and import stored relationships.
 
-Imports: store, stdlib, click, yaml. cli.py registers the group
+Imports: store, store_values, stdlib, click, yaml. cli.py registers the group
 (`main.add_command(relations)`).
 
 The store is named by --store (a SQLite path, ``sqlite:///PATH`` or a
@@ -28,15 +28,8 @@ import click
 import yaml
 
 from rulebot.model import JSON
-from rulebot.store import (
-    Change,
-    RelateChange,
-    RelationStore,
-    StoreError,
-    UnrelateChange,
-    open_store,
-    resolve_location,
-)
+from rulebot.store import RelationStore, StoreError, open_store, resolve_location
+from rulebot.store_values import Change, RelateChange, UnrelateChange
 
 DEFAULT_STORE = "rulebot.sqlite3"
 

@@ -1,6 +1,6 @@
 """The PostgreSQL backend of the relationship store (psycopg 3).
 
-Imports: store, psycopg, stdlib.
+Imports: store, store_values, psycopg, stdlib.
 
 One connection, in autocommit mode for single-statement reads (so that a
 lookup never leaves the session "idle in transaction", holding a snapshot
@@ -22,18 +22,8 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from rulebot.store import (
-    COLUMNS,
-    PAGE,
-    TABLE,
-    Flags,
-    Relation,
-    RelationStore,
-    Row,
-    StoreError,
-    redact_url,
-    relation_of,
-)
+from rulebot.store import COLUMNS, PAGE, TABLE, Flags, RelationStore, StoreError, redact_url
+from rulebot.store_values import Relation, Row, relation_of
 
 SCHEMA_VERSION = 1
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise

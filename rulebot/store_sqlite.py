@@ -1,6 +1,6 @@
 """The SQLite backend of the relationship store (stdlib sqlite3).
 
-Imports: store, stdlib.
+Imports: store, store_values, stdlib.
 
 WAL journal with synchronous=FULL: a commit returns after the WAL is fsync'd.
 Writes take the write lock up front (BEGIN IMMEDIATE), so a concurrent writer
@@ -16,16 +16,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from rulebot.store import (
-    COLUMNS,
-    TABLE,
-    Flags,
-    Relation,
-    RelationStore,
-    Row,
-    StoreError,
-    relation_of,
-)
+from rulebot.store import COLUMNS, TABLE, Flags, RelationStore, StoreError
+from rulebot.store_values import Relation, Row, relation_of
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT = 10.0

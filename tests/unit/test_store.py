@@ -18,20 +18,9 @@ import pgserver
 import psycopg
 import pytest
 
-from rulebot.store import (
-    MAX_ATTRS_BYTES,
-    MAX_JID,
-    PAGE,
-    RelateChange,
-    Relation,
-    RelationStore,
-    StoreError,
-    UnrelateChange,
-    open_store,
-    redact_url,
-    resolve_location,
-)
+from rulebot.store import PAGE, RelationStore, StoreError, open_store, redact_url, resolve_location
 from rulebot.store_sqlite import SqliteStore
+from rulebot.store_values import MAX_ATTRS_BYTES, MAX_JID, RelateChange, Relation, UnrelateChange
 
 A, B, C, D = "alice@example.com", "bob@example.com", "carol@example.com", "dave@example.com"
 
