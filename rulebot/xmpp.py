@@ -242,8 +242,9 @@ class BotConnection:
 
     def _on_message(self, msg: Any) -> None:
         sweeper = self.sweeper
-        if sweeper is not None and sweeper.collecting:
-            sweeper.note(msg.xml)  # first: an unreadable one must not be fetched forever
+        # First: an unreadable stored message must still be removed.
+        if sweeper is not None and sweeper.collecting and not sweeper.note(msg.xml):
+            return  # handled in an earlier sweep, its removal not yet confirmed
         try:
             inbound = to_inbound_message(msg)
         except Exception:  # a stanza slixmpp could not make sense of never stops the bot

@@ -18,6 +18,11 @@ order) and then removes exactly those nodes. The removal is written after the
 fetch's result, hence after every message the fetch produced and after what
 the bot sent for them: a crash in between re-processes the messages at the
 next sweep (at least once, like XEP-0198 resumption), never loses them.
+Until the server confirms a removal, a stored message that comes back in a
+later fetch is removed again but not handled again. A server that cannot
+remove single messages (ejabberd with `use_mam_for_storage`, which answers
+item-not-found) turns the sweeps off: otherwise every sweep would fetch the
+same messages.
 
 A server without XEP-0013 (Prosody 0.12) answers the fetch with an error; the
 sweeper then logs that once and stops for this connection.
@@ -47,6 +52,8 @@ FIRST_SWEEP = 2.0
 FETCH_TIMEOUT = 30.0
 #: Nodes per removal request.
 REMOVE_BATCH = 200
+#: Most nodes remembered as handled while their removal is unconfirmed.
+MAX_UNCONFIRMED = 10_000
 #: Error conditions meaning "this server does not do XEP-0013" (anything else,
 #: e.g. a database failure, is retried at the next sweep).
 UNSUPPORTED = frozenset({"service-unavailable", "feature-not-implemented", "bad-request",
@@ -75,7 +82,8 @@ class OfflineSweeper:
     """Fetches and removes messages left in the bot's offline storage.
 
     `collecting` is true while a fetch is outstanding: the connection's message
-    handler then passes every message to `note` before handling it."""
+    handler then passes every message to `note`, and handles it only if that
+    says so."""
 
     def __init__(self, xmpp: Any, own_jid: str, interval: float,
                  connected: Callable[[], bool]) -> None:
@@ -86,12 +94,21 @@ class OfflineSweeper:
         self.collecting = False
         self.supported = True
         self.swept = 0  # messages recovered since the process started
-        self._nodes: list[str] = []
+        self._nodes: list[str] = []  # fetched in the current sweep
+        self._handled: list[str] = []  # of those, handled now (not before)
+        # Handled in an earlier sweep, removal not confirmed yet (insertion-ordered).
+        self._unconfirmed: dict[str, None] = {}
 
-    def note(self, xml: Any) -> None:
+    def note(self, xml: Any) -> bool:
+        """Record a fetched message's node; False if it must not be handled again."""
         node = offline_node(xml)
-        if node is not None:
-            self._nodes.append(node)
+        if node is None:
+            return True  # a live message arriving during the fetch
+        self._nodes.append(node)
+        if node in self._unconfirmed:
+            return False
+        self._handled.append(node)
+        return True
 
     async def run(self) -> None:
         """Sweep after FIRST_SWEEP, then every `interval`, until cancelled."""
@@ -106,7 +123,7 @@ class OfflineSweeper:
         """One fetch and removal; the number of messages recovered."""
         iq = self.xmpp.make_iq_get(ito=self.own_jid)
         ET.SubElement(ET.SubElement(iq.xml, OFFLINE_TAG), f"{{{OFFLINE_NS}}}fetch")
-        self._nodes = []
+        self._nodes, self._handled = [], []
         self.collecting = True
         try:
             await iq.send(timeout=FETCH_TIMEOUT)
@@ -125,34 +142,50 @@ class OfflineSweeper:
         finally:
             self.collecting = False
             # Also when cancelled (shutdown) or timed out: what was handled goes.
-            nodes, self._nodes = self._nodes, []
+            nodes, handled = self._nodes, self._handled
+            self._nodes, self._handled = [], []
             self._remove(nodes)
-        self.swept += len(nodes)
+        self.swept += len(handled)
         # A warning when it found any: each is an event that came late.
-        log.log(logging.WARNING if nodes else logging.DEBUG,
-                "recovered messages left in offline storage" if nodes else "offline sweep",
-                extra=fields(event="offline_sweep", recovered=len(nodes),
-                             recovered_total=self.swept))
-        return len(nodes)
+        log.log(logging.WARNING if handled else logging.DEBUG,
+                "recovered messages left in offline storage" if handled else "offline sweep",
+                extra=fields(event="offline_sweep", recovered=len(handled),
+                             recovered_total=self.swept, removing=len(nodes)))
+        return len(handled)
 
     def _remove(self, nodes: list[str]) -> None:
+        for node in nodes:
+            self._unconfirmed[node] = None
+        while len(self._unconfirmed) > MAX_UNCONFIRMED:
+            del self._unconfirmed[next(iter(self._unconfirmed))]
         if not nodes or self.xmpp.transport is None:
             return
         for start in range(0, len(nodes), REMOVE_BATCH):
+            batch = nodes[start:start + REMOVE_BATCH]
             iq = self.xmpp.make_iq_set(ito=self.own_jid)
-            iq.xml.append(removal_payload(nodes[start:start + REMOVE_BATCH]))
-            # Not awaited (it must also go out while the sweep is being
-            # cancelled): a failure leaves the messages stored, to be fetched
-            # and handled again at the next sweep.
-            iq.send(timeout=FETCH_TIMEOUT).add_done_callback(_removal_done)
+            iq.xml.append(removal_payload(batch))
+            # Not awaited: it must also go out while the sweep is being
+            # cancelled (shutdown).
+            iq.send(timeout=FETCH_TIMEOUT).add_done_callback(
+                lambda future, batch=batch: self._removed(future, batch))
 
-
-def _removal_done(future: asyncio.Future[Any]) -> None:
-    if future.cancelled():
-        return
-    exc = future.exception()
-    if exc is not None:
+    def _removed(self, future: asyncio.Future[Any], batch: list[str]) -> None:
+        if future.cancelled():
+            return  # the session ended: the next sweep removes them
+        exc = future.exception()
+        if exc is None:
+            for node in batch:
+                self._unconfirmed.pop(node, None)
+            return
         condition = exc.iq["error"]["condition"] if isinstance(exc, IqError) else "timeout"
-        log.warning("could not remove recovered messages from offline storage: they will be "
-                    "handled again", extra=fields(event="offline_sweep_error",
-                                                  condition=condition))
+        if condition in UNSUPPORTED:
+            # Every later fetch would bring the same messages back.
+            self.supported = False
+            log.error("the server cannot remove single offline messages (ejabberd: "
+                      "use_mam_for_storage?): offline sweeps turned off; the messages "
+                      "recovered are handled again at the next login",
+                      extra=fields(event="offline_sweep_off", condition=condition))
+            return
+        log.warning("could not remove recovered messages from offline storage; the next "
+                    "sweep removes them", extra=fields(event="offline_sweep_error",
+                                                       condition=condition))

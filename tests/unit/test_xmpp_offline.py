@@ -66,16 +66,26 @@ def written(transport: RecordingTransport) -> str:
     return b"".join(transport.writes).decode()
 
 
-async def iq_written(transport: RecordingTransport, kind: str) -> str:
-    """The id of the first <iq type=kind> with an <offline/> the bot wrote, once it has."""
-    pattern = re.compile(rf'<iq [^>]*type="{kind}"[^>]*id="([^"]+)"[^>]*>\s*<offline ')
-    for _ in range(1000):  # slixmpp writes from its send task: let it run
-        m = pattern.search(written(transport)) or re.search(
-            rf'<iq [^>]*id="([^"]+)"[^>]*type="{kind}"[^>]*>\s*<offline ', written(transport))
-        if m:
-            return m.group(1)
+def error_reply(iq_id: str, condition: str) -> bytes:
+    return (f"<iq type='error' id='{iq_id}' from='friend@localhost' "
+            f"to='friend@localhost/rulebot'><error type='cancel'><{condition} "
+            "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>").encode()
+
+
+def result(iq_id: str) -> bytes:
+    return (f"<iq type='result' id='{iq_id}' from='friend@localhost' "
+            "to='friend@localhost/rulebot'/>").encode()
+
+
+async def iq_ids(transport: RecordingTransport, kind: str, count: int) -> list[str]:
+    """The ids of the first `count` <iq type=kind> with <offline/>, once written."""
+    pattern = re.compile(rf'<iq (?=[^>]*type="{kind}")[^>]*id="([^"]+)"[^>]*>\s*<offline ')
+    for _ in range(1000):
+        ids = pattern.findall(written(transport))
+        if len(ids) >= count:
+            return ids[:count]
         await asyncio.sleep(0)
-    raise AssertionError(f"no <iq type={kind}> with <offline/> written: {written(transport)}")
+    raise AssertionError(f"fewer than {count} <iq type={kind}>: {written(transport)}")
 
 
 def stored(node: str, event_id: str) -> str:
@@ -91,20 +101,19 @@ async def test_fetched_messages_are_handled_then_removed_after_what_they_produce
     async with client_bot(tmp_path) as (conn, transport, handled):
         assert conn.sweeper is not None
         sweep = asyncio.ensure_future(conn.sweeper.sweep())
-        fetch = await iq_written(transport, "get")
+        (fetch,) = await iq_ids(transport, "get", 1)
         assert re.search(rf"<offline xmlns=\"{OFFLINE_NS}\"><fetch\s*/></offline>",
                          written(transport))
         # ejabberd re-sends each stored message tagged with its node, then answers
         # the fetch; a live message in between is no stored one.
         live = ("<message to='friend@localhost' from='carol@localhost/y' type='chat' "
                 "id='live'><body>{}</body></message>")
-        conn.xmpp.data_received((stored("17", "s17") + live + stored("18", "s18") +
-                                 f"<iq type='result' id='{fetch}' from='friend@localhost' "
-                                 "to='friend@localhost/rulebot'/>").encode())
+        conn.xmpp.data_received((stored("17", "s17") + live + stored("18", "s18")).encode() +
+                                result(fetch))
         assert await asyncio.wait_for(sweep, 5) == 2
         assert [i.id for i in handled] == ["s17", "live", "s18"]
 
-        await iq_written(transport, "set")
+        await iq_ids(transport, "set", 1)
         stream = written(transport)
         removal = stream[stream.index('type="set"'):]
         assert re.findall(r'<item (?:action="remove" node="(\d+)"|node="(\d+)" action="remove")',
@@ -118,11 +127,8 @@ async def test_a_server_without_xep_0013_turns_the_sweeps_off(tmp_path: Path) ->
     async with client_bot(tmp_path) as (conn, transport, handled):
         assert conn.sweeper is not None
         sweep = asyncio.ensure_future(conn.sweeper.sweep())
-        fetch = await iq_written(transport, "get")
-        conn.xmpp.data_received(
-            f"<iq type='error' id='{fetch}' from='friend@localhost' "
-            "to='friend@localhost/rulebot'><error type='cancel'><service-unavailable "
-            "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>".encode())
+        (fetch,) = await iq_ids(transport, "get", 1)
+        conn.xmpp.data_received(error_reply(fetch, "service-unavailable"))
         assert await asyncio.wait_for(sweep, 5) == 0
         assert not conn.sweeper.supported
         assert 'type="set"' not in written(transport)
@@ -133,13 +139,62 @@ async def test_a_transient_error_keeps_the_sweeps_on(tmp_path: Path) -> None:
     async with client_bot(tmp_path) as (conn, transport, _handled):
         assert conn.sweeper is not None
         sweep = asyncio.ensure_future(conn.sweeper.sweep())
-        fetch = await iq_written(transport, "get")
-        conn.xmpp.data_received(
-            f"<iq type='error' id='{fetch}' from='friend@localhost' "
-            "to='friend@localhost/rulebot'><error type='wait'><internal-server-error "
-            "xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>".encode())
+        (fetch,) = await iq_ids(transport, "get", 1)
+        conn.xmpp.data_received(error_reply(fetch, "internal-server-error"))
         assert await asyncio.wait_for(sweep, 5) == 0
         assert conn.sweeper.supported
+
+
+async def test_a_message_whose_removal_failed_is_removed_again_but_not_handled_again(
+    tmp_path: Path,
+) -> None:
+    async with client_bot(tmp_path) as (conn, transport, handled):
+        sweeper = conn.sweeper
+        assert sweeper is not None
+        first = asyncio.ensure_future(sweeper.sweep())
+        (fetch,) = await iq_ids(transport, "get", 1)
+        conn.xmpp.data_received(stored("7", "s7").encode() + result(fetch))
+        assert await asyncio.wait_for(first, 5) == 1
+        (removal,) = await iq_ids(transport, "set", 1)
+        conn.xmpp.data_received(error_reply(removal, "internal-server-error"))
+        await asyncio.sleep(0)
+
+        second = asyncio.ensure_future(sweeper.sweep())
+        fetch = (await iq_ids(transport, "get", 2))[1]
+        conn.xmpp.data_received(stored("7", "s7").encode() + result(fetch))
+        assert await asyncio.wait_for(second, 5) == 0
+        assert [i.id for i in handled] == ["s7"]  # once
+        removal = (await iq_ids(transport, "set", 2))[1]
+        assert written(transport).count('node="7"') == 2  # asked to remove it again
+        conn.xmpp.data_received(result(removal))
+        await asyncio.sleep(0)
+        assert sweeper.supported
+
+        # Confirmed: should it ever come back, it is a new event again.
+        third = asyncio.ensure_future(sweeper.sweep())
+        fetch = (await iq_ids(transport, "get", 3))[2]
+        conn.xmpp.data_received(stored("7", "s7").encode() + result(fetch))
+        assert await asyncio.wait_for(third, 5) == 1
+
+
+async def test_a_server_that_cannot_remove_single_messages_turns_the_sweeps_off(
+    tmp_path: Path,
+) -> None:
+    """ejabberd with use_mam_for_storage fetches but answers item-not-found to
+    every removal: without this, each sweep would fetch the same messages."""
+    async with client_bot(tmp_path) as (conn, transport, handled):
+        sweeper = conn.sweeper
+        assert sweeper is not None
+        sweep = asyncio.ensure_future(sweeper.sweep())
+        (fetch,) = await iq_ids(transport, "get", 1)
+        conn.xmpp.data_received(stored("9", "s9").encode() + result(fetch))
+        assert await asyncio.wait_for(sweep, 5) == 1
+        (removal,) = await iq_ids(transport, "set", 1)
+        assert sweeper.supported
+        conn.xmpp.data_received(error_reply(removal, "item-not-found"))
+        await asyncio.sleep(0)
+        assert not sweeper.supported
+        assert [i.id for i in handled] == ["s9"]
 
 
 async def test_many_recovered_messages_are_removed_in_batches(tmp_path: Path) -> None:
@@ -147,12 +202,11 @@ async def test_many_recovered_messages_are_removed_in_batches(tmp_path: Path) ->
         assert conn.sweeper is not None
         n = REMOVE_BATCH + 5
         sweep = asyncio.ensure_future(conn.sweeper.sweep())
-        fetch = await iq_written(transport, "get")
-        conn.xmpp.data_received(("".join(stored(str(k), f"s{k}") for k in range(n)) +
-                                 f"<iq type='result' id='{fetch}' from='friend@localhost' "
-                                 "to='friend@localhost/rulebot'/>").encode())
+        (fetch,) = await iq_ids(transport, "get", 1)
+        conn.xmpp.data_received("".join(stored(str(k), f"s{k}") for k in range(n)).encode() +
+                                result(fetch))
         assert await asyncio.wait_for(sweep, 5) == n
-        await iq_written(transport, "set")
+        await iq_ids(transport, "set", 1)
         for _ in range(1000):
             if written(transport).count('action="remove"') == n:
                 break
