@@ -92,6 +92,10 @@ def parse_config(text: str, source: str = "<inline>", base: Path | None = None) 
     if mode == "component" and ("@" in jid or "/" in jid):
         problems.append(doc.issue(("jid",), "component mode needs a domain JID like "
                                   "friend.example.com", jid))
+    sweep = raw.get("offline_sweep", 60)
+    if 0 < sweep < 1:  # each sweep is a read of the server's offline storage
+        problems.append(doc.issue(("offline_sweep",), "offline_sweep must be 0 (off) or at "
+                                  "least 1 second", sweep))
     if problems:
         raise ConfigError(problems)
     server: Mapping[str, Any] = raw.get("server", {})

@@ -1,9 +1,9 @@
 """The daemon's brain without a network: inbound stanza values -> decisions -> outbound messages.
 
 Imports: model, engine, rules, state, functions, wire, config, logs, stdlib.
-Never imports slixmpp: xmpp.py turns stanzas into `Inbound` values and sends
-the `Outbound` values this module returns, so the whole path from stanza to
-sends can be tested with plain values.
+Never imports slixmpp: xmpp_stanzas.py turns stanzas into `Inbound` values and
+xmpp.py sends the `Outbound` values this module returns, so the whole path
+from stanza to sends can be tested with plain values.
 
 Order of checks for one inbound stanza (docs/protocol.md):
 own stanza -> ignored; sender domain not allowed -> ignored (no reply: it
@@ -49,7 +49,7 @@ log = logging.getLogger(LOGGER)
 
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    """A stanza addressed to the bot, as plain values (built by xmpp.py)."""
+    """A stanza addressed to the bot, as plain values (built by xmpp_stanzas.py)."""
 
     kind: Literal["message", "presence"]
     from_: str  # full JID, server-stamped

@@ -1,6 +1,6 @@
 """Relations as values, and the validation every write goes through.
 
-Imports: errors, model, stdlib. Pure: no I/O, no SQL.
+Imports: errors, model, stdlib. No I/O and no SQL; `now()` reads the clock.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The XMPP edge of the daemon: the only module (with client.py) that imports slixmpp.
+"""The XMPP edge of the daemon: the bot's connection. Only the xmpp_* modules and
+client.py import slixmpp.
 
 Imports: config, dispatch (its values), errors, logs, functions, the other
 xmpp_* modules, stdlib, slixmpp.
@@ -56,6 +57,8 @@ log = logging.getLogger(LOGGER)
 #: waits for the server's ack of what they produced (xmpp_sm.persist_sm), so a
 #: smaller window keeps fewer stanzas waiting for re-delivery after a crash.
 SM_WINDOW = 50
+#: Seconds a shutdown waits for an offline sweep's fetch in progress.
+SWEEP_WAIT = 5.0
 
 
 class BotConnection:
@@ -171,8 +174,6 @@ class BotConnection:
 
         x.recv_stanza = recv_stanza
 
-    # -- stream management that survives a restart -----------------------------
-
     # -- events from slixmpp --------------------------------------------------
 
     def _changed(self) -> None:
@@ -197,6 +198,22 @@ class BotConnection:
         if self._sweeps is not None:
             self._sweeps.cancel()
             self._sweeps = None
+
+    async def _end_sweeps(self) -> None:
+        """At shutdown: let a fetch in progress finish (its messages are being
+        handled and must be removed, and they must reach the bot before it goes
+        unavailable), then stop the sweeps."""
+        task, sweeper = self._sweeps, self.sweeper
+        if task is None or sweeper is None:
+            return
+        self._sweeps = None
+        if sweeper.collecting:
+            sweeper.stopping = True  # run() returns after this sweep
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), timeout=SWEEP_WAIT)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     def _on_disconnected(self, reason: Any) -> None:
         was = self.online
@@ -392,7 +409,7 @@ class BotConnection:
         messages in offline storage, then pings the server: every stanza the
         server sent before the pong has been processed when the pong arrives."""
         self._stopping = True
-        self._stop_sweeps()
+        await self._end_sweeps()
         self.xmpp.cancel_connection_attempt()
         if self.online and not self.component:
             self.xmpp.send_presence(ptype="unavailable")

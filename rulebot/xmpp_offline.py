@@ -12,20 +12,21 @@ Prosody runs both in one event loop and cannot strand a message this way.
 
 So in client mode the bot asks, shortly after each login and then
 periodically, for whatever is still in its offline storage with XEP-0013's
-fetch. ejabberd re-routes each stored message to the bot, tagged with its
+fetch. ejabberd re-sends each stored message to the bot, tagged with its
 storage node; the bot handles them like any event (synchronously, in stream
 order) and then removes exactly those nodes. The removal is written after the
 fetch's result, hence after every message the fetch produced and after what
-the bot sent for them: a crash in between re-processes the messages at the
-next sweep (at least once, like XEP-0198 resumption), never loses them.
-Until the server confirms a removal, a stored message that comes back in a
-later fetch is removed again but not handled again. A server that cannot
-remove single messages (ejabberd with `use_mam_for_storage`, which answers
-item-not-found) turns the sweeps off: otherwise every sweep would fetch the
+the bot sent for them: if the bot dies in between, the messages are still
+stored and are handled again when the next login or sweep brings them (at
+least once, like XEP-0198 resumption), never lost. Until the server confirms
+a removal, a stored message that comes back in a later fetch is removed again
+but not handled again. A server whose fetch brings back a message it refused
+to remove (ejabberd with `use_mam_for_storage` answers item-not-found to every
+single removal) turns the sweeps off: otherwise every sweep would fetch the
 same messages.
 
 A server without XEP-0013 (Prosody 0.12) answers the fetch with an error; the
-sweeper then logs that once and stops for this connection.
+sweeper then logs that once and stops for the life of the process.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ class OfflineSweeper:
 
     `collecting` is true while a fetch is outstanding: the connection's message
     handler then passes every message to `note`, and handles it only if that
-    says so."""
+    says so. One sweeper lives as long as the connection object, across
+    reconnects: what it learnt about the server (no XEP-0013, no single
+    removals) holds for the life of the process."""
 
     def __init__(self, xmpp: Any, own_jid: str, interval: float,
                  connected: Callable[[], bool]) -> None:
@@ -93,40 +96,57 @@ class OfflineSweeper:
         self.connected = connected
         self.collecting = False
         self.supported = True
+        self.stopping = False  # run() ends after the sweep in progress
         self.swept = 0  # messages recovered since the process started
-        self._nodes: list[str] = []  # fetched in the current sweep
-        self._handled: list[str] = []  # of those, handled now (not before)
-        # Handled in an earlier sweep, removal not confirmed yet (insertion-ordered).
+        self._found = 0  # handled in the current sweep
+        self._nodes: list[str] = []  # to remove once the current fetch is answered
+        # Handled, removal not confirmed yet (insertion-ordered, bounded).
         self._unconfirmed: dict[str, None] = {}
+        # Removal answered as unsupported: if the server's fetch brings one of
+        # these back, it truly cannot remove single messages. (A node in a
+        # forged <offline/> tag, sent by a user during a fetch, never comes
+        # back: it must not be able to turn the sweeps off.)
+        self._refused: dict[str, None] = {}
 
     def note(self, xml: Any) -> bool:
         """Record a fetched message's node; False if it must not be handled again."""
         node = offline_node(xml)
-        if node is None:
-            return True  # a live message arriving during the fetch
+        if node is None or not node.isdigit():  # ejabberd numbers its stored messages
+            return True  # an ordinary message arriving during the fetch
+        if node in self._refused:
+            self._cannot_remove()
         self._nodes.append(node)
         if node in self._unconfirmed:
             return False
-        self._handled.append(node)
+        _remember(self._unconfirmed, node)
+        self._found += 1
         return True
 
     async def run(self) -> None:
-        """Sweep after FIRST_SWEEP, then every `interval`, until cancelled."""
+        """Sweep after FIRST_SWEEP, then every `interval`, until cancelled or stopped."""
         delay = min(FIRST_SWEEP, self.interval)
-        while self.supported:
+        while self.supported and not self.stopping:
             await asyncio.sleep(delay)
             delay = self.interval
-            if self.connected():
-                await self.sweep()
+            if self.supported and not self.stopping and self.connected():
+                try:
+                    await self.sweep()
+                except Exception:  # a bug here must not end the sweeps unnoticed
+                    log.exception("offline sweep failed", extra=fields(
+                        event="offline_sweep_error", condition="internal"))
 
     async def sweep(self) -> int:
         """One fetch and removal; the number of messages recovered."""
+        if self.collecting:
+            return 0
         iq = self.xmpp.make_iq_get(ito=self.own_jid)
         ET.SubElement(ET.SubElement(iq.xml, OFFLINE_TAG), f"{{{OFFLINE_NS}}}fetch")
-        self._nodes, self._handled = [], []
+        self._nodes, self._found = [], 0
         self.collecting = True
+        answered = False
         try:
             await iq.send(timeout=FETCH_TIMEOUT)
+            answered = True
         except IqError as exc:
             condition = exc.iq["error"]["condition"]
             if condition in UNSUPPORTED:
@@ -137,35 +157,34 @@ class OfflineSweeper:
                 log.warning("offline sweep failed", extra=fields(event="offline_sweep_error",
                                                                  condition=condition))
         except IqTimeout:
+            # Messages of this fetch arriving later are handled as ordinary
+            # ones, and handled again by the next sweep (at least once).
             log.warning("offline sweep timed out", extra=fields(event="offline_sweep_error",
                                                                 condition="timeout"))
         finally:
             self.collecting = False
-            # Also when cancelled (shutdown) or timed out: what was handled goes.
-            nodes, handled = self._nodes, self._handled
-            self._nodes, self._handled = [], []
+            # Also when cancelled or timed out: what was handled goes.
+            nodes, found = self._nodes, self._found
+            self._nodes, self._found = [], 0
+            self.swept += found
             self._remove(nodes)
-        self.swept += len(handled)
-        # A warning when it found any: each is an event that came late.
-        log.log(logging.WARNING if handled else logging.DEBUG,
-                "recovered messages left in offline storage" if handled else "offline sweep",
-                extra=fields(event="offline_sweep", recovered=len(handled),
-                             recovered_total=self.swept, removing=len(nodes)))
-        return len(handled)
+        if answered:
+            # A warning when it found any: each is an event that came late.
+            log.log(logging.WARNING if found else logging.DEBUG,
+                    "recovered messages left in offline storage" if found else "offline sweep",
+                    extra=fields(event="offline_sweep", recovered=found,
+                                 recovered_total=self.swept, removing=len(nodes)))
+        return found
 
     def _remove(self, nodes: list[str]) -> None:
-        for node in nodes:
-            self._unconfirmed[node] = None
-        while len(self._unconfirmed) > MAX_UNCONFIRMED:
-            del self._unconfirmed[next(iter(self._unconfirmed))]
         if not nodes or self.xmpp.transport is None:
-            return
+            return  # still unconfirmed: a later fetch brings them back for removal
         for start in range(0, len(nodes), REMOVE_BATCH):
             batch = nodes[start:start + REMOVE_BATCH]
             iq = self.xmpp.make_iq_set(ito=self.own_jid)
             iq.xml.append(removal_payload(batch))
             # Not awaited: it must also go out while the sweep is being
-            # cancelled (shutdown).
+            # cancelled (the connection going down).
             iq.send(timeout=FETCH_TIMEOUT).add_done_callback(
                 lambda future, batch=batch: self._removed(future, batch))
 
@@ -179,13 +198,25 @@ class OfflineSweeper:
             return
         condition = exc.iq["error"]["condition"] if isinstance(exc, IqError) else "timeout"
         if condition in UNSUPPORTED:
-            # Every later fetch would bring the same messages back.
-            self.supported = False
-            log.error("the server cannot remove single offline messages (ejabberd: "
-                      "use_mam_for_storage?): offline sweeps turned off; the messages "
-                      "recovered are handled again at the next login",
-                      extra=fields(event="offline_sweep_off", condition=condition))
-            return
+            for node in batch:
+                _remember(self._refused, node)
         log.warning("could not remove recovered messages from offline storage; the next "
                     "sweep removes them", extra=fields(event="offline_sweep_error",
                                                        condition=condition))
+
+    def _cannot_remove(self) -> None:
+        if not self.supported:
+            return
+        # Every later fetch would bring the same messages back.
+        self.supported = False
+        log.error("the server cannot remove single offline messages (ejabberd: "
+                  "use_mam_for_storage?): offline sweeps turned off; the messages recovered "
+                  "are handled again at the next login",
+                  extra=fields(event="offline_sweep_off", condition="removal-refused"))
+
+
+def _remember(nodes: dict[str, None], node: str) -> None:
+    """Add to an insertion-ordered set, dropping the oldest beyond MAX_UNCONFIRMED."""
+    nodes[node] = None
+    if len(nodes) > MAX_UNCONFIRMED:
+        del nodes[next(iter(nodes))]

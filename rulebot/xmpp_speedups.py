@@ -1,7 +1,7 @@
 """Faster, output-identical versions of slixmpp hot spots; part of the XMPP edge.
 
-Imports: stdlib, slixmpp (like xmpp.py and client.py, the only other modules
-that may).
+Imports: stdlib, slixmpp (like the other xmpp_* modules and client.py, the
+only ones that may).
 
 Profiling `rulebot run` under a burst (README "Performance") put two pure
 functions of slixmpp among the largest costs of a routed event:

@@ -3,8 +3,8 @@ machine's CPUs busy.
 
 On ejabberd such an event could be routed before the new session's presence
 was processed and stored offline after that presence had flushed offline
-storage: it then waited for the bot's next login (1 in 4 or 5 restarts with
-three busy loops beside the test). The bot's offline sweep (XEP-0013, the
+storage: it then waited for the bot's next login (1 in 4 to 10 restarts with
+three busy loops beside the test, over five runs). The bot's offline sweep (XEP-0013, the
 first 2 s after login) now recovers it; the test counts how often that was
 needed. Prosody serialises the two and never strands one, but runs the same
 test.

@@ -39,6 +39,11 @@ def test_component_defaults() -> None:
         pytest.param("jid: f@x\nrules: r\nserver: {port: 99999}\n",
                      "c.yaml:3:16: server.port: 99999 is greater than the maximum", id="port"),
         pytest.param("jid: f@x\n", "c.yaml:1:1: missing required key 'rules'", id="missing"),
+        pytest.param("jid: f@x\nrules: r\noffline_sweep: 0.01\n",
+                     "c.yaml:3:16: offline_sweep: offline_sweep must be 0 (off) or at least 1",
+                     id="sweep-interval"),
+        pytest.param("jid: f@x\nrules: r\noffline_sweep: -1\n",
+                     "c.yaml:3:16: offline_sweep: -1 is less than the minimum", id="sweep-negative"),
     ],
 )
 def test_config_errors_are_located(text: str, expected: str) -> None:

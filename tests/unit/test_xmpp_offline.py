@@ -21,6 +21,7 @@ from slixmpp import JID
 from rulebot.config import parse_config
 from rulebot.dispatch import Inbound, Meta, Outbound
 from rulebot.xmpp import BotConnection
+from rulebot import xmpp_offline
 from rulebot.xmpp_offline import OFFLINE_NS, REMOVE_BATCH, offline_node
 
 HEADER = (b"<stream:stream xmlns='jabber:client' "
@@ -50,12 +51,17 @@ async def client_bot(tmp_path: Path, extra: str = "") -> AsyncIterator[
     conn.xmpp.boundjid = JID("friend@localhost/rulebot")
     conn.xmpp.session_bind_event.set()
     conn.xmpp.event("session_start")
+    # The tests drive the sweeps themselves: stop the periodic one login started.
     tasks = [t for t in (conn._sweeps, conn.xmpp._run_out_filters) if t is not None]
+    conn._stop_sweeps()
     try:
         yield conn, transport, handled
     finally:
-        conn.xmpp.event("disconnected")  # cancels the periodic sweeps
-        tasks[-1].cancel()
+        conn.xmpp.event("disconnected")  # cancels sweeps a test started
+        if conn._sweeps is not None:
+            tasks.append(conn._sweeps)
+        conn._stop_sweeps()
+        conn.xmpp._run_out_filters.cancel()
         # Awaited, not left to the garbage collector: a pending task finalised
         # in the middle of a later compile() trips CPython 3.11's AST
         # recursion-depth check (SystemError).
@@ -185,16 +191,63 @@ async def test_a_server_that_cannot_remove_single_messages_turns_the_sweeps_off(
     async with client_bot(tmp_path) as (conn, transport, handled):
         sweeper = conn.sweeper
         assert sweeper is not None
-        sweep = asyncio.ensure_future(sweeper.sweep())
+        first = asyncio.ensure_future(sweeper.sweep())
         (fetch,) = await iq_ids(transport, "get", 1)
         conn.xmpp.data_received(stored("9", "s9").encode() + result(fetch))
-        assert await asyncio.wait_for(sweep, 5) == 1
+        assert await asyncio.wait_for(first, 5) == 1
         (removal,) = await iq_ids(transport, "set", 1)
-        assert sweeper.supported
         conn.xmpp.data_received(error_reply(removal, "item-not-found"))
         await asyncio.sleep(0)
-        assert not sweeper.supported
+        assert sweeper.supported  # not yet: the refusal alone proves nothing
+
+        second = asyncio.ensure_future(sweeper.sweep())
+        fetch = (await iq_ids(transport, "get", 2))[1]
+        conn.xmpp.data_received(stored("9", "s9").encode() + result(fetch))
+        assert await asyncio.wait_for(second, 5) == 0
+        assert not sweeper.supported  # it came back
         assert [i.id for i in handled] == ["s9"]
+
+
+async def test_a_forged_offline_tag_cannot_turn_the_sweeps_off(tmp_path: Path) -> None:
+    """A user's message carrying its own <offline/> item during a fetch: its node
+    is refused at removal, but never comes back in a fetch."""
+    async with client_bot(tmp_path) as (conn, transport, handled):
+        sweeper = conn.sweeper
+        assert sweeper is not None
+        forged = stored("123", "forged").replace("alice@localhost/x", "mallory@localhost/m")
+        word = stored("x1", "word")  # not a storage node at all: an ordinary message
+        first = asyncio.ensure_future(sweeper.sweep())
+        (fetch,) = await iq_ids(transport, "get", 1)
+        conn.xmpp.data_received((forged + word).encode() + result(fetch))
+        await asyncio.wait_for(first, 5)
+        (removal,) = await iq_ids(transport, "set", 1)
+        conn.xmpp.data_received(error_reply(removal, "item-not-found"))
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(sweeper.sweep())
+        fetch = (await iq_ids(transport, "get", 2))[1]
+        conn.xmpp.data_received(result(fetch))  # nothing is stored
+        await asyncio.wait_for(second, 5)
+        assert sweeper.supported
+        assert [i.id for i in handled] == ["forged", "word"]
+        assert 'node="x1"' not in written(transport)
+
+
+async def test_shutdown_lets_a_fetch_in_progress_finish_and_remove_what_it_brought(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(xmpp_offline, "FIRST_SWEEP", 0.0)
+    async with client_bot(tmp_path) as (conn, transport, handled):
+        conn._on_session(None)  # logged in again: the periodic sweeps start
+        (fetch,) = await iq_ids(transport, "get", 1)
+        ending = asyncio.ensure_future(conn._end_sweeps())
+        for _ in range(20):  # time enough to cancel a sweep, were it cancelled
+            await asyncio.sleep(0)
+        assert not ending.done()  # waits for the fetch's answer
+        conn.xmpp.data_received(stored("5", "s5").encode() + result(fetch))
+        await asyncio.wait_for(ending, 5)
+        assert [i.id for i in handled] == ["s5"]
+        await iq_ids(transport, "set", 1)
+        assert conn._sweeps is None
 
 
 async def test_many_recovered_messages_are_removed_in_batches(tmp_path: Path) -> None:
