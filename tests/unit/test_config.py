@@ -43,7 +43,8 @@ def test_component_defaults() -> None:
                      "c.yaml:3:16: offline_sweep: offline_sweep must be 0 (off) or at least 1",
                      id="sweep-interval"),
         pytest.param("jid: f@x\nrules: r\noffline_sweep: -1\n",
-                     "c.yaml:3:16: offline_sweep: -1 is less than the minimum", id="sweep-negative"),
+                     "c.yaml:3:16: offline_sweep: -1 is less than the minimum",
+                     id="sweep-negative"),
     ],
 )
 def test_config_errors_are_located(text: str, expected: str) -> None:

@@ -18,10 +18,10 @@ import pytest
 from recording_transport import RecordingTransport
 from slixmpp import JID
 
+from rulebot import xmpp_offline
 from rulebot.config import parse_config
 from rulebot.dispatch import Inbound, Meta, Outbound
 from rulebot.xmpp import BotConnection
-from rulebot import xmpp_offline
 from rulebot.xmpp_offline import OFFLINE_NS, REMOVE_BATCH, offline_node
 
 HEADER = (b"<stream:stream xmlns='jabber:client' "
