@@ -1,6 +1,6 @@
 """The wire format both sides share: JSON events in message stanzas, error replies.
 
-Imports: model, errors, stdlib only. No XMPP, no I/O, no logging.
+Imports: model, errors, jsonenc, stdlib. No XMPP, no I/O, no logging.
 
 An event travels as one JSON object, either as the text of the message
 <body> (Encoding "body") or as the text of an XEP-0335 container
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from rulebot.errors import EventError
+from rulebot.jsonenc import encoder
 from rulebot.model import JSON
 
 __all__ = [
@@ -369,7 +370,7 @@ def _check_string(text: str, loc: _Loc | None, limits: Limits, what: str) -> Non
 # --- encoding --------------------------------------------------------------------
 
 
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_ENCODE = encoder(separators=(",", ":"), allow_nan=False)
 
 
 def encode_payload(payload: JSON) -> str:
