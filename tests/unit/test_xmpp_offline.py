@@ -83,15 +83,40 @@ def result(iq_id: str) -> bytes:
             "to='friend@localhost/rulebot'/>").encode()
 
 
+def ids_of(transport: RecordingTransport, kind: str) -> list[str]:
+    """The ids of the <iq type=kind> with <offline/> written so far."""
+    pattern = rf'<iq (?=[^>]*type="{kind}")[^>]*id="([^"]+)"[^>]*>\s*<offline '
+    return re.findall(pattern, written(transport))
+
+
 async def iq_ids(transport: RecordingTransport, kind: str, count: int) -> list[str]:
     """The ids of the first `count` <iq type=kind> with <offline/>, once written."""
-    pattern = re.compile(rf'<iq (?=[^>]*type="{kind}")[^>]*id="([^"]+)"[^>]*>\s*<offline ')
-    for _ in range(1000):
-        ids = pattern.findall(written(transport))
+    for _ in range(1000):  # slixmpp writes from its send task: let it run
+        ids = ids_of(transport, kind)
         if len(ids) >= count:
             return ids[:count]
         await asyncio.sleep(0)
     raise AssertionError(f"fewer than {count} <iq type={kind}>: {written(transport)}")
+
+
+async def sweep_serving(conn: BotConnection, transport: RecordingTransport,
+                        served: str) -> int:
+    """One sweep whose fetch the server answers with the `served` stanzas."""
+    assert conn.sweeper is not None
+    before = len(ids_of(transport, "get"))
+    sweep = asyncio.ensure_future(conn.sweeper.sweep())
+    fetch = (await iq_ids(transport, "get", before + 1))[before]
+    conn.xmpp.data_received(served.encode() + result(fetch))
+    return await asyncio.wait_for(sweep, 5)
+
+
+async def answer_removal(conn: BotConnection, transport: RecordingTransport, n: int,
+                         condition: str | None) -> None:
+    """The server's answer to the bot's n-th removal: done, or this error."""
+    removal = (await iq_ids(transport, "set", n))[n - 1]
+    conn.xmpp.data_received(result(removal) if condition is None
+                            else error_reply(removal, condition))
+    await asyncio.sleep(0)  # the answer's callback runs
 
 
 def stored(node: str, event_id: str) -> str:
@@ -129,58 +154,41 @@ async def test_fetched_messages_are_handled_then_removed_after_what_they_produce
         assert conn.sweeper.swept == 2
 
 
-async def test_a_server_without_xep_0013_turns_the_sweeps_off(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("condition", "stays_on"), [
+    ("service-unavailable", False),  # Prosody 0.12: no XEP-0013
+    ("feature-not-implemented", False),
+    ("internal-server-error", True),  # a database failure: try again next time
+])
+async def test_an_unsupported_fetch_turns_the_sweeps_off_and_a_transient_error_does_not(
+    tmp_path: Path, condition: str, stays_on: bool,
+) -> None:
     async with client_bot(tmp_path) as (conn, transport, handled):
         assert conn.sweeper is not None
         sweep = asyncio.ensure_future(conn.sweeper.sweep())
         (fetch,) = await iq_ids(transport, "get", 1)
-        conn.xmpp.data_received(error_reply(fetch, "service-unavailable"))
+        conn.xmpp.data_received(error_reply(fetch, condition))
         assert await asyncio.wait_for(sweep, 5) == 0
-        assert not conn.sweeper.supported
+        assert conn.sweeper.supported is stays_on
         assert 'type="set"' not in written(transport)
         assert handled == []
-
-
-async def test_a_transient_error_keeps_the_sweeps_on(tmp_path: Path) -> None:
-    async with client_bot(tmp_path) as (conn, transport, _handled):
-        assert conn.sweeper is not None
-        sweep = asyncio.ensure_future(conn.sweeper.sweep())
-        (fetch,) = await iq_ids(transport, "get", 1)
-        conn.xmpp.data_received(error_reply(fetch, "internal-server-error"))
-        assert await asyncio.wait_for(sweep, 5) == 0
-        assert conn.sweeper.supported
 
 
 async def test_a_message_whose_removal_failed_is_removed_again_but_not_handled_again(
     tmp_path: Path,
 ) -> None:
     async with client_bot(tmp_path) as (conn, transport, handled):
-        sweeper = conn.sweeper
-        assert sweeper is not None
-        first = asyncio.ensure_future(sweeper.sweep())
-        (fetch,) = await iq_ids(transport, "get", 1)
-        conn.xmpp.data_received(stored("7", "s7").encode() + result(fetch))
-        assert await asyncio.wait_for(first, 5) == 1
-        (removal,) = await iq_ids(transport, "set", 1)
-        conn.xmpp.data_received(error_reply(removal, "internal-server-error"))
-        await asyncio.sleep(0)
+        assert await sweep_serving(conn, transport, stored("7", "s7")) == 1
+        await answer_removal(conn, transport, 1, "internal-server-error")
 
-        second = asyncio.ensure_future(sweeper.sweep())
-        fetch = (await iq_ids(transport, "get", 2))[1]
-        conn.xmpp.data_received(stored("7", "s7").encode() + result(fetch))
-        assert await asyncio.wait_for(second, 5) == 0
+        assert await sweep_serving(conn, transport, stored("7", "s7")) == 0
         assert [i.id for i in handled] == ["s7"]  # once
-        removal = (await iq_ids(transport, "set", 2))[1]
+        await answer_removal(conn, transport, 2, None)
         assert written(transport).count('node="7"') == 2  # asked to remove it again
-        conn.xmpp.data_received(result(removal))
-        await asyncio.sleep(0)
-        assert sweeper.supported
+        assert conn.sweeper is not None
+        assert conn.sweeper.supported
 
         # Confirmed: should it ever come back, it is a new event again.
-        third = asyncio.ensure_future(sweeper.sweep())
-        fetch = (await iq_ids(transport, "get", 3))[2]
-        conn.xmpp.data_received(stored("7", "s7").encode() + result(fetch))
-        assert await asyncio.wait_for(third, 5) == 1
+        assert await sweep_serving(conn, transport, stored("7", "s7")) == 1
 
 
 async def test_a_server_that_cannot_remove_single_messages_turns_the_sweeps_off(
@@ -189,22 +197,13 @@ async def test_a_server_that_cannot_remove_single_messages_turns_the_sweeps_off(
     """ejabberd with use_mam_for_storage fetches but answers item-not-found to
     every removal: without this, each sweep would fetch the same messages."""
     async with client_bot(tmp_path) as (conn, transport, handled):
-        sweeper = conn.sweeper
-        assert sweeper is not None
-        first = asyncio.ensure_future(sweeper.sweep())
-        (fetch,) = await iq_ids(transport, "get", 1)
-        conn.xmpp.data_received(stored("9", "s9").encode() + result(fetch))
-        assert await asyncio.wait_for(first, 5) == 1
-        (removal,) = await iq_ids(transport, "set", 1)
-        conn.xmpp.data_received(error_reply(removal, "item-not-found"))
-        await asyncio.sleep(0)
-        assert sweeper.supported  # not yet: the refusal alone proves nothing
+        assert conn.sweeper is not None
+        assert await sweep_serving(conn, transport, stored("9", "s9")) == 1
+        await answer_removal(conn, transport, 1, "item-not-found")
+        assert conn.sweeper.supported  # not yet: the refusal alone proves nothing
 
-        second = asyncio.ensure_future(sweeper.sweep())
-        fetch = (await iq_ids(transport, "get", 2))[1]
-        conn.xmpp.data_received(stored("9", "s9").encode() + result(fetch))
-        assert await asyncio.wait_for(second, 5) == 0
-        assert not sweeper.supported  # it came back
+        assert await sweep_serving(conn, transport, stored("9", "s9")) == 0
+        assert not conn.sweeper.supported  # it came back
         assert [i.id for i in handled] == ["s9"]
 
 
@@ -212,22 +211,13 @@ async def test_a_forged_offline_tag_cannot_turn_the_sweeps_off(tmp_path: Path) -
     """A user's message carrying its own <offline/> item during a fetch: its node
     is refused at removal, but never comes back in a fetch."""
     async with client_bot(tmp_path) as (conn, transport, handled):
-        sweeper = conn.sweeper
-        assert sweeper is not None
+        assert conn.sweeper is not None
         forged = stored("123", "forged").replace("alice@localhost/x", "mallory@localhost/m")
         word = stored("x1", "word")  # not a storage node at all: an ordinary message
-        first = asyncio.ensure_future(sweeper.sweep())
-        (fetch,) = await iq_ids(transport, "get", 1)
-        conn.xmpp.data_received((forged + word).encode() + result(fetch))
-        await asyncio.wait_for(first, 5)
-        (removal,) = await iq_ids(transport, "set", 1)
-        conn.xmpp.data_received(error_reply(removal, "item-not-found"))
-        await asyncio.sleep(0)
-        second = asyncio.ensure_future(sweeper.sweep())
-        fetch = (await iq_ids(transport, "get", 2))[1]
-        conn.xmpp.data_received(result(fetch))  # nothing is stored
-        await asyncio.wait_for(second, 5)
-        assert sweeper.supported
+        await sweep_serving(conn, transport, forged + word)
+        await answer_removal(conn, transport, 1, "item-not-found")
+        await sweep_serving(conn, transport, "")  # nothing is stored
+        assert conn.sweeper.supported
         assert [i.id for i in handled] == ["forged", "word"]
         assert 'node="x1"' not in written(transport)
 
@@ -254,19 +244,10 @@ async def test_many_recovered_messages_are_removed_in_batches(tmp_path: Path) ->
     async with client_bot(tmp_path) as (conn, transport, handled):
         assert conn.sweeper is not None
         n = REMOVE_BATCH + 5
-        sweep = asyncio.ensure_future(conn.sweeper.sweep())
-        (fetch,) = await iq_ids(transport, "get", 1)
-        conn.xmpp.data_received("".join(stored(str(k), f"s{k}") for k in range(n)).encode() +
-                                result(fetch))
-        assert await asyncio.wait_for(sweep, 5) == n
-        await iq_ids(transport, "set", 1)
-        for _ in range(1000):
-            if written(transport).count('action="remove"') == n:
-                break
-            await asyncio.sleep(0)
-        stream = written(transport)
-        assert stream.count('action="remove"') == n
-        assert len(re.findall(r'<iq [^>]*type="set"', stream)) == 2
+        served = "".join(stored(str(k), f"s{k}") for k in range(n))
+        assert await sweep_serving(conn, transport, served) == n
+        await iq_ids(transport, "set", 2)
+        assert written(transport).count('action="remove"') == n
         assert len(handled) == n
 
 
