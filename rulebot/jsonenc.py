@@ -6,15 +6,21 @@ Imports: stdlib only.
 JSONEncoder.encode builds json's C encoder anew on every call (and a dict to
 detect cycles); the encoders here build it once. Without the cycle check a
 cyclic value would recurse until RecursionError: that case is handed to
-JSONEncoder, which raises its usual ValueError. Values encoded here (events,
-rule payloads, log fields) are never cyclic in practice.
+JSONEncoder, which raises its usual ValueError (and if the process raised
+its recursion limit far above the default, every value goes to JSONEncoder,
+since such a recursion could exhaust the C stack first). Values encoded here
+(events, rule payloads, log fields) are never cyclic in practice.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
+
+#: Python's default recursion limit is 1,000; above this, skip the fast path.
+SAFE_RECURSION_LIMIT = 10_000
 
 
 def _not_serializable(value: Any) -> Any:
@@ -35,6 +41,10 @@ def encoder(*, separators: tuple[str, str], allow_nan: bool,
                 key_sep, item_sep, False, False, allow_nan)
 
     def encode(value: Any) -> str:
+        if sys.getrecursionlimit() > SAFE_RECURSION_LIMIT:
+            # A cycle would recurse to that limit, deeper than the C stack
+            # can go: let JSONEncoder's cycle check catch it first.
+            return slow(value)
         try:
             return "".join(fast(value, 0))
         except RecursionError:

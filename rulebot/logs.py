@@ -111,9 +111,9 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         formatter = self.formatter
         assert isinstance(formatter, JsonFormatter)
         try:
-            line = formatter.format_fields(time.time(), logging.getLevelName(level).lower(),
-                                           name, msg, line_fields)
             with self.lock:  # type: ignore[union-attr]
+                line = formatter.format_fields(time.time(), logging.getLevelName(level).lower(),
+                                               name, msg, line_fields)
                 self.stream.write(line + self.terminator)
                 now = time.monotonic()
                 if level >= logging.WARNING or now - self._last >= self.interval:
@@ -189,6 +189,11 @@ class _HotRecord(logging.LogRecord):
         self.fields = line_fields
 
 
+#: Keys of a JSON line's head: fields of that name replace them (format()), so
+#: such lines take the ordinary path.
+_HEAD_KEYS = frozenset({"ts", "level", "logger", "msg"})
+
+
 def log_hot(logger: logging.Logger, level: int, msg: str, line_fields: dict[str, Any]) -> None:
     """`logger.log(level, msg, extra=fields(...))` for lines written per stanza:
     the same line reaches the same handlers, at a third of the cost.
@@ -203,7 +208,8 @@ def log_hot(logger: logging.Logger, level: int, msg: str, line_fields: dict[str,
     root = logging.root
     handlers = root.handlers
     if (len(handlers) == 1 and type(handlers[0]) is BufferedStreamHandler
-            and isinstance(handlers[0].formatter, JsonFormatter) and not handlers[0].filters
+            and type(handlers[0].formatter) is JsonFormatter and not handlers[0].filters
+            and not line_fields.keys() & _HEAD_KEYS
             and not logger.handlers and not logger.filters and not root.filters
             and logger.propagate and logger.parent is root and level >= handlers[0].level):
         handlers[0].write_fields(level, logger.name, msg, line_fields)

@@ -184,7 +184,8 @@ class BotConnection:
             self.xmpp.send_presence(ppriority=0)  # brings offline messages and bare-JID routing
         self.online = True
         self.writes.active = True
-        if self.sweeper is not None and self.sweeper.supported and self._sweeps is None:
+        if self.sweeper is not None and self.sweeper.supported and self._sweeps is None \
+                and not self._stopping:
             self._sweeps = asyncio.ensure_future(self.sweeper.run())
         log.info("connected", extra=fields(event="connected", jid=self.config.jid,
                                            mode=self.config.mode,
@@ -207,13 +208,13 @@ class BotConnection:
         if task is None or sweeper is None:
             return
         self._sweeps = None
-        if sweeper.collecting:
-            sweeper.stopping = True  # run() returns after this sweep
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), timeout=SWEEP_WAIT)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        try:
+            if sweeper.collecting:
+                sweeper.stopping = True  # run() returns after this sweep
+                await asyncio.wait({task}, timeout=SWEEP_WAIT)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     def _on_disconnected(self, reason: Any) -> None:
         was = self.online

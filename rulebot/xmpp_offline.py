@@ -11,10 +11,16 @@ until the bot's *next* login (seen under CPU load, right after a restart).
 Prosody runs both in one event loop and cannot strand a message this way.
 
 So in client mode the bot asks, shortly after each login and then
-periodically, for whatever is still in its offline storage with XEP-0013's
-fetch. ejabberd re-sends each stored message to the bot, tagged with its
-storage node; the bot handles them like any event (synchronously, in stream
-order) and then removes exactly those nodes. The removal is written after the
+periodically, what is still in its offline storage (XEP-0013: the message
+list, a disco#items query, each stored message's node and sender), and if
+anything is, fetches it. ejabberd re-sends each stored message to the bot,
+tagged with its storage node; the bot handles them like any event
+(synchronously, in stream order) and then removes exactly those nodes. A
+tag is trusted only if the list named its node with the message's sender:
+the sender's address is stamped by the server, so a user who puts an
+<offline/> tag in a message of their own can at most name one of their own
+stored messages; tagged messages the list did not name are left alone (one
+stored since the list is listed and handled at the next sweep). The removal is written after the
 fetch's result, hence after every message the fetch produced and after what
 the bot sent for them: if the bot dies in between, the messages are still
 stored and are handled again when the next login or sweep brings them (at
@@ -25,8 +31,8 @@ to remove (ejabberd with `use_mam_for_storage` answers item-not-found to every
 single removal) turns the sweeps off: otherwise every sweep would fetch the
 same messages.
 
-A server without XEP-0013 (Prosody 0.12) answers the fetch with an error; the
-sweeper then logs that once and stops for the life of the process.
+A server without XEP-0013 (Prosody 0.12) answers the list request with an
+error; the sweeper then logs that once and stops for the life of the process.
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
+from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.jid import InvalidJID
 
 from rulebot.logs import LOGGER, fields
 
@@ -46,10 +54,12 @@ log = logging.getLogger(LOGGER)
 OFFLINE_NS = "http://jabber.org/protocol/offline"
 OFFLINE_TAG = f"{{{OFFLINE_NS}}}offline"
 ITEM_TAG = f"{{{OFFLINE_NS}}}item"
+ITEMS_NS = "http://jabber.org/protocol/disco#items"
 #: The first sweep after a login, seconds (or the interval, if shorter): long
 #: enough for a store racing the login's flush to have finished.
 FIRST_SWEEP = 2.0
-#: Seconds to wait for the fetch's result (it follows every fetched message).
+#: Seconds to wait for the list, and for the fetch's result (which follows
+#: every fetched message).
 FETCH_TIMEOUT = 30.0
 #: Nodes per removal request.
 REMOVE_BATCH = 200
@@ -69,6 +79,26 @@ def offline_node(xml: Any) -> str | None:
     item = tag.find(ITEM_TAG)
     node = item.get("node") if item is not None else None
     return node or None
+
+
+def listed(reply: Any) -> dict[str, str]:
+    """Node -> bare JID of the sender, of each stored message in a XEP-0013
+    message list (the disco#items result)."""
+    out: dict[str, str] = {}
+    query = reply.find(f"{{{ITEMS_NS}}}query")
+    for item in query if query is not None else ():
+        node, name = item.get("node"), item.get("name")
+        if item.tag == f"{{{ITEMS_NS}}}item" and node and name:
+            out[node] = bare(name)
+    return out
+
+
+def bare(jid: str | None) -> str:
+    """A JID without its resource, in slixmpp's normal form."""
+    try:
+        return str(JID(jid or "").bare)
+    except InvalidJID:
+        return ""
 
 
 def removal_payload(nodes: list[str]) -> ET.Element:
@@ -95,6 +125,8 @@ class OfflineSweeper:
         self.interval = interval
         self.connected = connected
         self.collecting = False
+        self._busy = False  # a sweep is in progress (list or fetch)
+        self._expected: dict[str, str] = {}  # the current list: node -> sender
         self.supported = True
         self.stopping = False  # run() ends after the sweep in progress
         self.swept = 0  # messages recovered since the process started
@@ -103,16 +135,21 @@ class OfflineSweeper:
         # Handled, removal not confirmed yet (insertion-ordered, bounded).
         self._unconfirmed: dict[str, None] = {}
         # Removal answered as unsupported: if the server's fetch brings one of
-        # these back, it truly cannot remove single messages. (A node in a
-        # forged <offline/> tag, sent by a user during a fetch, never comes
-        # back: it must not be able to turn the sweeps off.)
+        # these back, it truly cannot remove single messages.
         self._refused: dict[str, None] = {}
 
     def note(self, xml: Any) -> bool:
-        """Record a fetched message's node; False if it must not be handled again."""
+        """Record a fetched message's node; False if it must not be handled (now)."""
         node = offline_node(xml)
-        if node is None or not node.isdigit():  # ejabberd numbers its stored messages
+        if node is None:
             return True  # an ordinary message arriving during the fetch
+        sender = self._expected.get(node)
+        if sender is None or sender != bare(xml.get("from")):
+            # Not a stored message this sweep listed: a tag a user wrote (or a
+            # message stored since the list, which the next sweep lists).
+            log.debug("message with an unlisted offline tag ignored", extra=fields(
+                event="offline_tag_ignored", from_=xml.get("from"), node=node))
+            return False
         if node in self._refused:
             self._cannot_remove()
         self._nodes.append(node)
@@ -136,8 +173,26 @@ class OfflineSweeper:
                         event="offline_sweep_error", condition="internal"))
 
     async def sweep(self) -> int:
-        """One fetch and removal; the number of messages recovered."""
-        if self.collecting:
+        """One list, fetch and removal; the number of messages recovered."""
+        if self._busy:
+            return 0
+        self._busy = True
+        try:
+            return await self._sweep()
+        finally:
+            self._busy = False
+
+    async def _sweep(self) -> int:
+        ask = self.xmpp.make_iq_get(ito=self.own_jid)
+        ET.SubElement(ask.xml, f"{{{ITEMS_NS}}}query", {"node": OFFLINE_NS})
+        try:
+            self._expected = listed((await ask.send(timeout=FETCH_TIMEOUT)).xml)
+        except (IqError, IqTimeout) as exc:
+            self._failed(exc)
+            return 0
+        if not self._expected:
+            log.debug("offline sweep", extra=fields(event="offline_sweep", recovered=0,
+                                                    recovered_total=self.swept, removing=0))
             return 0
         iq = self.xmpp.make_iq_get(ito=self.own_jid)
         ET.SubElement(ET.SubElement(iq.xml, OFFLINE_TAG), f"{{{OFFLINE_NS}}}fetch")
@@ -147,22 +202,11 @@ class OfflineSweeper:
         try:
             await iq.send(timeout=FETCH_TIMEOUT)
             answered = True
-        except IqError as exc:
-            condition = exc.iq["error"]["condition"]
-            if condition in UNSUPPORTED:
-                self.supported = False
-                log.info("the server does not offer XEP-0013 offline retrieval: no offline "
-                         "sweeps", extra=fields(event="offline_sweep_off", condition=condition))
-            else:
-                log.warning("offline sweep failed", extra=fields(event="offline_sweep_error",
-                                                                 condition=condition))
-        except IqTimeout:
-            # Messages of this fetch arriving later are handled as ordinary
-            # ones, and handled again by the next sweep (at least once).
-            log.warning("offline sweep timed out", extra=fields(event="offline_sweep_error",
-                                                                condition="timeout"))
+        except (IqError, IqTimeout) as exc:
+            self._failed(exc)
         finally:
             self.collecting = False
+            self._expected = {}
             # Also when cancelled or timed out: what was handled goes.
             nodes, found = self._nodes, self._found
             self._nodes, self._found = [], 0
@@ -175,6 +219,22 @@ class OfflineSweeper:
                     extra=fields(event="offline_sweep", recovered=found,
                                  recovered_total=self.swept, removing=len(nodes)))
         return found
+
+    def _failed(self, exc: IqError | IqTimeout) -> None:
+        if isinstance(exc, IqTimeout):
+            # Messages of a fetch arriving later are handled as ordinary ones,
+            # and again by the next sweep (at least once).
+            log.warning("offline sweep timed out", extra=fields(event="offline_sweep_error",
+                                                                condition="timeout"))
+            return
+        condition = exc.iq["error"]["condition"]
+        if condition in UNSUPPORTED:
+            self.supported = False
+            log.info("the server does not offer XEP-0013 offline retrieval: no offline "
+                     "sweeps", extra=fields(event="offline_sweep_off", condition=condition))
+        else:
+            log.warning("offline sweep failed", extra=fields(event="offline_sweep_error",
+                                                             condition=condition))
 
     def _remove(self, nodes: list[str]) -> None:
         if not nodes or self.xmpp.transport is None:

@@ -9,6 +9,8 @@ import json
 import logging
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -20,19 +22,29 @@ FIELDS = {"event": "stanza", "status": "decided", "stanza_id": "s1", "from": "å
           "event_id": None, "micros": 28.5, "odd": {1, 2} - {1, 2}}
 
 
-@pytest.fixture
-def daemon_logging() -> Iterator[tuple[io.StringIO, BufferedStreamHandler]]:
-    """The root logger as setup_logging leaves it, writing to a string."""
+@contextmanager
+def daemon_logging() -> Iterator[tuple[io.StringIO, BufferedStreamHandler, list[str]]]:
+    """The root logger as setup_logging leaves it, writing to a string; and the
+    messages that went the direct way. Entered in the test body: pytest adds
+    its capture handlers to the root logger when the test starts."""
     root, rulebot = logging.getLogger(), logging.getLogger("rulebot")
     saved = root.handlers[:], root.level, rulebot.level
     stream = io.StringIO()
     handler = BufferedStreamHandler(stream, interval=60)
     handler.setFormatter(JsonFormatter())
+    direct: list[str] = []
+    write_fields = handler.write_fields
+
+    def spy(level: int, name: str, msg: str, line_fields: dict[str, Any]) -> None:
+        direct.append(msg)
+        write_fields(level, name, msg, line_fields)
+
+    handler.write_fields = spy  # type: ignore[method-assign]
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     rulebot.setLevel(logging.INFO)
     try:
-        yield stream, handler
+        yield stream, handler, direct
     finally:
         root.handlers[:], root_level, rulebot_level = saved
         root.setLevel(root_level)
@@ -43,75 +55,75 @@ def without_ts(line: str) -> str:
     return re.sub(r'^\{"ts": "[^"]+", ', "{", line)
 
 
-def test_the_direct_line_is_the_text_the_formatter_writes_for_the_record(
-    daemon_logging: tuple[io.StringIO, BufferedStreamHandler],
-) -> None:
-    stream, handler = daemon_logging
-    logger = logging.getLogger("rulebot")
-    log_hot(logger, logging.INFO, "message decided", FIELDS)
-    direct = stream.getvalue()
-    assert direct.endswith("\n")
-    assert direct.count("\n") == 1
-    expected = handler.format(_HotRecord("rulebot", logging.INFO, "message decided", FIELDS))
-    assert without_ts(direct.rstrip("\n")) == without_ts(expected)
-    line = json.loads(direct)
-    assert (line["level"], line["logger"], line["msg"]) == ("info", "rulebot", "message decided")
-    assert line["from"] == "ålice@localhost/x"  # not \u-escaped, like the formatter
-    assert line["odd"] == "set()"  # default=str, like the formatter
-
-    for fields in ({}, {"event": "x"}):  # no fields; another message (a new cached head)
-        stream.truncate(0)
-        stream.seek(0)
-        log_hot(logger, logging.WARNING, "message ignored", fields)
-        expected = handler.format(_HotRecord("rulebot", logging.WARNING, "message ignored",
-                                             fields))
-        assert without_ts(stream.getvalue().rstrip("\n")) == without_ts(expected)
-
-
-def test_a_capturing_handler_still_gets_the_record(
-    daemon_logging: tuple[io.StringIO, BufferedStreamHandler],
-) -> None:
-    stream, _ = daemon_logging
-    seen: list[logging.LogRecord] = []
-
-    class Capture(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            seen.append(record)
-
-    capture = Capture()
-    logging.getLogger().addHandler(capture)
-    log_hot(logging.getLogger("rulebot"), logging.INFO, "message decided", FIELDS)
-    assert [r.getMessage() for r in seen] == ["message decided"]
-    assert seen[0].fields == FIELDS  # type: ignore[attr-defined]
-    assert stream.getvalue().count("\n") == 1  # and the JSON handler its line
-
-
-def test_a_disabled_level_writes_nothing(
-    daemon_logging: tuple[io.StringIO, BufferedStreamHandler],
-) -> None:
-    stream, _ = daemon_logging
-    logger = logging.getLogger("rulebot")
-    saved = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
+def test_the_direct_line_is_the_text_the_formatter_writes_for_the_record() -> None:
+    with daemon_logging() as (stream, handler, direct):
+        logger = logging.getLogger("rulebot")
         log_hot(logger, logging.INFO, "message decided", FIELDS)
-    finally:
-        logger.setLevel(saved)
-    assert stream.getvalue() == ""
+        line_text = stream.getvalue()
+        assert direct == ["message decided"]  # the direct way
+        assert line_text.endswith("\n")
+        assert line_text.count("\n") == 1
+        expected = handler.format(_HotRecord("rulebot", logging.INFO, "message decided",
+                                             FIELDS))
+        assert without_ts(line_text.rstrip("\n")) == without_ts(expected)
+        line = json.loads(line_text)
+        assert (line["level"], line["logger"], line["msg"]) == ("info", "rulebot",
+                                                                "message decided")
+        assert line["from"] == "ålice@localhost/x"  # not \u-escaped, like the formatter
+        assert line["odd"] == "set()"  # default=str, like the formatter
+
+        for fields in ({}, {"event": "x"}):  # no fields; another message (a new head)
+            stream.truncate(0)
+            stream.seek(0)
+            log_hot(logger, logging.WARNING, "message ignored", fields)
+            expected = handler.format(_HotRecord("rulebot", logging.WARNING, "message ignored",
+                                                 fields))
+            assert without_ts(stream.getvalue().rstrip("\n")) == without_ts(expected)
+        assert len(direct) == 3
 
 
-def test_a_cycle_in_fields_is_reported_not_a_crash(
-    daemon_logging: tuple[io.StringIO, BufferedStreamHandler],
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    stream, _ = daemon_logging
-    cyclic: dict[str, object] = {}
-    cyclic["self"] = cyclic
-    saved = logging.raiseExceptions
-    logging.raiseExceptions = True  # handleError prints the error to stderr
-    try:
-        log_hot(logging.getLogger("rulebot"), logging.INFO, "m", {"c": cyclic})
-    finally:
-        logging.raiseExceptions = saved
-    assert stream.getvalue() == ""
+def test_fields_named_like_the_head_take_the_ordinary_path() -> None:
+    with daemon_logging() as (stream, _handler, direct):
+        fields = {"msg": "mine", "event": "x"}
+        log_hot(logging.getLogger("rulebot"), logging.INFO, "message decided", fields)
+        assert direct == []
+        assert json.loads(stream.getvalue())["msg"] == "mine"  # as format() writes it
+
+
+def test_a_capturing_handler_still_gets_the_record() -> None:
+    with daemon_logging() as (stream, _handler, direct):
+        seen: list[logging.LogRecord] = []
+
+        class Capture(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                seen.append(record)
+
+        logging.getLogger().addHandler(Capture())
+        log_hot(logging.getLogger("rulebot"), logging.INFO, "message decided", FIELDS)
+        assert [r.getMessage() for r in seen] == ["message decided"]
+        assert seen[0].fields == FIELDS  # type: ignore[attr-defined]
+        assert direct == []  # the ordinary way
+        assert stream.getvalue().count("\n") == 1  # and the JSON handler its line
+
+
+def test_a_disabled_level_writes_nothing() -> None:
+    with daemon_logging() as (stream, _handler, direct):
+        logging.getLogger("rulebot").setLevel(logging.WARNING)
+        log_hot(logging.getLogger("rulebot"), logging.INFO, "message decided", FIELDS)
+        assert stream.getvalue() == ""
+        assert direct == []
+
+
+def test_a_cycle_in_fields_is_reported_not_a_crash(capsys: pytest.CaptureFixture[str]) -> None:
+    with daemon_logging() as (stream, _handler, direct):
+        cyclic: dict[str, object] = {}
+        cyclic["self"] = cyclic
+        saved = logging.raiseExceptions
+        logging.raiseExceptions = True  # handleError prints the error to stderr
+        try:
+            log_hot(logging.getLogger("rulebot"), logging.INFO, "m", {"c": cyclic})
+        finally:
+            logging.raiseExceptions = saved
+        assert direct == ["m"]
+        assert stream.getvalue() == ""
     assert "Circular reference" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """The offline sweep (rulebot/xmpp_offline.py) inside the real BotConnection:
-what a XEP-0013 fetch brings is handled like any event, and exactly those
-stored messages are removed afterwards, behind what the bot sent for them.
+what a XEP-0013 fetch brings (of what the message list named) is handled
+like any event, and exactly those stored messages are removed afterwards,
+behind what the bot sent for them.
 
 Over a recording transport (no network); the live sweep against ejabberd, and
 Prosody's refusal, are in tests/integration/test_daemon.py."""
@@ -83,30 +84,47 @@ def result(iq_id: str) -> bytes:
             "to='friend@localhost/rulebot'/>").encode()
 
 
-def ids_of(transport: RecordingTransport, kind: str) -> list[str]:
-    """The ids of the <iq type=kind> with <offline/> written so far."""
-    pattern = rf'<iq (?=[^>]*type="{kind}")[^>]*id="([^"]+)"[^>]*>\s*<offline '
+FETCH = "<offline "
+LIST = '<query xmlns="http://jabber.org/protocol/disco#items"'
+
+
+def ids_of(transport: RecordingTransport, kind: str, child: str = FETCH) -> list[str]:
+    """The ids of the <iq type=kind> whose payload starts with `child`, written so far."""
+    pattern = rf'<iq (?=[^>]*type="{kind}")[^>]*id="([^"]+)"[^>]*>\s*{re.escape(child)}'
     return re.findall(pattern, written(transport))
 
 
-async def iq_ids(transport: RecordingTransport, kind: str, count: int) -> list[str]:
-    """The ids of the first `count` <iq type=kind> with <offline/>, once written."""
+async def iq_ids(transport: RecordingTransport, kind: str, count: int,
+                 child: str = FETCH) -> list[str]:
+    """The ids of the first `count` such IQs, once written."""
     for _ in range(1000):  # slixmpp writes from its send task: let it run
-        ids = ids_of(transport, kind)
+        ids = ids_of(transport, kind, child)
         if len(ids) >= count:
             return ids[:count]
         await asyncio.sleep(0)
     raise AssertionError(f"fewer than {count} <iq type={kind}>: {written(transport)}")
 
 
+def message_list(iq_id: str, items: list[tuple[str, str]]) -> bytes:
+    """ejabberd's answer to the list request: (node, sender) of each stored message."""
+    listed = "".join(f"<item jid='friend@localhost' node='{node}' name='{sender}'/>"
+                     for node, sender in items)
+    return (f"<iq type='result' id='{iq_id}' from='friend@localhost' "
+            f"to='friend@localhost/rulebot'><query xmlns='http://jabber.org/protocol/"
+            f"disco#items' node='{OFFLINE_NS}'>{listed}</query></iq>").encode()
+
+
 async def sweep_serving(conn: BotConnection, transport: RecordingTransport,
-                        served: str) -> int:
-    """One sweep whose fetch the server answers with the `served` stanzas."""
+                        items: list[tuple[str, str]], served: str) -> int:
+    """One sweep: the server lists `items` and answers the fetch with `served`."""
     assert conn.sweeper is not None
-    before = len(ids_of(transport, "get"))
+    asked, fetched = len(ids_of(transport, "get", LIST)), len(ids_of(transport, "get"))
     sweep = asyncio.ensure_future(conn.sweeper.sweep())
-    fetch = (await iq_ids(transport, "get", before + 1))[before]
-    conn.xmpp.data_received(served.encode() + result(fetch))
+    ask = (await iq_ids(transport, "get", asked + 1, LIST))[asked]
+    conn.xmpp.data_received(message_list(ask, items))
+    if items:
+        fetch = (await iq_ids(transport, "get", fetched + 1))[fetched]
+        conn.xmpp.data_received(served.encode() + result(fetch))
     return await asyncio.wait_for(sweep, 5)
 
 
@@ -119,9 +137,12 @@ async def answer_removal(conn: BotConnection, transport: RecordingTransport, n: 
     await asyncio.sleep(0)  # the answer's callback runs
 
 
-def stored(node: str, event_id: str) -> str:
+ALICE = "alice@localhost/x"
+
+
+def stored(node: str, event_id: str, sender: str = ALICE) -> str:
     body = json.dumps({"type": "chat", "id": event_id})
-    return (f"<message to='friend@localhost' from='alice@localhost/x' type='chat' "
+    return (f"<message to='friend@localhost' from='{sender}' type='chat' "
             f"id='{event_id}'><body>{body}</body><offline xmlns='{OFFLINE_NS}'>"
             f"<item node='{node}'/></offline></message>")
 
@@ -131,18 +152,17 @@ async def test_fetched_messages_are_handled_then_removed_after_what_they_produce
 ) -> None:
     async with client_bot(tmp_path) as (conn, transport, handled):
         assert conn.sweeper is not None
-        sweep = asyncio.ensure_future(conn.sweeper.sweep())
-        (fetch,) = await iq_ids(transport, "get", 1)
-        assert re.search(rf"<offline xmlns=\"{OFFLINE_NS}\"><fetch\s*/></offline>",
-                         written(transport))
-        # ejabberd re-sends each stored message tagged with its node, then answers
-        # the fetch; a live message in between is no stored one.
+        # ejabberd lists what is stored, re-sends each stored message tagged with
+        # its node, then answers the fetch; a live message in between is no
+        # stored one.
         live = ("<message to='friend@localhost' from='carol@localhost/y' type='chat' "
                 "id='live'><body>{}</body></message>")
-        conn.xmpp.data_received((stored("17", "s17") + live + stored("18", "s18")).encode() +
-                                result(fetch))
-        assert await asyncio.wait_for(sweep, 5) == 2
+        served = stored("17", "s17") + live + stored("18", "s18")
+        items = [("17", ALICE), ("18", ALICE)]
+        assert await sweep_serving(conn, transport, items, served) == 2
         assert [i.id for i in handled] == ["s17", "live", "s18"]
+        assert re.search(rf"<offline xmlns=\"{OFFLINE_NS}\"><fetch\s*/></offline>",
+                         written(transport))
 
         await iq_ids(transport, "set", 1)
         stream = written(transport)
@@ -154,9 +174,16 @@ async def test_fetched_messages_are_handled_then_removed_after_what_they_produce
         assert conn.sweeper.swept == 2
 
 
+async def test_nothing_listed_means_no_fetch(tmp_path: Path) -> None:
+    async with client_bot(tmp_path) as (conn, transport, handled):
+        assert await sweep_serving(conn, transport, [], "") == 0
+        assert ids_of(transport, "get") == []
+        assert handled == []
+
+
 @pytest.mark.parametrize(("condition", "stays_on"), [
-    ("service-unavailable", False),  # Prosody 0.12: no XEP-0013
-    ("feature-not-implemented", False),
+    ("item-not-found", False),  # Prosody 0.12: no XEP-0013 message list
+    ("service-unavailable", False),
     ("internal-server-error", True),  # a database failure: try again next time
 ])
 async def test_an_unsupported_fetch_turns_the_sweeps_off_and_a_transient_error_does_not(
@@ -165,11 +192,11 @@ async def test_an_unsupported_fetch_turns_the_sweeps_off_and_a_transient_error_d
     async with client_bot(tmp_path) as (conn, transport, handled):
         assert conn.sweeper is not None
         sweep = asyncio.ensure_future(conn.sweeper.sweep())
-        (fetch,) = await iq_ids(transport, "get", 1)
-        conn.xmpp.data_received(error_reply(fetch, condition))
+        (ask,) = await iq_ids(transport, "get", 1, LIST)
+        conn.xmpp.data_received(error_reply(ask, condition))
         assert await asyncio.wait_for(sweep, 5) == 0
         assert conn.sweeper.supported is stays_on
-        assert 'type="set"' not in written(transport)
+        assert ids_of(transport, "get") == []  # no fetch
         assert handled == []
 
 
@@ -177,10 +204,11 @@ async def test_a_message_whose_removal_failed_is_removed_again_but_not_handled_a
     tmp_path: Path,
 ) -> None:
     async with client_bot(tmp_path) as (conn, transport, handled):
-        assert await sweep_serving(conn, transport, stored("7", "s7")) == 1
+        seven = [("7", ALICE)]
+        assert await sweep_serving(conn, transport, seven, stored("7", "s7")) == 1
         await answer_removal(conn, transport, 1, "internal-server-error")
 
-        assert await sweep_serving(conn, transport, stored("7", "s7")) == 0
+        assert await sweep_serving(conn, transport, seven, stored("7", "s7")) == 0
         assert [i.id for i in handled] == ["s7"]  # once
         await answer_removal(conn, transport, 2, None)
         assert written(transport).count('node="7"') == 2  # asked to remove it again
@@ -188,7 +216,7 @@ async def test_a_message_whose_removal_failed_is_removed_again_but_not_handled_a
         assert conn.sweeper.supported
 
         # Confirmed: should it ever come back, it is a new event again.
-        assert await sweep_serving(conn, transport, stored("7", "s7")) == 1
+        assert await sweep_serving(conn, transport, seven, stored("7", "s7")) == 1
 
 
 async def test_a_server_that_cannot_remove_single_messages_turns_the_sweeps_off(
@@ -198,28 +226,34 @@ async def test_a_server_that_cannot_remove_single_messages_turns_the_sweeps_off(
     every removal: without this, each sweep would fetch the same messages."""
     async with client_bot(tmp_path) as (conn, transport, handled):
         assert conn.sweeper is not None
-        assert await sweep_serving(conn, transport, stored("9", "s9")) == 1
+        nine = [("9", ALICE)]
+        assert await sweep_serving(conn, transport, nine, stored("9", "s9")) == 1
         await answer_removal(conn, transport, 1, "item-not-found")
         assert conn.sweeper.supported  # not yet: the refusal alone proves nothing
 
-        assert await sweep_serving(conn, transport, stored("9", "s9")) == 0
+        assert await sweep_serving(conn, transport, nine, stored("9", "s9")) == 0
         assert not conn.sweeper.supported  # it came back
         assert [i.id for i in handled] == ["s9"]
 
 
-async def test_a_forged_offline_tag_cannot_turn_the_sweeps_off(tmp_path: Path) -> None:
-    """A user's message carrying its own <offline/> item during a fetch: its node
-    is refused at removal, but never comes back in a fetch."""
+async def test_only_listed_stored_messages_of_their_listed_sender_are_taken_as_stored(
+    tmp_path: Path,
+) -> None:
+    """During a fetch, mallory sends messages carrying <offline/> tags of her
+    own: one naming alice's stored message, one naming a node the list does
+    not have. Neither is taken for a stored message: not handled now, never
+    asked to be removed; alice's real one is handled and removed."""
     async with client_bot(tmp_path) as (conn, transport, handled):
         assert conn.sweeper is not None
-        forged = stored("123", "forged").replace("alice@localhost/x", "mallory@localhost/m")
-        word = stored("x1", "word")  # not a storage node at all: an ordinary message
-        await sweep_serving(conn, transport, forged + word)
-        await answer_removal(conn, transport, 1, "item-not-found")
-        await sweep_serving(conn, transport, "")  # nothing is stored
+        mallory = "mallory@localhost/m"
+        served = (stored("7", "forged-7", mallory) + stored("8", "forged-8", mallory)
+                  + stored("7", "s7"))
+        assert await sweep_serving(conn, transport, [("7", ALICE)], served) == 1
+        assert [i.id for i in handled] == ["s7"]
+        await iq_ids(transport, "set", 1)
+        assert written(transport).count('action="remove"') == 1
+        assert 'node="8"' not in written(transport)
         assert conn.sweeper.supported
-        assert [i.id for i in handled] == ["forged", "word"]
-        assert 'node="x1"' not in written(transport)
 
 
 async def test_shutdown_lets_a_fetch_in_progress_finish_and_remove_what_it_brought(
@@ -228,6 +262,8 @@ async def test_shutdown_lets_a_fetch_in_progress_finish_and_remove_what_it_broug
     monkeypatch.setattr(xmpp_offline, "FIRST_SWEEP", 0.0)
     async with client_bot(tmp_path) as (conn, transport, handled):
         conn._on_session(None)  # logged in again: the periodic sweeps start
+        (ask,) = await iq_ids(transport, "get", 1, LIST)
+        conn.xmpp.data_received(message_list(ask, [("5", ALICE)]))
         (fetch,) = await iq_ids(transport, "get", 1)
         ending = asyncio.ensure_future(conn._end_sweeps())
         for _ in range(20):  # time enough to cancel a sweep, were it cancelled
@@ -245,7 +281,8 @@ async def test_many_recovered_messages_are_removed_in_batches(tmp_path: Path) ->
         assert conn.sweeper is not None
         n = REMOVE_BATCH + 5
         served = "".join(stored(str(k), f"s{k}") for k in range(n))
-        assert await sweep_serving(conn, transport, served) == n
+        items = [(str(k), ALICE) for k in range(n)]
+        assert await sweep_serving(conn, transport, items, served) == n
         await iq_ids(transport, "set", 2)
         assert written(transport).count('action="remove"') == n
         assert len(handled) == n
@@ -275,3 +312,14 @@ def test_offline_node_reads_the_storage_node_of_a_fetched_message(xml: str,
 
     element = ET.fromstring(xml.replace("<message to=", "<message xmlns='jabber:client' to="))
     assert offline_node(element) == node
+
+
+async def test_a_sweep_does_not_start_while_one_is_in_progress(tmp_path: Path) -> None:
+    async with client_bot(tmp_path) as (conn, transport, _handled):
+        assert conn.sweeper is not None
+        first = asyncio.ensure_future(conn.sweeper.sweep())
+        await iq_ids(transport, "get", 1, LIST)
+        assert await conn.sweeper.sweep() == 0
+        assert len(ids_of(transport, "get", LIST)) == 1
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
