@@ -92,7 +92,7 @@ def parse_config(text: str, source: str = "<inline>", base: Path | None = None) 
     if mode == "component" and ("@" in jid or "/" in jid):
         problems.append(doc.issue(("jid",), "component mode needs a domain JID like "
                                   "friend.example.com", jid))
-    sweep = raw.get("offline_sweep", 60)
+    sweep = float(raw.get("offline_sweep", 60.0))
     if 0 < sweep < 1:  # each sweep is a read of the server's offline storage
         problems.append(doc.issue(("offline_sweep",), "offline_sweep must be 0 (off) or at "
                                   "least 1 second", sweep))
@@ -135,7 +135,7 @@ def parse_config(text: str, source: str = "<inline>", base: Path | None = None) 
         initial_delay=float(rec.get("initial_delay", 1.0)),
         max_delay=float(rec.get("max_delay", 60.0)),
         stream_management=raw.get("stream_management", True),
-        offline_sweep=float(raw.get("offline_sweep", 60.0)),
+        offline_sweep=sweep,
         sm_state_file=path(raw.get("sm_state_file", "rulebot.sm.json")),
         store=raw.get("store", "rulebot.sqlite3"),
         base_dir=str(base.resolve()),

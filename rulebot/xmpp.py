@@ -87,7 +87,7 @@ class BotConnection:
         self._sm: Any = self.xmpp.plugin["xep_0198"] if (
             not self.component and config.stream_management) else None
         self.sweeper: OfflineSweeper | None = OfflineSweeper(
-            self.xmpp, config.jid.split("/")[0], config.offline_sweep,
+            self.xmpp, config.jid, config.offline_sweep,  # client mode: a bare JID
             lambda: self.online) if not self.component and config.offline_sweep > 0 else None
         self._sweeps: asyncio.Future[None] | None = None
 

@@ -1,6 +1,6 @@
 """Recover messages stranded in the server's offline storage (XEP-0013).
 
-Imports: logs, stdlib, slixmpp.
+Imports: functions, logs, stdlib, slixmpp.
 
 Why this exists: a server stores a message to the bot offline when, at the
 moment it routes it, the bot has no available resource, and it flushes that
@@ -43,10 +43,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
-from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
-from slixmpp.jid import InvalidJID
 
+from rulebot.functions import bare_jid
 from rulebot.logs import LOGGER, fields
 
 log = logging.getLogger(LOGGER)
@@ -89,16 +88,13 @@ def listed(reply: Any) -> dict[str, str]:
     for item in query if query is not None else ():
         node, name = item.get("node"), item.get("name")
         if item.tag == f"{{{ITEMS_NS}}}item" and node and name:
-            out[node] = bare(name)
+            out[node] = sender_of(name)
     return out
 
 
-def bare(jid: str | None) -> str:
-    """A JID without its resource, in slixmpp's normal form."""
-    try:
-        return str(JID(jid or "").bare)
-    except InvalidJID:
-        return ""
+def sender_of(jid: str | None) -> str:
+    """The bare JID the list and a fetched message's `from` are compared by."""
+    return bare_jid(jid or "").lower()
 
 
 def removal_payload(nodes: list[str]) -> ET.Element:
@@ -144,7 +140,7 @@ class OfflineSweeper:
         if node is None:
             return True  # an ordinary message arriving during the fetch
         sender = self._expected.get(node)
-        if sender is None or sender != bare(xml.get("from")):
+        if sender is None or sender != sender_of(xml.get("from")):
             # Not a stored message this sweep listed: a tag a user wrote (or a
             # message stored since the list, which the next sweep lists).
             log.debug("message with an unlisted offline tag ignored", extra=fields(
@@ -191,8 +187,7 @@ class OfflineSweeper:
             self._failed(exc)
             return 0
         if not self._expected:
-            log.debug("offline sweep", extra=fields(event="offline_sweep", recovered=0,
-                                                    recovered_total=self.swept, removing=0))
+            self._report(0, 0)
             return 0
         iq = self.xmpp.make_iq_get(ito=self.own_jid)
         ET.SubElement(ET.SubElement(iq.xml, OFFLINE_TAG), f"{{{OFFLINE_NS}}}fetch")
@@ -213,12 +208,15 @@ class OfflineSweeper:
             self.swept += found
             self._remove(nodes)
         if answered:
-            # A warning when it found any: each is an event that came late.
-            log.log(logging.WARNING if found else logging.DEBUG,
-                    "recovered messages left in offline storage" if found else "offline sweep",
-                    extra=fields(event="offline_sweep", recovered=found,
-                                 recovered_total=self.swept, removing=len(nodes)))
+            self._report(found, len(nodes))
         return found
+
+    def _report(self, found: int, removing: int) -> None:
+        # A warning when it found any: each is an event that came late.
+        log.log(logging.WARNING if found else logging.DEBUG,
+                "recovered messages left in offline storage" if found else "offline sweep",
+                extra=fields(event="offline_sweep", recovered=found,
+                             recovered_total=self.swept, removing=removing))
 
     def _failed(self, exc: IqError | IqTimeout) -> None:
         if isinstance(exc, IqTimeout):
