@@ -10,6 +10,11 @@ inline, in event order, so a change is durable before anything that depends
 on it is sent.  Writes validate their input (StoreError otherwise); JIDs are
 stored as given (callers normalise them).  A store is safe to share between
 threads: each call holds the store's lock.
+
+The same database keeps the daemon's idempotency records (rulebot.ledger):
+one row per decided inbound event, written in the same transaction as the
+relation changes that event's decision made, so that the two are never out
+of step after a crash.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from rulebot.errors import StoreError as StoreError  # re-exported: part of this
 from rulebot.model import JSON
 from rulebot.store_values import (
     Change,
+    Record,
     RelateChange,
     Relation,
     Row,
@@ -51,6 +57,8 @@ Flags: TypeAlias = list[bool]
 #: The table and columns both backends use (the same schema on each).
 TABLE = "rulebot_relations"
 COLUMNS = "subject, object, kind, attrs, created"
+#: The idempotency records: (sender, key) -> outcome, with its creation time.
+RECORDS = "rulebot_inbound"
 
 
 # --------------------------------------------------------------------------
@@ -149,12 +157,41 @@ class RelationStore(ABC):
 
         Returns one flag per change: True when a relate created a relation
         or an unrelate removed one. Every change is validated first."""
+        return self.commit((), changes)
+
+    def commit(self, records: Sequence[Record], changes: Sequence[Change] = (), *,
+               durable: bool = True) -> Flags:
+        """Write idempotency records and apply relation changes in one transaction.
+
+        Returns apply()'s flags for the changes. A record whose (sender, key)
+        is already stored is left as it is. With `durable` false and no
+        changes, the commit survives the bot's process dying but may be lost
+        with the machine's power (SQLite synchronous=NORMAL, PostgreSQL
+        synchronous_commit off); relation changes are always flushed to disk."""
         stamp = now()
         rows = [change_row(c, stamp) for c in changes]
-        if not rows:
+        if not rows and not records:
             return []
-        with self._call("apply"):
-            return self._write(rows)
+        with self._call("commit"):
+            return self._write(rows, records, durable or bool(rows))
+
+    def recall(self, sender: str, key: str) -> str | None:
+        """The outcome recorded for (sender, key), or None."""
+        p = self.PARAM
+        with self._call("recall"):
+            rows = self._query(f"SELECT outcome FROM {RECORDS} WHERE sender = {p} AND key = {p}",
+                               (sender, key))
+        return str(rows[0][0]) if rows else None
+
+    def purge_records(self, before: int, limit: int) -> int:
+        """Delete up to `limit` records created before `before` (Unix ms); returns how many."""
+        with self._call("purge"):
+            return self._purge(before, limit)
+
+    def count_records(self) -> int:
+        with self._call("count"):
+            rows = self._query(f"SELECT count(*) FROM {RECORDS}")
+        return int(rows[0][0]) if rows else 0
 
     # -- export / import
 
@@ -273,8 +310,13 @@ class RelationStore(ABC):
         return int(rows[0][0]) if rows else 0
 
     @abstractmethod
-    def _write(self, rows: Sequence[Row]) -> Flags:
-        """Relate (attrs not None) / unrelate each row, in order, in one transaction."""
+    def _write(self, rows: Sequence[Row], records: Sequence[Record] = (),
+               durable: bool = True) -> Flags:
+        """Insert the records (keeping existing ones) and relate (attrs not None) /
+        unrelate each row, in order, in one transaction."""
+
+    @abstractmethod
+    def _purge(self, before: int, limit: int) -> int: ...
 
     @abstractmethod
     def _put(self, rows: Iterator[Row]) -> None:

@@ -7,8 +7,11 @@ lookup never leaves the session "idle in transaction", holding a snapshot
 and blocking vacuum), with an explicit transaction around every write: one
 apply() is BEGIN, its statements and COMMIT sent as one pipeline, one round
 trip. The session forces synchronous_commit on, so COMMIT returns only after
-the WAL is flushed, whatever the server's default. A lost connection is
-reported as StoreError; the next call reconnects.
+the WAL is flushed, whatever the server's default; a commit of idempotency
+records alone (store.commit with durable=False) turns it off for that
+transaction: the records are then safe from the bot's own crash at once (the
+server has them) and from the server's within wal_writer_delay. A lost
+connection is reported as StoreError; the next call reconnects.
 """
 
 from __future__ import annotations
@@ -22,10 +25,20 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from rulebot.store import COLUMNS, PAGE, TABLE, Flags, RelationStore, StoreError, redact_url
-from rulebot.store_values import Relation, Row, relation_of
+from rulebot.store import (
+    COLUMNS,
+    PAGE,
+    RECORDS,
+    TABLE,
+    Flags,
+    RelationStore,
+    StoreError,
+    redact_url,
+)
+from rulebot.store_values import Record, Relation, Row, relation_of
 
-SCHEMA_VERSION = 1
+#: 1: relations; 2: + the idempotency records (added to a version 1 database on opening).
+SCHEMA_VERSION = 2
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
 # Serialises schema creation between processes opening a fresh database at once.
 SCHEMA_LOCK = 0x72756C65626F74  # "rulebot"
@@ -45,7 +58,19 @@ SCHEMA = [
         PRIMARY KEY (subject, kind, object)
     )""",
     f"CREATE INDEX {TABLE}_reverse ON {TABLE} (object, kind, subject)",
-    f"INSERT INTO rulebot_schema_version VALUES ({SCHEMA_VERSION})",
+    "INSERT INTO rulebot_schema_version VALUES (1)",
+]
+#: What version 2 adds.
+RECORDS_SCHEMA = [
+    f"""CREATE TABLE {RECORDS} (
+        sender  text COLLATE "C" NOT NULL,
+        key     text COLLATE "C" NOT NULL,
+        created bigint NOT NULL,
+        outcome text NOT NULL,
+        PRIMARY KEY (sender, key)
+    )""",
+    f"CREATE INDEX {RECORDS}_created ON {RECORDS} (created)",
+    "INSERT INTO rulebot_schema_version VALUES (2)",
 ]
 
 # xmax = 0 only on a row this statement inserted (an update sets xmax to our
@@ -54,6 +79,10 @@ RELATE = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
           "ON CONFLICT (subject, kind, object) DO UPDATE SET attrs = EXCLUDED.attrs "
           "RETURNING (xmax = 0)")
 UNRELATE = f"DELETE FROM {TABLE} WHERE subject = %s AND kind = %s AND object = %s RETURNING 1"
+INSERT_RECORD = (f"INSERT INTO {RECORDS} (sender, key, created, outcome) "
+                 "VALUES (%s, %s, %s, %s) ON CONFLICT (sender, key) DO NOTHING")
+PURGE = (f"DELETE FROM {RECORDS} WHERE (sender, key) IN "
+         f"(SELECT sender, key FROM {RECORDS} WHERE created < %s LIMIT %s)")
 UPSERT = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
           "ON CONFLICT (subject, kind, object) DO UPDATE "
           "SET attrs = EXCLUDED.attrs, created = EXCLUDED.created")
@@ -97,10 +126,13 @@ class PostgresStore(RelationStore):
                 raise StoreError(f"{self.location}: the database encoding is {encoding}, "
                                  "rulebot needs UTF8")
             with conn.transaction():
-                if not self._has_schema(conn):
+                if not (self._has(conn, TABLE) and self._has(conn, RECORDS)):
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                    if not self._has_schema(conn):
+                    if not self._has(conn, TABLE):
                         for statement in SCHEMA:
+                            conn.execute(statement)
+                    if not self._has(conn, RECORDS) and not self._newer(conn):
+                        for statement in RECORDS_SCHEMA:
                             conn.execute(statement)
                 row = conn.execute("SELECT max(version) FROM rulebot_schema_version").fetchone()
         except psycopg.Error as exc:
@@ -112,11 +144,16 @@ class PostgresStore(RelationStore):
                              f"rulebot's ({SCHEMA_VERSION})")
 
     @staticmethod
-    def _has_schema(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
+    def _has(conn: psycopg.Connection[tuple[Any, ...]], table: str) -> bool:
         # to_regclass, not CREATE ... IF NOT EXISTS: a role without CREATE
         # rights may still use tables that exist.
-        row = conn.execute("SELECT to_regclass('rulebot_relations') IS NOT NULL").fetchone()
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
         return bool(row and row[0])
+
+    @staticmethod
+    def _newer(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
+        row = conn.execute("SELECT max(version) FROM rulebot_schema_version").fetchone()
+        return bool(row and row[0] is not None and row[0] > SCHEMA_VERSION)
 
     def _is_driver_error(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.Error)
@@ -158,10 +195,17 @@ class PostgresStore(RelationStore):
 
     # -- writes
 
-    def _write(self, rows: Sequence[Row]) -> Flags:
+    def _write(self, rows: Sequence[Row], records: Sequence[Record] = (),
+               durable: bool = True) -> Flags:
         conn = self._db
         cursors = []
         with conn.pipeline(), conn.transaction():
+            if not durable:
+                conn.execute("SET LOCAL synchronous_commit TO off")
+            if records:
+                with conn.cursor() as cur:
+                    cur.executemany(INSERT_RECORD, [(r.sender, r.key, r.created, r.outcome)
+                                                    for r in records])
             for r in rows:
                 cur = conn.cursor()
                 if r.attrs is None:
@@ -174,6 +218,10 @@ class PostgresStore(RelationStore):
             row = cur.fetchone()
             flags.append(row is not None if unrelate else bool(row and row[0]))
         return flags
+
+    def _purge(self, before: int, limit: int) -> int:
+        cur = self._db.execute(PURGE, (before, limit))
+        return max(cur.rowcount, 0)
 
     def _put(self, rows: Iterator[Row]) -> None:
         conn = self._db

@@ -61,6 +61,17 @@ Change: TypeAlias = RelateChange | UnrelateChange
 
 
 @dataclass(frozen=True, slots=True)
+class Record:
+    """An idempotency record: a decided inbound event's identity and what its
+    decision produced (rulebot.ledger encodes and decodes `outcome`)."""
+
+    sender: str  # whose event: the bare JID (event ids) or full JID (stanza ids)
+    key: str  # the event's identity for that sender
+    created: int  # Unix time in milliseconds
+    outcome: str  # JSON text
+
+
+@dataclass(frozen=True, slots=True)
 class Row:
     """A validated change or imported relation, ready for SQL: attrs serialised."""
 

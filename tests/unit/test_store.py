@@ -20,7 +20,14 @@ import pytest
 
 from rulebot.store import PAGE, RelationStore, StoreError, open_store, redact_url, resolve_location
 from rulebot.store_sqlite import SqliteStore
-from rulebot.store_values import MAX_ATTRS_BYTES, MAX_JID, RelateChange, Relation, UnrelateChange
+from rulebot.store_values import (
+    MAX_ATTRS_BYTES,
+    MAX_JID,
+    Record,
+    RelateChange,
+    Relation,
+    UnrelateChange,
+)
 
 A, B, C, D = "alice@example.com", "bob@example.com", "carol@example.com", "dave@example.com"
 
@@ -41,7 +48,8 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pgserver.Pg
 
 def reset_pg(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS rulebot_relations, rulebot_schema_version CASCADE")
+        conn.execute("DROP TABLE IF EXISTS rulebot_relations, rulebot_schema_version, "
+                     "rulebot_inbound CASCADE")
         conn.execute("DROP FUNCTION IF EXISTS rulebot_test_fail() CASCADE")
 
 
@@ -480,6 +488,69 @@ def test_bulk_import_of_10k_relations(store: RelationStore) -> None:
 
 
 # --------------------------------------------------------------------------
+# idempotency records
+
+
+def test_records_are_recalled_by_sender_and_key(store: RelationStore) -> None:
+    assert store.recall(A, "e:1") is None
+    assert store.commit([Record(A, "e:1", 1000, '{"o":1}'), Record(B, "e:1", 1000, '{"o":2}')],
+                        durable=False) == []
+    assert store.recall(A, "e:1") == '{"o":1}'
+    assert store.recall(B, "e:1") == '{"o":2}'
+    assert store.recall(A, "e:2") is None
+    assert store.count_records() == 2
+
+
+def test_a_stored_record_is_kept_when_written_again(store: RelationStore) -> None:
+    store.commit([Record(A, "e:1", 1000, "first")])
+    store.commit([Record(A, "e:1", 2000, "second")])
+    assert store.recall(A, "e:1") == "first"
+    assert store.count_records() == 1
+
+
+def test_records_and_changes_commit_together(store: RelationStore) -> None:
+    flags = store.commit([Record(A, "e:1", 1, "x")], [RelateChange(A, B, "friend")])
+    assert flags == [True]
+    assert store.related(A, B, "friend")
+    assert store.recall(A, "e:1") == "x"
+    # A change that fails validation writes no record either.
+    with pytest.raises(StoreError):
+        store.commit([Record(A, "e:2", 1, "y")], [RelateChange(A, "", "friend")])
+    assert store.recall(A, "e:2") is None
+
+
+def test_records_roll_back_with_a_failing_change(store: RelationStore, location: str) -> None:
+    fail_inserts_of(store, location, "boom@example.com")
+    with pytest.raises(StoreError, match="injected failure"):
+        store.commit([Record(A, "e:1", 1, "x")], [RelateChange(A, B, "friend"),
+                                                  RelateChange("boom@example.com", A, "friend")])
+    assert store.recall(A, "e:1") is None
+    assert not store.related(A, B, "friend")
+
+
+def test_purge_deletes_old_records_in_bounded_steps(store: RelationStore) -> None:
+    store.commit([Record(A, f"e:{n}", n, "x") for n in range(250)])
+    assert store.purge_records(100, 60) == 60
+    assert store.purge_records(100, 60) == 40  # only 100 were older than 100 ms
+    assert store.purge_records(100, 60) == 0
+    assert store.count_records() == 150
+    assert store.recall(A, "e:99") is None
+    assert store.recall(A, "e:100") == "x"
+
+
+def test_sqlite_commits_records_alone_without_fsync_and_changes_with(tmp_path: Path) -> None:
+    with SqliteStore(str(tmp_path / "s.sqlite3")) as store:
+        conn = store._conn
+        store.commit([Record(A, "e:1", 1, "x")], durable=False)
+        assert conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+        store.commit([Record(A, "e:2", 1, "x")], [RelateChange(A, B, "friend")], durable=False)
+        assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL: a change
+        store.commit([Record(A, "e:3", 1, "x")], durable=False)
+        store.relate(A, C, "friend")
+        assert conn.execute("PRAGMA synchronous").fetchone() == (2,)
+
+
+# --------------------------------------------------------------------------
 # schema and opening
 
 
@@ -492,16 +563,48 @@ def test_schema_is_created_once_with_a_version(store: RelationStore, location: s
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
         rows = conn.execute("SELECT version FROM rulebot_schema_version").fetchall()
-        assert rows == [(1,)]
+        assert rows == [(2,)]
         assert Path(location).stat().st_mode & 0o777 == 0o600
     else:
         with psycopg.connect(location, autocommit=True) as pg:
-            assert pg.execute("SELECT version FROM rulebot_schema_version").fetchall() == [(1,)]
+            assert pg.execute("SELECT max(version) FROM rulebot_schema_version").fetchall() == [
+                (2,)]
             assert pg.execute("SELECT count(*) FROM pg_indexes WHERE tablename = "
                               "'rulebot_relations'").fetchone() == (2,)
         db = store._db  # type: ignore[attr-defined]
         assert db.execute("SHOW synchronous_commit").fetchone() == ("on",)
         assert db.autocommit  # reads never leave the session idle in transaction
+
+
+def test_a_version_1_store_gains_the_records_table_and_keeps_its_relations(
+    store: RelationStore, location: str
+) -> None:
+    store.relate(A, B, "friend")
+    store.close()
+    # What rulebot before the idempotency records left behind.
+    if location.startswith("postgresql://"):
+        with psycopg.connect(location, autocommit=True) as pg:
+            pg.execute("DROP TABLE rulebot_inbound")
+            pg.execute("DELETE FROM rulebot_schema_version WHERE version > 1")
+    else:
+        import sqlite3
+
+        with sqlite3.connect(location) as lite:
+            lite.execute("DROP TABLE rulebot_inbound")
+            lite.execute("UPDATE rulebot_schema_version SET version = 1")
+        lite.close()
+    with open_store(location) as again:
+        assert again.related(A, B, "friend")
+        again.commit([Record(A, "e:1", 5, "{}")])
+        assert again.recall(A, "e:1") == "{}"
+    if location.startswith("postgresql://"):
+        with psycopg.connect(location, autocommit=True) as pg:
+            assert pg.execute("SELECT max(version) FROM rulebot_schema_version").fetchone() == (2,)
+    else:
+        with sqlite3.connect(location) as lite:
+            assert lite.execute("SELECT max(version) FROM rulebot_schema_version").fetchone() == (
+                2,)
+        lite.close()
 
 
 def test_newer_schema_version_is_refused(store: RelationStore, location: str) -> None:
