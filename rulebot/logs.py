@@ -81,11 +81,14 @@ class TextFormatter(logging.Formatter):
 
 class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A stream handler that writes through a block buffer, like an access log
-    with `flush=`: a record at WARNING or above, or the first record after
-    `interval` seconds, flushes; the owner calls `flush()` periodically so an
-    idle daemon's last lines do not wait. At thousands of decisions per second
-    a write and a flush per line cost more than the line itself. The price: a
-    killed process (kill -9) loses at most `interval` seconds of info lines."""
+    with `flush=`: a record at WARNING or above, any line but a decision line
+    (event "stanza"), or the first record after `interval` seconds, flushes;
+    the owner calls `flush()` periodically so an idle daemon's last lines do
+    not wait. At thousands of decisions per second a write and a flush per
+    line cost more than the line itself. The price: a killed process (kill -9)
+    loses at most `interval` seconds of decision lines; the rare lines that
+    tell what the daemon did (connected, resumed, reloaded...) are written at
+    once."""
 
     def __init__(self, stream: IO[str], interval: float) -> None:
         super().__init__(stream)
@@ -96,7 +99,8 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         try:
             self.stream.write(self.format(record) + self.terminator)
             now = time.monotonic()
-            if record.levelno >= logging.WARNING or now - self._last >= self.interval:
+            if record.levelno >= logging.WARNING or now - self._last >= self.interval \
+                    or getattr(record, "event", None) != "stanza":
                 self._last = now
                 self.stream.flush()
         except Exception:

@@ -127,3 +127,36 @@ def test_a_cycle_in_fields_is_reported_not_a_crash(capsys: pytest.CaptureFixture
         assert direct == ["m"]
         assert stream.getvalue() == ""
     assert "Circular reference" in capsys.readouterr().err
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_decision_lines_wait_in_the_buffer_and_other_lines_are_flushed_at_once() -> None:
+    # A kill -9 may lose the last buffered decision lines, not the line saying
+    # the bot connected or resumed: crash tests and operators read those.
+    stream = CountingStream()
+    handler = BufferedStreamHandler(stream, interval=60)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("rulebot.test-buffer")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("message decided", extra={"event": "stanza"})
+        assert stream.flushes == 0
+        logger.info("connected", extra={"event": "connected"})
+        assert stream.flushes == 1
+        logger.info("message decided", extra={"event": "stanza"})
+        assert stream.flushes == 1
+        logger.warning("disconnected", extra={"event": "stanza"})
+        assert stream.flushes == 2
+    finally:
+        logger.removeHandler(handler)
