@@ -1,8 +1,13 @@
 """`rulebot run`: wires config, rule set, dispatcher and the XMPP connection together.
 
-Imports: config, rules, reload, dispatch, store, store_values, xmpp, errors,
-logs, model, stdlib. The event loop and the signal handlers belong to cli.py;
-this module owns what runs on it.
+Imports: config, rules, reload, dispatch, ledger, store, xmpp, errors, logs,
+model, stdlib. The event loop and the signal handlers belong to cli.py; this
+module owns what runs on it.
+
+The messages decided while one read from the server is handled are held
+until the read is done, then their idempotency records are stored (one
+transaction, rulebot/ledger.py) and only then are the messages sent: no
+message leaves before the record that lets a re-delivery repeat it.
 """
 
 from __future__ import annotations
@@ -22,34 +27,22 @@ from rulebot.dispatch import Dispatcher, Inbound, Meta, Outbound, Outcome
 from rulebot.errors import ConnectError
 from rulebot.explain import explain
 from rulebot.httpd import StatusServer, json_page
+from rulebot.ledger import Ledger, store_changes
 from rulebot.logs import LOG_FLUSH_SECONDS, LOGGER, fields, flush_logs
 from rulebot.metrics import Metrics
-from rulebot.model import JSON, Relate, StateChange
+from rulebot.model import JSON, StateChange
 from rulebot.reload import Reloader, ReloadResult, RuleRef
 from rulebot.rules import RuleSet
 from rulebot.state import PeekState
-from rulebot.store import RelationStore
-from rulebot.store_values import Change, RelateChange, UnrelateChange
+from rulebot.store import RelationStore, StoreError
 from rulebot.xmpp import BotConnection
 
 log = logging.getLogger(LOGGER)
 
 EXIT_OK = 0
 EXIT_CONNECT = 3
-
-
-def store_changes(changes: Sequence[StateChange]) -> list[Change]:
-    """The engine's relation actions as store changes (mutual ones in both directions)."""
-    out: list[Change] = []
-    for c in changes:
-        pairs = [(c.subject, c.object)] + ([(c.object, c.subject)] if c.mutual else [])
-        for subject, obj in pairs:
-            if isinstance(c, Relate):
-                attrs = c.attrs if isinstance(c.attrs, dict) else {}
-                out.append(RelateChange(subject, obj, c.kind, attrs))
-            else:
-                out.append(UnrelateChange(subject, obj, c.kind))
-    return out
+#: Seconds between purges of expired idempotency records.
+PURGE_INTERVAL = 60.0
 
 
 class Daemon:
@@ -58,9 +51,15 @@ class Daemon:
         self.config = config
         self.rules = RuleRef(ruleset)
         self.store = store
+        self.ledger = (Ledger(store, config.idempotency_retention)
+                       if store is not None and config.idempotency_retention > 0 else None)
         self.dispatcher = Dispatcher(config, self.rules.get, relations=store,
-                                     apply=self._apply if store else None)
-        self.connection = BotConnection(config, secret, self.on_inbound)
+                                     apply=self._apply if store else None,
+                                     records=self.ledger)
+        # Outcomes of the read being handled, sent when it is done (_read_done).
+        self._held: list[tuple[Inbound, Outcome]] = []
+        self.connection = BotConnection(config, secret, self.on_inbound,
+                                        on_read_done=self._read_done)
         self.reloader = Reloader(config.rules, self.rules, self.on_reload)
         self.handled = 0
         self._reload_failing = False
@@ -90,6 +89,9 @@ class Daemon:
             "outbound_queue": len(self.connection.queue),
             "uptime_seconds": round(time.time() - self.started, 1),
             "handled": self.handled,
+            "idempotency_records": None if self.ledger is None else {
+                "written": self.ledger.written, "pending": self.ledger.pending,
+                "retention_seconds": self.ledger.retention},
             "rules": {"version": rs.version, "count": len(rs.rules), "files": per_file},
             "last_reload": None if last is None else {
                 "ok": last.ok, "reason": last.reason, "version": last.new_version,
@@ -127,8 +129,10 @@ class Daemon:
             log.exception("internal error while handling a stanza", extra=fields(
                 event="internal_error", from_=inbound.from_, stanza_id=inbound.id))
             return
-        for out in outcome.outbound:
-            self.connection.send(out)
+        if self.connection.in_read:
+            self._held.append((inbound, outcome))
+        else:  # not from a read (tests, or a future caller): at once
+            self._release([(inbound, outcome)])
         self.handled += 1
         self.metrics.observe(inbound.kind, outcome, time.perf_counter() - started,
                              len(outcome.outbound))
@@ -136,6 +140,28 @@ class Daemon:
             self.audit.record(inbound, outcome)
         if self.trace and inbound.from_.split("/", 1)[0].lower() in self.trace:
             self._log_trace(inbound, outcome)
+
+    def _read_done(self) -> None:
+        held, self._held = self._held, []
+        if held or (self.ledger is not None and self.ledger.pending):
+            try:
+                self._release(held)
+            except Exception:  # a bug must not leave the read's writes unwritten
+                log.exception("internal error while sending a read's messages",
+                              extra=fields(event="internal_error"))
+
+    def _release(self, held: list[tuple[Inbound, Outcome]]) -> None:
+        """Store the pending idempotency records, then send the messages of `held`;
+        an event whose record could not be stored gets store-unavailable instead."""
+        failed = self.ledger.flush() if self.ledger is not None else frozenset()
+        send = self.connection.send
+        for inbound, outcome in held:
+            if failed and outcome.key in failed:
+                if outcome.status == "duplicate":
+                    continue  # of an event refused in this same read: it got its answer
+                outcome = self.dispatcher.refuse(inbound, outcome)
+            for out in outcome.outbound:
+                send(out)
 
     def _log_trace(self, inbound: Inbound, outcome: Outcome) -> None:
         """The per-rule trace for a sender under investigation (trace_senders)."""
@@ -156,6 +182,7 @@ class Daemon:
                                           version=rs.version, rule_count=len(rs.rules)))
         watcher = asyncio.ensure_future(self._watch(stop)) if self.config.watch else None
         flusher = asyncio.ensure_future(self._flush_logs())
+        purger = asyncio.ensure_future(self._purge()) if self.ledger is not None else None
         if self.config.status_listen:
             host, _, port = self.config.status_listen.rpartition(":")
             self.status_server = StatusServer(host, int(port), {
@@ -173,6 +200,8 @@ class Daemon:
             return EXIT_CONNECT
         finally:
             flusher.cancel()
+            if purger is not None:
+                purger.cancel()
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -193,6 +222,18 @@ class Daemon:
         while True:
             await asyncio.sleep(LOG_FLUSH_SECONDS)
             flush_logs()
+
+    async def _purge(self) -> None:
+        """Delete expired idempotency records now and then (bounded steps)."""
+        assert self.ledger is not None
+        while True:
+            await asyncio.sleep(PURGE_INTERVAL)
+            try:
+                while self.ledger.purge() > 0:  # ~50 ms at most per round
+                    await asyncio.sleep(0)  # events in between
+            except StoreError as exc:
+                log.warning("purging idempotency records failed", extra=fields(
+                    event="purge_failed", error=str(exc)))
 
     async def _watch(self, stop: asyncio.Event) -> None:
         try:

@@ -8,7 +8,9 @@ from stanza to sends can be tested with plain values.
 Order of checks for one inbound stanza (docs/protocol.md):
 own stanza -> ignored; sender domain not allowed -> ignored (no reply: it
 could be backscatter); error/groupchat messages -> ignored; no payload ->
-ignored; undecodable payload -> error reply; otherwise the rules decide.
+ignored; undecodable payload -> error reply; an event decided before (an
+idempotency record, see rulebot/ledger.py) -> its recorded messages again;
+otherwise the rules decide.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from rulebot.config import Config
 from rulebot.engine import evaluate
 from rulebot.errors import EventError
 from rulebot.functions import bare_jid, split_jid
+from rulebot.jsonenc import encoder
 from rulebot.logs import LOGGER, fields, log_hot
 from rulebot.model import (
     JSON,
@@ -41,7 +44,7 @@ from rulebot.model import (
     Unrelate,
 )
 from rulebot.rules import RuleSet
-from rulebot.state import Buckets, LiveState, PresenceTable, RelationReader
+from rulebot.state import Buckets, LiveState, PresenceTable, RelationReader, norm
 from rulebot.wire import Encoding, decode_event, error_payload, event_id, presence_event
 
 log = logging.getLogger(LOGGER)
@@ -84,15 +87,59 @@ class Outbound:
 
 
 @dataclass(frozen=True, slots=True)
+class EventKey:
+    """An inbound event's identity for its idempotency record (event_key)."""
+
+    sender: str
+    key: str
+
+
+_key_text = encoder(separators=(",", ":"), allow_nan=False)
+
+
+def event_key(from_: str, event: str | int | None, stanza_id: str | None) -> EventKey | None:
+    """Who sent the event (as the server stamped it) and which event it is: its
+    own "id" for its sender's bare JID (a resend from another resource or
+    connection is the same event), else the stanza id for the full JID (stanza
+    ids are unique per connection at best). None when it has neither."""
+    if event is not None:
+        return EventKey(norm(from_), "e:" + _key_text(event))  # "e:17" and 'e:"17"' differ
+    if stanza_id:
+        return EventKey(from_, "s:" + stanza_id)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What one decision produced, as its idempotency record keeps it."""
+
+    version: str
+    matched: tuple[str, ...]
+    outbound: tuple[Outbound, ...]
+
+
+class Records(Protocol):
+    """The idempotency records (rulebot.ledger.Ledger): the dispatcher asks before
+    deciding and records after. Methods raise on a failing store."""
+
+    def recall(self, key: EventKey) -> Recorded | None: ...
+    def add(self, key: EventKey, recorded: Recorded) -> None: ...
+    def commit(self, key: EventKey | None, recorded: Recorded,
+               changes: Sequence[StateChange]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """Everything one inbound stanza led to: for the sender, the logs and the tests."""
 
-    status: Literal["decided", "rejected", "ignored", "failed"]
+    status: Literal["decided", "rejected", "ignored", "failed", "duplicate"]
     outbound: tuple[Outbound, ...] = ()
     decision: Decision | None = None
     reason: str | None = None  # why it was ignored or rejected (an error code)
     event_id: str | None = None  # the event's own "id", when it has one
     envelope: Envelope | None = None  # what the rules saw (for traces)
+    key: EventKey | None = None  # its idempotency record's key, when one was made
+    recorded: Recorded | None = None  # a duplicate's record
 
 
 def summary(outcome: Outcome) -> dict[str, object]:
@@ -100,6 +147,10 @@ def summary(outcome: Outcome) -> dict[str, object]:
     info: dict[str, object] = {}
     if outcome.reason:
         info["reason"] = outcome.reason
+    if outcome.recorded is not None:  # a duplicate: what its first decision did
+        info["version"] = outcome.recorded.version
+        info["matched"] = list(outcome.recorded.matched)
+        info["sent_again"] = len(outcome.outbound)
     decision = outcome.decision
     if decision is not None:
         info["version"] = decision.version
@@ -118,10 +169,12 @@ class Dispatcher:
     def __init__(self, config: Config, current: Callable[[], RuleSet], *,
                  relations: RelationReader | None = None,
                  apply: Callable[[Sequence[StateChange]], None] | None = None,
-                 presence: PresenceTable | None = None) -> None:
+                 presence: PresenceTable | None = None,
+                 records: Records | None = None) -> None:
         self.config = config
         self.current = current
         self.apply = apply
+        self.records = records
         self.presence = presence if presence is not None else PresenceTable()
         self.state = LiveState(relations, self.presence, Buckets(time.monotonic))
         self.bot = config.jid
@@ -172,30 +225,27 @@ class Dispatcher:
 
     def _decide(self, inbound: Inbound, sender: str, event: dict[str, JSON], enc: Encoding,
                 ruleset: RuleSet) -> Outcome:
+        eid = event_id(event)
+        eid_text = None if eid is None else str(eid)
+        records = self.records
+        # Presence is state, not an event to answer once: a re-delivered presence
+        # is decided again (its broadcast goes to the friends of now), and a
+        # client re-using a presence id must not have its update swallowed.
+        key = None if records is None or inbound.kind != "message" else event_key(
+            inbound.from_, eid, inbound.id)
+        if key is not None:
+            assert records is not None
+            try:
+                recorded = records.recall(key)
+            except Exception as exc:
+                return self._store_failed(inbound, sender, eid, enc, ruleset.version, exc)
+            if recorded is not None:  # delivered again: what its decision sent, again
+                return Outcome("duplicate", recorded.outbound, None, "duplicate", eid_text,
+                               key=key, recorded=recorded)
         env = Envelope(event, sender, inbound.from_,
                        Stanza(inbound.kind, inbound.type, inbound.id), self.bot)
         decision = evaluate(ruleset, env, max_recipients=self.config.max_recipients,
                             state=self.state)
-        eid = event_id(event)
-        eid_text = None if eid is None else str(eid)
-        changes = [a for a in decision.actions if isinstance(a, Relate | Unrelate)]
-        if changes:
-            # Durable before anything that depends on it is sent; if the store
-            # fails, nothing of this decision is sent but an error to the sender.
-            try:
-                if self.apply is None:
-                    raise RuntimeError("no relationship store is configured")
-                self.apply(changes)
-            except Exception as exc:
-                log.error("relationship store failed; decision not carried out", extra=fields(
-                    event="store_failed", error=f"{type(exc).__name__}: {exc}",
-                    from_=inbound.from_, stanza_id=inbound.id))
-                meta = Meta(sender, None, decision.version, eid_text, inbound.id)
-                reply = self._out(inbound, inbound.from_, error_payload(
-                    "store-unavailable", "the bot could not record this change; try again",
-                    None, eid), enc, meta, 0)
-                return Outcome("failed", (reply,), decision, "store-unavailable", eid_text,
-                               env)
         out: list[Outbound] = []
         for action in decision.actions:
             meta = Meta(sender, action.rule, decision.version, eid_text, inbound.id)
@@ -208,12 +258,58 @@ class Dispatcher:
                 continue
             for to in action.to:
                 out.append(self._out(inbound, to, payload, enc, meta, len(out)))
+        changes = [a for a in decision.actions if isinstance(a, Relate | Unrelate)]
+        if changes or key is not None:
+            recorded = Recorded(decision.version, decision.matched, tuple(out))
+            try:
+                if records is not None and changes:
+                    # Durable, with the record, before anything that depends on
+                    # it is sent; if the store fails, nothing of this decision
+                    # is sent but an error to the sender.
+                    records.commit(key, recorded, changes)
+                elif changes:
+                    if self.apply is None:
+                        raise RuntimeError("no relationship store is configured")
+                    self.apply(changes)
+                elif records is not None and key is not None:
+                    records.add(key, recorded)  # stored before the read's messages leave
+            except Exception as exc:
+                failed = self._store_failed(inbound, sender, eid, enc, decision.version, exc)
+                return Outcome("failed", failed.outbound, decision, failed.reason, eid_text, env)
         status: Literal["decided", "rejected"] = "decided"
         reason = None
         if decision.actions and isinstance(decision.actions[0], ErrorReply) \
                 and decision.actions[0].rule is None:
             status, reason = "rejected", decision.actions[0].code
-        return Outcome(status, tuple(out), decision, reason, eid_text, env)
+        return Outcome(status, tuple(out), decision, reason, eid_text, env,
+                       key if records is not None else None)
+
+    def _store_failed(self, inbound: Inbound, sender: str, eid: str | int | None,
+                      enc: Encoding, version: str, exc: BaseException) -> Outcome:
+        log.error("relationship store failed; decision not carried out", extra=fields(
+            event="store_failed", error=f"{type(exc).__name__}: {exc}",
+            from_=inbound.from_, stanza_id=inbound.id))
+        return Outcome("failed", (self._refusal(inbound, sender, eid, enc, version),),
+                       reason="store-unavailable", event_id=None if eid is None else str(eid))
+
+    def _refusal(self, inbound: Inbound, sender: str, eid: str | int | None, enc: Encoding,
+                 version: str) -> Outbound:
+        meta = Meta(sender, None, version, None if eid is None else str(eid), inbound.id)
+        return self._out(inbound, inbound.from_, error_payload(
+            "store-unavailable", "the bot could not record this change; try again",
+            None, eid), enc, meta, 0)
+
+    def refuse(self, inbound: Inbound, outcome: Outcome) -> Outcome:
+        """The outcome to send instead of `outcome` when its idempotency record
+        could not be stored: a store-unavailable error to the sender."""
+        env = outcome.envelope
+        assert env is not None
+        assert outcome.decision is not None
+        enc = self._encoding("json" if inbound.json is not None else "body")
+        reply = self._refusal(inbound, env.sender, event_id(env.event), enc,
+                              outcome.decision.version)
+        return Outcome("failed", (reply,), outcome.decision, "store-unavailable",
+                       outcome.event_id, env)
 
     def _encoding(self, sent: Encoding) -> Encoding:
         """The encoding of messages this event causes: the sender's, unless configured."""

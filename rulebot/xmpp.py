@@ -59,13 +59,23 @@ log = logging.getLogger(LOGGER)
 SM_WINDOW = 50
 #: Seconds a shutdown waits for an offline sweep's fetch in progress.
 SWEEP_WAIT = 5.0
+#: Seconds a resumed stream has to answer the ack request the bot sends right
+#: after <resumed/>. Prosody answers in milliseconds and ejabberd once it has
+#: re-sent its queue (about a second for 10,000 stanzas); a resumed stream that
+#: stays silent this long is being read by a stale parser (Prosody 0.12 and 13
+#: after a kill mid-stanza, docs/servers.md) or is dead, and is given up.
+RESUME_CHECK = 10.0
 
 
 class BotConnection:
     """One connection of the bot to its server, kept up until `run` is told to stop."""
 
     def __init__(self, config: Config, secret: str, on_inbound: Callable[[Inbound], None],
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random,
+                 on_read_done: Callable[[], None] | None = None) -> None:
+        """`on_inbound` gets each stanza for the bot while a read from the server is
+        handled; `on_read_done` is called after the read, before its writes
+        leave (xmpp_writes.WriteBatcher)."""
         self.config = config
         self.on_inbound = on_inbound
         self.rand = rand
@@ -83,13 +93,18 @@ class BotConnection:
         self._last_text = ""
         xmpp_speedups.install()
         self.xmpp = self._make(secret)
-        self.writes = WriteBatcher(self.xmpp)  # active while a session is up
+        self.writes = WriteBatcher(self.xmpp, on_read_done)  # active while a session is up
         self._sm: Any = self.xmpp.plugin["xep_0198"] if (
             not self.component and config.stream_management) else None
         self.sweeper: OfflineSweeper | None = OfflineSweeper(
             self.xmpp, config.jid, config.offline_sweep,  # client mode: a bare JID
             lambda: self.online) if not self.component and config.offline_sweep > 0 else None
         self._sweeps: asyncio.Future[None] | None = None
+        self.resume_check = RESUME_CHECK
+        self._resume_timer: asyncio.TimerHandle | None = None
+        if self._sm is not None:
+            self.xmpp.register_handler(Callback("rulebot resume check", MatchTag(Ack.tag_name()),
+                                                self._on_server_ack, instream=True))
 
     # -- construction -------------------------------------------------------
 
@@ -115,7 +130,17 @@ class BotConnection:
             x.roster.auto_subscribe = False
             x.add_event_handler("failed_all_auth", self._on_auth_failed)
             x.add_event_handler("session_resumed", self._on_session)
-        x.add_event_handler("session_start", self._on_session)
+            # Online (initial presence) only once stream management is settled,
+            # not at session_start: slixmpp starts the session when the
+            # resource is bound, before it sends <enable/>, and the presence
+            # makes the server hand over every event waiting in offline
+            # storage. Sent before <enable/>, those were outside stream
+            # management: neither counted nor re-sent, and a kill while the
+            # bot worked through them lost the rest. stream_negotiated comes
+            # after <enabled/> (or <failed/>, or a server without XEP-0198).
+            x.add_event_handler("stream_negotiated", self._on_negotiated)
+        else:
+            x.add_event_handler("session_start", self._on_session)
         x.add_event_handler("disconnected", self._on_disconnected)
         x.add_event_handler("connection_failed", self._on_connection_failed)
         x.add_event_handler("ssl_invalid_chain", self._on_tls_failed)
@@ -179,8 +204,16 @@ class BotConnection:
     def _changed(self) -> None:
         self._state.set()
 
+    def _on_negotiated(self, _event: Any) -> None:
+        if self.xmpp.sessionstarted and not self.online:
+            self._on_session(None)
+
     def _on_session(self, _event: Any) -> None:
-        if not self.component:
+        resumed = _event is not None and getattr(_event, "name", "") == "resumed"
+        if resumed and self._sm is not None:
+            self._check_resumed_stream()
+        elif not self.component:
+            # A resumed session keeps its presence; a new one sends it.
             self.xmpp.send_presence(ppriority=0)  # brings offline messages and bare-JID routing
         self.online = True
         self.writes.active = True
@@ -188,12 +221,49 @@ class BotConnection:
                 and not self._stopping:
             self._sweeps = asyncio.ensure_future(self.sweeper.run())
         log.info("connected", extra=fields(event="connected", jid=self.config.jid,
-                                           mode=self.config.mode,
-                                           resumed=_event is not None
-                                           and getattr(_event, "name", "") == "resumed",
+                                           mode=self.config.mode, resumed=resumed,
                                            queued=len(self.queue)))
         self._flush()
         self._changed()
+
+    def _check_resumed_stream(self) -> None:
+        """Ask for an ack at once on a resumed stream, and give the stream up if
+        none comes within `resume_check` seconds.
+
+        Prosody 0.12 (and 13) go on reading a resumed session with the parser
+        of its old connection. When a kill cut the old connection in the middle
+        of a stanza, that parser holds half a stanza: everything the bot writes
+        after resuming nests inside it, its acks and requests included, and the
+        server answers nothing until the nesting breaks (not-well-formed) or
+        grows too large (policy-violation), which with little traffic may take
+        forever. Given up, the session is not resumed again: the bot forgets
+        it (session_end clears slixmpp's state and the state file) and logs in
+        afresh with the same resource; the server replaces the old session and
+        hands what it held unacknowledged to offline storage, which reaches
+        the new session under stream management. Whatever the bot had decided
+        of it is in its idempotency records, so it is sent again, not decided
+        again."""
+        self._cancel_resume_check()
+        self._sm.request_ack()
+        self._resume_timer = asyncio.get_running_loop().call_later(
+            self.resume_check, self._resume_unverified)
+
+    def _on_server_ack(self, _stanza: Any) -> None:
+        self._cancel_resume_check()
+
+    def _cancel_resume_check(self) -> None:
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
+
+    def _resume_unverified(self) -> None:
+        self._resume_timer = None
+        if not self.online or self._stopping:
+            return
+        log.warning("the resumed stream answered nothing; starting a new session",
+                    extra=fields(event="resume_unverified", seconds=self.resume_check))
+        self.xmpp.event("session_end")  # forget the session: no resumption next time
+        self.xmpp.abort()
 
     def _stop_sweeps(self) -> None:
         if self._sweeps is not None:
@@ -218,6 +288,7 @@ class BotConnection:
 
     def _on_disconnected(self, reason: Any) -> None:
         was = self.online
+        self._cancel_resume_check()
         self.online = False
         self.writes.active = False
         self._stop_sweeps()
@@ -353,6 +424,11 @@ class BotConnection:
     def _flush(self) -> None:
         while self.queue and self.online and self.xmpp.transport:
             self._send_now(self.queue.popleft())
+
+    @property
+    def in_read(self) -> bool:
+        """True while the stanzas of one read from the server are being handled."""
+        return self.writes.reading
 
     def unacked(self) -> int:
         """Our stanzas the server has not acknowledged yet (0 without stream management)."""

@@ -33,21 +33,46 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 #: Linux only; elsewhere the kernel's delayed acknowledgements stay as they are.
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 #: slixmpp logs every write ("SEND: ...") at DEBUG on this logger.
 STREAM_LOGGER = "slixmpp.xmlstream.xmlstream"
+#: The largest TLS record's plaintext (TLS 1.2 and 1.3: 2^14 bytes).
+TLS_RECORD = 16384
+
+
+def record_chunks(pieces: list[bytes], limit: int = TLS_RECORD) -> list[bytes]:
+    """`pieces` (whole stanzas) joined into as few chunks as possible, each at most
+    `limit` bytes unless it is a single larger piece, order kept."""
+    chunks: list[bytes] = []
+    run: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        if run and size + len(piece) > limit:
+            chunks.append(b"".join(run))
+            run, size = [], 0
+        run.append(piece)
+        size += len(piece)
+    if run:
+        chunks.append(b"".join(run))
+    return chunks
 
 
 class WriteBatcher:
     """Installed on one slixmpp stream object (ClientXMPP or ComponentXMPP):
     wraps its `data_received`, `send_raw` and `abort` on the instance."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, after_read: Callable[[], None] | None = None) -> None:
         self.stream = stream
         self.active = False
+        self.reading = False  # a read is being handled
+        #: Called once the handlers of a read have run, before its writes leave
+        #: (the daemon sends the read's messages there, after storing their
+        #: idempotency records). Exceptions are the callee's to handle.
+        self.after_read = after_read
         self.pending: list[bytes] | None = None  # a list only while a read is handled
         self.writes = 0  # transport writes made here (read by tests)
         self.stanzas = 0  # sends they carried
@@ -60,17 +85,23 @@ class WriteBatcher:
         stream.abort = self.abort
 
     def data_received(self, data: bytes | str) -> None:
-        if not self.active or self._debug:
-            self._read(data)
-            return
-        self.pending = []
+        batching = self.active and not self._debug
+        if batching:
+            self.pending = []
+        self.reading = True
         try:
             self._read(data)
         finally:
-            answered = bool(self.pending)
-            self.flush()
-        if not answered:
-            self._acknowledge_now()
+            self.reading = False
+            try:
+                if self.after_read is not None:
+                    self.after_read()
+            finally:
+                if batching:
+                    answered = bool(self.pending)
+                    self.flush()
+                    if not answered:
+                        self._acknowledge_now()
 
     def _acknowledge_now(self) -> None:
         """Have the kernel acknowledge the read at once (TCP_QUICKACK, Linux).
@@ -102,7 +133,24 @@ class WriteBatcher:
         pending.append(data.encode("utf-8") if isinstance(data, str) else data)
 
     def flush(self) -> None:
-        """Write what is pending, in one piece, and stop collecting."""
+        """Write what is pending, in one transport write, and stop collecting.
+
+        The pieces are handed over in chunks of whole stanzas of at most
+        TLS_RECORD bytes (a stanza larger than that alone), through
+        `writelines`: asyncio's TLS transport encrypts each piece of a
+        writelines() as records of its own (and sends them in one socket
+        write), so every TLS record the bot writes ends at a stanza boundary.
+        When the bot dies in the middle of a write and the server still reads
+        everything that reached it (the connection ends with a FIN: the bot
+        had nothing unread), the server gets whole stanzas only: it cannot
+        decrypt a partial record, and a complete one holds no partial stanza.
+        That matters to Prosody 0.12 and 13, which go on parsing a resumed
+        session with the old connection's parser (docs/servers.md,
+        "Resumption after a kill"). It cannot help when the connection ends
+        with a reset (the bot died with unread data, as under load): Prosody
+        then drops what it had not yet read, wherever its last 4 KiB read
+        ended; BotConnection's resume check covers that case. On a plain TCP
+        transport writelines() is one write of the joined bytes, as before."""
         pending, self.pending = self.pending, None
         if not pending:
             return
@@ -112,7 +160,10 @@ class WriteBatcher:
             # raised on each write; the bot keeps its stanzas for re-sending
             # (stream management) or loses them with the connection, as before.
             return
-        transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if len(pending) == 1:
+            transport.write(pending[0])
+        else:
+            transport.writelines(record_chunks(pending))
         self.writes += 1
         self.stanzas += len(pending)
 

@@ -19,11 +19,18 @@ class RecordingSocket:
 class RecordingTransport:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
+        self.records: list[bytes] = []
         self.closed = False
         self.sock = RecordingSocket()
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        """One write of the joined chunks, as asyncio's transports make it; the
+        chunks (TLS records on a TLS transport) are kept in `records`."""
+        self.records.extend(chunks)
+        self.writes.append(b"".join(chunks))
 
     def close(self) -> None:
         self.closed = True

@@ -51,7 +51,9 @@ async def client_bot(tmp_path: Path, extra: str = "") -> AsyncIterator[
     conn.xmpp.data_received(HEADER)
     conn.xmpp.boundjid = JID("friend@localhost/rulebot")
     conn.xmpp.session_bind_event.set()
-    conn.xmpp.event("session_start")
+    conn.xmpp.sessionstarted = True
+    conn.xmpp.event("session_start")  # bound: not online yet (XEP-0198 first)
+    conn.xmpp.event("stream_negotiated")  # after <enabled/>: online
     # The tests drive the sweeps themselves: stop the periodic one login started.
     tasks = [t for t in (conn._sweeps, conn.xmpp._run_out_filters) if t is not None]
     conn._stop_sweeps()

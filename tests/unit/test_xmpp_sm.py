@@ -9,6 +9,7 @@ paths, resumption and kill -9 included, are in tests/integration)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -41,7 +42,9 @@ def client_bot(tmp_path: Path) -> tuple[BotConnection, RecordingTransport]:
     sm = conn.xmpp.plugin["xep_0198"]
     sm.enabled_in = sm.enabled_out = True  # what <enable/> and <enabled/> set
     sm.sm_id = "sm-1"
-    conn.xmpp.event("session_start")
+    conn.xmpp.sessionstarted = True
+    conn.xmpp.event("session_start")  # bound: not online yet (XEP-0198 first)
+    conn.xmpp.event("stream_negotiated")  # after <enabled/>: online
     return conn, transport
 
 
@@ -79,3 +82,92 @@ async def test_messages_the_bot_writes_are_numbered_kept_and_followed_by_ack_req
             expected.append("r")  # after the stanza that completes the window
     assert order == expected
     assert order.count("r") == 2
+
+
+# --------------------------------------------------------------------------
+# the order of stream management and presence at login
+
+
+async def written_until(transport: RecordingTransport, pattern: str, timeout: float = 2.0
+                        ) -> str:
+    """Everything written so far, once it matches `pattern` (slixmpp's send queue
+    runs as a task)."""
+    for _ in range(int(timeout / 0.01)):
+        text = b"".join(transport.writes).decode()
+        if re.search(pattern, text):
+            return text
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{pattern!r} never written: {b''.join(transport.writes)!r}")
+
+
+async def test_presence_goes_out_only_after_stream_management_is_enabled(
+    tmp_path: Path,
+) -> None:
+    # The presence makes the server hand over the bot's offline storage: sent
+    # before <enable/>, those events would be outside stream management, and a
+    # kill while the bot worked through them would lose the rest.
+    config = parse_config("jid: friend@localhost\nserver: {host: 127.0.0.1}\nrules: rules\n"
+                          f"sm_state_file: {tmp_path / 'sm.json'}\n")
+    conn = BotConnection(config, "secret", lambda _inbound: None)
+    transport = RecordingTransport()
+    conn.xmpp.connection_made(transport)
+    conn.xmpp._run_out_filters = asyncio.ensure_future(conn.xmpp.run_filters())
+    try:
+        conn.xmpp.data_received(HEADER)
+        conn.xmpp.data_received(
+            b"<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
+            b"<sm xmlns='urn:xmpp:sm:3'/></stream:features>")
+        text = await written_until(transport, r"<iq [^>]*id=\"([^\"]+)\"[^>]*>\s*<bind")
+        bind_id = re.search(r"<iq [^>]*id=\"([^\"]+)\"", text).group(1)  # type: ignore[union-attr]
+        conn.xmpp.data_received(
+            f"<iq type='result' id='{bind_id}'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+            "<jid>friend@localhost/rulebot</jid></bind></iq>".encode())
+        text = await written_until(transport, r"<enable ")
+        await asyncio.sleep(0.05)
+        assert "<presence" not in b"".join(transport.writes).decode()  # bound, not online
+        assert not conn.online
+        conn.xmpp.data_received(b"<enabled xmlns='urn:xmpp:sm:3' id='sm-9' resume='true'/>")
+        text = await written_until(transport, r"<presence")
+        assert text.index("<enable ") < text.index("<presence")
+        assert conn.online
+        # The session was saved before the presence brought anything in.
+        assert json.loads((tmp_path / "sm.json").read_text()) == {"sm_id": "sm-9", "handled": 0}
+    finally:
+        conn.xmpp._run_out_filters.cancel()
+        await asyncio.gather(conn.xmpp._run_out_filters, return_exceptions=True)
+
+
+# --------------------------------------------------------------------------
+# a resumed stream must answer
+
+
+def resumed_bot(tmp_path: Path) -> tuple[BotConnection, RecordingTransport]:
+    conn, transport = client_bot(tmp_path)
+    conn.resume_check = 0.05
+    transport.writes.clear()
+    conn.online = False
+    conn.xmpp.data_received(b"<resumed xmlns='urn:xmpp:sm:3' h='0' previd='sm-1'/>")
+    assert conn.online
+    return conn, transport
+
+
+async def test_a_resumed_stream_is_asked_for_an_ack_at_once(tmp_path: Path) -> None:
+    conn, transport = resumed_bot(tmp_path)
+    assert re.search(r'<r xmlns="urn:xmpp:sm:3"\s*/>', b"".join(transport.writes).decode())
+    assert "<presence" not in b"".join(transport.writes).decode()  # a resumed session keeps it
+    conn.xmpp.data_received(b"<a xmlns='urn:xmpp:sm:3' h='0'/>")
+    await asyncio.sleep(0.15)
+    assert not transport.closed
+    assert conn.xmpp.plugin["xep_0198"].sm_id == "sm-1"
+
+
+async def test_a_resumed_stream_that_answers_nothing_is_given_up_for_a_new_session(
+    tmp_path: Path,
+) -> None:
+    conn, transport = resumed_bot(tmp_path)
+    (tmp_path / "sm.json").write_text(json.dumps({"sm_id": "sm-1", "handled": 0}))
+    await asyncio.sleep(0.15)
+    assert transport.closed  # aborted: the run loop reconnects
+    sm = conn.xmpp.plugin["xep_0198"]
+    assert sm.sm_id is None  # and logs in afresh instead of resuming again
+    assert not (tmp_path / "sm.json").exists()

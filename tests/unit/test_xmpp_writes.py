@@ -22,6 +22,7 @@ from slixmpp.xmlstream.matcher import MatchXPath
 from rulebot.config import parse_config
 from rulebot.dispatch import Inbound, Meta, Outbound
 from rulebot.xmpp import BotConnection
+from rulebot.xmpp_writes import TLS_RECORD, record_chunks
 
 HEADER = (b"<stream:stream xmlns='jabber:component:accept' "
           b"xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='friend.localhost'>")
@@ -77,6 +78,30 @@ async def test_the_answers_to_one_read_leave_in_one_write_in_order() -> None:
     conn.xmpp.data_received(messages(range(40, 43)))
     assert len(transport.writes) == 2  # one more read, one more write
     assert sent_ids(transport.writes[1:]) == [f"rb-m{i}-{n}" for i in range(40, 43) for n in (1, 2)]
+
+
+async def test_a_large_read_s_answers_leave_as_whole_stanzas_of_at_most_one_tls_record(
+) -> None:
+    conn, transport = echo_bot()
+    await session_up(conn, transport)
+    conn.xmpp.data_received(messages(range(400)))  # 800 messages, ~150 KB
+    assert len(transport.writes) == 1  # still one socket write
+    assert len(transport.records) > 1
+    assert all(len(r) <= TLS_RECORD for r in transport.records)
+    for record in transport.records:  # each ends where a stanza ends
+        text = record.decode()
+        assert text.startswith("<message ")
+        assert text.endswith("</message>")
+        assert text.count("<message ") == text.count("</message>")
+    assert sent_ids(transport.records) == [f"rb-m{i}-{n}" for i in range(400) for n in (1, 2)]
+
+
+def test_record_chunks_keep_order_and_put_a_large_piece_alone() -> None:
+    pieces = [b"a" * 10, b"b" * 10, b"c" * 30, b"d" * 5, b"e" * 6]
+    assert record_chunks(pieces, limit=20) == [b"a" * 10 + b"b" * 10, b"c" * 30,
+                                               b"d" * 5 + b"e" * 6]
+    assert record_chunks([b"x"], limit=20) == [b"x"]
+    assert record_chunks([], limit=20) == []
 
 
 async def test_a_send_outside_a_read_is_written_at_once() -> None:

@@ -1,0 +1,326 @@
+"""Idempotency records (rulebot/ledger.py): an event delivered again gets its
+recorded messages, with the same ids, instead of a second decision; records
+are stored with the relation changes of their decision, and before any
+message of their read leaves the daemon.
+
+The dispatcher and the ledger run over a real SQLite store; the daemon's
+path from stanza bytes to socket writes runs over a recording transport (no
+network: the kill -9 runs against real servers are tests/integration/test_crash.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from recording_transport import RecordingTransport
+
+from rulebot.config import parse_config
+from rulebot.daemon import Daemon
+from rulebot.dispatch import Dispatcher, EventKey, Inbound, Meta, Outbound, Recorded, event_key
+from rulebot.ledger import Ledger, decode, encode
+from rulebot.rules import load_rules
+from rulebot.store import RelationStore, StoreError
+from rulebot.store_sqlite import SqliteStore
+
+ROOT = Path(__file__).resolve().parents[2]
+FRIENDS = load_rules(ROOT / "rules" / "friends")
+SERVICE = load_rules(ROOT / "rules")
+
+
+def request(eid: str | int | None = "r1", sid: str | None = "s1",
+            sender: str = "alice@localhost/phone", to: str = "bob@localhost") -> Inbound:
+    event: dict[str, Any] = {"type": "friend-request", "to": to}
+    if eid is not None:
+        event["id"] = eid
+    return Inbound("message", sender, "chat", sid, json.dumps(event))
+
+
+def accept(eid: str = "a1", sid: str = "s2") -> Inbound:
+    return Inbound("message", "bob@localhost/pc", "chat", sid,
+                   json.dumps({"type": "friend-accept", "to": "alice@localhost", "id": eid}))
+
+
+def friends_dispatcher(store: RelationStore, ledger: Ledger | None = None) -> Dispatcher:
+    config = parse_config(json.dumps({"jid": "friend@localhost", "rules": "rules/friends"}),
+                          base=ROOT)
+    ledger = ledger if ledger is not None else Ledger(store, 3600)
+    return Dispatcher(config, lambda: FRIENDS, relations=store, records=ledger)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    s = SqliteStore(str(tmp_path / "store.sqlite3"))
+    yield s
+    s.close()
+
+
+# --------------------------------------------------------------------------
+# keys
+
+
+def test_an_event_is_known_by_its_own_id_for_its_sender_whatever_the_resource() -> None:
+    assert event_key("Alice@localhost/phone", "e1", "s1") == event_key(
+        "alice@localhost/laptop", "e1", "s9") == EventKey("alice@localhost", 'e:"e1"')
+    assert event_key("alice@localhost/phone", 17, "s1") != event_key(
+        "alice@localhost/phone", "17", "s1")  # an integer id is not its text
+
+
+def test_without_an_event_id_the_stanza_id_identifies_it_for_that_full_jid() -> None:
+    assert event_key("alice@localhost/phone", None, "s1") == EventKey(
+        "alice@localhost/phone", "s:s1")
+    assert event_key("alice@localhost/phone", None, None) is None
+    assert event_key("alice@localhost/phone", None, "") is None
+
+
+# --------------------------------------------------------------------------
+# records as text
+
+
+OUT = Outbound("bob@localhost", {"type": "chat", "text": "hi"}, "body", "chat", "rb-1",
+               Meta("alice@localhost", "chat-friends", "v1", "e1", "s1"))
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=4),
+    max_leaves=20)
+
+
+@given(payloads=st.lists(st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=4),
+                         max_size=4),
+       rule=st.none() | st.text(max_size=10), eid=st.none() | st.text(max_size=10),
+       sid=st.none() | st.text(max_size=10))
+@settings(max_examples=200, deadline=None)
+def test_a_record_decodes_to_what_was_encoded(payloads: list[dict[str, Any]], rule: str | None,
+                                             eid: str | None, sid: str | None) -> None:
+    meta = Meta("alice@localhost", rule, "v9", eid, sid)
+    out = tuple(Outbound(f"u{n}@localhost", p, "json" if n % 2 else "body", "chat", f"rb-{n}",
+                         meta) for n, p in enumerate(payloads))
+    recorded = Recorded("v9", ("a", "b"), out)
+    assert decode(encode(recorded)) == recorded
+
+
+def test_a_broadcast_payload_is_written_once() -> None:
+    payload = {"type": "presence", "text": "x" * 100}
+    out = tuple(Outbound(f"u{n}@localhost", payload, "body", "chat", f"rb-{n}",
+                         Meta("a@localhost", "r", "v", None, "s")) for n in range(50))
+    text = encode(Recorded("v", ("r",), out))
+    assert text.count("x" * 100) == 1
+    assert [o.to for o in decode(text).outbound] == [f"u{n}@localhost" for n in range(50)]
+
+
+# --------------------------------------------------------------------------
+# the dispatcher with records
+
+
+def test_an_event_delivered_again_gets_its_recorded_messages_not_a_second_decision(
+    store: RelationStore,
+) -> None:
+    d = friends_dispatcher(store)
+    first = d.handle(request())
+    assert [o.payload["type"] for o in first.outbound] == ["friend-request",
+                                                           "friend-request-sent"]
+    d.handle(accept())  # bob accepts: a second request would now be "already-friends"
+    again = d.handle(request())
+    assert again.status == "duplicate"
+    assert again.outbound == first.outbound  # same messages, same ids
+    assert again.decision is None
+
+
+def test_records_survive_the_process(store: RelationStore, tmp_path: Path) -> None:
+    first = friends_dispatcher(store).handle(request())
+    accepted = friends_dispatcher(store).handle(accept())
+    assert accepted.status == "decided"
+    # A new process: a new ledger over the same database.
+    with SqliteStore(str(tmp_path / "store.sqlite3")) as reopened:
+        d = friends_dispatcher(reopened)
+        again = d.handle(request())
+        assert (again.status, again.outbound) == ("duplicate", first.outbound)
+        assert d.handle(accept()).outbound == accepted.outbound
+
+
+def test_a_resend_from_another_resource_with_the_same_event_id_is_the_same_event(
+    store: RelationStore,
+) -> None:
+    d = friends_dispatcher(store)
+    first = d.handle(request(sid="s1", sender="alice@localhost/phone"))
+    again = d.handle(request(sid="other", sender="alice@localhost/laptop"))
+    assert (again.status, again.outbound) == ("duplicate", first.outbound)
+
+
+def test_the_record_and_the_relation_changes_commit_together(store: RelationStore) -> None:
+    ledger = Ledger(store, 3600)
+    d = friends_dispatcher(store, ledger)
+    d.handle(request())
+    assert store.related("alice@localhost", "bob@localhost", "requested")
+    assert store.recall("alice@localhost", 'e:"r1"') is not None
+    assert ledger.pending == 0
+
+
+def test_a_decision_without_changes_is_recorded_at_the_flush(store: RelationStore) -> None:
+    config = parse_config(json.dumps({"jid": "friend@localhost", "rules": "rules"}), base=ROOT)
+    ledger = Ledger(store, 3600)
+    d = Dispatcher(config, lambda: SERVICE, relations=store, records=ledger)
+    chat = Inbound("message", "alice@localhost/p", "chat", "s1",
+                   json.dumps({"type": "chat", "to": "bob@localhost", "text": "hi", "id": 7}))
+    first = d.handle(chat)
+    assert first.status == "decided"
+    assert ledger.pending == 1
+    assert store.recall("alice@localhost", "e:7") is None
+    assert d.handle(chat).status == "duplicate"  # known while pending too
+    assert ledger.flush() == frozenset()
+    assert ledger.pending == 0
+    assert store.recall("alice@localhost", "e:7") is not None
+
+
+def test_presence_is_never_recorded(store: RelationStore) -> None:
+    config = parse_config(json.dumps({"jid": "friend@localhost", "rules": "rules"}), base=ROOT)
+    ledger = Ledger(store, 3600)
+    d = Dispatcher(config, lambda: SERVICE, relations=store, records=ledger)
+    pres = Inbound("presence", "carol@localhost/x", "available", "p1")
+    assert d.handle(pres).status == "decided"
+    assert d.handle(pres).status == "decided"  # decided again: presence is state
+    assert ledger.pending == 0
+
+
+class BrokenStore(SqliteStore):
+    """A store whose writes fail (what a full disk does)."""
+
+    fail = False
+
+    def _write(self, *args: Any, **kw: Any) -> Any:
+        if self.fail:
+            raise StoreError("disk full (injected)")
+        return super()._write(*args, **kw)
+
+
+def test_a_failing_store_refuses_the_change_and_keeps_nothing(tmp_path: Path) -> None:
+    store = BrokenStore(str(tmp_path / "s.sqlite3"))
+    store.fail = True
+    d = friends_dispatcher(store)
+    outcome = d.handle(request())
+    assert (outcome.status, outcome.reason) == ("failed", "store-unavailable")
+    (reply,) = outcome.outbound
+    assert reply.to == "alice@localhost/phone"
+    assert reply.payload["error"] == {"code": "store-unavailable",
+                                      "message": "the bot could not record this change; try again",
+                                      "id": "r1"}
+    store.fail = False
+    assert d.handle(request()).status == "decided"  # not a duplicate: nothing was kept
+
+
+def test_a_flush_that_fails_names_every_pending_record_and_keeps_none(tmp_path: Path) -> None:
+    store = BrokenStore(str(tmp_path / "s.sqlite3"))
+    ledger = Ledger(store, 3600)
+    key = EventKey("alice@localhost", "e:1")
+    ledger.add(key, Recorded("v", (), (OUT,)))
+    store.fail = True
+    assert ledger.flush() == frozenset({key})
+    assert ledger.pending == 0
+    store.fail = False
+    assert ledger.recall(key) is None
+
+
+def test_purge_removes_what_the_retention_no_longer_covers(store: RelationStore) -> None:
+    now = [1_000_000.0]
+    ledger = Ledger(store, 60, clock=lambda: now[0])
+    ledger.add(EventKey("a@localhost", "e:old"), Recorded("v", (), ()))
+    ledger.flush()
+    now[0] += 30
+    ledger.add(EventKey("a@localhost", "e:new"), Recorded("v", (), ()))
+    ledger.flush()
+    now[0] += 31  # the first is 61 s old, the second 31 s
+    assert ledger.purge() == 1
+    assert ledger.recall(EventKey("a@localhost", "e:old")) is None
+    assert ledger.recall(EventKey("a@localhost", "e:new")) is not None
+
+
+# --------------------------------------------------------------------------
+# the daemon: stanza bytes in, socket writes out
+
+
+HEADER = (b"<stream:stream xmlns='jabber:component:accept' "
+          b"xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='friend.localhost'>")
+
+
+def daemon(tmp_path: Path, store: RelationStore) -> tuple[Daemon, RecordingTransport]:
+    config = parse_config(json.dumps({
+        "jid": "friend.localhost", "mode": "component", "rules": str(ROOT / "rules/friends"),
+        "server": {"host": "127.0.0.1", "port": 5347}}), base=tmp_path)
+    d = Daemon(config, "secret", FRIENDS, store)
+    transport = RecordingTransport()
+    x = d.connection.xmpp
+    x.connection_made(transport)
+    x.data_received(HEADER)
+    d.connection._on_session(None)  # the session is up (what <handshake/> leads to)
+    transport.writes.clear()
+    return d, transport
+
+
+def stanza(sender: str, sid: str, event: dict[str, Any]) -> bytes:
+    body = json.dumps(event).replace("&", "&amp;").replace("<", "&lt;")
+    return (f"<message to='friend.localhost' from='{sender}' type='chat' id='{sid}'>"
+            f"<body>{body}</body></message>").encode()
+
+
+def chats(n: int, start: int = 0) -> bytes:
+    return b"".join(stanza("alice@localhost/p", f"c{i}", {"type": "chat", "id": f"c{i}",
+                                                          "to": "bob@localhost", "text": "x"})
+                    for i in range(start, start + n))
+
+
+def written_ids(transport: RecordingTransport) -> list[str]:
+    return re.findall(r'<message to="[^"]*" type="chat" id="(rb-[^"]+)"',
+                      b"".join(transport.writes).decode())
+
+
+def test_a_read_s_messages_leave_after_its_records_are_stored(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "s.sqlite3"))
+    d, transport = daemon(tmp_path, store)
+    writes_at_commit: list[int] = []
+    commit = store.commit
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        writes_at_commit.append(len(transport.writes))
+        return commit(*args, **kw)
+
+    store.commit = spy  # type: ignore[method-assign]
+    d.connection.xmpp.data_received(chats(30))
+    assert writes_at_commit == [0]  # one commit for the whole read, before any write
+    assert len(written_ids(transport)) == 30  # the refusals: alice and bob are no friends
+    assert store.count_records() == 30
+    store.close()
+
+
+def test_a_redelivered_read_sends_the_same_messages_and_decides_nothing(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "s.sqlite3"))
+    d, transport = daemon(tmp_path, store)
+    d.connection.xmpp.data_received(chats(10))
+    first = written_ids(transport)
+    transport.writes.clear()
+    d.connection.xmpp.data_received(chats(10))  # what a resumed stream re-sends
+    assert written_ids(transport) == first
+    assert store.count_records() == 10
+    store.close()
+
+
+def test_when_the_records_cannot_be_stored_the_read_s_events_are_refused(tmp_path: Path
+                                                                         ) -> None:
+    store = BrokenStore(str(tmp_path / "s.sqlite3"))
+    d, transport = daemon(tmp_path, store)
+    store.fail = True
+    d.connection.xmpp.data_received(chats(3))
+    text = b"".join(transport.writes).decode()
+    assert text.count("store-unavailable") == 3
+    assert text.count('to="alice@localhost/p"') == 3  # each to its sender, nothing to bob
+    store.fail = False
+    transport.writes.clear()
+    d.connection.xmpp.data_received(chats(3))  # sent again: decided now, not duplicates
+    assert "store-unavailable" not in b"".join(transport.writes).decode()
+    assert store.count_records() == 3
+    store.close()
