@@ -24,9 +24,9 @@ from pathlib import Path
 
 import watchfiles
 
+from rulebot.expr import Expr
 from rulebot.logs import LOGGER, fields
 from rulebot.model import Issue
-from rulebot.expr import Expr
 from rulebot.rules import ActionSpec, LiteralParam, LoadResult, Rule, RuleSet, check_rules
 
 log = logging.getLogger(LOGGER)

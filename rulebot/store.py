@@ -24,6 +24,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal, TypeAlias
@@ -31,12 +32,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from rulebot.errors import StoreError as StoreError  # re-exported: part of this API
 from rulebot.model import JSON
+from rulebot.store_records import RecordStoreMixin
 from rulebot.store_values import (
     Change,
-    Record,
+    RecordBatch,
     RelateChange,
     Relation,
     Row,
+    SessionMark,
     UnrelateChange,
     change_row,
     now,
@@ -54,11 +57,18 @@ Names: TypeAlias = list[str]
 Flags: TypeAlias = list[bool]
 
 
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What one commit() did: a flag per change (as apply()), and the id of the
+    batch of records it wrote (None without one)."""
+
+    flags: Flags
+    batch: int | None
+
+
 #: The table and columns both backends use (the same schema on each).
 TABLE = "rulebot_relations"
 COLUMNS = "subject, object, kind, attrs, created"
-#: The idempotency records: (sender, key) -> outcome, with its creation time.
-RECORDS = "rulebot_inbound"
 
 
 # --------------------------------------------------------------------------
@@ -84,7 +94,7 @@ def where_clause(subject: str | None, kind: str | None, obj: str | None,
 # the interface
 
 
-class RelationStore(ABC):
+class RelationStore(RecordStoreMixin, ABC):
     """The relationship store. Backends implement the underscored primitives.
 
     Every public method raises StoreError on invalid input or a failing
@@ -157,41 +167,25 @@ class RelationStore(ABC):
 
         Returns one flag per change: True when a relate created a relation
         or an unrelate removed one. Every change is validated first."""
-        return self.commit((), changes)
+        return self.commit(None, changes).flags
 
-    def commit(self, records: Sequence[Record], changes: Sequence[Change] = (), *,
-               durable: bool = True) -> Flags:
-        """Write idempotency records and apply relation changes in one transaction.
+    def commit(self, batch: RecordBatch | None = None, changes: Sequence[Change] = (), *,
+               mark: SessionMark | None = None, durable: bool = True) -> Committed:
+        """Write a batch of idempotency records, apply relation changes and move a
+        session's acknowledgement mark forward (never back), in one transaction.
 
-        Returns apply()'s flags for the changes. A record whose (sender, key)
-        is already stored is left as it is. With `durable` false and no
-        changes, the commit survives the bot's process dying but may be lost
-        with the machine's power (SQLite synchronous=NORMAL, PostgreSQL
-        synchronous_commit off); relation changes are always flushed to disk."""
+        Returns apply()'s flags for the changes and the batch's id. With
+        `durable` false and no changes, the commit survives the bot's process
+        dying but may be lost with the machine's power (SQLite
+        synchronous=NORMAL, PostgreSQL synchronous_commit off); relation
+        changes are always flushed to disk."""
         stamp = now()
         rows = [change_row(c, stamp) for c in changes]
-        if not rows and not records:
-            return []
+        if not rows and batch is None and mark is None:
+            return Committed([], None)
         with self._call("commit"):
-            return self._write(rows, records, durable or bool(rows))
-
-    def recall(self, sender: str, key: str) -> str | None:
-        """The outcome recorded for (sender, key), or None."""
-        p = self.PARAM
-        with self._call("recall"):
-            rows = self._query(f"SELECT outcome FROM {RECORDS} WHERE sender = {p} AND key = {p}",
-                               (sender, key))
-        return str(rows[0][0]) if rows else None
-
-    def purge_records(self, before: int, limit: int) -> int:
-        """Delete up to `limit` records created before `before` (Unix ms); returns how many."""
-        with self._call("purge"):
-            return self._purge(before, limit)
-
-    def count_records(self) -> int:
-        with self._call("count"):
-            rows = self._query(f"SELECT count(*) FROM {RECORDS}")
-        return int(rows[0][0]) if rows else 0
+            flags, batch_id = self._write(rows, batch, mark, durable or bool(rows))
+        return Committed(flags, batch_id)
 
     # -- export / import
 
@@ -310,13 +304,12 @@ class RelationStore(ABC):
         return int(rows[0][0]) if rows else 0
 
     @abstractmethod
-    def _write(self, rows: Sequence[Row], records: Sequence[Record] = (),
-               durable: bool = True) -> Flags:
-        """Insert the records (keeping existing ones) and relate (attrs not None) /
-        unrelate each row, in order, in one transaction."""
-
-    @abstractmethod
-    def _purge(self, before: int, limit: int) -> int: ...
+    def _write(self, rows: Sequence[Row], batch: RecordBatch | None = None,
+               mark: SessionMark | None = None,
+               durable: bool = True) -> tuple[Flags, int | None]:
+        """Relate (attrs not None) / unrelate each row, in order, insert the batch
+        and upsert the mark, in one transaction. Returns the rows' flags and the
+        batch's id."""
 
     @abstractmethod
     def _put(self, rows: Iterator[Row]) -> None:

@@ -25,17 +25,9 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from rulebot.store import (
-    COLUMNS,
-    PAGE,
-    RECORDS,
-    TABLE,
-    Flags,
-    RelationStore,
-    StoreError,
-    redact_url,
-)
-from rulebot.store_values import Record, Relation, Row, relation_of
+from rulebot.store import COLUMNS, PAGE, TABLE, Flags, RelationStore, StoreError, redact_url
+from rulebot.store_records import RECORDS, SESSIONS
+from rulebot.store_values import RecordBatch, Relation, Row, SessionMark, relation_of
 
 #: 1: relations; 2: + the idempotency records (added to a version 1 database on opening).
 SCHEMA_VERSION = 2
@@ -63,13 +55,17 @@ SCHEMA = [
 #: What version 2 adds.
 RECORDS_SCHEMA = [
     f"""CREATE TABLE {RECORDS} (
-        sender  text COLLATE "C" NOT NULL,
-        key     text COLLATE "C" NOT NULL,
+        id      bigserial PRIMARY KEY,
+        session text COLLATE "C" NOT NULL,
+        last    bigint NOT NULL,
         created bigint NOT NULL,
-        outcome text NOT NULL,
-        PRIMARY KEY (sender, key)
+        records text NOT NULL
     )""",
-    f"CREATE INDEX {RECORDS}_created ON {RECORDS} (created)",
+    f"""CREATE TABLE {SESSIONS} (
+        session   text COLLATE "C" PRIMARY KEY,
+        confirmed bigint NOT NULL,
+        updated   bigint NOT NULL
+    )""",
     "INSERT INTO rulebot_schema_version VALUES (2)",
 ]
 
@@ -79,10 +75,11 @@ RELATE = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
           "ON CONFLICT (subject, kind, object) DO UPDATE SET attrs = EXCLUDED.attrs "
           "RETURNING (xmax = 0)")
 UNRELATE = f"DELETE FROM {TABLE} WHERE subject = %s AND kind = %s AND object = %s RETURNING 1"
-INSERT_RECORD = (f"INSERT INTO {RECORDS} (sender, key, created, outcome) "
-                 "VALUES (%s, %s, %s, %s) ON CONFLICT (sender, key) DO NOTHING")
-PURGE = (f"DELETE FROM {RECORDS} WHERE (sender, key) IN "
-         f"(SELECT sender, key FROM {RECORDS} WHERE created < %s LIMIT %s)")
+INSERT_BATCH = (f"INSERT INTO {RECORDS} (session, last, created, records) "
+                "VALUES (%s, %s, %s, %s) RETURNING id")
+UPSERT_MARK = (f"INSERT INTO {SESSIONS} (session, confirmed, updated) VALUES (%s, %s, %s) "
+               f"ON CONFLICT (session) DO UPDATE SET confirmed = "
+               f"GREATEST({SESSIONS}.confirmed, EXCLUDED.confirmed), updated = EXCLUDED.updated")
 UPSERT = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
           "ON CONFLICT (subject, kind, object) DO UPDATE "
           "SET attrs = EXCLUDED.attrs, created = EXCLUDED.created")
@@ -195,17 +192,15 @@ class PostgresStore(RelationStore):
 
     # -- writes
 
-    def _write(self, rows: Sequence[Row], records: Sequence[Record] = (),
-               durable: bool = True) -> Flags:
+    def _write(self, rows: Sequence[Row], batch: RecordBatch | None = None,
+               mark: SessionMark | None = None,
+               durable: bool = True) -> tuple[Flags, int | None]:
         conn = self._db
         cursors = []
+        inserted = None
         with conn.pipeline(), conn.transaction():
             if not durable:
                 conn.execute("SET LOCAL synchronous_commit TO off")
-            if records:
-                with conn.cursor() as cur:
-                    cur.executemany(INSERT_RECORD, [(r.sender, r.key, r.created, r.outcome)
-                                                    for r in records])
             for r in rows:
                 cur = conn.cursor()
                 if r.attrs is None:
@@ -213,14 +208,22 @@ class PostgresStore(RelationStore):
                 else:
                     cur.execute(RELATE, (r.subject, r.object, r.kind, r.attrs, r.created))
                 cursors.append((r.attrs is None, cur))
+            if batch is not None:
+                inserted = conn.execute(INSERT_BATCH, batch)  # its parameter tuple
+            if mark is not None:
+                conn.execute(UPSERT_MARK, mark)
         flags: Flags = []
         for unrelate, cur in cursors:
             row = cur.fetchone()
             flags.append(row is not None if unrelate else bool(row and row[0]))
-        return flags
+        batch_id = None
+        if inserted is not None:
+            got = inserted.fetchone()
+            batch_id = int(got[0]) if got else None
+        return flags, batch_id
 
-    def _purge(self, before: int, limit: int) -> int:
-        cur = self._db.execute(PURGE, (before, limit))
+    def _purge(self, sql: str, params: Sequence[object]) -> int:
+        cur = self._db.execute(sql, params)
         return max(cur.rowcount, 0)
 
     def _put(self, rows: Iterator[Row]) -> None:

@@ -20,8 +20,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from rulebot.store import COLUMNS, RECORDS, TABLE, Flags, RelationStore, StoreError
-from rulebot.store_values import Record, Relation, Row, relation_of
+from rulebot.store import COLUMNS, TABLE, Flags, RelationStore, StoreError
+from rulebot.store_records import RECORDS, SESSIONS
+from rulebot.store_values import RecordBatch, Relation, Row, SessionMark, relation_of
 
 #: 1: relations; 2: + the idempotency records (added to a version 1 store on opening).
 SCHEMA_VERSION = 2
@@ -43,13 +44,17 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS {TABLE}_reverse ON {TABLE} (object, kind, subject);
 CREATE TABLE IF NOT EXISTS {RECORDS} (
-    sender  TEXT NOT NULL,
-    key     TEXT NOT NULL,
+    id      INTEGER PRIMARY KEY,
+    session TEXT NOT NULL,
+    last    INTEGER NOT NULL,
     created INTEGER NOT NULL,
-    outcome TEXT NOT NULL,
-    PRIMARY KEY (sender, key)
+    records TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS {RECORDS}_created ON {RECORDS} (created);
+CREATE TABLE IF NOT EXISTS {SESSIONS} (
+    session   TEXT PRIMARY KEY,
+    confirmed INTEGER NOT NULL,
+    updated   INTEGER NOT NULL
+);
 """
 
 INSERT_NEW = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?) "
@@ -57,10 +62,10 @@ INSERT_NEW = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?) "
 UPDATE_ATTRS = (f"UPDATE {TABLE} SET attrs = ? "
                 "WHERE subject = ? AND kind = ? AND object = ? AND attrs <> ?")
 DELETE = f"DELETE FROM {TABLE} WHERE subject = ? AND kind = ? AND object = ?"
-INSERT_RECORD = (f"INSERT INTO {RECORDS} (sender, key, created, outcome) VALUES (?, ?, ?, ?) "
-                 "ON CONFLICT (sender, key) DO NOTHING")
-PURGE = (f"DELETE FROM {RECORDS} WHERE rowid IN "
-         f"(SELECT rowid FROM {RECORDS} WHERE created < ? LIMIT ?)")
+INSERT_BATCH = f"INSERT INTO {RECORDS} (session, last, created, records) VALUES (?, ?, ?, ?)"
+UPSERT_MARK = (f"INSERT INTO {SESSIONS} (session, confirmed, updated) VALUES (?, ?, ?) "
+               "ON CONFLICT (session) DO UPDATE SET "
+               "confirmed = max(confirmed, excluded.confirmed), updated = excluded.updated")
 UPSERT = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?) "
           "ON CONFLICT (subject, kind, object) DO UPDATE "
           "SET attrs = excluded.attrs, created = excluded.created")
@@ -137,16 +142,15 @@ class SqliteStore(RelationStore):
 
     # -- writes
 
-    def _write(self, rows: Sequence[Row], records: Sequence[Record] = (),
-               durable: bool = True) -> Flags:
+    def _write(self, rows: Sequence[Row], batch: RecordBatch | None = None,
+               mark: SessionMark | None = None,
+               durable: bool = True) -> tuple[Flags, int | None]:
         if durable != self._durable:  # outside a transaction, as SQLite requires
             self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             self._durable = durable
         flags: Flags = []
+        batch_id = None
         with self._transaction() as cur:
-            if records:
-                cur.executemany(INSERT_RECORD, [(r.sender, r.key, r.created, r.outcome)
-                                                for r in records])
             for r in rows:
                 if r.attrs is None:
                     cur.execute(DELETE, (r.subject, r.kind, r.object))
@@ -157,11 +161,16 @@ class SqliteStore(RelationStore):
                 if not new:
                     cur.execute(UPDATE_ATTRS, (r.attrs, r.subject, r.kind, r.object, r.attrs))
                 flags.append(new)
-        return flags
+            if batch is not None:
+                cur.execute(INSERT_BATCH, batch)  # a RecordBatch is its parameter tuple
+                batch_id = cur.lastrowid
+            if mark is not None:
+                cur.execute(UPSERT_MARK, mark)
+        return flags, batch_id
 
-    def _purge(self, before: int, limit: int) -> int:
+    def _purge(self, sql: str, params: Sequence[object]) -> int:
         with self._transaction() as cur:
-            cur.execute(PURGE, (before, limit))
+            cur.execute(sql, params)
             return max(cur.rowcount, 0)
 
     def _put(self, rows: Iterator[Row]) -> None:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, NamedTuple, TypeAlias
 
 from rulebot.errors import StoreError
 from rulebot.model import JSON
@@ -60,15 +60,32 @@ class UnrelateChange:
 Change: TypeAlias = RelateChange | UnrelateChange
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """An idempotency record: a decided inbound event's identity and what its
-    decision produced (rulebot.ledger encodes and decodes `outcome`)."""
+class RecordBatch(NamedTuple):
+    """A batch of idempotency records: the decisions of one read from the server
+    (rulebot.ledger encodes and decodes `records`). A tuple in the column order
+    of its table, so that it is the parameter list of its INSERT."""
 
-    sender: str  # whose event: the bare JID (event ids) or full JID (stanza ids)
-    key: str  # the event's identity for that sender
+    session: str  # the XEP-0198 session the events came in ("" without one)
+    last: int  # the highest stream position among them (0 without a session)
     created: int  # Unix time in milliseconds
-    outcome: str  # JSON text
+    records: str  # JSON text
+
+
+class SessionMark(NamedTuple):
+    """How far a stream-management session is acknowledged: the server has
+    processed the bot's acknowledgement of every position up to `confirmed`."""
+
+    session: str
+    confirmed: int
+    updated: int  # Unix time in milliseconds
+
+
+class StoredBatch(NamedTuple):
+    id: int
+    session: str
+    last: int
+    created: int
+    records: str
 
 
 @dataclass(frozen=True, slots=True)

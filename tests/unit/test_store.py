@@ -23,9 +23,10 @@ from rulebot.store_sqlite import SqliteStore
 from rulebot.store_values import (
     MAX_ATTRS_BYTES,
     MAX_JID,
-    Record,
+    RecordBatch,
     RelateChange,
     Relation,
+    SessionMark,
     UnrelateChange,
 )
 
@@ -49,7 +50,7 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pgserver.Pg
 def reset_pg(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS rulebot_relations, rulebot_schema_version, "
-                     "rulebot_inbound CASCADE")
+                     "rulebot_inbound, rulebot_inbound_sessions CASCADE")
         conn.execute("DROP FUNCTION IF EXISTS rulebot_test_fail() CASCADE")
 
 
@@ -488,64 +489,86 @@ def test_bulk_import_of_10k_relations(store: RelationStore) -> None:
 
 
 # --------------------------------------------------------------------------
-# idempotency records
+# idempotency records: batches and acknowledgement marks
 
 
-def test_records_are_recalled_by_sender_and_key(store: RelationStore) -> None:
-    assert store.recall(A, "e:1") is None
-    assert store.commit([Record(A, "e:1", 1000, '{"o":1}'), Record(B, "e:1", 1000, '{"o":2}')],
-                        durable=False) == []
-    assert store.recall(A, "e:1") == '{"o":1}'
-    assert store.recall(B, "e:1") == '{"o":2}'
-    assert store.recall(A, "e:2") is None
-    assert store.count_records() == 2
+def test_record_batches_are_written_and_read_back_in_order(store: RelationStore) -> None:
+    first = store.commit(RecordBatch("sm-1", 10, 1000, '["a"]'), durable=False)
+    second = store.commit(RecordBatch("sm-1", 20, 2000, '["b"]'), durable=False)
+    assert first.flags == []
+    assert first.batch is not None
+    assert second.batch is not None
+    assert second.batch > first.batch
+    assert store.record_batch(first.batch) == '["a"]'
+    assert [(b.session, b.last, b.records) for b in store.record_batches(0)] == [
+        ("sm-1", 10, '["a"]'), ("sm-1", 20, '["b"]')]
+    assert store.count_record_batches() == 2
 
 
-def test_a_stored_record_is_kept_when_written_again(store: RelationStore) -> None:
-    store.commit([Record(A, "e:1", 1000, "first")])
-    store.commit([Record(A, "e:1", 2000, "second")])
-    assert store.recall(A, "e:1") == "first"
-    assert store.count_records() == 1
+def test_batches_a_redelivery_may_need_are_the_recent_and_the_unacknowledged(
+    store: RelationStore,
+) -> None:
+    store.commit(RecordBatch("sm-1", 10, 1000, "old-acked"))
+    store.commit(RecordBatch("sm-1", 20, 1000, "old-not-acked"))
+    store.commit(RecordBatch("", 0, 1000, "old-no-session"))
+    store.commit(RecordBatch("sm-2", 5, 9000, "recent"))
+    store.commit(mark=SessionMark("sm-1", 15, 1000))
+    assert [b.records for b in store.record_batches(5000)] == ["old-not-acked", "recent"]
+    assert store.confirmed_marks() == {"sm-1": 15}
 
 
-def test_records_and_changes_commit_together(store: RelationStore) -> None:
-    flags = store.commit([Record(A, "e:1", 1, "x")], [RelateChange(A, B, "friend")])
-    assert flags == [True]
+def test_a_mark_never_moves_back(store: RelationStore) -> None:
+    store.commit(mark=SessionMark("sm-1", 15, 1000))
+    store.commit(mark=SessionMark("sm-1", 9, 2000))
+    assert store.confirmed_marks() == {"sm-1": 15}
+    store.commit(mark=SessionMark("sm-1", 30, 3000))
+    assert store.confirmed_marks() == {"sm-1": 30}
+
+
+def test_a_batch_and_changes_commit_together(store: RelationStore) -> None:
+    done = store.commit(RecordBatch("sm-1", 1, 1, "x"), [RelateChange(A, B, "friend")])
+    assert done.flags == [True]
+    assert done.batch is not None
     assert store.related(A, B, "friend")
-    assert store.recall(A, "e:1") == "x"
-    # A change that fails validation writes no record either.
+    # A change that fails validation writes no batch either.
     with pytest.raises(StoreError):
-        store.commit([Record(A, "e:2", 1, "y")], [RelateChange(A, "", "friend")])
-    assert store.recall(A, "e:2") is None
+        store.commit(RecordBatch("sm-1", 2, 1, "y"), [RelateChange(A, "", "friend")])
+    assert store.count_record_batches() == 1
 
 
-def test_records_roll_back_with_a_failing_change(store: RelationStore, location: str) -> None:
+def test_a_batch_rolls_back_with_a_failing_change(store: RelationStore, location: str) -> None:
     fail_inserts_of(store, location, "boom@example.com")
     with pytest.raises(StoreError, match="injected failure"):
-        store.commit([Record(A, "e:1", 1, "x")], [RelateChange(A, B, "friend"),
-                                                  RelateChange("boom@example.com", A, "friend")])
-    assert store.recall(A, "e:1") is None
+        store.commit(RecordBatch("sm-1", 1, 1, "x"), [RelateChange(A, B, "friend"),
+                                                       RelateChange("boom@example.com", A,
+                                                                    "friend")])
+    assert store.count_record_batches() == 0
     assert not store.related(A, B, "friend")
 
 
-def test_purge_deletes_old_records_in_bounded_steps(store: RelationStore) -> None:
-    store.commit([Record(A, f"e:{n}", n, "x") for n in range(250)])
-    assert store.purge_records(100, 60) == 60
-    assert store.purge_records(100, 60) == 40  # only 100 were older than 100 ms
-    assert store.purge_records(100, 60) == 0
-    assert store.count_records() == 150
-    assert store.recall(A, "e:99") is None
-    assert store.recall(A, "e:100") == "x"
+def test_purge_keeps_what_a_redelivery_may_need(store: RelationStore) -> None:
+    for n in range(5):
+        store.commit(RecordBatch("sm-1", 10 * (n + 1), 1000 + n, f"s{n}"))
+    store.commit(RecordBatch("", 0, 1000, "no-session"))
+    store.commit(RecordBatch("sm-1", 60, 9000, "recent"))
+    store.commit(mark=SessionMark("sm-1", 30, 1000))
+    # window: before 5000; retention: before 500 (nothing that old)
+    assert store.purge_records(5000, 500, 2) == 2  # bounded steps
+    assert store.purge_records(5000, 500, 10) == 2  # s0..s2 acknowledged, and no-session
+    assert [b.records for b in store.record_batches(0)] == ["s3", "s4", "recent"]
+    # past the retention even what is not acknowledged goes
+    assert store.purge_records(5000, 2000, 10) == 2
+    assert [b.records for b in store.record_batches(0)] == ["recent"]
 
 
 def test_sqlite_commits_records_alone_without_fsync_and_changes_with(tmp_path: Path) -> None:
     with SqliteStore(str(tmp_path / "s.sqlite3")) as store:
         conn = store._conn
-        store.commit([Record(A, "e:1", 1, "x")], durable=False)
+        store.commit(RecordBatch("s", 1, 1, "x"), durable=False)
         assert conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
-        store.commit([Record(A, "e:2", 1, "x")], [RelateChange(A, B, "friend")], durable=False)
+        store.commit(RecordBatch("s", 2, 1, "x"), [RelateChange(A, B, "friend")], durable=False)
         assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL: a change
-        store.commit([Record(A, "e:3", 1, "x")], durable=False)
+        store.commit(RecordBatch("s", 3, 1, "x"), durable=False)
         store.relate(A, C, "friend")
         assert conn.execute("PRAGMA synchronous").fetchone() == (2,)
 
@@ -584,19 +607,21 @@ def test_a_version_1_store_gains_the_records_table_and_keeps_its_relations(
     # What rulebot before the idempotency records left behind.
     if location.startswith("postgresql://"):
         with psycopg.connect(location, autocommit=True) as pg:
-            pg.execute("DROP TABLE rulebot_inbound")
+            pg.execute("DROP TABLE rulebot_inbound, rulebot_inbound_sessions")
             pg.execute("DELETE FROM rulebot_schema_version WHERE version > 1")
     else:
         import sqlite3
 
         with sqlite3.connect(location) as lite:
             lite.execute("DROP TABLE rulebot_inbound")
+            lite.execute("DROP TABLE rulebot_inbound_sessions")
             lite.execute("UPDATE rulebot_schema_version SET version = 1")
         lite.close()
     with open_store(location) as again:
         assert again.related(A, B, "friend")
-        again.commit([Record(A, "e:1", 5, "{}")])
-        assert again.recall(A, "e:1") == "{}"
+        done = again.commit(RecordBatch("sm-1", 1, 5, "[]"))
+        assert done.batch is not None
+        assert again.record_batch(done.batch) == "[]"
     if location.startswith("postgresql://"):
         with psycopg.connect(location, autocommit=True) as pg:
             assert pg.execute("SELECT max(version) FROM rulebot_schema_version").fetchone() == (2,)
