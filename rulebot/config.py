@@ -51,7 +51,8 @@ class Config:
     offline_sweep: float = 60.0  # seconds between XEP-0013 fetches; 0: none
     sm_state_file: str | None = None
     store: str = "rulebot.sqlite3"  # as written; resolved against base_dir by the daemon
-    idempotency_retention: float = 3600.0  # seconds; 0: no idempotency records
+    idempotency_window: float = 30.0  # seconds every record is kept
+    idempotency_retention: float = 604_800.0  # seconds unconfirmed ones are; 0: no records
     base_dir: str = "."
     notify_jids: tuple[str, ...] = ()
     status_listen: str | None = None  # host:port of /metrics, /status, /healthz
@@ -139,7 +140,8 @@ def parse_config(text: str, source: str = "<inline>", base: Path | None = None) 
         offline_sweep=sweep,
         sm_state_file=path(raw.get("sm_state_file", "rulebot.sm.json")),
         store=raw.get("store", "rulebot.sqlite3"),
-        idempotency_retention=float(raw.get("idempotency", {}).get("retention", 3600.0)),
+        idempotency_window=float(raw.get("idempotency", {}).get("window", 30.0)),
+        idempotency_retention=float(raw.get("idempotency", {}).get("retention", 604_800.0)),
         base_dir=str(base.resolve()),
         notify_jids=tuple(raw.get("notify_jids", ())),
         status_listen=raw.get("status", {}).get("listen"),

@@ -40,9 +40,12 @@ from rulebot.xmpp import BotConnection
 log = logging.getLogger(LOGGER)
 
 EXIT_OK = 0
+EXIT_CONFIG = 1
 EXIT_CONNECT = 3
-#: Seconds between purges of expired idempotency records.
-PURGE_INTERVAL = 60.0
+#: Seconds between evictions from the idempotency records' index in memory,
+#: and between purges of the store's batches.
+EVICT_INTERVAL = 1.0
+PURGE_INTERVAL = 10.0
 
 
 class Daemon:
@@ -51,15 +54,19 @@ class Daemon:
         self.config = config
         self.rules = RuleRef(ruleset)
         self.store = store
-        self.ledger = (Ledger(store, config.idempotency_retention)
+        self.ledger = (Ledger(store, config.idempotency_window, config.idempotency_retention)
                        if store is not None and config.idempotency_retention > 0 else None)
         self.dispatcher = Dispatcher(config, self.rules.get, relations=store,
                                      apply=self._apply if store else None,
                                      records=self.ledger)
-        # Outcomes of the read being handled, sent when it is done (_read_done).
-        self._held: list[tuple[Inbound, Outcome]] = []
-        self.connection = BotConnection(config, secret, self.on_inbound,
-                                        on_read_done=self._read_done)
+        # Outcomes of the read being handled, sent when it is done (_read_done),
+        # with the microseconds each decision took.
+        self._held: list[tuple[Inbound, Outcome, float]] = []
+        self.connection = BotConnection(
+            config, secret, self.on_inbound, on_read_done=self._read_done,
+            on_confirmed=self.ledger.confirm if self.ledger is not None else None)
+        if self.ledger is not None:
+            self.ledger.position = self.connection.stream_position
         self.reloader = Reloader(config.rules, self.rules, self.on_reload)
         self.handled = 0
         self._reload_failing = False
@@ -90,7 +97,8 @@ class Daemon:
             "uptime_seconds": round(time.time() - self.started, 1),
             "handled": self.handled,
             "idempotency_records": None if self.ledger is None else {
-                "written": self.ledger.written, "pending": self.ledger.pending,
+                "written": self.ledger.written, "kept_in_memory": self.ledger.size(),
+                "window_seconds": self.ledger.window,
                 "retention_seconds": self.ledger.retention},
             "rules": {"version": rs.version, "count": len(rs.rules), "files": per_file},
             "last_reload": None if last is None else {
@@ -124,44 +132,54 @@ class Daemon:
     def on_inbound(self, inbound: Inbound) -> None:
         started = time.perf_counter()
         try:
-            outcome = self.dispatcher.handle(inbound)
+            outcome = self.dispatcher.decide(inbound)
         except Exception:  # a bug must cost one event, never the daemon
             log.exception("internal error while handling a stanza", extra=fields(
                 event="internal_error", from_=inbound.from_, stanza_id=inbound.id))
             return
-        if self.connection.in_read:
-            self._held.append((inbound, outcome))
-        else:  # not from a read (tests, or a future caller): at once
-            self._release([(inbound, outcome)])
         self.handled += 1
-        self.metrics.observe(inbound.kind, outcome, time.perf_counter() - started,
-                             len(outcome.outbound))
-        if self.audit is not None:
-            self.audit.record(inbound, outcome)
-        if self.trace and inbound.from_.split("/", 1)[0].lower() in self.trace:
-            self._log_trace(inbound, outcome)
+        held = (inbound, outcome, (time.perf_counter() - started) * 1e6)
+        if self.connection.in_read:
+            self._held.append(held)
+        else:  # not from a read (tests, or a future caller): at once
+            self._release([held])
 
     def _read_done(self) -> None:
         held, self._held = self._held, []
-        if held or (self.ledger is not None and self.ledger.pending):
+        if held or (self.ledger is not None and self.ledger.pending_count):
             try:
                 self._release(held)
             except Exception:  # a bug must not leave the read's writes unwritten
                 log.exception("internal error while sending a read's messages",
                               extra=fields(event="internal_error"))
 
-    def _release(self, held: list[tuple[Inbound, Outcome]]) -> None:
-        """Store the pending idempotency records, then send the messages of `held`;
-        an event whose record could not be stored gets store-unavailable instead."""
-        failed = self.ledger.flush() if self.ledger is not None else frozenset()
+    def _release(self, held: list[tuple[Inbound, Outcome, float]]) -> None:
+        """Store the pending idempotency records, then send, log, count and audit
+        each outcome of `held`: an event whose record could not be stored gets
+        store-unavailable instead, one recorded before gets its recorded
+        messages."""
+        done = self.ledger.flush() if self.ledger is not None else None
+        failed = done.failed if done is not None else frozenset()
+        texts = done.payload_json if done is not None else {}
         send = self.connection.send
-        for inbound, outcome in held:
+        dispatcher = self.dispatcher
+        for inbound, outcome, micros in held:
             if failed and outcome.key in failed:
-                if outcome.status == "duplicate":
-                    continue  # of an event refused in this same read: it got its answer
-                outcome = self.dispatcher.refuse(inbound, outcome)
+                outcome = self._refused(inbound, outcome)
             for out in outcome.outbound:
-                send(out)
+                send(out, texts.get(id(out.payload)))
+            dispatcher.log(inbound, outcome, micros)
+            self.metrics.observe(inbound.kind, outcome, micros / 1e6, len(outcome.outbound))
+            if self.audit is not None:
+                self.audit.record(inbound, outcome)
+            if self.trace and inbound.from_.split("/", 1)[0].lower() in self.trace:
+                self._log_trace(inbound, outcome)
+
+    def _refused(self, inbound: Inbound, outcome: Outcome) -> Outcome:
+        """What replaces an outcome whose record could not be stored."""
+        if outcome.status == "duplicate":  # of an event refused in this same read
+            return Outcome("failed", (), None, "store-unavailable", outcome.event_id)
+        return self.dispatcher.refuse(inbound, outcome)
 
     def _log_trace(self, inbound: Inbound, outcome: Outcome) -> None:
         """The per-rule trace for a sender under investigation (trace_senders)."""
@@ -180,9 +198,20 @@ class Daemon:
                                           mode=self.config.mode, host=self.config.host,
                                           port=self.config.port, rules=self.config.rules,
                                           version=rs.version, rule_count=len(rs.rules)))
+        purger = None
+        if self.ledger is not None:
+            try:
+                kept = self.ledger.load()
+            except StoreError as exc:
+                log.error(f"cannot read the idempotency records: {exc}",
+                          extra=fields(event="store_failed"))
+                if self.store is not None:
+                    self.store.close()
+                return EXIT_CONFIG
+            log.info("idempotency records", extra=fields(event="records_loaded", kept=kept))
+            purger = asyncio.ensure_future(self._keep_records())
         watcher = asyncio.ensure_future(self._watch(stop)) if self.config.watch else None
         flusher = asyncio.ensure_future(self._flush_logs())
-        purger = asyncio.ensure_future(self._purge()) if self.ledger is not None else None
         if self.config.status_listen:
             host, _, port = self.config.status_listen.rpartition(":")
             self.status_server = StatusServer(host, int(port), {
@@ -207,6 +236,9 @@ class Daemon:
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
             await self.reloader.close()
+            if self.ledger is not None:
+                with contextlib.suppress(StoreError):
+                    self.ledger.flush()  # the last acknowledgement marks
             if self.store is not None:
                 self.store.close()
             if self.status_server is not None:
@@ -223,13 +255,23 @@ class Daemon:
             await asyncio.sleep(LOG_FLUSH_SECONDS)
             flush_logs()
 
-    async def _purge(self) -> None:
-        """Delete expired idempotency records now and then (bounded steps)."""
-        assert self.ledger is not None
+    async def _keep_records(self) -> None:
+        """Evict what no re-delivery can need from the records' index each second;
+        every PURGE_INTERVAL, store the acknowledgement marks and purge the
+        store's batches (bounded steps)."""
+        ledger = self.ledger
+        assert ledger is not None
+        last_purge = time.monotonic()
         while True:
-            await asyncio.sleep(PURGE_INTERVAL)
+            await asyncio.sleep(EVICT_INTERVAL)
+            ledger.evict()
+            if time.monotonic() - last_purge < PURGE_INTERVAL:
+                continue
+            last_purge = time.monotonic()
             try:
-                while self.ledger.purge() > 0:  # ~50 ms at most per round
+                if not self.connection.in_read:
+                    ledger.flush()  # acknowledgement marks, when no read wrote them
+                while ledger.purge() > 0:  # ~50 ms at most per round
                     await asyncio.sleep(0)  # events in between
             except StoreError as exc:
                 log.warning("purging idempotency records failed", extra=fields(

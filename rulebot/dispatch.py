@@ -21,13 +21,12 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from rulebot.config import Config
 from rulebot.engine import evaluate
 from rulebot.errors import EventError
 from rulebot.functions import bare_jid, split_jid
-from rulebot.jsonenc import encoder
 from rulebot.logs import LOGGER, fields, log_hot
 from rulebot.model import (
     JSON,
@@ -44,7 +43,7 @@ from rulebot.model import (
     Unrelate,
 )
 from rulebot.rules import RuleSet
-from rulebot.state import Buckets, LiveState, PresenceTable, RelationReader, norm
+from rulebot.state import Buckets, LiveState, PresenceTable, RelationReader
 from rulebot.wire import Encoding, decode_event, error_payload, event_id, presence_event
 
 log = logging.getLogger(LOGGER)
@@ -86,32 +85,37 @@ class Outbound:
     meta: Meta
 
 
-@dataclass(frozen=True, slots=True)
-class EventKey:
-    """An inbound event's identity for its idempotency record (event_key)."""
+class EventKey(NamedTuple):
+    """An inbound event's identity for its idempotency record (event_key). A
+    tuple: hashed in C, it is the key of the ledger's index in memory."""
 
     sender: str
     key: str
 
 
-_key_text = encoder(separators=(",", ":"), allow_nan=False)
+_new_key = tuple.__new__
 
 
-def event_key(from_: str, event: str | int | None, stanza_id: str | None) -> EventKey | None:
+def event_key(sender: str, from_: str, event: str | int | None,
+              stanza_id: str | None) -> EventKey | None:
     """Who sent the event (as the server stamped it) and which event it is: its
     own "id" for its sender's bare JID (a resend from another resource or
     connection is the same event), else the stanza id for the full JID (stanza
-    ids are unique per connection at best). None when it has neither."""
+    ids are unique per connection at best). None when it has neither.
+    `sender` is the bare JID of `from_`."""
+    # tuple.__new__: EventKey(...) would run NamedTuple's __new__ in Python.
     if event is not None:
-        return EventKey(norm(from_), "e:" + _key_text(event))  # "e:17" and 'e:"17"' differ
+        # An integer id and its decimal text are different events.
+        return _new_key(EventKey, (sender.lower(), ("n:" + str(event))
+                                   if isinstance(event, int) else "e:" + event))
     if stanza_id:
-        return EventKey(from_, "s:" + stanza_id)
+        return _new_key(EventKey, (from_, "s:" + stanza_id))
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """What one decision produced, as its idempotency record keeps it."""
+class Recorded(NamedTuple):
+    """What one decision produced, as its idempotency record keeps it (a tuple:
+    one is made per decided event, and a tuple is the cheapest frozen value)."""
 
     version: str
     matched: tuple[str, ...]
@@ -119,8 +123,12 @@ class Recorded:
 
 
 class Records(Protocol):
-    """The idempotency records (rulebot.ledger.Ledger): the dispatcher asks before
-    deciding and records after. Methods raise on a failing store."""
+    """The idempotency records (rulebot.ledger.Ledger). Before deciding, the
+    dispatcher asks for an event's record (`recall`: an index in memory; the
+    store is read only for a record found); after, a decision without
+    relation changes is recorded with `add` (stored before the read's messages
+    leave) and one with changes with `commit` (stored with the changes).
+    `recall` and `commit` raise on a failing store."""
 
     def recall(self, key: EventKey) -> Recorded | None: ...
     def add(self, key: EventKey, recorded: Recorded) -> None: ...
@@ -185,8 +193,13 @@ class Dispatcher:
         """Decide on one stanza and log it. Never raises for any stanza content."""
         started = time.perf_counter()
         outcome = self._handle(inbound)
-        self._log(inbound, outcome, (time.perf_counter() - started) * 1e6)
+        self.log(inbound, outcome, (time.perf_counter() - started) * 1e6)
         return outcome
+
+    def decide(self, inbound: Inbound) -> Outcome:
+        """Decide on one stanza without logging it (the caller logs it with `log`
+        once it knows what was sent). Never raises for any stanza content."""
+        return self._handle(inbound)
 
     def _handle(self, inbound: Inbound) -> Outcome:
         local, domain, _ = split_jid(inbound.from_)
@@ -232,7 +245,7 @@ class Dispatcher:
         # is decided again (its broadcast goes to the friends of now), and a
         # client re-using a presence id must not have its update swallowed.
         key = None if records is None or inbound.kind != "message" else event_key(
-            inbound.from_, eid, inbound.id)
+            sender, inbound.from_, eid, inbound.id)
         if key is not None:
             assert records is not None
             try:
@@ -240,8 +253,8 @@ class Dispatcher:
             except Exception as exc:
                 return self._store_failed(inbound, sender, eid, enc, ruleset.version, exc)
             if recorded is not None:  # delivered again: what its decision sent, again
-                return Outcome("duplicate", recorded.outbound, None, "duplicate", eid_text,
-                               key=key, recorded=recorded)
+                return self.duplicate(Outcome("decided", event_id=eid_text, key=key),
+                                      recorded)
         env = Envelope(event, sender, inbound.from_,
                        Stanza(inbound.kind, inbound.type, inbound.id), self.bot)
         decision = evaluate(ruleset, env, max_recipients=self.config.max_recipients,
@@ -299,6 +312,12 @@ class Dispatcher:
             "store-unavailable", "the bot could not record this change; try again",
             None, eid), enc, meta, 0)
 
+    @staticmethod
+    def duplicate(outcome: Outcome, recorded: Recorded) -> Outcome:
+        """The outcome of an event decided before: its recorded messages again."""
+        return Outcome("duplicate", recorded.outbound, None, "duplicate", outcome.event_id,
+                       key=outcome.key, recorded=recorded)
+
     def refuse(self, inbound: Inbound, outcome: Outcome) -> Outcome:
         """The outcome to send instead of `outcome` when its idempotency record
         could not be stored: a store-unavailable error to the sender."""
@@ -327,7 +346,8 @@ class Dispatcher:
             mid = "rb-" + uuid.uuid4().hex[:20]
         return Outbound(to, payload, enc, self.config.message_type, mid, meta)
 
-    def _log(self, inbound: Inbound, outcome: Outcome, micros: float) -> None:
+    def log(self, inbound: Inbound, outcome: Outcome, micros: float) -> None:
+        """The decision line of one stanza (`micros`: the time its decision took)."""
         level = logging.DEBUG if outcome.status == "ignored" and outcome.reason in (
             "no-payload", "presence-subscription") else logging.INFO
         if outcome.status == "ignored" and outcome.reason == "domain-not-allowed":

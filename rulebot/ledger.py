@@ -2,34 +2,48 @@
 decision produced, so that an event delivered again is answered from its record
 (the same messages, the same ids) instead of being decided a second time.
 
-Imports: dispatch (its values), model, store, store_values, jsonenc, logs, stdlib.
+Imports: dispatch (its values), model, store, store_values, wire, jsonenc, logs, stdlib.
 
 Why: after a crash the server re-sends what the bot had not acknowledged, and
-offline storage hands over what a destroyed session held; a client may resend
-an event it got no answer to. Decided again, such an event meets a world its
-first decision changed: a friend request already accepted is answered
-`already-friends`, under a new message id that no recipient can recognise.
+offline storage hands over what a destroyed session held. Decided again, such
+an event meets a world its first decision changed: a friend request already
+accepted is answered `already-friends`, under a new message id that no
+recipient can recognise.
 
-When a record is written (see Ledger):
+When a record is written:
 
-* a decision that changes relations: its record, and every record still
+* a decision that changes relations: its record, with every record still
   pending, in the same transaction as the changes, before anything of the
   decision is sent (relations are durable before dependent messages leave,
   as before);
 * any other decision: kept pending until the daemon has handled the whole read
   from the server it came in, then all of them in one transaction, before the
-  messages of that read are written (`flush`). Under load one read carries
-  hundreds of events, so the cost per event is a fraction of a commit.
+  messages of that read are written (`flush`).
 
 Either way no message of a decision leaves before its record is stored, and
-the bot acknowledges an inbound stanza to the server only after that (its
-acknowledgements wait for the server's acknowledgement of what the stanza
-produced, xmpp_sm). So a kill -9 at any point leaves each unacknowledged
-event either undecided (nothing was sent, nothing changed: deciding it is the
-first decision) or recorded (the record is re-sent).
+the bot acknowledges an inbound stanza only after that (its acknowledgements
+wait for the server's acknowledgement of what the stanza produced, xmpp_sm).
+So a kill -9 at any point leaves each unacknowledged event either undecided
+(nothing was sent, nothing changed: deciding it is the first decision) or
+recorded (the record is re-sent).
 
-Records are kept for `retention` seconds (config `idempotency.retention`),
-then purged in bounded steps.
+Which records are kept, and where they are looked up. A record can be needed
+only while its event may be delivered again: until the server has processed
+the bot's acknowledgement of it (XEP-0198; BotConnection reports that as a
+confirmed position), or, outside stream management, for a while. So the
+ledger keeps in memory an index, by event, of
+
+* every record not yet confirmed (the events in flight, and what a killed
+  process left unconfirmed: read back from the store at start), for up to
+  `retention` seconds;
+* every record of the last `window` seconds, confirmed or not (an event that
+  came without stream management, or a client that resends an event it got
+  no answer to, with the same event id).
+
+The store keeps the records as batches, one row per flush, plus each
+session's confirmed position; batches nothing can need any more are purged.
+A lookup is a dictionary lookup; a hit (a re-delivery, rare) reads its batch
+back from the store.
 """
 
 from __future__ import annotations
@@ -37,24 +51,36 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from rulebot.dispatch import EventKey, Meta, Outbound, Recorded
 from rulebot.jsonenc import encoder
 from rulebot.logs import LOGGER, fields
-from rulebot.model import JSON, Relate, StateChange
+from rulebot.model import Relate, StateChange
 from rulebot.store import RelationStore, StoreError
-from rulebot.store_values import Change, Record, RelateChange, UnrelateChange
+from rulebot.store_values import (
+    Change,
+    RecordBatch,
+    RelateChange,
+    SessionMark,
+    StoredBatch,
+    UnrelateChange,
+)
+from rulebot.wire import encode_payload
 
 log = logging.getLogger(LOGGER)
 
 _encode = encoder(separators=(",", ":"), allow_nan=False)
 
-#: Records deleted per purge statement: small enough to keep each step short
-#: (SQLite holds its write lock meanwhile), large enough to keep up with a
-#: busy bot (a step deletes 1,000 rows in a few milliseconds).
-PURGE_STEP = 1000
+#: Batches deleted per purge statement: each step is short (SQLite holds its
+#: write lock meanwhile); a batch holds one read's records.
+PURGE_STEP = 500
+
+#: A stream position: the XEP-0198 session id and the inbound stanza's number in it.
+Position = tuple[str, int]
 
 
 def store_changes(changes: Sequence[StateChange]) -> list[Change]:
@@ -71,71 +97,188 @@ def store_changes(changes: Sequence[StateChange]) -> list[Change]:
     return out
 
 
-def encode(recorded: Recorded) -> str:
-    """A Recorded as the JSON text of a record. A payload shared by several
-    messages (a broadcast) is written once."""
-    payloads: list[JSON] = []
-    index: dict[int, int] = {}
-    rows: list[list[Any]] = []
-    for o in recorded.outbound:
-        n = index.get(id(o.payload))
-        if n is None:
-            n = index[id(o.payload)] = len(payloads)
-            payloads.append(o.payload)
-        rows.append([o.to, n, o.encoding, o.type, o.id, o.meta.rule])
-    doc: dict[str, Any] = {"v": recorded.version, "m": list(recorded.matched), "o": rows,
-                           "p": payloads}
-    if recorded.outbound:
-        meta = recorded.outbound[0].meta  # the same for every message but the rule
-        doc.update(f=meta.sender, e=meta.event_id, s=meta.stanza_id)
-    return _encode(doc)
+# --------------------------------------------------------------------------
+# records as text
 
 
-def decode(text: str) -> Recorded:
-    """The Recorded a record's text holds. Raises ValueError (or KeyError, TypeError)
-    on text that encode() did not write."""
-    doc = json.loads(text)
-    payloads = doc["p"]
-    out = tuple(
-        Outbound(to, payloads[n], enc, mtype, mid,
-                 Meta(doc["f"], rule, doc["v"], doc["e"], doc["s"]))
-        for to, n, enc, mtype, mid, rule in doc["o"])
-    return Recorded(doc["v"], tuple(doc["m"]), out)
+class BatchWriter:
+    """Encodes a batch of records as the JSON text stored: [records, payloads].
+    A record is [sender, key, position, version, matched rules, meta sender,
+    event id, stanza id, messages], each message [to, payload number,
+    encoding, type, id, rule]; payloads are numbered in the batch, and a
+    payload shared by several messages (a broadcast) is written once.
+
+    The records go through one call of json's C encoder (half the cost of
+    encoding them one by one); each payload is wire.encode_payload's text,
+    which the daemon hands to the connection (`texts`, by the payload
+    object's id()), so a payload is encoded once for the record and the
+    stanza together."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[Any, ...]] = []
+        self.payloads: list[str] = []
+        self.texts: dict[int, str] = {}
+
+    def add(self, key: EventKey, position: int, recorded: Recorded) -> None:
+        out = recorded.outbound
+        payloads = self.payloads
+        rows: list[tuple[Any, ...]] | tuple[tuple[Any, ...], ...]
+        if len(out) == 1:  # the usual case: a forward, a reply or an error
+            o = out[0]
+            self.texts[id(o.payload)] = text = encode_payload(o.payload)
+            rows = ((o.to, len(payloads), o.encoding, o.type, o.id, o.meta.rule),)
+            payloads.append(text)
+        else:
+            rows = []
+            index: dict[int, int] = {}  # a broadcast's recipients share one payload
+            for o in out:
+                n = index.get(id(o.payload))
+                if n is None:
+                    n = index[id(o.payload)] = len(payloads)
+                    self.texts[id(o.payload)] = text = encode_payload(o.payload)
+                    payloads.append(text)
+                rows.append((o.to, n, o.encoding, o.type, o.id, o.meta.rule))
+        meta = out[0].meta if out else None  # the same for every message but the rule
+        self.records.append((key[0], key[1], position, recorded[0], recorded[1],
+                             meta and meta.sender, meta and meta.event_id,
+                             meta and meta.stanza_id, rows))
+
+    def text(self) -> str:
+        return f"[{_encode(self.records)},[{','.join(self.payloads)}]]"
+
+
+def encode(records: list[tuple[EventKey, int, Recorded]]) -> str:
+    """A batch's JSON text (see BatchWriter)."""
+    writer = BatchWriter()
+    for key, position, recorded in records:
+        writer.add(key, position, recorded)
+    return writer.text()
+
+
+def decode_batch(text: str) -> list[tuple[EventKey, int, Recorded]]:
+    """The records of a batch's JSON text. Raises ValueError, KeyError, TypeError
+    or IndexError on anything BatchWriter did not write."""
+    records, payloads = json.loads(text)
+    return [decode(entry, payloads) for entry in records]
+
+
+def decode(entry: list[Any], payloads: list[Any]) -> tuple[EventKey, int, Recorded]:
+    """One record of a parsed batch (see BatchWriter)."""
+    sender, key, position, version, matched, msender, eid, sid, rows = entry
+    out = tuple(Outbound(to, payloads[n], enc, mtype, mid, Meta(msender, rule, version, eid, sid))
+                for to, n, enc, mtype, mid, rule in rows)
+    return EventKey(sender, key), int(position), Recorded(version, tuple(matched), out)
+
+
+# --------------------------------------------------------------------------
+# the ledger
+
+
+@dataclass(eq=False, slots=True)
+class _Batch:
+    """Records written together, as the index in memory knows them."""
+
+    session: str
+    created: float  # seconds
+    keys: list[EventKey] = field(default_factory=list)
+    #: (key, position, record) of each, until written
+    entries: list[tuple[EventKey, int, Recorded]] | None = field(default_factory=list)
+    last: int = 0  # the highest position among them
+    id: int | None = None  # in the store; None until written
+
+
+@dataclass(frozen=True, slots=True)
+class Flushed:
+    """What writing a read's records found: the events whose records could not
+    be stored (the store failed: the caller must not send what they decided)."""
+
+    failed: frozenset[EventKey] = frozenset()
+    #: the JSON text of each payload written, by the payload object's id()
+    payload_json: dict[int, str] = field(default_factory=dict)
 
 
 class Ledger:
-    """The daemon's idempotency records over the store (implements dispatch.Records)."""
+    """The daemon's idempotency records (implements dispatch.Records; see the
+    module docstring)."""
 
-    def __init__(self, store: RelationStore, retention: float,
+    def __init__(self, store: RelationStore, window: float, retention: float,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.window = window
         self.retention = retention
         self.clock = clock
-        self._pending: dict[EventKey, Recorded] = {}
+        #: The current stream position, asked when a record is added (the
+        #: connection's XEP-0198 session and inbound count), or None.
+        self.position: Callable[[], Position | None] = lambda: None
+        self._index: dict[EventKey, tuple[_Batch, int]] = {}
+        self._batches: deque[_Batch] = deque()  # in the order written
+        self._pending = _Batch("", 0.0)
+        self._confirmed: dict[str, int] = {}
+        self._marked: dict[str, int] = {}  # what the store has of _confirmed
+        self._cached: tuple[int, list[Any]] | None = None  # the last batch read back
         self.written = 0  # records stored by this process (status, tests)
+
+    # -- start
+
+    def load(self) -> int:
+        """Read back what a re-delivery may still need (see the module docstring).
+        Returns the number of records. Raises StoreError."""
+        now = self.clock()
+        self._confirmed.update(self.store.confirmed_marks())
+        self._marked.update(self._confirmed)
+        count = 0
+        for stored in self.store.record_batches(int((now - self.window) * 1000)):
+            if stored.created < (now - self.retention) * 1000:
+                continue
+            batch = _Batch(stored.session, stored.created / 1000, last=stored.last, id=stored.id,
+                           entries=None)
+            try:
+                records, _payloads = json.loads(stored.records)
+                for n, entry in enumerate(records):
+                    key = EventKey(str(entry[0]), str(entry[1]))
+                    batch.keys.append(key)
+                    self._index[key] = (batch, n)
+            except (ValueError, TypeError, IndexError) as exc:
+                log.error("unreadable idempotency records ignored", extra=fields(
+                    event="record_unreadable", batch=stored.id,
+                    error=f"{type(exc).__name__}: {exc}"))
+                continue
+            count += len(batch.keys)
+            self._batches.append(batch)
+        return count
 
     # -- dispatch.Records
 
     def recall(self, key: EventKey) -> Recorded | None:
-        """The record of an event, pending or stored. Raises StoreError."""
-        found = self._pending.get(key)
-        if found is not None:
-            return found
-        text = self.store.recall(key.sender, key.key)
-        if text is None:
+        """The record of an event, if it is kept. Raises StoreError."""
+        found = self._index.get(key)
+        if found is None:
             return None
-        try:
-            return decode(text)
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            # Not something this rulebot wrote: decide the event as new.
-            log.error("unreadable idempotency record ignored", extra=fields(
-                event="record_unreadable", sender=key.sender, key=key.key,
-                error=f"{type(exc).__name__}: {exc}"))
-            return None
+        batch, n = found
+        if batch.entries is not None:
+            return batch.entries[n][2]
+        assert batch.id is not None
+        return self._read_back(batch.id, n)
 
     def add(self, key: EventKey, recorded: Recorded) -> None:
         """Keep a record until the next commit or flush."""
-        self._pending[key] = recorded
+        pending = self._pending
+        position = self.position()
+        if position is None:
+            session, number = "", 0
+        else:
+            session, number = position
+        if pending.session != session:
+            if pending.keys:  # another session within one read: write what the last had
+                self.flush()
+                pending = self._pending
+            pending.session = session
+        if number > pending.last:
+            pending.last = number
+        keys = pending.keys
+        self._index[key] = (pending, len(keys))
+        keys.append(key)
+        pending.entries.append((key, number, recorded))  # type: ignore[union-attr]  # until written
 
     def commit(self, key: EventKey | None, recorded: Recorded,
                changes: Sequence[StateChange]) -> None:
@@ -143,52 +286,138 @@ class Ledger:
         durable transaction. Raises StoreError (nothing is stored then, and the
         pending records stay pending)."""
         if key is not None:
-            self._pending[key] = recorded
+            self.add(key, recorded)
         try:
-            self.store.commit(self._records(), store_changes(changes))
+            self._write(store_changes(changes), durable=True)
         except BaseException:
-            if key is not None:
-                self._pending.pop(key, None)
+            if key is not None:  # not stored: forget it (the sender is refused)
+                self._forget_last(key)
             raise
-        self.written += len(self._pending)
-        self._pending.clear()
 
     # -- the daemon
 
     @property
-    def pending(self) -> int:
-        return len(self._pending)
+    def pending_count(self) -> int:
+        return len(self._pending.keys)
 
-    def flush(self) -> frozenset[EventKey]:
-        """Store the pending records. Returns the keys of those that could not be
-        stored (all of them when the store failed; nothing is kept pending): the
-        caller must not send what their decisions produced."""
-        if not self._pending:
-            return frozenset()
+    def size(self) -> int:
+        """Records the index in memory holds."""
+        return len(self._index)
+
+    def flush(self) -> Flushed:
+        """Store the pending records (see Flushed)."""
+        if not self._pending.keys and self._marked == self._confirmed:
+            return Flushed()
+        writer = BatchWriter()
         try:
-            self.store.commit(self._records(), durable=False)
+            self._write([], durable=False, writer=writer)
         except StoreError as exc:
-            failed = frozenset(self._pending)
-            self._pending.clear()
+            failed = frozenset(self._pending.keys)
+            for key in self._pending.keys:
+                self._index.pop(key, None)
+            self._pending = _Batch(self._pending.session, 0.0)
             log.error("idempotency records could not be stored; their events are refused",
                       extra=fields(event="store_failed", error=str(exc), count=len(failed)))
-            return failed
-        self.written += len(self._pending)
-        self._pending.clear()
-        return frozenset()
+            return Flushed(failed=failed)
+        return Flushed(payload_json=writer.texts)
+
+    def confirm(self, session: str, position: int) -> None:
+        """The server has processed the bot's acknowledgement of every position up
+        to `position` in `session`: those events cannot come again."""
+        if position > self._confirmed.get(session, -1):
+            self._confirmed[session] = position
+
+    def evict(self) -> int:
+        """Drop from the index in memory what no re-delivery can need any more;
+        returns how many records. Cheap: call it now and then (each second)."""
+        now = self.clock()
+        dropped = 0
+        kept: deque[_Batch] = deque()
+        for batch in self._batches:
+            settled = not batch.session or batch.last <= self._confirmed.get(batch.session, -1)
+            if batch.created < now - self.retention or (
+                    settled and batch.created < now - self.window):
+                for key in batch.keys:
+                    if self._index.get(key, (None, 0))[0] is batch:
+                        del self._index[key]
+                dropped += len(batch.keys)
+            else:
+                kept.append(batch)
+        self._batches = kept
+        return dropped
 
     def purge(self, budget: float = 0.05) -> int:
-        """Delete records older than the retention, in steps, for at most about
-        `budget` seconds; returns how many. Raises StoreError."""
-        before = int((self.clock() - self.retention) * 1000)
+        """Delete from the store, in steps for at most about `budget` seconds, the
+        batches nothing can need any more; returns how many. Raises StoreError."""
+        now = self.clock()
+        window_before = int((now - self.window) * 1000)
+        retention_before = int((now - self.retention) * 1000)
         deadline = time.monotonic() + budget
         total = 0
         while True:
-            n = self.store.purge_records(before, PURGE_STEP)
+            n = self.store.purge_records(window_before, retention_before, PURGE_STEP)
             total += n
             if n < PURGE_STEP or time.monotonic() >= deadline:
                 return total
 
-    def _records(self) -> list[Record]:
-        created = int(self.clock() * 1000)
-        return [Record(k.sender, k.key, created, encode(r)) for k, r in self._pending.items()]
+    # -- internals
+
+    def _write(self, changes: list[Change], durable: bool,
+               writer: BatchWriter | None = None) -> None:
+        pending = self._pending
+        batch = None
+        if pending.keys:
+            assert pending.entries is not None
+            pending.created = self.clock()
+            writer = writer if writer is not None else BatchWriter()
+            add = writer.add
+            for k, p, r in pending.entries:
+                add(k, p, r)
+            batch = RecordBatch(pending.session, pending.last, int(pending.created * 1000),
+                                writer.text())
+        mark = None
+        unmarked = {s: p for s, p in self._confirmed.items() if self._marked.get(s) != p}
+        if unmarked:
+            session, confirmed = max(unmarked.items(), key=lambda sp: sp[1])
+            mark = SessionMark(session, confirmed, int(self.clock() * 1000))
+        done = self.store.commit(batch, changes, mark=mark, durable=durable)
+        if mark is not None:
+            self._marked[mark.session] = mark.confirmed
+        if batch is not None:
+            pending.id = done.batch
+            pending.entries = None  # read back from the store if ever needed
+            self._batches.append(pending)
+            self.written += len(pending.keys)
+            self._pending = _Batch(pending.session, 0.0)
+
+    def _forget_last(self, key: EventKey) -> None:
+        pending = self._pending
+        if pending.keys and pending.keys[-1] == key and pending.entries:
+            pending.keys.pop()
+            pending.entries.pop()
+            self._index.pop(key, None)
+
+    def _read_back(self, batch_id: int, n: int) -> Recorded | None:
+        if self._cached is not None and self._cached[0] == batch_id:
+            parsed = self._cached[1]
+        else:
+            text = self.store.record_batch(batch_id)
+            if text is None:
+                return None
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = [[], []]
+            self._cached = (batch_id, parsed)
+        try:
+            return decode(parsed[0][n], parsed[1])[2]
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            # Not something this rulebot wrote: decide the event as new.
+            log.error("unreadable idempotency record ignored", extra=fields(
+                event="record_unreadable", batch=batch_id, error=f"{type(exc).__name__}: {exc}"))
+            return None
+
+
+def stored_entries(stored: StoredBatch) -> list[tuple[EventKey, int, Recorded]]:
+    """The records of a stored batch (for tools and tests)."""
+    return decode_batch(stored.records)

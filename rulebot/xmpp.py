@@ -39,6 +39,7 @@ from rulebot.logs import LOGGER, fields
 from rulebot.xmpp_common import backoff_delay, setup_tls
 from rulebot.xmpp_offline import OfflineSweeper
 from rulebot.xmpp_sm import clear_sm_state, persist_sm
+from rulebot.xmpp_speedups import escape_text
 from rulebot.xmpp_stanzas import (
     MatchTag,
     payload_text,
@@ -72,11 +73,15 @@ class BotConnection:
 
     def __init__(self, config: Config, secret: str, on_inbound: Callable[[Inbound], None],
                  rand: Callable[[], float] = random.random,
-                 on_read_done: Callable[[], None] | None = None) -> None:
+                 on_read_done: Callable[[], None] | None = None,
+                 on_confirmed: Callable[[str, int], None] | None = None) -> None:
         """`on_inbound` gets each stanza for the bot while a read from the server is
         handled; `on_read_done` is called after the read, before its writes
-        leave (xmpp_writes.WriteBatcher)."""
+        leave (xmpp_writes.WriteBatcher); `on_confirmed(session, h)` when the
+        server has processed the bot's acknowledgement of its inbound stanzas
+        up to h (XEP-0198, xmpp_sm.persist_sm)."""
         self.config = config
+        self.on_confirmed = on_confirmed
         self.on_inbound = on_inbound
         self.rand = rand
         self.online = False
@@ -125,7 +130,7 @@ class BotConnection:
                 # inbound stanzas longer (see xmpp_sm.persist_sm).
                 x.register_plugin("xep_0198", {"window": SM_WINDOW})
                 if c.sm_state_file:
-                    self._final_ack = persist_sm(x, c.sm_state_file)
+                    self._final_ack = persist_sm(x, c.sm_state_file, self._confirmed)
             x.roster.auto_authorize = None  # subscriptions are decided below
             x.roster.auto_subscribe = False
             x.add_event_handler("failed_all_auth", self._on_auth_failed)
@@ -370,10 +375,12 @@ class BotConnection:
 
     # -- sending --------------------------------------------------------------
 
-    def send(self, out: Outbound) -> None:
-        """Send now when online, else keep it (bounded) until the session is back."""
+    def send(self, out: Outbound, payload_json: str | None = None) -> None:
+        """Send now when online, else keep it (bounded) until the session is back.
+        `payload_json` is wire.encode_payload(out.payload) when the caller has it
+        already (the idempotency records encode every payload they keep)."""
         if self.online:
-            self._send_now(out)
+            self._send_now(out, payload_json)
             return
         self._keep(out)
 
@@ -386,7 +393,7 @@ class BotConnection:
             return
         self.queue.append(out)
 
-    def _send_now(self, out: Outbound) -> None:
+    def _send_now(self, out: Outbound, payload_json: str | None = None) -> None:
         x = self.xmpp
         if not x.transport:  # the session is going down: keep it for the next one
             self._keep(out)
@@ -394,7 +401,9 @@ class BotConnection:
         if out.payload is not self._last_payload:
             # A broadcast hands over one payload object per recipient, in a row:
             # encode and escape it once.
-            self._last_payload, self._last_text = out.payload, payload_text(out.payload)
+            self._last_payload = out.payload
+            self._last_text = payload_text(out.payload) if payload_json is None else \
+                escape_text(payload_json)
         text = serialize_message(out, self.config.jid if self.component else None,
                                  self._last_text)
         sm = self._sm
@@ -424,6 +433,20 @@ class BotConnection:
     def _flush(self) -> None:
         while self.queue and self.online and self.xmpp.transport:
             self._send_now(self.queue.popleft())
+
+    def _confirmed(self, session: str, h: int) -> None:
+        if self.on_confirmed is not None:
+            self.on_confirmed(session, h)
+
+    def stream_position(self) -> tuple[str, int] | None:
+        """(XEP-0198 session id, number of the inbound stanza being handled), while
+        stream management counts inbound stanzas; else None."""
+        sm = self._sm
+        if sm is None or not sm.enabled_in:
+            return None
+        cfg = sm.config  # the plugin's values, without its attribute hooks
+        session = cfg["sm_id"]
+        return (session, cfg["handled"]) if session else None
 
     @property
     def in_read(self) -> bool:
@@ -488,9 +511,9 @@ class BotConnection:
         self._stopping = True
         await self._end_sweeps()
         self.xmpp.cancel_connection_attempt()
+        pong = False
         if self.online and not self.component:
             self.xmpp.send_presence(ptype="unavailable")
-            pong = False
             with contextlib.suppress(IqError, IqTimeout):
                 await self.xmpp.plugin["xep_0199"].send_ping(self.config.jid.split("@")[-1],
                                                              timeout=5)
@@ -506,10 +529,15 @@ class BotConnection:
                     final = Ack(self.xmpp)
                     final["h"] = sm.handled
                     self.xmpp.send_raw(str(final))
+        position = self.stream_position() if pong else None
         if self.online or self.xmpp.transport is not None:
             self.xmpp.disconnect(wait=2.0)
             try:
                 await asyncio.wait_for(self.xmpp.disconnected, timeout=5)
+                if position is not None:
+                    # The server closed the stream after our final acknowledgement:
+                    # nothing of this session can come again.
+                    self._confirmed(*position)
             except TimeoutError:
                 self.xmpp.abort()
         if self.config.sm_state_file and not self.component:

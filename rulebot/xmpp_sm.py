@@ -55,7 +55,8 @@ def clear_sm_state(path: str) -> None:
         os.unlink(path)
 
 
-def persist_sm(x: Any, path: str) -> Callable[[], None]:
+def persist_sm(x: Any, path: str,
+               on_confirmed: Callable[[str, int], None] | None = None) -> Callable[[], None]:
     """Resume the XEP-0198 session across restarts, kill -9 included.
 
     slixmpp counts a stanza as handled when it is parsed and writes its
@@ -66,6 +67,11 @@ def persist_sm(x: Any, path: str) -> Callable[[], None]:
     synchronously, in order), and the handled count is saved (atomically,
     see save_sm_state) just before the ack is written. A new process restores the
     session id and count and resumes; the server re-sends the rest.
+
+    `on_confirmed(session id, h)` is told when the server has processed an
+    acknowledgement of ours: it handled a stanza we sent after it, and it
+    handles our stream in order. The inbound stanzas up to h can then not be
+    delivered again, by resumption or from offline storage.
 
     Returns the final acknowledgement, for a clean shutdown: once a ping
     round trip proves the server has everything the bot sent, every handled
@@ -80,6 +86,9 @@ def persist_sm(x: Any, path: str) -> Callable[[], None]:
     safe = [0]
     saved_h = [-1]  # what the state file holds (for this sm_id)
     everything_safe = [False]  # set at shutdown, after the ping barrier
+    # (h of an ack we wrote, our outbound count when we wrote it): confirmed
+    # once the server's count of our stanzas passes that count.
+    written: deque[tuple[int, int]] = deque()
     if saved is not None:
         sm.sm_id, sm.handled = saved
         safe[0] = saved[1]
@@ -103,10 +112,13 @@ def persist_sm(x: Any, path: str) -> Callable[[], None]:
             if saved_h[0] != safe[0]:  # acks repeat the same h while nothing is safe yet
                 saved_h[0] = safe[0]
                 save_sm_state(path, sm.sm_id, safe[0])
+                if on_confirmed is not None:
+                    written.append((safe[0], sm.seq))
         return stanza
 
     def enabled(_stanza: Any) -> None:
         pending.clear()
+        written.clear()
         safe[0] = 0
         if sm.sm_id:
             saved_h[0] = 0
@@ -116,6 +128,11 @@ def persist_sm(x: Any, path: str) -> Callable[[], None]:
         # A new process starts counting its stanzas at 0; the server's count
         # continues. Align ours with the server's acknowledgement.
         sm.seq = (sm.last_ack + len(sm.unacked_queue)) % MAX_SEQ
+        written.clear()  # counted in the old numbering
+        if on_confirmed is not None and sm.sm_id:
+            # The server resumed from the h we sent in <resume/>: what it covers
+            # is settled, whatever became of the old connection's acks.
+            on_confirmed(sm.sm_id, sm.handled)
 
     def on_server_ack(stanza: Any) -> None:
         # The server acknowledged our stanzas: earlier inbound ones may now be
@@ -127,6 +144,12 @@ def persist_sm(x: Any, path: str) -> Callable[[], None]:
             acked = int(stanza["h"])
         except (TypeError, ValueError):
             return
+        if written and written[0][1] < acked:
+            confirmed = None
+            while written and written[0][1] < acked:
+                confirmed = written.popleft()[0]
+            if confirmed is not None and on_confirmed is not None and sm.sm_id:
+                on_confirmed(sm.sm_id, confirmed)
         if sm.sm_id and pending and pending[0][1] <= acked:
             send_ack()
 
