@@ -54,11 +54,20 @@ bench-relations: system-deps $(STAMP)
 
 bench: bench-engine bench-reload bench-relations bench-xmpp
 
-# Long runs, not part of `make test`: kill -9 mid-stream with 5,000 events per
-# run, repeated, on both servers; 25 restarts under CPU load per server, each
-# pinged the moment the bot logs in; then 200,000 events at half capacity.
+# Long runs, not part of `make test`: kill -9 at points chosen by what users
+# received, two kills per 2,000-event run, over an offline backlog at login,
+# bursts and stateful friend cycles, both servers, both garbage-collector
+# settings: four rounds of different kill points, 40 kills per server
+# (summary table: scripts/crash_summary.py); 25 restarts under CPU load per
+# server, each pinged the moment the bot logs in; then 200,000 events at half
+# capacity.
+CRASH_REPORT ?= crash-report.jsonl
 soak: system-deps $(STAMP)
-	for i in 1 2 3 4 5; do RULEBOT_CRASH_EVENTS=2500 $(VENV)/bin/pytest -q -s tests/integration/test_crash.py || exit 1; done
+	rm -f $(CRASH_REPORT)
+	for seed in 1 2 3 4; do RULEBOT_CRASH_REPORT=$(CRASH_REPORT) RULEBOT_CRASH_SEED=$$seed \
+	  RULEBOT_CRASH_EVENTS=2000 RULEBOT_CRASH_PAIRS=10 RULEBOT_CRASH_CYCLES=50 \
+	  $(VENV)/bin/pytest -q -s tests/integration/test_crash.py || exit 1; done
+	$(PY) scripts/crash_summary.py $(CRASH_REPORT)
 	RULEBOT_RACE_ROUNDS=25 $(VENV)/bin/pytest -q -s tests/integration/test_restart_race.py
 	RULEBOT_SOAK_EVENTS=200000 $(VENV)/bin/pytest -q -s tests/integration/test_soak.py
 

@@ -130,8 +130,10 @@ RULES = ROOT / "rules"
 SERVERS = ("prosody", "ejabberd")
 MODES = ("client", "component")
 PATHS = ("direct", "relay", "rulebot")
-#: Paths measured only when asked for (--paths): the relay with XEP-0198 on (client mode).
-EXTRA_PATHS = ("relay-sm",)
+#: Paths measured only when asked for (--paths): the relay with XEP-0198 on (client mode);
+#: and (with --baseline DIR) the daemon from another source tree, e.g. the last
+#: release, for before/after ratios measured in the same run.
+EXTRA_PATHS = ("relay-sm", "baseline")
 USERS = {"alice": "alice-pw", "bob": "bob-pw", "friend": "friend-pw"}
 DOMAIN = "localhost"
 ALICE, BOB, FRIEND = (f"{u}@{DOMAIN}" for u in ("alice", "bob", "friend"))
@@ -165,10 +167,11 @@ _PROCS: list[subprocess.Popen[bytes]] = []
 _SERVERS: list[Any] = []  # xmppserver.ServerInfo
 
 
-def spawn(cmd: Sequence[str], logfile: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def spawn(cmd: Sequence[str], logfile: Path, env: dict[str, str],
+          cwd: Path = ROOT) -> subprocess.Popen[bytes]:
     with open(logfile, "ab") as out:
         proc = subprocess.Popen(
-            list(cmd), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            list(cmd), cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
             env=env, start_new_session=True,  # Ctrl-C reaches us; we stop it in order
         )  # fmt: skip
     _PROCS.append(proc)
@@ -518,10 +521,13 @@ def _set_path(config: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def start_bot(server: Any, mode: str, workdir: Path, overrides: Sequence[tuple[str, Any]],
-              profile: Path | None, run: int = 0
+              profile: Path | None, run: int = 0, source: Path = ROOT
               ) -> tuple[subprocess.Popen[bytes], Path, Path | None]:
-    """`rulebot run` as the integration tests start it; logs go to a file."""
+    """`rulebot run` as the integration tests start it; logs go to a file. With
+    `source`, the rulebot package of that source tree (run from there: `-m`
+    puts the working directory first on sys.path) and its rules/."""
     component = mode == "component"
+    workdir.mkdir(parents=True, exist_ok=True)
     secret = workdir / f"secret-{mode}"
     secret.write_text((server.component_secret if component else USERS["friend"]) + "\n")
     secret.chmod(0o600)
@@ -531,7 +537,7 @@ def start_bot(server: Any, mode: str, workdir: Path, overrides: Sequence[tuple[s
         "server": {"host": server.host,
                    "port": server.component_port if component else server.c2s_port},
         "tls": {"ca_file": server.ca_file},
-        "rules": str(RULES),
+        "rules": str(source / "rules"),
         "password_file": str(secret),
         "allowed_domains": [DOMAIN],
         "reconnect": {"initial_delay": 0.2, "max_delay": 2},
@@ -548,7 +554,7 @@ def start_bot(server: Any, mode: str, workdir: Path, overrides: Sequence[tuple[s
         prof_out = profile / f"rulebot-{server.kind}-{mode}.{run + 1}.prof"  # one per round
         cmd += ["-m", "cProfile", "-o", str(prof_out)]
     cmd += ["-m", "rulebot", "run", "-c", str(path)]
-    return spawn(cmd, logfile, dict(os.environ)), logfile, prof_out
+    return spawn(cmd, logfile, dict(os.environ), cwd=source), logfile, prof_out
 
 
 def _is_connected(line: str) -> bool:
@@ -608,7 +614,12 @@ async def run_path(path: str, mode: str, info: Any, workdir: Path, alice: Peer, 
         proc, logfile = start_relay(info, mode, workdir, sm=path == "relay-sm", run=k)
         ready: Callable[[str], bool] = lambda line: line.strip() == "ready"  # noqa: E731
     else:
-        proc, logfile, prof = start_bot(info, mode, workdir, args.bot_set, args.profile, k)
+        # The baseline in a directory of its own: its store and state files
+        # are the older release's (a newer store schema would be refused).
+        base = path == "baseline"
+        proc, logfile, prof = start_bot(info, mode, workdir / "baseline" if base else workdir,
+                                        args.bot_set, args.profile, k,
+                                        args.baseline if base else ROOT)
         ready = _is_connected
         if dict(args.bot_set).get("log.level", "info") not in ("debug", "info"):
             answered = alice.pinger(friend)  # no "connected" line to wait for
@@ -738,6 +749,17 @@ def table(rows: Sequence[Row]) -> str:
             lines.append(f"| {row.server} | {row.mode} | {_eps(sm)} | {_lat(sm)} | "
                          f"{row.ratio('rulebot', 'relay-sm')} | {_cpu(sm)} / {_cpu(b)} "
                          f"| {server_cpu} |")
+    based = [row for row in rows if "baseline" in row.results]
+    if based:
+        lines += ["", "| server | mode | baseline events/s | p50/p99 ms | baseline ÷ relay "
+                  "| rulebot ÷ relay | rulebot ÷ baseline | CPU µs/event baseline / rulebot "
+                  "| lost baseline |", "|---|---|---|---|---|---|---|---|---|"]
+        for row in based:
+            bl, b = row.results.get("baseline"), row.results.get("rulebot")
+            lines.append(f"| {row.server} | {row.mode} | {_eps(bl)} | {_lat(bl)} | "
+                         f"{row.ratio('baseline', 'relay')} | {row.ratio('rulebot', 'relay')} | "
+                         f"{row.ratio('rulebot', 'baseline')} | {_cpu(bl)} / {_cpu(b)} | "
+                         f"{'-' if bl is None else bl.lost} |")
     return "\n".join(lines)
 
 
@@ -859,8 +881,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="the servers' garbage collectors as the project's servers run "
                         "them (default: Prosody's gc pause 200, ejabberd's VM with "
                         "+hmbs 1000000) or as they come")
+    p.add_argument("--baseline", type=Path, metavar="DIR",
+                   help="also run the daemon of the source tree DIR (e.g. a `git worktree` "
+                        "of the previous release) as path 'baseline', round by round with "
+                        "the others: before/after ratios from one run")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
+        if not (args.baseline / "rulebot" / "__main__.py").is_file():
+            p.error(f"--baseline {args.baseline}: no rulebot package there")
+        if "baseline" not in args.paths:
+            args.paths.append("baseline")
+    elif "baseline" in args.paths:
+        p.error("the baseline path needs --baseline DIR")
     if args.n is None:
         args.n = N_QUICK if args.quick else N_FULL
     if args.repeat is None:
