@@ -199,6 +199,8 @@ class Daemon:
                                           port=self.config.port, rules=self.config.rules,
                                           version=rs.version, rule_count=len(rs.rules)))
         purger = None
+        if self.store is not None:
+            self.store.start_housekeeping()
         if self.ledger is not None:
             try:
                 kept = self.ledger.load()

@@ -81,6 +81,8 @@ PURGE_STEP = 500
 
 #: A stream position: the XEP-0198 session id and the inbound stanza's number in it.
 Position = tuple[str, int]
+#: A batch's `last` that no acknowledgement reaches (XEP-0198 counts to 2^32).
+UNCONFIRMABLE = 2**62
 
 
 def store_changes(changes: Sequence[StateChange]) -> list[Change]:
@@ -212,6 +214,7 @@ class Ledger:
         self.position: Callable[[], Position | None] = lambda: None
         self._index: dict[EventKey, tuple[_Batch, int]] = {}
         self._batches: deque[_Batch] = deque()  # in the order written
+        self._waiting: list[_Batch] = []  # past the window, not yet acknowledged
         self._pending = _Batch("", 0.0)
         self._confirmed: dict[str, int] = {}
         self._marked: dict[str, int] = {}  # what the store has of _confirmed
@@ -268,11 +271,13 @@ class Ledger:
             session, number = "", 0
         else:
             session, number = position
-        if pending.session != session:
-            if pending.keys:  # another session within one read: write what the last had
-                self.flush()
-                pending = self._pending
+        if not pending.keys:
             pending.session = session
+        elif session != pending.session:
+            # Two sessions in one read cannot happen (a session changes only
+            # at stream negotiation, in reads of its own); if it did, keep the
+            # batch until the retention rather than evict by either session.
+            pending.last = UNCONFIRMABLE
         if number > pending.last:
             pending.last = number
         keys = pending.keys
@@ -329,22 +334,43 @@ class Ledger:
 
     def evict(self) -> int:
         """Drop from the index in memory what no re-delivery can need any more;
-        returns how many records. Cheap: call it now and then (each second)."""
+        returns how many records. Call it now and then (the daemon: each second).
+
+        Batches are kept in the order written, so the ones past the window are
+        at the front; of those, the ones still waiting for an acknowledgement
+        are set aside (a short list in steady state: the events in flight) and
+        looked at again each time."""
         now = self.clock()
+        horizon, oldest = now - self.window, now - self.retention
         dropped = 0
-        kept: deque[_Batch] = deque()
-        for batch in self._batches:
-            settled = not batch.session or batch.last <= self._confirmed.get(batch.session, -1)
-            if batch.created < now - self.retention or (
-                    settled and batch.created < now - self.window):
-                for key in batch.keys:
-                    if self._index.get(key, (None, 0))[0] is batch:
-                        del self._index[key]
-                dropped += len(batch.keys)
+        batches, waiting = self._batches, self._waiting
+        while batches and batches[0].created < horizon:
+            batch = batches.popleft()
+            if self._settled(batch) or batch.created < oldest:
+                dropped += self._drop(batch)
             else:
-                kept.append(batch)
-        self._batches = kept
+                waiting.append(batch)
+        if waiting:
+            still = []
+            for batch in waiting:
+                if self._settled(batch) or batch.created < oldest:
+                    dropped += self._drop(batch)
+                else:
+                    still.append(batch)
+            self._waiting = still
         return dropped
+
+    def _settled(self, batch: _Batch) -> bool:
+        """No event of the batch can be delivered again by the server."""
+        return not batch.session or batch.last <= self._confirmed.get(batch.session, -1)
+
+    def _drop(self, batch: _Batch) -> int:
+        index = self._index
+        for key in batch.keys:
+            found = index.get(key)
+            if found is not None and found[0] is batch:
+                del index[key]
+        return len(batch.keys)
 
     def purge(self, budget: float = 0.05) -> int:
         """Delete from the store, in steps for at most about `budget` seconds, the

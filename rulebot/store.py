@@ -226,10 +226,19 @@ class RelationStore(RecordStoreMixin, ABC):
 
     # -- life
 
+    def start_housekeeping(self) -> None:
+        """Start what a long-running writer needs beside its writes (the daemon
+        calls it; SQLite: WAL checkpoints in a thread of their own). close()
+        stops it."""
+
     def close(self) -> None:
         """Close the connection; idempotent."""
+        self._stop_housekeeping()
         with self._lock:
             self._close()
+
+    def _stop_housekeeping(self) -> None:
+        """Stop what start_housekeeping started (outside the lock)."""
 
     def __enter__(self) -> RelationStore:
         return self

@@ -229,7 +229,7 @@ async def test_saves_further_apart_than_the_quiet_time_are_each_loaded_in_order(
 ) -> None:
     # 1.5x is what an operator met: saves 0.5 s apart under the default 300 ms
     # were merged when watchfiles kept the quiet time (it looked every 300 ms).
-    rules, ref, results, loaded = quiet_watch
+    rules, _ref, results, loaded = quiet_watch
     markers = [f"s{i}" for i in range(8)]
     for m in markers:
         write(rules / "10-ping.yaml", marker=m)
@@ -241,7 +241,7 @@ async def test_saves_further_apart_than_the_quiet_time_are_each_loaded_in_order(
 
 async def test_saves_half_the_quiet_time_apart_are_one_reload_of_the_newest(quiet_watch  # type: ignore[no-untyped-def]
                                                                             ) -> None:
-    rules, ref, results, loaded = quiet_watch
+    rules, _ref, results, loaded = quiet_watch
     for i in range(8):
         write(rules / "10-ping.yaml", marker=f"h{i}")
         await asyncio.sleep(0.5 * QUIET_MS / 1000)
@@ -256,7 +256,7 @@ async def test_saves_one_quiet_time_apart_load_in_order_and_the_newest_wins(quie
                                                                             ) -> None:
     # Exactly at the quiet time, whether a save is loaded before the next one
     # lands is a race; what must hold: order, and the newest content at the end.
-    rules, ref, results, loaded = quiet_watch
+    rules, _ref, results, loaded = quiet_watch
     markers = [f"q{i}" for i in range(8)]
     for m in markers:
         write(rules / "10-ping.yaml", marker=m)
@@ -287,7 +287,8 @@ async def test_an_unchanged_reload_reports_no_rule_changes(tmp_path: Path) -> No
     write(f)
     ref = RuleRef(load_rules(f))
     result = await Reloader(f, ref).reload()
-    assert result.ok and result.old_version == result.new_version
+    assert result.ok
+    assert result.old_version == result.new_version
     assert (result.added, result.removed, result.changed) == ((), (), ())
     write(f, name="ping", marker="other")
     result = await Reloader(f, ref).reload()

@@ -711,3 +711,29 @@ def test_resolve_location_and_redact_url() -> None:
     assert resolve_location("postgresql://u@h/db", base) == "postgresql://u@h/db"
     assert redact_url("postgresql://u:p%40ss@h:5/db?x=1") == "postgresql://u:***@h:5/db?x=1"
     assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+def test_the_daemon_s_sqlite_store_checkpoints_in_a_thread_not_in_its_commits(
+    tmp_path: Path,
+) -> None:
+    # A commit that fills the WAL checkpoints it, with two fsyncs, on the
+    # daemon's event loop: the daemon's store leaves that to a thread.
+    store = SqliteStore(str(tmp_path / "s.sqlite3"))
+    store.start_housekeeping()
+    try:
+        conn = store._conn
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (25_000,)
+        for n in range(300):  # ~1,200 WAL pages: past SQLite's own 1,000
+            store.commit(RecordBatch("s", n, 1, "x" * 16_000), durable=False)
+        wal = tmp_path / "s.sqlite3-wal"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            # a checkpointed WAL is written again from its start: it stops growing
+            # and the database file holds the pages
+            if (tmp_path / "s.sqlite3").stat().st_size > 4_000_000:
+                break
+            time.sleep(0.1)
+        assert (tmp_path / "s.sqlite3").stat().st_size > 4_000_000, wal.stat().st_size
+    finally:
+        store.close()
+    assert store._checkpointer is None
