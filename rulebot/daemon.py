@@ -155,9 +155,8 @@ class Daemon:
 
     def _release(self, held: list[tuple[Inbound, Outcome, float]]) -> None:
         """Store the pending idempotency records, then send, log, count and audit
-        each outcome of `held`: an event whose record could not be stored gets
-        store-unavailable instead, one recorded before gets its recorded
-        messages."""
+        each outcome of `held`; an event whose record could not be stored gets
+        store-unavailable instead."""
         done = self.ledger.flush() if self.ledger is not None else None
         failed = done.failed if done is not None else frozenset()
         texts = done.payload_json if done is not None else {}
@@ -185,7 +184,7 @@ class Daemon:
         """The per-rule trace for a sender under investigation (trace_senders)."""
         if outcome.envelope is None:
             return
-        # After the decision: relation changes it made are visible; no tokens are taken.
+        # After the read: relation changes of its events are visible; no tokens are taken.
         explanation = explain(self.rules.get(), outcome.envelope,
                               state=PeekState(self.dispatcher.state))
         log.info("trace", extra=fields(event="trace", from_=inbound.from_,
@@ -210,7 +209,8 @@ class Daemon:
                 if self.store is not None:
                     self.store.close()
                 return EXIT_CONFIG
-            log.info("idempotency records", extra=fields(event="records_loaded", kept=kept))
+            log.info("idempotency records read back", extra=fields(event="records_loaded",
+                                                                   kept=kept))
             purger = asyncio.ensure_future(self._keep_records())
         watcher = asyncio.ensure_future(self._watch(stop)) if self.config.watch else None
         flusher = asyncio.ensure_future(self._flush_logs())

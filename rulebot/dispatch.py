@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -94,6 +95,7 @@ class EventKey(NamedTuple):
 
 
 _new_key = tuple.__new__
+_intern = sys.intern
 
 
 def event_key(sender: str, from_: str, event: str | int | None,
@@ -105,8 +107,9 @@ def event_key(sender: str, from_: str, event: str | int | None,
     `sender` is the bare JID of `from_`."""
     # tuple.__new__: EventKey(...) would run NamedTuple's __new__ in Python.
     if event is not None:
-        # An integer id and its decimal text are different events.
-        return _new_key(EventKey, (sender.lower(), ("n:" + str(event))
+        # An integer id and its decimal text are different events. The sender
+        # interned: the ledger keeps thousands of keys of a few senders.
+        return _new_key(EventKey, (_intern(sender.lower()), ("n:" + str(event))
                                    if isinstance(event, int) else "e:" + event))
     if stanza_id:
         return _new_key(EventKey, (from_, "s:" + stanza_id))
@@ -299,7 +302,7 @@ class Dispatcher:
 
     def _store_failed(self, inbound: Inbound, sender: str, eid: str | int | None,
                       enc: Encoding, version: str, exc: BaseException) -> Outcome:
-        log.error("relationship store failed; decision not carried out", extra=fields(
+        log.error("the store failed; decision not carried out", extra=fields(
             event="store_failed", error=f"{type(exc).__name__}: {exc}",
             from_=inbound.from_, stanza_id=inbound.id))
         return Outcome("failed", (self._refusal(inbound, sender, eid, enc, version),),

@@ -212,7 +212,8 @@ class Ledger:
         #: The current stream position, asked when a record is added (the
         #: connection's XEP-0198 session and inbound count), or None.
         self.position: Callable[[], Position | None] = lambda: None
-        self._index: dict[EventKey, tuple[_Batch, int]] = {}
+        #: event -> the batch holding its record (its place in it is found on a hit)
+        self._index: dict[EventKey, _Batch] = {}
         self._batches: deque[_Batch] = deque()  # in the order written
         self._waiting: list[_Batch] = []  # past the window, not yet acknowledged
         self._pending = _Batch("", 0.0)
@@ -237,10 +238,10 @@ class Ledger:
                            entries=None)
             try:
                 records, _payloads = json.loads(stored.records)
-                for n, entry in enumerate(records):
+                for entry in records:
                     key = EventKey(str(entry[0]), str(entry[1]))
                     batch.keys.append(key)
-                    self._index[key] = (batch, n)
+                    self._index[key] = batch
             except (ValueError, TypeError, IndexError) as exc:
                 log.error("unreadable idempotency records ignored", extra=fields(
                     event="record_unreadable", batch=stored.id,
@@ -254,10 +255,10 @@ class Ledger:
 
     def recall(self, key: EventKey) -> Recorded | None:
         """The record of an event, if it is kept. Raises StoreError."""
-        found = self._index.get(key)
-        if found is None:
+        batch = self._index.get(key)
+        if batch is None:
             return None
-        batch, n = found
+        n = batch.keys.index(key)  # a hit is rare (a re-delivery): no position kept
         if batch.entries is not None:
             return batch.entries[n][2]
         assert batch.id is not None
@@ -280,9 +281,8 @@ class Ledger:
             pending.last = UNCONFIRMABLE
         if number > pending.last:
             pending.last = number
-        keys = pending.keys
-        self._index[key] = (pending, len(keys))
-        keys.append(key)
+        self._index[key] = pending
+        pending.keys.append(key)
         pending.entries.append((key, number, recorded))  # type: ignore[union-attr]  # until written
 
     def commit(self, key: EventKey | None, recorded: Recorded,
@@ -367,8 +367,7 @@ class Ledger:
     def _drop(self, batch: _Batch) -> int:
         index = self._index
         for key in batch.keys:
-            found = index.get(key)
-            if found is not None and found[0] is batch:
+            if index.get(key) is batch:
                 del index[key]
         return len(batch.keys)
 

@@ -171,3 +171,49 @@ async def test_a_resumed_stream_that_answers_nothing_is_given_up_for_a_new_sessi
     sm = conn.xmpp.plugin["xep_0198"]
     assert sm.sm_id is None  # and logs in afresh instead of resuming again
     assert not (tmp_path / "sm.json").exists()
+
+
+async def test_after_a_resume_the_saved_count_moves_on_as_the_server_acknowledges(
+    tmp_path: Path,
+) -> None:
+    # An operator saw the saved count stay where the resume started, so the
+    # next resume re-delivered the same stanzas again. (The cause was
+    # Prosody's deaf resumed stream, above: with a stream that answers, the
+    # count must move on.)
+    state = tmp_path / "sm.json"
+    state.write_text(json.dumps({"sm_id": "sm-1", "handled": 100}))
+    config = parse_config("jid: friend@localhost\nserver: {host: 127.0.0.1}\nrules: rules\n"
+                          f"sm_state_file: {state}\n")
+    confirmed: list[tuple[str, int]] = []
+    conn: BotConnection
+
+    def on_inbound(inbound: Inbound) -> None:
+        conn.send(Outbound("bob@localhost", {"re": inbound.id}, "body", "chat",
+                           f"rb-{inbound.id}", Meta("alice@localhost", "r", "v1", None)))
+
+    conn = BotConnection(config, "secret", on_inbound,
+                         on_confirmed=lambda s, h: confirmed.append((s, h)))
+    transport = RecordingTransport()
+    conn.xmpp.connection_made(transport)
+    conn.xmpp._run_out_filters = asyncio.ensure_future(conn.xmpp.run_filters())
+    try:
+        conn.xmpp.data_received(HEADER)
+        sm = conn.xmpp.plugin["xep_0198"]
+        sm.enabled_out = True  # what writing <resume/> sets
+        conn.xmpp.data_received(b"<resumed xmlns='urn:xmpp:sm:3' h='0' previd='sm-1'/>")
+        assert confirmed == [("sm-1", 100)]  # what the resume acknowledged is settled
+        conn.xmpp.data_received(messages(range(10)))  # stanzas 101..110, answered
+        assert sm.handled == 110
+        conn.xmpp.data_received(b"<r xmlns='urn:xmpp:sm:3'/>")
+        await written_until(transport, r"<a xmlns=\"urn:xmpp:sm:3\" h=\"100\"")
+        assert json.loads(state.read_text())["handled"] == 100  # answers not yet acknowledged
+        conn.xmpp.data_received(b"<a xmlns='urn:xmpp:sm:3' h='10'/>")  # they are now
+        await written_until(transport, r"<a xmlns=\"urn:xmpp:sm:3\" h=\"110\"")
+        assert json.loads(state.read_text())["handled"] == 110
+        conn.send(Outbound("bob@localhost", {"n": 1}, "body", "chat", "rb-x",
+                           Meta("alice@localhost", "r", "v1", None)))
+        conn.xmpp.data_received(b"<a xmlns='urn:xmpp:sm:3' h='11'/>")
+        assert confirmed[-1] == ("sm-1", 110)  # the server handled a stanza after our ack
+    finally:
+        conn.xmpp._run_out_filters.cancel()
+        await asyncio.gather(conn.xmpp._run_out_filters, return_exceptions=True)
