@@ -32,14 +32,17 @@ Server behaviour worth knowing:
   ``start_server(..., unlimited=True)`` (``--unlimited``) nobody is throttled:
   Prosody runs without mod_limits, ejabberd's c2s shaper is ``none`` for all
   (for benchmarks, where the stock shapers would measure only themselves).
-* Stream management (XEP-0198) is on for both: Prosody mod_smacks with a
-  queue of 10000 stanzas, ejabberd mod_stream_mgmt with ``max_ack_queue``
-  10000; resumption timeouts are the servers' defaults (600 s / 300 s).
+* Stream management (XEP-0198) is on for both, as docs/servers.md tells
+  operators: Prosody mod_smacks with a queue of 100,000 stanzas, ejabberd
+  mod_stream_mgmt with ``max_ack_queue`` 100,000; resumption timeouts are the
+  servers' defaults (600 s / 300 s).
 * Garbage collectors as docs/servers.md recommends for a server carrying a
   busy bot: Prosody with ``PROSODY_GC``, ejabberd's VM with
   ``EJABBERD_VM_FLAGS`` (``stock_gc=True``, ``--stock-gc``: as packaged).
 * Offline storage is on: Prosody has no limit, ejabberd keeps up to 10000
   messages per user.
+* ``RULEBOT_SERVER_DEBUG=1`` in the environment gives Prosody a debug log
+  (every stanza, and why it closed a stream) in ``prosody.log``.
 * ejabberd runs as the calling user through a copy of the packaged
   ejabberdctl (the original switches root to the `ejabberd` user, who cannot
   enter pytest's 0700 /tmp/pytest-of-root), without epmd, and has an extra
