@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 import uuid
@@ -46,6 +47,27 @@ EXIT_CONNECT = 3
 #: and between purges of the store's batches.
 EVICT_INTERVAL = 1.0
 PURGE_INTERVAL = 10.0
+
+
+#: The cyclic garbage collector's thresholds for the daemon (Python's: 700,
+#: 10, 10). Handling one event allocates a few hundred objects, nearly all
+#: freed by reference counting, and the objects of one read (its events'
+#: outcomes and idempotency records) live until the read is done: at 700 the
+#: youngest generation was collected every couple of events and promoted what
+#: a read still held. Measured with callgrind on `rulebot run` (component
+#: mode, Prosody, 4,000 events): 10,000 to 13,000 instructions less per event,
+#: of ~40,000 that the idempotency records cost.
+GC_THRESHOLDS = (20_000, 20, 100)
+
+
+def tune_collector() -> None:
+    """Collect start-up's garbage, then freeze what start-up built (modules, the
+    rule set, slixmpp's tables: it lives as long as the process) out of the
+    collector's sight, so that full collections walk only what the daemon made
+    since; and set GC_THRESHOLDS."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class Daemon:
@@ -192,6 +214,7 @@ class Daemon:
                                        rules=explanation.to_json()["rules"]))
 
     async def run(self, stop: asyncio.Event) -> int:
+        tune_collector()
         rs = self.rules.get()
         log.info("starting", extra=fields(event="starting", jid=self.config.jid,
                                           mode=self.config.mode, host=self.config.host,

@@ -104,49 +104,106 @@ def store_changes(changes: Sequence[StateChange]) -> list[Change]:
 
 
 class BatchWriter:
-    """Encodes a batch of records as the JSON text stored: [records, payloads].
-    A record is [sender, key, position, version, matched rules, meta sender,
-    event id, stanza id, messages], each message [to, payload number,
-    encoding, type, id, rule]; payloads are numbered in the batch, and a
-    payload shared by several messages (a broadcast) is written once.
+    """Encodes a batch of records as the JSON text stored:
 
-    The records go through one call of json's C encoder (half the cost of
-    encoding them one by one); each payload is wire.encode_payload's text,
+        [[version, message type, encoding], records, payloads]
+
+    The head holds what the batch's first record has and most have (the rule
+    set's version, the configured message type and encoding). A record is
+    [sender, key, position, stanza id, matched rules, messages, rest]; a
+    message is [to, payload number, id, rule], the rule as its place in the
+    matched rules (-1: none); `rest` is {} unless the record differs from the
+    head (version, type or encoding) or its meta sender differs from its
+    key's sender. The event id is not written: the key holds it. Payloads are
+    numbered in the batch; one shared by several messages (a broadcast) is
+    written once.
+
+    Few strings per record, because encoding them is most of the cost: one
+    call of json's C encoder for the batch (half the cost of encoding the
+    records one by one), and each payload is wire.encode_payload's text,
     which the daemon hands to the connection (`texts`, by the payload
-    object's id()), so a payload is encoded once for the record and the
-    stanza together."""
+    object's id()), so it is encoded once for the record and the stanza."""
 
     def __init__(self) -> None:
+        self.head: tuple[str, str, str] | None = None
         self.records: list[tuple[Any, ...]] = []
         self.payloads: list[str] = []
         self.texts: dict[int, str] = {}
 
     def add(self, key: EventKey, position: int, recorded: Recorded) -> None:
         out = recorded.outbound
-        payloads = self.payloads
-        rows: list[tuple[Any, ...]] | tuple[tuple[Any, ...], ...]
-        if len(out) == 1:  # the usual case: a forward, a reply or an error
-            o = out[0]
-            self.texts[id(o.payload)] = text = encode_payload(o.payload)
-            rows = ((o.to, len(payloads), o.encoding, o.type, o.id, o.meta.rule),)
-            payloads.append(text)
+        matched = recorded.matched
+        payloads, texts = self.payloads, self.texts
+        rest: dict[str, Any] = {}
+        if not out:
+            rows: Any = ()
+            if self.head is None:
+                self.head = (recorded.version, "chat", "body")
+            elif recorded.version != self.head[0]:
+                rest["v"] = recorded.version
         else:
-            rows = []
-            index: dict[int, int] = {}  # a broadcast's recipients share one payload
-            for o in out:
-                n = index.get(id(o.payload))
-                if n is None:
-                    n = index[id(o.payload)] = len(payloads)
-                    self.texts[id(o.payload)] = text = encode_payload(o.payload)
-                    payloads.append(text)
-                rows.append((o.to, n, o.encoding, o.type, o.id, o.meta.rule))
-        meta = out[0].meta if out else None  # the same for every message but the rule
-        self.records.append((key[0], key[1], position, recorded[0], recorded[1],
-                             meta and meta.sender, meta and meta.event_id,
-                             meta and meta.stanza_id, rows))
+            first = out[0]
+            meta = first.meta
+            head = self.head
+            if head is None:
+                head = self.head = (recorded.version, first.type, first.encoding)
+            if len(out) == 1:  # the usual case: a forward, a reply or an error
+                texts[id(first.payload)] = text = encode_payload(first.payload)
+                rows = ((first.to, len(payloads), first.id,
+                         _rule_index(matched, meta.rule)),)
+                payloads.append(text)
+            else:
+                rows = []
+                index: dict[int, int] = {}  # a broadcast's recipients share one payload
+                for o in out:
+                    n = index.get(id(o.payload))
+                    if n is None:
+                        n = index[id(o.payload)] = len(payloads)
+                        texts[id(o.payload)] = text = encode_payload(o.payload)
+                        payloads.append(text)
+                    row: tuple[Any, ...] = (o.to, n, o.id, _rule_index(matched, o.meta.rule))
+                    if o.encoding != first.encoding or o.type != first.type:
+                        row += (o.encoding, o.type)  # not from the dispatcher, which never does
+                    rows.append(row)
+            if recorded.version != head[0]:
+                rest["v"] = recorded.version
+            if first.type != head[1]:
+                rest["t"] = first.type
+            if first.encoding != head[2]:
+                rest["e"] = first.encoding
+            if meta.sender != key[0]:
+                rest["s"] = meta.sender
+            if meta.event_id != _event_id(key):
+                rest["i"] = meta.event_id
+        self.records.append((key[0], key[1], position,
+                             out[0].meta.stanza_id if out else None, matched, rows, rest))
 
     def text(self) -> str:
-        return f"[{_encode(self.records)},[{','.join(self.payloads)}]]"
+        return (f"[{_encode(self.head or ('', 'chat', 'body'))},{_encode(self.records)},"
+                f"[{','.join(self.payloads)}]]")
+
+
+def _rule_index(matched: tuple[str, ...], rule: str | None) -> int | str:
+    """A message's rule as its place among the matched rules, -1 for none; the
+    name itself if it is not among them (it always is)."""
+    if rule is None:
+        return -1
+    try:
+        return matched.index(rule)
+    except ValueError:
+        return rule
+
+
+def _rule_of(matched: list[str], r: int | str) -> str | None:
+    if isinstance(r, str):
+        return r
+    return matched[r] if 0 <= r < len(matched) else None
+
+
+def _event_id(key: EventKey) -> str | None:
+    """The event id a key holds (None for a stanza-id key)."""
+    k = key[1]
+    return k[2:] if k[:2] in ("e:", "n:") else None
 
 
 def encode(records: list[tuple[EventKey, int, Recorded]]) -> str:
@@ -160,16 +217,24 @@ def encode(records: list[tuple[EventKey, int, Recorded]]) -> str:
 def decode_batch(text: str) -> list[tuple[EventKey, int, Recorded]]:
     """The records of a batch's JSON text. Raises ValueError, KeyError, TypeError
     or IndexError on anything BatchWriter did not write."""
-    records, payloads = json.loads(text)
-    return [decode(entry, payloads) for entry in records]
+    head, records, payloads = json.loads(text)
+    return [decode(head, entry, payloads) for entry in records]
 
 
-def decode(entry: list[Any], payloads: list[Any]) -> tuple[EventKey, int, Recorded]:
+def decode(head: list[Any], entry: list[Any], payloads: list[Any]
+           ) -> tuple[EventKey, int, Recorded]:
     """One record of a parsed batch (see BatchWriter)."""
-    sender, key, position, version, matched, msender, eid, sid, rows = entry
-    out = tuple(Outbound(to, payloads[n], enc, mtype, mid, Meta(msender, rule, version, eid, sid))
-                for to, n, enc, mtype, mid, rule in rows)
-    return EventKey(sender, key), int(position), Recorded(version, tuple(matched), out)
+    sender, k, position, stanza_id, matched, rows, rest = entry
+    key = EventKey(sender, k)
+    version = rest.get("v", head[0])
+    mtype, enc = rest.get("t", head[1]), rest.get("e", head[2])
+    msender = rest.get("s", sender)
+    eid = rest["i"] if "i" in rest else _event_id(key)
+    out = tuple(Outbound(row[0], payloads[row[1]], row[4] if len(row) > 4 else enc,
+                         row[5] if len(row) > 4 else mtype, row[2],
+                         Meta(msender, _rule_of(matched, row[3]), version, eid, stanza_id))
+                for row in rows)
+    return key, int(position), Recorded(version, tuple(matched), out)
 
 
 # --------------------------------------------------------------------------
@@ -182,7 +247,9 @@ class _Batch:
 
     session: str
     created: float  # seconds
-    keys: list[EventKey] = field(default_factory=list)
+    #: the events, once written: a tuple of tuples of strings, which the
+    #: cyclic collector stops tracking
+    keys: tuple[EventKey, ...] = ()
     #: (key, position, record) of each, until written
     entries: list[tuple[EventKey, int, Recorded]] | None = field(default_factory=list)
     last: int = 0  # the highest position among them
@@ -237,10 +304,9 @@ class Ledger:
             batch = _Batch(stored.session, stored.created / 1000, last=stored.last, id=stored.id,
                            entries=None)
             try:
-                records, _payloads = json.loads(stored.records)
-                for entry in records:
-                    key = EventKey(str(entry[0]), str(entry[1]))
-                    batch.keys.append(key)
+                _head, records, _payloads = json.loads(stored.records)
+                batch.keys = tuple(EventKey(str(entry[0]), str(entry[1])) for entry in records)
+                for key in batch.keys:
                     self._index[key] = batch
             except (ValueError, TypeError, IndexError) as exc:
                 log.error("unreadable idempotency records ignored", extra=fields(
@@ -258,11 +324,14 @@ class Ledger:
         batch = self._index.get(key)
         if batch is None:
             return None
-        n = batch.keys.index(key)  # a hit is rare (a re-delivery): no position kept
+        # A hit is rare (a re-delivery): its place in the batch is looked for.
         if batch.entries is not None:
-            return batch.entries[n][2]
+            for k, _, recorded in batch.entries:
+                if k == key:
+                    return recorded
+            return None
         assert batch.id is not None
-        return self._read_back(batch.id, n)
+        return self._read_back(batch.id, batch.keys.index(key))
 
     def add(self, key: EventKey, recorded: Recorded) -> None:
         """Keep a record until the next commit or flush."""
@@ -272,7 +341,9 @@ class Ledger:
             session, number = "", 0
         else:
             session, number = position
-        if not pending.keys:
+        entries = pending.entries
+        assert entries is not None  # a list until written
+        if not entries:
             pending.session = session
         elif session != pending.session:
             # Two sessions in one read cannot happen (a session changes only
@@ -282,8 +353,7 @@ class Ledger:
         if number > pending.last:
             pending.last = number
         self._index[key] = pending
-        pending.keys.append(key)
-        pending.entries.append((key, number, recorded))  # type: ignore[union-attr]  # until written
+        entries.append((key, number, recorded))
 
     def commit(self, key: EventKey | None, recorded: Recorded,
                changes: Sequence[StateChange]) -> None:
@@ -303,7 +373,7 @@ class Ledger:
 
     @property
     def pending_count(self) -> int:
-        return len(self._pending.keys)
+        return len(self._pending.entries or ())
 
     def size(self) -> int:
         """Records the index in memory holds."""
@@ -311,14 +381,14 @@ class Ledger:
 
     def flush(self) -> Flushed:
         """Store the pending records (see Flushed)."""
-        if not self._pending.keys and self._marked == self._confirmed:
+        if not self._pending.entries and self._marked == self._confirmed:
             return Flushed()
         writer = BatchWriter()
         try:
             self._write([], durable=False, writer=writer)
         except StoreError as exc:
-            failed = frozenset(self._pending.keys)
-            for key in self._pending.keys:
+            failed = frozenset(k for k, _, _ in self._pending.entries or ())
+            for key in failed:
                 self._index.pop(key, None)
             self._pending = _Batch(self._pending.session, 0.0)
             log.error("idempotency records could not be stored; their events are refused",
@@ -391,8 +461,7 @@ class Ledger:
                writer: BatchWriter | None = None) -> None:
         pending = self._pending
         batch = None
-        if pending.keys:
-            assert pending.entries is not None
+        if pending.entries:
             pending.created = self.clock()
             writer = writer if writer is not None else BatchWriter()
             add = writer.add
@@ -409,6 +478,8 @@ class Ledger:
         if mark is not None:
             self._marked[mark.session] = mark.confirmed
         if batch is not None:
+            assert pending.entries is not None
+            pending.keys = tuple(k for k, _, _ in pending.entries)
             pending.id = done.batch
             pending.entries = None  # read back from the store if ever needed
             self._batches.append(pending)
@@ -417,8 +488,7 @@ class Ledger:
 
     def _forget_last(self, key: EventKey) -> None:
         pending = self._pending
-        if pending.keys and pending.keys[-1] == key and pending.entries:
-            pending.keys.pop()
+        if pending.entries and pending.entries[-1][0] == key:
             pending.entries.pop()
             self._index.pop(key, None)
 
@@ -432,10 +502,10 @@ class Ledger:
             try:
                 parsed = json.loads(text)
             except ValueError:
-                parsed = [[], []]
+                parsed = [[], [], []]
             self._cached = (batch_id, parsed)
         try:
-            return decode(parsed[0][n], parsed[1])[2]
+            return decode(parsed[0], parsed[1][n], parsed[2])[2]
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             # Not something this rulebot wrote: decide the event as new.
             log.error("unreadable idempotency record ignored", extra=fields(
