@@ -440,9 +440,10 @@ class BotConnection:
 
     def stream_position(self) -> tuple[str, int] | None:
         """(XEP-0198 session id, number of the inbound stanza being handled), while
-        stream management counts inbound stanzas; else None."""
+        stream management counts inbound stanzas and its acknowledgements are
+        confirmed to on_confirmed (xmpp_sm.persist_sm); else None."""
         sm = self._sm
-        if sm is None or not sm.enabled_in:
+        if sm is None or self._final_ack is None or not sm.enabled_in:
             return None
         cfg = sm.config  # the plugin's values, without its attribute hooks
         session = cfg["sm_id"]
