@@ -163,8 +163,8 @@ async def connect_user(stack: AsyncExitStack, info: xmppserver.ServerInfo, user:
     return client
 
 
-async def run_bot(stack: AsyncExitStack, config: Path, **kw: Any) -> BotProcess:
-    bot = await start_bot(config, **kw)
+def kill_at_exit(stack: AsyncExitStack, bot: BotProcess) -> None:
+    """Kill the bot (if still running) and finish reading its output when the stack closes."""
 
     async def cleanup() -> None:
         if bot.proc.returncode is None:
@@ -174,6 +174,11 @@ async def run_bot(stack: AsyncExitStack, config: Path, **kw: Any) -> BotProcess:
             await bot.reader
 
     stack.push_async_callback(cleanup)
+
+
+async def run_bot(stack: AsyncExitStack, config: Path, **kw: Any) -> BotProcess:
+    bot = await start_bot(config, **kw)
+    kill_at_exit(stack, bot)
     await bot.connected()
     return bot
 

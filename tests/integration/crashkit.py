@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import xmppserver
-from conftest import ROOT, USERS, BotProcess, start_bot, write_config
+from conftest import ROOT, USERS, BotProcess, kill_at_exit, start_bot, write_config
 
 from rulebot.client import Received, RulebotClient, parse_message
 from rulebot.wire import JSON_NS
@@ -142,15 +142,7 @@ class Killer:
 
     async def start(self) -> BotProcess:
         bot = await start_bot(self.config)
-
-        async def cleanup() -> None:
-            if bot.proc.returncode is None:
-                bot.proc.kill()
-                await bot.proc.wait()
-            if bot.reader:
-                await bot.reader
-
-        self.stack.push_async_callback(cleanup)
+        kill_at_exit(self.stack, bot)
         self.bots.append(bot)
         self.bot = bot
         self.ready = False

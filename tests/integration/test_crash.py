@@ -4,8 +4,8 @@ message ids). Client mode with XEP-0198, both servers, their garbage
 collectors as packaged and as tuned; see crashkit.py for the scenarios.
 
 `make test` runs a shortened version (RULEBOT_CRASH_* defaults in crashkit.sizes);
-`make soak` runs 2,000-event runs with two kills each, repeated
-(scripts/crash-soak.sh).
+`make soak` runs 2,000-event runs with two kills each over four seeds and
+summarises them (scripts/crash_summary.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import xmppserver
 from conftest import USERS
-from crashkit import run_chat, run_component, run_stateful, sizes, stateful_users
+from crashkit import Report, run_chat, run_component, run_stateful, sizes, stateful_users
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +43,14 @@ def chat_server(server_kind: str, gc: str, tmp_path: Path) -> Iterator[xmppserve
         xmppserver.stop_server(info.workdir)
 
 
+def conclude(report: Report, gc: str, s: dict[str, int]) -> None:
+    """Print and save the run's line, then hold it to the guarantee."""
+    print(f"\n{report.line()} ({gc} gc)")
+    report.save({"gc": gc, "seed": s["seed"]})
+    report.check()
+    assert report.kills == s["kills"], report.story[-10:]
+
+
 @pytest.mark.parametrize("scenario", ["backlog", "burst"])
 @pytest.mark.parametrize("gc", GC)
 @pytest.mark.parametrize("server_kind", SERVERS)
@@ -53,10 +61,7 @@ async def test_kill_9_loses_nothing_and_decides_nothing_twice(
     s = sizes()
     report = await run_chat(scenario, chat_server, tmp_path, stack, s["events"], s["kills"],
                             s["seed"])
-    print(f"\n{report.line()} ({gc} gc)")
-    report.save({"gc": gc, "seed": s["seed"]})
-    report.check()
-    assert report.kills == s["kills"], report.story[-10:]
+    conclude(report, gc, s)
 
 
 @pytest.mark.parametrize("server_kind", SERVERS)
@@ -68,10 +73,7 @@ async def test_kill_9_during_friend_cycles_decides_nothing_twice(
     stack.callback(xmppserver.stop_server, info.workdir)
     report = await run_stateful(info, tmp_path, stack, s["pairs"], s["cycles"], s["kills"],
                                 s["seed"])
-    print(f"\n{report.line()}")
-    report.save({"gc": "tuned", "seed": s["seed"]})
-    report.check()
-    assert report.kills == s["kills"], report.story[-10:]
+    conclude(report, "tuned", s)
 
 
 @pytest.mark.parametrize("server_kind", SERVERS)
