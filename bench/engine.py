@@ -12,7 +12,7 @@ a presence rule and a catch-all; three lists and two macros) and compiled with
 types spread uniformly over the rule set's types, ~10% unknown types, ~5%
 presence stanzas) with three implementations, in the same run:
 
-  (a) engine    `rulebot.engine.evaluate` on the compiled RuleSet, whose type
+  (a) engine    `rulebot.engine.evaluate.evaluate` on the compiled RuleSet, whose type
                 index (`by_type`/`untyped`) limits each event to the rules that
                 can match its type.
   (b) linear    the same `evaluate` on the same RuleSet with the index turned
@@ -71,11 +71,11 @@ from typing import Any
 
 import jmespath
 
-from rulebot.engine import envelope_data, evaluate, truthy
-from rulebot.expr import Expr, expand
-from rulebot.functions import RuleFunctions
+from rulebot.engine.evaluate import envelope_data, evaluate, truthy
 from rulebot.model import JSON, Decision, Envelope, Stanza
-from rulebot.rules import LiteralParam, Param, RuleSet, parse_rule_files, parse_rules
+from rulebot.rules.expr import Expr, expand
+from rulebot.rules.functions import RuleFunctions
+from rulebot.rules.loader import LiteralParam, Param, RuleSet, parse_rule_files, parse_rules
 
 SEED = 20240611
 SIZES = (10, 100, 1000)

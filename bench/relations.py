@@ -29,18 +29,18 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import pgserver  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 
-from rulebot.engine import evaluate  # noqa: E402
-from rulebot.model import Envelope, Relate, Stanza, Unrelate  # noqa: E402
-from rulebot.rules import load_rules  # noqa: E402
-from rulebot.state import (  # noqa: E402
+from rulebot.engine.evaluate import evaluate  # noqa: E402
+from rulebot.engine.state import (  # noqa: E402
     Buckets,
     LiveState,
     MemoryRelation,
     MemoryRelations,
     PresenceTable,
 )
-from rulebot.store import RelationStore, open_store  # noqa: E402
-from rulebot.store_values import RelateChange, UnrelateChange  # noqa: E402
+from rulebot.model import Envelope, Relate, Stanza, Unrelate  # noqa: E402
+from rulebot.rules.loader import load_rules  # noqa: E402
+from rulebot.store.base import RelationStore, open_store  # noqa: E402
+from rulebot.store.values import RelateChange, UnrelateChange  # noqa: E402
 
 USERS = 20_000
 PAIRS = 50_000  # mutual friendships: 100,000 directed relations

@@ -35,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine import rule_text
 
+from rulebot.bot.dispatch import Dispatcher, Inbound
 from rulebot.config import parse_config
-from rulebot.dispatch import Dispatcher, Inbound
-from rulebot.reload import Reloader, RuleRef
-from rulebot.rules import check_rules, load_rules
+from rulebot.daemon.reload import Reloader, RuleRef
+from rulebot.rules.loader import check_rules, load_rules
 
 
 async def feed(dispatcher: Dispatcher, rate: float, stop: asyncio.Event,

@@ -28,7 +28,7 @@ events
             friend.localhost. No rules, no logging, no stream management: the
             floor cost of any Python slixmpp bot. It uses slixmpp as it comes;
             rulebot replaces two of slixmpp's functions with output-identical
-            faster ones and writes its stanzas itself (rulebot/xmpp_speedups.py,
+            faster ones and writes its stanzas itself (rulebot/xmpp/patches.py,
             xmpp_stanzas.serialize_message), which is part of what is measured.
   relay-sm  (only with --paths relay-sm, client mode) the same relay with
             slixmpp's XEP-0198 plugin on: what stream management alone costs

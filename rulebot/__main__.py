@@ -1,5 +1,5 @@
 """`python -m rulebot` is the `rulebot` command."""
 
-from rulebot.cli import main
+from rulebot.cli.main import main
 
 main()

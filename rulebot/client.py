@@ -31,11 +31,11 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from rulebot.errors import ConnectError, RulebotError
-from rulebot.functions import bare_jid
 from rulebot.model import JSON
-from rulebot.wire import JSON_NS, encode_payload
-from rulebot.xmpp_common import backoff_delay, setup_tls
-from rulebot.xmpp_stanzas import META_NS
+from rulebot.rules.functions import bare_jid
+from rulebot.wire.decode import JSON_NS, encode_payload
+from rulebot.xmpp.stanzas import META_NS
+from rulebot.xmpp.tls import backoff_delay, setup_tls
 
 log = logging.getLogger("rulebot.client")
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rulebot.errors import ConfigError
+from rulebot.load.schema import schema_issues
+from rulebot.load.yamldoc import load_document
 from rulebot.model import Issue
-from rulebot.schema import schema_issues
-from rulebot.wire import Limits
-from rulebot.yamldoc import load_document
+from rulebot.wire.decode import Limits
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ from typing import Any
 import yaml
 from hypothesis import strategies as st
 
-from rulebot.engine import evaluate
+from rulebot.engine.evaluate import evaluate
+from rulebot.engine.state import NO_STATE
 from rulebot.errors import EventError
 from rulebot.model import Decision, Envelope, Stanza
-from rulebot.rules import parse_rule_files
-from rulebot.state import NO_STATE
-from rulebot.wire import Limits, decode_event, encode_payload
+from rulebot.rules.loader import parse_rule_files
+from rulebot.wire.decode import Limits, decode_event, encode_payload
 
 STATE = NO_STATE
 LIMITS = Limits(max_bytes=4096, max_depth=16, max_string=512, max_items=200)

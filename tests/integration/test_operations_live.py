@@ -13,7 +13,7 @@ import xmppserver
 from click.testing import CliRunner
 from conftest import ROOT, connect_user, receive, run_bot, write_config
 
-from rulebot.cli import main
+from rulebot.cli.main import main
 from rulebot.client import RequestError
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,7 @@ import xmppserver
 from conftest import TIMEOUT, BotProcess, connect_user, receive, run_bot, write_config
 
 from rulebot.client import RulebotClient
-from rulebot.rules import check_rules
+from rulebot.rules.loader import check_rules
 
 pytestmark = pytest.mark.integration
 

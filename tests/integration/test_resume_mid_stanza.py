@@ -31,8 +31,8 @@ import slixmpp
 import xmppserver
 from conftest import USERS, connect_user, run_bot, write_config
 
-from rulebot.xmpp_common import setup_tls
-from rulebot.xmpp_sm import save_sm_state
+from rulebot.xmpp.sm import save_sm_state
+from rulebot.xmpp.tls import setup_tls
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-from rulebot.cli import main
+from rulebot.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = str(ROOT / "rules")

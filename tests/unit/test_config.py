@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rulebot.cli import main
+from rulebot.cli.main import main
 from rulebot.config import parse_config, read_secret
 from rulebot.errors import ConfigError
 

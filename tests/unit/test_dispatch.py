@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from rulebot.bot.dispatch import Dispatcher, Inbound
 from rulebot.config import parse_config
-from rulebot.dispatch import Dispatcher, Inbound
-from rulebot.rules import load_rules
+from rulebot.rules.loader import load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 RULESET = load_rules(ROOT / "rules")

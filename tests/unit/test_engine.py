@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from rulebot.engine import evaluate
+from rulebot.engine.evaluate import evaluate
+from rulebot.engine.render import decision_json
 from rulebot.model import Envelope, ErrorReply, Stanza
-from rulebot.model_json import decision_json
-from rulebot.rules import parse_rules
+from rulebot.rules.loader import parse_rules
 
 
 def env(event: dict[str, Any], sender: str = "alice@x", kind: str = "message",

@@ -9,9 +9,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rulebot.engine import evaluate
+from rulebot.engine.evaluate import evaluate
 from rulebot.model import Envelope, Stanza
-from rulebot.rules import RuleSet, load_rules
+from rulebot.rules.loader import RuleSet, load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = load_rules(ROOT / "rules")

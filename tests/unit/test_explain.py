@@ -8,10 +8,10 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from rulebot.cli import main
-from rulebot.explain import explain
+from rulebot.cli.main import main
+from rulebot.engine.explain import explain
 from rulebot.model import Envelope, Stanza
-from rulebot.rules import parse_rules
+from rulebot.rules.loader import parse_rules
 
 RULES = parse_rules(textwrap.dedent("""
     version: 1

@@ -1,4 +1,4 @@
-"""rulebot.fastschema against jsonschema's Draft202012Validator (Hypothesis).
+"""rulebot.rules.fastschema against jsonschema's Draft202012Validator (Hypothesis).
 
 For every schema in the supported keyword subset `compile_schema` must return a
 predicate, and that predicate must answer exactly what
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rulebot.fastschema import compile_schema, json_equal
-from rulebot.rules import load_rules
+from rulebot.rules.fastschema import compile_schema, json_equal
+from rulebot.rules.loader import load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 

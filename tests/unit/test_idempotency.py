@@ -1,4 +1,4 @@
-"""Idempotency records (rulebot/ledger.py): an event delivered again gets its
+"""Idempotency records (rulebot/daemon/ledger.py): an event delivered again gets its
 recorded messages, with the same ids, instead of a second decision; records
 are stored with the relation changes of their decision, and before any
 message of their read leaves the daemon.
@@ -19,13 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from recording_transport import RecordingTransport
 
+from rulebot.bot.dispatch import Dispatcher, EventKey, Inbound, Meta, Outbound, Recorded, event_key
 from rulebot.config import parse_config
-from rulebot.daemon import Daemon
-from rulebot.dispatch import Dispatcher, EventKey, Inbound, Meta, Outbound, Recorded, event_key
-from rulebot.ledger import Ledger, decode_batch, encode
-from rulebot.rules import load_rules
-from rulebot.store import RelationStore, StoreError
-from rulebot.store_sqlite import SqliteStore
+from rulebot.daemon.app import Daemon
+from rulebot.daemon.ledger import Ledger, decode_batch, encode
+from rulebot.rules.loader import load_rules
+from rulebot.store.base import RelationStore, StoreError
+from rulebot.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parents[2]
 FRIENDS = load_rules(ROOT / "rules" / "friends")
@@ -346,7 +346,7 @@ def test_purge_deletes_from_the_store_what_nothing_can_need(store: RelationStore
 
 def test_the_resumed_stream_settles_what_the_resume_acknowledged(tmp_path: Path) -> None:
     # xmpp_sm reports the h of <resume/> as confirmed: the server dropped those.
-    from rulebot.xmpp_sm import persist_sm
+    from rulebot.xmpp.sm import persist_sm
 
     class FakeXmpp:
         def __init__(self) -> None:

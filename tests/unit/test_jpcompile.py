@@ -1,4 +1,4 @@
-"""rulebot.jpcompile against jmespath's TreeInterpreter (Hypothesis).
+"""rulebot.rules.jpcompile against jmespath's TreeInterpreter (Hypothesis).
 
 The compiled closures must compute exactly what the interpreter computes: the
 same value (with true distinct from 1 and false from 0, ints from floats) or
@@ -19,12 +19,12 @@ from jmespath import exceptions as jp_exceptions
 from jmespath import functions as jp_functions
 from jmespath import visitor as jp_visitor
 
-from rulebot.engine import envelope_data, runtime_for
-from rulebot.expr import Expr
-from rulebot.functions import RuleFunctions
-from rulebot.jpcompile import Runtime, compile_ast, is_false
+from rulebot.engine.evaluate import envelope_data, runtime_for
 from rulebot.model import Envelope, Stanza
-from rulebot.rules import LiteralParam, RuleSet, load_rules
+from rulebot.rules.expr import Expr
+from rulebot.rules.functions import RuleFunctions
+from rulebot.rules.jpcompile import Runtime, compile_ast, is_false
+from rulebot.rules.loader import LiteralParam, RuleSet, load_rules
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTS = {"members": frozenset({"a@x", "b@x"}), "empty": frozenset()}

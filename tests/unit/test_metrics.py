@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rulebot.bot.dispatch import Dispatcher, Inbound
 from rulebot.config import parse_config
-from rulebot.dispatch import Dispatcher, Inbound
-from rulebot.metrics import DECISION_BUCKETS, Metrics
-from rulebot.rules import load_rules
+from rulebot.daemon.metrics import DECISION_BUCKETS, Metrics
+from rulebot.rules.loader import load_rules
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
 

@@ -17,4 +17,4 @@ def test_wheel_contains_the_schemas(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for schema in ("rules", "config", "ruletest"):
         assert f"rulebot/schemas/{schema}.schema.json" in names
-    assert "rulebot/engine.py" in names
+    assert "rulebot/engine/evaluate.py" in names

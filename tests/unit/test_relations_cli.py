@@ -10,8 +10,8 @@ import pgserver
 import pytest
 from click.testing import CliRunner
 
-from rulebot.relations_cli import relations
-from rulebot.store import open_store
+from rulebot.cli.relations import relations
+from rulebot.store.base import open_store
 
 A, B, C = "alice@example.com", "bob@example.com", "carol@example.com"
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from rulebot.engine import evaluate
+from rulebot.engine.evaluate import evaluate
+from rulebot.engine.render import decision_json
+from rulebot.engine.state import Buckets, LiveState, MemoryRelation, MemoryRelations, PresenceTable
 from rulebot.model import Envelope, Relate, Stanza, Unrelate
-from rulebot.model_json import decision_json
-from rulebot.rules import parse_rules
-from rulebot.state import Buckets, LiveState, MemoryRelation, MemoryRelations, PresenceTable
+from rulebot.rules.loader import parse_rules
 
 RULES = parse_rules(textwrap.dedent("""
     version: 1
@@ -125,7 +125,7 @@ def test_no_state_means_nothing_is_related() -> None:
 
 
 def test_rate_limit_buckets_refill_on_the_injected_clock() -> None:
-    from rulebot.state import Buckets
+    from rulebot.engine.state import Buckets
 
     now = [0.0]
     rules = parse_rules(textwrap.dedent("""

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rulebot.reload import Reloader, ReloadResult, RuleRef
-from rulebot.rules import LoadResult, check_rules, load_rules
+from rulebot.daemon.reload import Reloader, ReloadResult, RuleRef
+from rulebot.rules.loader import LoadResult, check_rules, load_rules
 
 RULE = """version: 1
 rules:

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rulebot.cli import main
-from rulebot.rules import check_rules, parse_rule_files
+from rulebot.cli.main import main
+from rulebot.rules.loader import check_rules, parse_rule_files
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = "tests/data/bad"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rulebot.rules import parse_rules
-from rulebot.ruletest import (
+from rulebot.rules.loader import parse_rules
+from rulebot.ruletest.cases import (
     CaseResult,
     FileResult,
     check_names,
@@ -21,9 +21,9 @@ from rulebot.ruletest import (
     run_case,
     run_file,
 )
-from rulebot.ruletest_checks import same
-from rulebot.ruletest_cli import junit_xml, run_paths
-from rulebot.ruletest_cli import test as command  # not test_*: pytest would collect it
+from rulebot.ruletest.checks import same
+from rulebot.ruletest.report import junit_xml, run_paths
+from rulebot.ruletest.report import test as command  # not test_*: pytest would collect it
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,9 +18,16 @@ import pgserver
 import psycopg
 import pytest
 
-from rulebot.store import PAGE, RelationStore, StoreError, open_store, redact_url, resolve_location
-from rulebot.store_sqlite import SqliteStore
-from rulebot.store_values import (
+from rulebot.store.base import (
+    PAGE,
+    RelationStore,
+    StoreError,
+    open_store,
+    redact_url,
+    resolve_location,
+)
+from rulebot.store.sqlite import SqliteStore
+from rulebot.store.values import (
     MAX_ATTRS_BYTES,
     MAX_JID,
     RecordBatch,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rulebot import wire
 from rulebot.errors import EventError
-from rulebot.wire import (
+from rulebot.wire import decode as wire
+from rulebot.wire.decode import (
     JSON_NS,
     MAX_SAFE_INTEGER,
     Limits,

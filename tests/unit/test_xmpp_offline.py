@@ -1,4 +1,4 @@
-"""The offline sweep (rulebot/xmpp_offline.py) inside the real BotConnection:
+"""The offline sweep (rulebot/xmpp/offline.py) inside the real BotConnection:
 what a XEP-0013 fetch brings (of what the message list named) is handled
 like any event, and exactly those stored messages are removed afterwards,
 behind what the bot sent for them.
@@ -19,11 +19,11 @@ import pytest
 from recording_transport import RecordingTransport
 from slixmpp import JID
 
-from rulebot import xmpp_offline
+from rulebot.bot.dispatch import Inbound, Meta, Outbound
 from rulebot.config import parse_config
-from rulebot.dispatch import Inbound, Meta, Outbound
-from rulebot.xmpp import BotConnection
-from rulebot.xmpp_offline import OFFLINE_NS, REMOVE_BATCH, offline_node
+from rulebot.xmpp import offline as xmpp_offline
+from rulebot.xmpp.connection import BotConnection
+from rulebot.xmpp.offline import OFFLINE_NS, REMOVE_BATCH, offline_node
 
 HEADER = (b"<stream:stream xmlns='jabber:client' "
           b"xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='localhost'>")

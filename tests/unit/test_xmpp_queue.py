@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
+from rulebot.bot.dispatch import Meta, Outbound
 from rulebot.config import parse_config
-from rulebot.dispatch import Meta, Outbound
-from rulebot.xmpp import BotConnection
+from rulebot.xmpp.connection import BotConnection
 
 
 def outbound(i: int) -> Outbound:

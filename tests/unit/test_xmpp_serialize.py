@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from slixmpp.xmlstream.tostring import tostring
 
-from rulebot import xmpp_speedups
-from rulebot.dispatch import Meta, Outbound
-from rulebot.wire import JSON_NS, encode_payload
-from rulebot.xmpp_stanzas import META_NS, payload_text, serialize_message, to_inbound_message
+from rulebot.bot.dispatch import Meta, Outbound
+from rulebot.wire.decode import JSON_NS, encode_payload
+from rulebot.xmpp import patches
+from rulebot.xmpp.stanzas import META_NS, payload_text, serialize_message, to_inbound_message
 
 # Text that XML 1.0 can carry, heavy on the characters that need escaping.
 _xml_text = st.text(
@@ -60,9 +60,9 @@ def slixmpp_text(stream: Any, out: Outbound, mfrom: str | None) -> str:
         if value is not None:
             meta[key] = value
     ET.SubElement(root, f"{{{META_NS}}}rulebot", meta)
-    module = xmpp_speedups._tostring
+    module = patches._tostring
     saved = module.escape
-    module.escape = xmpp_speedups.original_escape
+    module.escape = patches.original_escape
     try:
         return str(tostring(root, xmlns=ns, stream=stream, top_level=True))
     finally:
@@ -76,7 +76,7 @@ COMPONENT = slixmpp.ComponentXMPP("friend.localhost", "unused", "127.0.0.1", 534
 def with_quotes_as_we_write_them(slixmpp_output: str, out: Outbound) -> str:
     """slixmpp's text with the payload's character data written our way: the
     only difference allowed (quotes need no escaping in character data)."""
-    theirs = xmpp_speedups.original_escape(encode_payload(out.payload))
+    theirs = patches.original_escape(encode_payload(out.payload))
     return slixmpp_output.replace(f">{theirs}</", f">{payload_text(out.payload)}</", 1)
 
 

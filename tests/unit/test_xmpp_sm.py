@@ -17,9 +17,9 @@ from pathlib import Path
 from recording_transport import RecordingTransport
 from slixmpp.plugins.xep_0198.stream_management import MAX_SEQ
 
+from rulebot.bot.dispatch import Inbound, Meta, Outbound
 from rulebot.config import parse_config
-from rulebot.dispatch import Inbound, Meta, Outbound
-from rulebot.xmpp import SM_WINDOW, BotConnection
+from rulebot.xmpp.connection import SM_WINDOW, BotConnection
 
 HEADER = (b"<stream:stream xmlns='jabber:client' "
           b"xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='localhost'>")

@@ -1,4 +1,4 @@
-"""rulebot.xmpp_speedups against the slixmpp functions they replace (Hypothesis).
+"""rulebot.xmpp.patches against the slixmpp functions they replace (Hypothesis).
 
 The tests call `fast_*` and `original_*` directly, so they mean the same
 whether or not some other test has already run `install()`.
@@ -17,7 +17,7 @@ from slixmpp.stanza import Iq, Message
 from slixmpp.xmlstream import StanzaBase
 from slixmpp.xmlstream.matcher import MatchXPath, StanzaPath
 
-from rulebot.xmpp_speedups import (
+from rulebot.xmpp.patches import (
     _plan,
     fast_escape,
     fast_match,
@@ -89,7 +89,7 @@ def test_fast_escape_examples(text: str, escaped: str) -> None:
 
 
 def test_fast_escape_with_cdata_delegates(monkeypatch: pytest.MonkeyPatch) -> None:
-    import rulebot.xmpp_speedups as speedups
+    import rulebot.xmpp.patches as speedups
 
     calls: list[tuple[str, bool]] = []
 
@@ -342,7 +342,7 @@ def test_plan(criteria: str, expected: tuple[str, ...] | None) -> None:
 
 
 def test_plain_criteria_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    import rulebot.xmpp_speedups as speedups
+    import rulebot.xmpp.patches as speedups
 
     calls: list[str] = []
 
@@ -416,7 +416,7 @@ def test_fast_stanzapath_match_equals_original(path: str, tree: Spec, tag: str, 
 def test_fast_stanzapath_match_says_no_without_the_original(
         monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    monkeypatch.setattr("rulebot.xmpp_speedups.original_stanzapath_match",
+    monkeypatch.setattr("rulebot.xmpp.patches.original_stanzapath_match",
                         lambda matcher, stanza: calls.append(matcher._raw_criteria) or True)
     message = stanza_of("message", "jabber:component:accept", "typed", ("x", {}, []))
     assert not fast_stanzapath_match(StanzaPath("iq/disco_info"), message)

@@ -19,10 +19,10 @@ from recording_transport import RecordingTransport
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
+from rulebot.bot.dispatch import Inbound, Meta, Outbound
 from rulebot.config import parse_config
-from rulebot.dispatch import Inbound, Meta, Outbound
-from rulebot.xmpp import BotConnection
-from rulebot.xmpp_writes import TLS_RECORD, record_chunks
+from rulebot.xmpp.connection import BotConnection
+from rulebot.xmpp.writes import TLS_RECORD, record_chunks
 
 HEADER = (b"<stream:stream xmlns='jabber:component:accept' "
           b"xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='friend.localhost'>")

@@ -1,0 +1,1 @@
+"""The bot's brain, sans-IO: an inbound stanza -> a decision -> outbound messages."""

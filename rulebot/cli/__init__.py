@@ -1,0 +1,1 @@
+"""The `rulebot` command: click only; signals, event loops and exits live here."""

@@ -1,0 +1,194 @@
+"""`rulebot relations`: list, add, remove, export and import stored relationships.
+
+Imports: store, store_values, stdlib, click, yaml. cli.py registers the group
+(`main.add_command(relations)`).
+
+The store is named by --store (a SQLite path, ``sqlite:///PATH`` or a
+``postgresql://`` URL; also the RULEBOT_STORE environment variable, which
+keeps a password off the command line) or by --config: the daemon's
+rulebot.yaml, whose ``store`` key is resolved like the daemon does (relative
+to the config file; ``rulebot.sqlite3`` next to it when absent).
+
+Output is JSON lines on stdout. Exit codes: 0 success, 1 store error (bad
+input, database failure), 2 usage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+import click
+import yaml
+
+from rulebot.model import JSON
+from rulebot.store.base import RelationStore, StoreError, open_store, resolve_location
+from rulebot.store.values import Change, RelateChange, UnrelateChange
+
+DEFAULT_STORE = "rulebot.sqlite3"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--store", "location", envvar="RULEBOT_STORE", metavar="URL_OR_PATH",
+              help="SQLite file, sqlite:///PATH or postgresql://... [env: RULEBOT_STORE]")
+@click.option("-c", "--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+              help="Use the store named in this rulebot.yaml (its `store` key).")
+@click.pass_context
+def relations(ctx: click.Context, location: str | None, config_path: str | None) -> None:
+    """Inspect and edit the relationships the rules read (friend, blocked, ...)."""
+    source = ctx.get_parameter_source("location")
+    if config_path is not None:
+        if location is not None and source is not click.core.ParameterSource.ENVIRONMENT:
+            raise click.UsageError("give --store or --config, not both")
+        location = _from_config(Path(config_path))
+    if not location:
+        raise click.UsageError("give --store URL_OR_PATH (or set RULEBOT_STORE) or --config FILE")
+    ctx.obj = location
+
+
+def _from_config(path: Path) -> str:
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        _fail(f"cannot read {path}: {' '.join(str(exc).split())}")
+    if not isinstance(doc, dict):
+        _fail(f"{path}: not a rulebot config (expected a mapping)")
+    value = doc.get("store", DEFAULT_STORE)
+    if not isinstance(value, str) or not value:
+        _fail(f"{path}: store must be a SQLite path or a postgresql:// URL, not {value!r}")
+    return resolve_location(value, path.resolve().parent)
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"rulebot relations: {message}", err=True)
+    sys.exit(1)
+
+
+@contextlib.contextmanager
+def _store(ctx: click.Context) -> Iterator[RelationStore]:
+    """The opened store, closed afterwards; StoreError, OSError → message and exit 1."""
+    try:
+        with open_store(ctx.obj) as store:
+            yield store
+    except StoreError as exc:
+        _fail(str(exc))
+    except OSError as exc:  # writing an export, reading an import
+        _fail(f"{exc.filename or 'I/O'}: {exc.strerror or exc}")
+
+
+def _bare(jid: str) -> str:
+    # The daemon stores bare, lower-case JIDs; so must we, or rules never see it.
+    return jid.split("/", 1)[0].lower()
+
+
+def _emit(value: JSON) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False))
+
+
+@relations.command(name="list")
+@click.option("--subject", help="Only relations of this subject JID.")
+@click.option("--kind", help="Only relations of this kind.")
+@click.option("--object", "obj", help="Only relations to this object JID.")
+@click.pass_context
+def list_(ctx: click.Context, subject: str | None, kind: str | None, obj: str | None) -> None:
+    """Print relations as JSON lines, sorted by subject, kind, object."""
+    with _store(ctx) as store:
+        for relation in store.list(subject=subject and _bare(subject), kind=kind,
+                                   obj=obj and _bare(obj)):
+            _emit(relation.to_json())
+
+
+def _attrs(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[str, JSON]:
+    if value is None:
+        return {}
+    try:
+        attrs = json.loads(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    if not isinstance(attrs, dict):
+        raise click.BadParameter("must be a JSON object, e.g. '{\"since\": \"2025\"}'")
+    return attrs
+
+
+@relations.command()
+@click.argument("subject")
+@click.argument("obj", metavar="OBJECT")
+@click.argument("kind")
+@click.option("--attrs", callback=_attrs, metavar="JSON", help="A JSON object stored with it.")
+@click.option("--mutual", is_flag=True, help="Also OBJECT → SUBJECT (in the same transaction).")
+@click.pass_context
+def add(ctx: click.Context, subject: str, obj: str, kind: str, attrs: dict[str, JSON],
+        mutual: bool) -> None:
+    """Relate SUBJECT to OBJECT with KIND (or replace its attrs).
+
+    Prints {"subject", "object", "kind", "result": "added"|"updated"} per row."""
+    s, o = _bare(subject), _bare(obj)
+    changes: list[Change] = [RelateChange(s, o, kind, attrs)]
+    if mutual:
+        changes.append(RelateChange(o, s, kind, attrs))
+    with _store(ctx) as store:
+        for change, new in zip(changes, store.apply(changes), strict=True):
+            _emit({"subject": change.subject, "object": change.object, "kind": change.kind,
+                   "result": "added" if new else "updated"})
+
+
+@relations.command()
+@click.argument("subject")
+@click.argument("obj", metavar="OBJECT")
+@click.argument("kind")
+@click.option("--mutual", is_flag=True, help="Also OBJECT → SUBJECT (in the same transaction).")
+@click.pass_context
+def remove(ctx: click.Context, subject: str, obj: str, kind: str, mutual: bool) -> None:
+    """Remove the KIND relation of SUBJECT to OBJECT.
+
+    Prints {"subject", "object", "kind", "result": "removed"|"absent"} per row."""
+    s, o = _bare(subject), _bare(obj)
+    changes: list[Change] = [UnrelateChange(s, o, kind)]
+    if mutual:
+        changes.append(UnrelateChange(o, s, kind))
+    with _store(ctx) as store:
+        for change, gone in zip(changes, store.apply(changes), strict=True):
+            _emit({"subject": change.subject, "object": change.object, "kind": change.kind,
+                   "result": "removed" if gone else "absent"})
+
+
+@relations.command()
+@click.argument("file", type=click.Path(dir_okay=False, writable=True), required=False)
+@click.pass_context
+def export(ctx: click.Context, file: str | None) -> None:
+    """Write every relation as JSON lines to FILE (replaced only when complete) or stdout."""
+    with _store(ctx) as store:
+        if file is None or file == "-":
+            store.export_jsonl(sys.stdout)
+            return
+        target = Path(file)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:  # mode 0600: personal data
+                n = store.export_jsonl(out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        click.echo(f"exported {n} relation(s) to {file}", err=True)
+
+
+@relations.command(name="import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.pass_context
+def import_(ctx: click.Context, file: TextIO) -> None:
+    """Upsert the relations of a JSON lines FILE (an export) in one transaction.
+
+    Prints the number of relations read. On a bad line nothing is imported
+    and the message names the line."""
+    with _store(ctx) as store:
+        click.echo(store.import_jsonl(file))

@@ -1,0 +1,1 @@
+"""`rulebot run`: the service and its operator surfaces."""

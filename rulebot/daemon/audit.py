@@ -1,0 +1,49 @@
+"""The audit trail: one JSON line per decision, to a file rotated by size.
+
+Imports: dispatch (values), model, stdlib. Separate from the operational log:
+it is meant to be kept, shipped and searched ("why did alice's message reach
+bob on Tuesday?"). Payloads are left out unless the operator asks for them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import time
+
+from rulebot.bot.dispatch import Inbound, Outcome, summary
+
+
+class AuditLog:
+    def __init__(self, path: str, max_bytes: int = 10_000_000, backups: int = 5,
+                 payloads: bool = False) -> None:
+        self.payloads = payloads
+        self._logger = logging.getLogger(f"rulebot.audit.{id(self)}")
+        self._logger.propagate = False
+        self._logger.setLevel(logging.INFO)
+        self._handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
+        self._handler.setFormatter(logging.Formatter("%(message)s"))
+        self._logger.addHandler(self._handler)
+
+    def record(self, inbound: Inbound, outcome: Outcome, now: float | None = None) -> None:
+        t = time.time() if now is None else now
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+        entry: dict[str, object] = {
+            "time": stamp,
+            "event_id": outcome.event_id,
+            "stanza_id": inbound.id,
+            "sender": inbound.from_.split("/", 1)[0],
+            "from": inbound.from_,
+            "kind": inbound.kind,
+            "outcome": outcome.status,
+        }
+        entry.update(summary(outcome))
+        if self.payloads:
+            entry["sent"] = [{"to": o.to, "payload": o.payload} for o in outcome.outbound]
+        self._logger.info(json.dumps(entry, ensure_ascii=False, default=str))
+
+    def close(self) -> None:
+        self._handler.close()
+        self._logger.removeHandler(self._handler)

@@ -1,0 +1,518 @@
+"""Idempotency records: each decided inbound event's identity with the messages its
+decision produced, so that an event delivered again is answered from its record
+(the same messages, the same ids) instead of being decided a second time.
+
+Imports: dispatch (its values), model, store, store_values, wire, jsonenc, logs, stdlib.
+
+Why: after a crash the server re-sends what the bot had not acknowledged, and
+offline storage hands over what a destroyed session held. Decided again, such
+an event meets a world its first decision changed: a friend request already
+accepted is answered `already-friends`, under a new message id that no
+recipient can recognise.
+
+When a record is written:
+
+* a decision that changes relations: its record, with every record still
+  pending, in the same transaction as the changes, before anything of the
+  decision is sent (relations are durable before dependent messages leave,
+  as before);
+* any other decision: kept pending until the daemon has handled the whole read
+  from the server it came in, then all of them in one transaction, before the
+  messages of that read are written (`flush`).
+
+Either way no message of a decision leaves before its record is stored, and
+the bot acknowledges an inbound stanza only after that (its acknowledgements
+wait for the server's acknowledgement of what the stanza produced, xmpp_sm).
+So a kill -9 at any point leaves each unacknowledged event either undecided
+(nothing was sent, nothing changed: deciding it is the first decision) or
+recorded (the record is re-sent).
+
+Which records are kept, and where they are looked up. A record can be needed
+only while its event may be delivered again: until the server has processed
+the bot's acknowledgement of it (XEP-0198; BotConnection reports that as a
+confirmed position), or, outside stream management, for a while. So the
+ledger keeps in memory an index, by event, of
+
+* every record not yet confirmed (the events in flight, and what a killed
+  process left unconfirmed: read back from the store at start), for up to
+  `retention` seconds;
+* every record of the last `window` seconds, confirmed or not (an event that
+  came without stream management, or a client that resends an event it got
+  no answer to, with the same event id).
+
+The store keeps the records as batches, one row per flush, plus each
+session's confirmed position; batches nothing can need any more are purged.
+A lookup is a dictionary lookup; a hit (a re-delivery, rare) reads its batch
+back from the store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rulebot.bot.dispatch import EventKey, Meta, Outbound, Recorded
+from rulebot.jsonenc import encoder
+from rulebot.logs import LOGGER, fields
+from rulebot.model import Relate, StateChange
+from rulebot.store.base import RelationStore, StoreError
+from rulebot.store.values import (
+    Change,
+    RecordBatch,
+    RelateChange,
+    SessionMark,
+    StoredBatch,
+    UnrelateChange,
+)
+from rulebot.wire.decode import encode_payload
+
+log = logging.getLogger(LOGGER)
+
+_encode = encoder(separators=(",", ":"), allow_nan=False)
+
+#: Batches deleted per purge statement: each step is short (SQLite holds its
+#: write lock meanwhile); a batch holds one read's records.
+PURGE_STEP = 500
+
+#: A stream position: the XEP-0198 session id and the inbound stanza's number in it.
+Position = tuple[str, int]
+#: A batch's `last` that no acknowledgement reaches (XEP-0198 counts to 2^32).
+UNCONFIRMABLE = 2**62
+
+
+def store_changes(changes: Sequence[StateChange]) -> list[Change]:
+    """The engine's relation actions as store changes (mutual ones in both directions)."""
+    out: list[Change] = []
+    for c in changes:
+        pairs = [(c.subject, c.object)] + ([(c.object, c.subject)] if c.mutual else [])
+        for subject, obj in pairs:
+            if isinstance(c, Relate):
+                attrs = c.attrs if isinstance(c.attrs, dict) else {}
+                out.append(RelateChange(subject, obj, c.kind, attrs))
+            else:
+                out.append(UnrelateChange(subject, obj, c.kind))
+    return out
+
+
+# --------------------------------------------------------------------------
+# records as text
+
+
+class BatchWriter:
+    """Encodes a batch of records as the JSON text stored:
+
+        [[version, message type, encoding], records, payloads]
+
+    The head holds what the batch's first record has and most have (the rule
+    set's version, the configured message type and encoding). A record is
+    [sender, key, position, stanza id, matched rules, messages, rest]; a
+    message is [to, payload number, id, rule], the rule as its place in the
+    matched rules (-1: none); `rest` is {} unless the record differs from the
+    head (version, type or encoding) or its meta sender differs from its
+    key's sender. The event id is not written: the key holds it. Payloads are
+    numbered in the batch; one shared by several messages (a broadcast) is
+    written once.
+
+    Few strings per record, because encoding them is most of the cost: one
+    call of json's C encoder for the batch (half the cost of encoding the
+    records one by one), and each payload is wire.encode_payload's text,
+    which the daemon hands to the connection (`texts`, by the payload
+    object's id()), so it is encoded once for the record and the stanza."""
+
+    def __init__(self) -> None:
+        self.head: tuple[str, str, str] | None = None
+        self.records: list[tuple[Any, ...]] = []
+        self.payloads: list[str] = []
+        self.texts: dict[int, str] = {}
+
+    def add(self, key: EventKey, position: int, recorded: Recorded) -> None:
+        out = recorded.outbound
+        matched = recorded.matched
+        payloads, texts = self.payloads, self.texts
+        rest: dict[str, Any] = {}
+        if not out:
+            rows: Any = ()
+            if self.head is None:
+                self.head = (recorded.version, "chat", "body")
+            elif recorded.version != self.head[0]:
+                rest["v"] = recorded.version
+        else:
+            first = out[0]
+            meta = first.meta
+            head = self.head
+            if head is None:
+                head = self.head = (recorded.version, first.type, first.encoding)
+            if len(out) == 1:  # the usual case: a forward, a reply or an error
+                texts[id(first.payload)] = text = encode_payload(first.payload)
+                rows = ((first.to, len(payloads), first.id,
+                         _rule_index(matched, meta.rule)),)
+                payloads.append(text)
+            else:
+                rows = []
+                index: dict[int, int] = {}  # a broadcast's recipients share one payload
+                for o in out:
+                    n = index.get(id(o.payload))
+                    if n is None:
+                        n = index[id(o.payload)] = len(payloads)
+                        texts[id(o.payload)] = text = encode_payload(o.payload)
+                        payloads.append(text)
+                    row: tuple[Any, ...] = (o.to, n, o.id, _rule_index(matched, o.meta.rule))
+                    if o.encoding != first.encoding or o.type != first.type:
+                        row += (o.encoding, o.type)  # not from the dispatcher, which never does
+                    rows.append(row)
+            if recorded.version != head[0]:
+                rest["v"] = recorded.version
+            if first.type != head[1]:
+                rest["t"] = first.type
+            if first.encoding != head[2]:
+                rest["e"] = first.encoding
+            if meta.sender != key[0]:
+                rest["s"] = meta.sender
+            if meta.event_id != _event_id(key):
+                rest["i"] = meta.event_id
+        self.records.append((key[0], key[1], position,
+                             out[0].meta.stanza_id if out else None, matched, rows, rest))
+
+    def text(self) -> str:
+        return (f"[{_encode(self.head or ('', 'chat', 'body'))},{_encode(self.records)},"
+                f"[{','.join(self.payloads)}]]")
+
+
+def _rule_index(matched: tuple[str, ...], rule: str | None) -> int | str:
+    """A message's rule as its place among the matched rules, -1 for none; the
+    name itself if it is not among them (it always is)."""
+    if rule is None:
+        return -1
+    try:
+        return matched.index(rule)
+    except ValueError:
+        return rule
+
+
+def _rule_of(matched: list[str], r: int | str) -> str | None:
+    if isinstance(r, str):
+        return r
+    return matched[r] if 0 <= r < len(matched) else None
+
+
+def _event_id(key: EventKey) -> str | None:
+    """The event id a key holds (None for a stanza-id key)."""
+    k = key[1]
+    return k[2:] if k[:2] in ("e:", "n:") else None
+
+
+def encode(records: list[tuple[EventKey, int, Recorded]]) -> str:
+    """A batch's JSON text (see BatchWriter)."""
+    writer = BatchWriter()
+    for key, position, recorded in records:
+        writer.add(key, position, recorded)
+    return writer.text()
+
+
+def decode_batch(text: str) -> list[tuple[EventKey, int, Recorded]]:
+    """The records of a batch's JSON text. Raises ValueError, KeyError, TypeError
+    or IndexError on anything BatchWriter did not write."""
+    head, records, payloads = json.loads(text)
+    return [decode(head, entry, payloads) for entry in records]
+
+
+def decode(head: list[Any], entry: list[Any], payloads: list[Any]
+           ) -> tuple[EventKey, int, Recorded]:
+    """One record of a parsed batch (see BatchWriter)."""
+    sender, k, position, stanza_id, matched, rows, rest = entry
+    key = EventKey(sender, k)
+    version = rest.get("v", head[0])
+    mtype, enc = rest.get("t", head[1]), rest.get("e", head[2])
+    msender = rest.get("s", sender)
+    eid = rest["i"] if "i" in rest else _event_id(key)
+    out = tuple(Outbound(row[0], payloads[row[1]], row[4] if len(row) > 4 else enc,
+                         row[5] if len(row) > 4 else mtype, row[2],
+                         Meta(msender, _rule_of(matched, row[3]), version, eid, stanza_id))
+                for row in rows)
+    return key, int(position), Recorded(version, tuple(matched), out)
+
+
+# --------------------------------------------------------------------------
+# the ledger
+
+
+@dataclass(eq=False, slots=True)
+class _Batch:
+    """Records written together, as the index in memory knows them."""
+
+    session: str
+    created: float  # seconds
+    #: the events, once written: a tuple of tuples of strings, which the
+    #: cyclic collector stops tracking
+    keys: tuple[EventKey, ...] = ()
+    #: (key, position, record) of each, until written
+    entries: list[tuple[EventKey, int, Recorded]] | None = field(default_factory=list)
+    last: int = 0  # the highest position among them
+    id: int | None = None  # in the store; None until written
+
+
+@dataclass(frozen=True, slots=True)
+class Flushed:
+    """What writing a read's records found: the events whose records could not
+    be stored (the store failed: the caller must not send what they decided)."""
+
+    failed: frozenset[EventKey] = frozenset()
+    #: the JSON text of each payload written, by the payload object's id()
+    payload_json: dict[int, str] = field(default_factory=dict)
+
+
+class Ledger:
+    """The daemon's idempotency records (implements dispatch.Records; see the
+    module docstring)."""
+
+    def __init__(self, store: RelationStore, window: float, retention: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.window = window
+        self.retention = retention
+        self.clock = clock
+        #: The current stream position, asked when a record is added (the
+        #: connection's XEP-0198 session and inbound count), or None.
+        self.position: Callable[[], Position | None] = lambda: None
+        #: event -> the batch holding its record (its place in it is found on a hit)
+        self._index: dict[EventKey, _Batch] = {}
+        self._batches: deque[_Batch] = deque()  # in the order written
+        self._waiting: list[_Batch] = []  # past the window, not yet acknowledged
+        self._pending = _Batch("", 0.0)
+        self._confirmed: dict[str, int] = {}
+        self._marked: dict[str, int] = {}  # what the store has of _confirmed
+        self._cached: tuple[int, list[Any]] | None = None  # the last batch read back
+        self.written = 0  # records stored by this process (status, tests)
+
+    # -- start
+
+    def load(self) -> int:
+        """Read back what a re-delivery may still need (see the module docstring).
+        Returns the number of records. Raises StoreError."""
+        now = self.clock()
+        self._confirmed.update(self.store.confirmed_marks())
+        self._marked.update(self._confirmed)
+        count = 0
+        for stored in self.store.record_batches(int((now - self.window) * 1000)):
+            if stored.created < (now - self.retention) * 1000:
+                continue
+            batch = _Batch(stored.session, stored.created / 1000, last=stored.last, id=stored.id,
+                           entries=None)
+            try:
+                _head, records, _payloads = json.loads(stored.records)
+                batch.keys = tuple(EventKey(str(entry[0]), str(entry[1])) for entry in records)
+                for key in batch.keys:
+                    self._index[key] = batch
+            except (ValueError, TypeError, IndexError) as exc:
+                log.error("unreadable idempotency records ignored", extra=fields(
+                    event="record_unreadable", batch=stored.id,
+                    error=f"{type(exc).__name__}: {exc}"))
+                continue
+            count += len(batch.keys)
+            self._batches.append(batch)
+        return count
+
+    # -- dispatch.Records
+
+    def recall(self, key: EventKey) -> Recorded | None:
+        """The record of an event, if it is kept. Raises StoreError."""
+        batch = self._index.get(key)
+        if batch is None:
+            return None
+        # A hit is rare (a re-delivery): its place in the batch is looked for.
+        if batch.entries is not None:
+            for k, _, recorded in batch.entries:
+                if k == key:
+                    return recorded
+            return None
+        assert batch.id is not None
+        return self._read_back(batch.id, batch.keys.index(key))
+
+    def add(self, key: EventKey, recorded: Recorded) -> None:
+        """Keep a record until the next commit or flush."""
+        pending = self._pending
+        position = self.position()
+        if position is None:
+            session, number = "", 0
+        else:
+            session, number = position
+        entries = pending.entries
+        assert entries is not None  # a list until written
+        if not entries:
+            pending.session = session
+        elif session != pending.session:
+            # Two sessions in one read cannot happen (a session changes only
+            # at stream negotiation, in reads of its own); if it did, keep the
+            # batch until the retention rather than evict by either session.
+            pending.last = UNCONFIRMABLE
+        if number > pending.last:
+            pending.last = number
+        self._index[key] = pending
+        entries.append((key, number, recorded))
+
+    def commit(self, key: EventKey | None, recorded: Recorded,
+               changes: Sequence[StateChange]) -> None:
+        """Store the pending records, this one, and the relation changes, in one
+        durable transaction. Raises StoreError (nothing is stored then, and the
+        pending records stay pending)."""
+        if key is not None:
+            self.add(key, recorded)
+        try:
+            self._write(store_changes(changes), durable=True)
+        except BaseException:
+            if key is not None:  # not stored: forget it (the sender is refused)
+                self._forget_last(key)
+            raise
+
+    # -- the daemon
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending.entries or ())
+
+    def size(self) -> int:
+        """Records the index in memory holds."""
+        return len(self._index)
+
+    def flush(self) -> Flushed:
+        """Store the pending records (see Flushed)."""
+        if not self._pending.entries and self._marked == self._confirmed:
+            return Flushed()
+        writer = BatchWriter()
+        try:
+            self._write([], durable=False, writer=writer)
+        except StoreError as exc:
+            failed = frozenset(k for k, _, _ in self._pending.entries or ())
+            for key in failed:
+                self._index.pop(key, None)
+            self._pending = _Batch(self._pending.session, 0.0)
+            log.error("idempotency records could not be stored; their events are refused",
+                      extra=fields(event="store_failed", error=str(exc), count=len(failed)))
+            return Flushed(failed=failed)
+        return Flushed(payload_json=writer.texts)
+
+    def confirm(self, session: str, position: int) -> None:
+        """The server has processed the bot's acknowledgement of every position up
+        to `position` in `session`: those events cannot come again."""
+        if position > self._confirmed.get(session, -1):
+            self._confirmed[session] = position
+
+    def evict(self) -> int:
+        """Drop from the index in memory what no re-delivery can need any more;
+        returns how many records. Call it now and then (the daemon: each second).
+
+        Batches are kept in the order written, so the ones past the window are
+        at the front; of those, the ones still waiting for an acknowledgement
+        are set aside (a short list in steady state: the events in flight) and
+        looked at again each time."""
+        now = self.clock()
+        horizon, oldest = now - self.window, now - self.retention
+        dropped = 0
+        batches, waiting = self._batches, self._waiting
+        while batches and batches[0].created < horizon:
+            batch = batches.popleft()
+            if self._settled(batch) or batch.created < oldest:
+                dropped += self._drop(batch)
+            else:
+                waiting.append(batch)
+        if waiting:
+            still = []
+            for batch in waiting:
+                if self._settled(batch) or batch.created < oldest:
+                    dropped += self._drop(batch)
+                else:
+                    still.append(batch)
+            self._waiting = still
+        return dropped
+
+    def _settled(self, batch: _Batch) -> bool:
+        """No event of the batch can be delivered again by the server."""
+        return not batch.session or batch.last <= self._confirmed.get(batch.session, -1)
+
+    def _drop(self, batch: _Batch) -> int:
+        index = self._index
+        for key in batch.keys:
+            if index.get(key) is batch:
+                del index[key]
+        return len(batch.keys)
+
+    def purge(self, budget: float = 0.05) -> int:
+        """Delete from the store, in steps for at most about `budget` seconds, the
+        batches nothing can need any more; returns how many. Raises StoreError."""
+        now = self.clock()
+        window_before = int((now - self.window) * 1000)
+        retention_before = int((now - self.retention) * 1000)
+        deadline = time.monotonic() + budget
+        total = 0
+        while True:
+            n = self.store.purge_records(window_before, retention_before, PURGE_STEP)
+            total += n
+            if n < PURGE_STEP or time.monotonic() >= deadline:
+                return total
+
+    # -- internals
+
+    def _write(self, changes: list[Change], durable: bool,
+               writer: BatchWriter | None = None) -> None:
+        pending = self._pending
+        batch = None
+        if pending.entries:
+            pending.created = self.clock()
+            writer = writer if writer is not None else BatchWriter()
+            add = writer.add
+            for k, p, r in pending.entries:
+                add(k, p, r)
+            batch = RecordBatch(pending.session, pending.last, int(pending.created * 1000),
+                                writer.text())
+        mark = None
+        unmarked = {s: p for s, p in self._confirmed.items() if self._marked.get(s) != p}
+        if unmarked:
+            session, confirmed = max(unmarked.items(), key=lambda sp: sp[1])
+            mark = SessionMark(session, confirmed, int(self.clock() * 1000))
+        done = self.store.commit(batch, changes, mark=mark, durable=durable)
+        if mark is not None:
+            self._marked[mark.session] = mark.confirmed
+        if batch is not None:
+            assert pending.entries is not None
+            pending.keys = tuple(k for k, _, _ in pending.entries)
+            pending.id = done.batch
+            pending.entries = None  # read back from the store if ever needed
+            self._batches.append(pending)
+            self.written += len(pending.keys)
+            self._pending = _Batch(pending.session, 0.0)
+
+    def _forget_last(self, key: EventKey) -> None:
+        pending = self._pending
+        if pending.entries and pending.entries[-1][0] == key:
+            pending.entries.pop()
+            self._index.pop(key, None)
+
+    def _read_back(self, batch_id: int, n: int) -> Recorded | None:
+        if self._cached is not None and self._cached[0] == batch_id:
+            parsed = self._cached[1]
+        else:
+            text = self.store.record_batch(batch_id)
+            if text is None:
+                return None
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = [[], [], []]
+            self._cached = (batch_id, parsed)
+        try:
+            return decode(parsed[0], parsed[1][n], parsed[2])[2]
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            # Not something this rulebot wrote: decide the event as new.
+            log.error("unreadable idempotency record ignored", extra=fields(
+                event="record_unreadable", batch=batch_id, error=f"{type(exc).__name__}: {exc}"))
+            return None
+
+
+def stored_entries(stored: StoredBatch) -> list[tuple[EventKey, int, Recorded]]:
+    """The records of a stored batch (for tools and tests)."""
+    return decode_batch(stored.records)

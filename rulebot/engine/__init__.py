@@ -1,0 +1,1 @@
+"""Evaluation, pure: an event and a compiled RuleSet -> a Decision."""

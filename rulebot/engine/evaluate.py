@@ -1,0 +1,249 @@
+"""The pure evaluation: (compiled rule set, envelope) -> Decision.
+
+Imports: model, rules, functions, jpcompile, stdlib, jsonschema. No I/O, no
+logging, no clock, no asyncio, no slixmpp: the caller performs the decision.
+
+Semantics (docs/rules.md): rules are tried in order; the first matching rule
+ends evaluation unless it has `continue: true`; a `drop` always ends it. A
+runtime error in a rule's `match` or in computing one of its actions is
+recorded on the decision and that rule counts as not matching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from jsonschema.exceptions import best_match
+
+from rulebot.engine.state import StateView
+from rulebot.model import (
+    JSON,
+    Action,
+    Broadcast,
+    Decision,
+    Drop,
+    Envelope,
+    ErrorReply,
+    Forward,
+    Relate,
+    Reply,
+    RuleError,
+    Unrelate,
+)
+from rulebot.rules.functions import RuleFunctions, bare_jid, valid_jid
+from rulebot.rules.jpcompile import Runtime
+from rulebot.rules.loader import ActionSpec, LiteralParam, Param, Rule, RuleSet
+
+#: Default cap on the recipients of one action (a broadcast to a huge list is
+#: an amplification attack or a mistake; either way refuse it visibly).
+MAX_RECIPIENTS = 10_000
+
+
+class _RuleFailed(Exception):
+    """One rule's action could not be computed; internal to this module."""
+
+
+def envelope_data(ruleset: RuleSet, env: Envelope) -> dict[str, JSON]:
+    """The JSON document every expression is evaluated against."""
+    stanza: dict[str, JSON] = {"kind": env.stanza.kind, "type": env.stanza.type,
+                               "id": env.stanza.id}
+    return {
+        "event": env.event,
+        "sender": env.sender,
+        "from": env.from_,
+        "stanza": stanza,
+        "lists": ruleset.lists,
+        "bot": env.bot,
+    }
+
+
+def runtime_for(ruleset: RuleSet, state: StateView | None) -> Runtime:
+    """What compiled expressions need for one evaluation: rulebot's functions
+    bound to the rule set's lists and rate limits and to the state view."""
+    return Runtime(RuleFunctions(ruleset.list_sets, state, ruleset.rate_limits))
+
+
+def truthy(value: JSON) -> bool:
+    """JMESPath truthiness: false, null, "", [] and {} are false; 0 is true."""
+    if value is None or value is False:
+        return False
+    if isinstance(value, str | list | dict):
+        return len(value) > 0
+    return True
+
+
+def evaluate(ruleset: RuleSet, env: Envelope, *, max_recipients: int = MAX_RECIPIENTS,
+             state: StateView | None = None) -> Decision:
+    """Decide what to do with one event. Never raises for any event content.
+
+    `state` is the read-only view of relationships and presence that the
+    relationship functions read; changes come back as Relate/Unrelate actions."""
+    event = env.event
+    disc_value = event.get(ruleset.discriminator) if isinstance(event, Mapping) else None
+    if ruleset.events is not None and env.stanza.kind == "message":
+        rejected = _check_type(ruleset, env, disc_value)
+        if rejected is not None:
+            return rejected
+    if isinstance(disc_value, str) and disc_value in ruleset.by_type:
+        candidates = ruleset.by_type[disc_value]
+    else:
+        candidates = ruleset.untyped
+    data = envelope_data(ruleset, env)
+    runtime = runtime_for(ruleset, state)
+    matched: list[str] = []
+    actions: list[Action] = []
+    errors: list[RuleError] = []
+    for index in candidates:
+        rule = ruleset.rules[index]
+        try:
+            if rule.match is not None and not truthy(rule.match.run(data, runtime)):
+                continue
+            produced = [_action(spec, rule, env, data, runtime, max_recipients)
+                        for spec in rule.actions]
+        except _RuleFailed as exc:
+            errors.append(RuleError(rule.name, str(exc)))
+            continue
+        except Exception as exc:  # any failure of one rule is data, never a crash
+            errors.append(RuleError(rule.name, _describe(exc)))
+            continue
+        matched.append(rule.name)
+        actions.extend(produced)
+        if not rule.cont or any(isinstance(a, Drop) for a in produced):
+            break
+    notes: tuple[str, ...] = ()
+    if not matched:
+        notes = ("no rule matched",)
+        actions.append(_default(ruleset, env))
+    return Decision(ruleset.version, tuple(matched), tuple(actions), tuple(errors), notes)
+
+
+def _default(ruleset: RuleSet, env: Envelope) -> Action:
+    if ruleset.default == "error" and env.stanza.kind == "message":
+        return ErrorReply((env.from_,), "no-rule", "no rule handles this event", None, None)
+    return Drop("no rule matched", None)
+
+
+def _check_type(ruleset: RuleSet, env: Envelope, type_value: JSON) -> Decision | None:
+    events = ruleset.events
+    assert events is not None
+    validator = events.validators.get(type_value) if isinstance(type_value, str) else None
+    if validator is None:
+        if events.unknown == "allow":
+            return None
+        shown = _short(repr(type_value)) if type_value is not None else "missing"
+        reply = ErrorReply((env.from_,), "unknown-event-type",
+                           f"unknown event type {shown} in field {events.discriminator!r}",
+                           f"/{events.discriminator}", None)
+        return Decision(ruleset.version, (), (reply,), (), ("event type rejected",))
+    fast = events.fast.get(type_value)
+    try:
+        # The yes/no is the fast path (a compiled predicate where the schema
+        # allows one); only a failing event pays for jsonschema's error search.
+        valid = fast(env.event) if fast is not None else validator.is_valid(env.event)
+        error = None if valid else best_match(validator.iter_errors(env.event))
+    except Exception as exc:  # a schema that cannot be applied is the operator's bug
+        reply = ErrorReply((env.from_,), "schema-error",
+                           f"the event schema for {type_value!r} cannot be applied: "
+                           f"{_short(str(exc), 120)}", None, None)
+        return Decision(ruleset.version, (), (reply,), (), ("event schema failed",))
+    if error is None:
+        return None
+    pointer = "".join(f"/{_escape(p)}" for p in error.absolute_path)
+    reply = ErrorReply((env.from_,), "invalid-event",
+                       f"event of type {type_value!r} does not match its schema: "
+                       f"{_short(error.message)}", pointer, None)
+    return Decision(ruleset.version, (), (reply,), (), ("event failed its schema",))
+
+
+def _escape(part: object) -> str:
+    return str(part).replace("~", "~0").replace("/", "~1")
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(exc: Exception) -> str:
+    return _short(f"{type(exc).__name__}: {exc}")
+
+
+def _value(param: Param, data: Mapping[str, JSON], runtime: Runtime) -> JSON:
+    if isinstance(param, LiteralParam):
+        return param.value
+    return param.run(data, runtime)
+
+
+def _payload(spec: ActionSpec, env: Envelope, data: Mapping[str, JSON], runtime: Runtime) -> JSON:
+    payload = env.event if spec.payload is None else _value(spec.payload, data, runtime)
+    if not isinstance(payload, dict):
+        raise _RuleFailed(f"{spec.kind}: payload must be a JSON object, got "
+                          f"{_short(repr(payload), 60)}")
+    return payload
+
+
+def _jids(spec: ActionSpec, env: Envelope, data: Mapping[str, JSON], runtime: Runtime,
+          cap: int) -> tuple[str, ...]:
+    assert spec.to is not None
+    raw = _value(spec.to, data, runtime)
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise _RuleFailed(f"{spec.kind}: 'to' must be a JID or a list of JIDs, got "
+                          f"{_short(repr(raw), 60)}")
+    if len(raw) > cap:
+        raise _RuleFailed(f"{spec.kind}: {len(raw)} recipients exceed the cap of {cap}")
+    out: dict[str, None] = {}
+    bot = bare_jid(env.bot).lower()
+    sender = env.sender.lower()
+    for jid in raw:
+        if not valid_jid(jid):
+            raise _RuleFailed(f"{spec.kind}: not a JID: {_short(repr(jid), 60)}")
+        bare = bare_jid(jid).lower()
+        if bare == bot:
+            continue  # loop guard: the bot never sends to itself
+        if spec.kind == "broadcast" and not spec.include_sender and bare == sender:
+            continue
+        out[jid] = None
+    return tuple(out)
+
+
+def _action(spec: ActionSpec, rule: Rule, env: Envelope, data: Mapping[str, JSON],
+            runtime: Runtime, cap: int) -> Action:
+    kind = spec.kind
+    if kind == "forward":
+        return Forward(_jids(spec, env, data, runtime, cap),
+                       _payload(spec, env, data, runtime), rule.name)
+    if kind == "broadcast":
+        return Broadcast(_jids(spec, env, data, runtime, cap),
+                         _payload(spec, env, data, runtime), rule.name)
+    if kind == "reply":
+        return Reply((env.from_,), _payload(spec, env, data, runtime), rule.name)
+    if kind in ("relate", "unrelate"):
+        return _relation(spec, rule, env, data, runtime)
+    if kind == "error":
+        code = spec.code or "rejected"
+        return ErrorReply((env.from_,), code, spec.message or code, None, rule.name)
+    return Drop(spec.reason, rule.name)
+
+
+def _relation_jid(spec: ActionSpec, param: Param | None, env: Envelope,
+                  data: Mapping[str, JSON], runtime: Runtime, what: str) -> str:
+    value = env.sender if param is None else _value(param, data, runtime)
+    if not valid_jid(value):
+        raise _RuleFailed(f"{spec.kind}: {what} must be a JID, got {_short(repr(value), 60)}")
+    return bare_jid(str(value)).lower()
+
+
+def _relation(spec: ActionSpec, rule: Rule, env: Envelope, data: Mapping[str, JSON],
+              runtime: Runtime) -> Action:
+    subject = _relation_jid(spec, spec.subject, env, data, runtime, "subject")
+    obj = _relation_jid(spec, spec.object, env, data, runtime, "object")
+    kind = spec.relation or "related"
+    if spec.kind == "unrelate":
+        return Unrelate(subject, obj, kind, spec.mutual, rule.name)
+    attrs = {} if spec.attrs is None else _value(spec.attrs, data, runtime)
+    if attrs is None:
+        attrs = {}
+    if not isinstance(attrs, dict):
+        raise _RuleFailed(f"relate: attrs must be a JSON object, got {_short(repr(attrs), 60)}")
+    return Relate(subject, obj, kind, attrs, spec.mutual, rule.name)

@@ -1,0 +1,249 @@
+"""What rules may read besides the event: relationships and presence, read-only.
+
+Imports: model, functions, stdlib. Pure data structures, no I/O.
+
+The engine sees state only through `StateView`; it never writes. Changes come
+back from the engine as `Relate`/`Unrelate` actions, which the daemon applies
+to the store (durably) before it sends anything else of the same decision.
+`MemoryRelations` is an in-memory store used by `rulebot eval`/`rulebot test`
+fixtures and by unit tests; the daemon uses rulebot.store.base (SQLite/PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from rulebot.model import JSON, Relate, StateChange
+from rulebot.rules.functions import bare_jid
+
+
+def norm(jid: str) -> str:
+    """The form relationships are stored under: the bare JID in lower case."""
+    return bare_jid(jid).lower()
+
+
+class RelationReader(Protocol):
+    """The read side of a relationship store (rulebot.store.base implements it)."""
+
+    def related(self, subject: str, obj: str, kind: str) -> bool: ...
+    def objects(self, subject: str, kind: str) -> list[str]: ...
+    def subjects(self, obj: str, kind: str) -> list[str]: ...
+    def get(self, subject: str, obj: str, kind: str) -> RelationLike | None: ...
+
+
+class RelationLike(Protocol):
+    @property
+    def attrs(self) -> Mapping[str, JSON]: ...
+    @property
+    def created(self) -> str: ...
+
+
+class StateView(Protocol):
+    """Everything an expression can ask about the world outside the event."""
+
+    def related(self, subject: str, obj: str, kind: str) -> bool: ...
+    def objects(self, subject: str, kind: str) -> list[str]: ...
+    def subjects(self, obj: str, kind: str) -> list[str]: ...
+    def relation(self, subject: str, obj: str, kind: str) -> dict[str, JSON] | None: ...
+    def online(self, jid: str) -> bool: ...
+    def take(self, name: str, key: str, per_second: float, burst: int) -> bool: ...
+
+
+class Buckets:
+    """Token buckets per (limit name, key), on an injected clock; bounded in size.
+
+    Not durable: a restart refills every bucket (documented)."""
+
+    def __init__(self, clock: Callable[[], float], max_keys: int = 100_000) -> None:
+        self._clock = clock
+        self._max = max_keys
+        self._state: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
+
+    def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
+        """Take one token; False when the bucket is empty."""
+        now = self._clock()
+        tokens, last = self._state.pop((name, key), (float(burst), now))
+        tokens = min(float(burst), tokens + (now - last) * per_second)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._state[(name, key)] = (tokens, now)
+        if len(self._state) > self._max:
+            self._state.popitem(last=False)  # the least recently used key
+        return allowed
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+
+class PresenceTable:
+    """Which resources of which users are online, from the presence the bot received."""
+
+    def __init__(self) -> None:
+        self._resources: dict[str, set[str]] = {}
+
+    def update(self, full_jid: str, available: bool) -> None:
+        bare = norm(full_jid)
+        resource = full_jid.partition("/")[2]
+        if available:
+            self._resources.setdefault(bare, set()).add(resource)
+            return
+        resources = self._resources.get(bare)
+        if resources is None:
+            return
+        resources.discard(resource)
+        if not resource or not resources:
+            self._resources.pop(bare, None)
+
+    def online(self, jid: str) -> bool:
+        resources = self._resources.get(norm(jid))
+        if not resources:
+            return False
+        resource = jid.partition("/")[2]
+        return not resource or resource in resources
+
+    def count(self) -> int:
+        return len(self._resources)
+
+
+class LiveState:
+    """A StateView over a relationship store and the presence table."""
+
+    def __init__(self, relations: RelationReader | None, presence: PresenceTable,
+                 buckets: Buckets) -> None:
+        self._relations = relations
+        self._presence = presence
+        self._buckets = buckets
+
+    def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
+        return self._buckets.take(name, key, per_second, burst)
+
+    def related(self, subject: str, obj: str, kind: str) -> bool:
+        return bool(self._relations and self._relations.related(norm(subject), norm(obj),
+                                                                kind))
+
+    def objects(self, subject: str, kind: str) -> list[str]:
+        return self._relations.objects(norm(subject), kind) if self._relations else []
+
+    def subjects(self, obj: str, kind: str) -> list[str]:
+        return self._relations.subjects(norm(obj), kind) if self._relations else []
+
+    def relation(self, subject: str, obj: str, kind: str) -> dict[str, JSON] | None:
+        if not self._relations:
+            return None
+        found = self._relations.get(norm(subject), norm(obj), kind)
+        if found is None:
+            return None
+        return {"kind": kind, "attrs": dict(found.attrs), "created": found.created}
+
+    def online(self, jid: str) -> bool:
+        return self._presence.online(jid)
+
+
+@dataclass(frozen=True)
+class MemoryRelation:
+    subject: str
+    object: str
+    kind: str
+    attrs: Mapping[str, JSON] = field(default_factory=dict)
+    created: str = "1970-01-01T00:00:00Z"
+
+
+class MemoryRelations:
+    """An in-memory relationship store with the same read and apply semantics."""
+
+    def __init__(self, rows: Iterable[MemoryRelation] = ()) -> None:
+        self._rows: dict[tuple[str, str, str], MemoryRelation] = {}
+        for row in rows:
+            self._rows[(norm(row.subject), norm(row.object), row.kind)] = row
+
+    def related(self, subject: str, obj: str, kind: str) -> bool:
+        return (subject, obj, kind) in self._rows
+
+    def objects(self, subject: str, kind: str) -> list[str]:
+        return sorted(o for (s, o, k) in self._rows if s == subject and k == kind)
+
+    def subjects(self, obj: str, kind: str) -> list[str]:
+        return sorted(s for (s, o, k) in self._rows if o == obj and k == kind)
+
+    def get(self, subject: str, obj: str, kind: str) -> MemoryRelation | None:
+        return self._rows.get((subject, obj, kind))
+
+    def relate(self, subject: str, obj: str, kind: str,
+               attrs: Mapping[str, JSON] | None = None) -> None:
+        key = (norm(subject), norm(obj), kind)
+        old = self._rows.get(key)
+        self._rows[key] = MemoryRelation(key[0], key[1], kind, dict(attrs or {}),
+                                         old.created if old else "1970-01-01T00:00:00Z")
+
+    def unrelate(self, subject: str, obj: str, kind: str) -> None:
+        self._rows.pop((norm(subject), norm(obj), kind), None)
+
+    def rows(self) -> list[MemoryRelation]:
+        return list(self._rows.values())
+
+    def apply(self, changes: Sequence[StateChange]) -> None:
+        """Apply Relate/Unrelate actions (both directions when mutual)."""
+        for change in changes:
+            pairs = [(change.subject, change.object)]
+            if change.mutual:
+                pairs.append((change.object, change.subject))
+            for subject, obj in pairs:
+                if isinstance(change, Relate):
+                    attrs = change.attrs if isinstance(change.attrs, dict) else {}
+                    self.relate(subject, obj, change.kind, attrs)
+                else:
+                    self.unrelate(subject, obj, change.kind)
+
+
+class PeekState:
+    """A view that reads like `inner` but never takes rate-limit tokens (for traces)."""
+
+    def __init__(self, inner: StateView) -> None:
+        self._inner = inner
+
+    def related(self, subject: str, obj: str, kind: str) -> bool:
+        return self._inner.related(subject, obj, kind)
+
+    def objects(self, subject: str, kind: str) -> list[str]:
+        return self._inner.objects(subject, kind)
+
+    def subjects(self, obj: str, kind: str) -> list[str]:
+        return self._inner.subjects(obj, kind)
+
+    def relation(self, subject: str, obj: str, kind: str) -> dict[str, JSON] | None:
+        return self._inner.relation(subject, obj, kind)
+
+    def online(self, jid: str) -> bool:
+        return self._inner.online(jid)
+
+    def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
+        return True
+
+
+class NoState:
+    """The state of a bot with no store and no presence: nothing is related or online."""
+
+    def related(self, subject: str, obj: str, kind: str) -> bool:
+        return False
+
+    def objects(self, subject: str, kind: str) -> list[str]:
+        return []
+
+    def subjects(self, obj: str, kind: str) -> list[str]:
+        return []
+
+    def relation(self, subject: str, obj: str, kind: str) -> dict[str, JSON] | None:
+        return None
+
+    def online(self, jid: str) -> bool:
+        return False
+
+    def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
+        return True  # no limiter: never over the limit
+
+
+NO_STATE = NoState()

@@ -1,0 +1,1 @@
+"""Operator YAML with positions, and the shipped JSON Schemas."""

@@ -1,0 +1,300 @@
+"""Compiling rule expressions: macro expansion, JMESPath parsing, static analysis.
+
+Imports: functions, jpcompile, stdlib, jmespath. Pure.
+
+Macros are expanded textually: `$name` outside quotes becomes `(macro text)`,
+so a macro is evaluated where it is written, like any sub-expression.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jmespath import exceptions as jp_exceptions
+from jmespath import parser as jp_parser
+
+from rulebot.rules.functions import RuleFunctions, check_pattern
+from rulebot.rules.jpcompile import Fn, Runtime, compile_ast
+
+Node = dict[str, Any]
+
+_MACRO = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_MAX_EXPANSION = 100_000  # macros that use macros twice grow exponentially
+#: Every function an expression may call, with its JMESPath signature.
+FUNCTION_TABLE: Mapping[str, Any] = RuleFunctions({}).FUNCTION_TABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Expr:
+    """A compiled expression; `source` is what the operator wrote."""
+
+    source: str
+    parsed: Any  # jmespath.parser.ParsedResult
+    calls_functions: bool
+    fn: Fn  # the same expression as a closure (rulebot.rules.jpcompile)
+
+    def run(self, data: Any, runtime: Runtime) -> Any:
+        """The expression's value on `data`, exactly as `parsed.search` would compute it."""
+        return self.fn(data, runtime)
+
+
+@dataclass(frozen=True, slots=True)
+class ExprProblem:
+    message: str
+    offset: int | None = None  # character offset in the source, when known
+    value: str | None = None
+
+
+def macro_refs(text: str) -> Iterator[tuple[int, str]]:
+    """(offset, name) of every `$name` outside JMESPath string/literal quotes."""
+    quote: str | None = None
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 2
+                continue
+            if ch == quote:
+                quote = None
+        elif ch in "'\"`":
+            quote = ch
+        elif ch == "$":
+            m = _MACRO.match(text, i)
+            if m:
+                yield i, m.group(1)
+                i = m.end()
+                continue
+        i += 1
+
+
+def macro_closure(text: str, macros: Mapping[str, str]) -> set[str]:
+    """Names of every macro `text` uses, directly or through other macros."""
+    seen: set[str] = set()
+    todo = [name for _, name in macro_refs(text)]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in macros:
+            continue
+        seen.add(name)
+        todo.extend(n for _, n in macro_refs(macros[name]))
+    return seen
+
+
+def expand(text: str, macros: Mapping[str, str], stack: tuple[str, ...] = ()
+           ) -> tuple[str, list[ExprProblem]]:
+    """The text with every `$name` replaced; problems for unknown or cyclic macros.
+
+    `stack` holds the macros being expanded (a macro's own name when checking
+    its definition), so a cycle is named once: `$a -> $b -> $a`."""
+    if "$" not in text:
+        return text, []
+    problems: list[ExprProblem] = []
+    out: list[str] = []
+    last = 0
+    for offset, name in macro_refs(text):
+        out.append(text[last:offset])
+        last = offset + 1 + len(name)
+        if name in stack:
+            chain = " -> ".join(f"${n}" for n in (*stack[stack.index(name):], name))
+            problems.append(ExprProblem(f"macro ${name} expands into itself ({chain})", offset))
+            out.append("null")
+            continue
+        if name not in macros:
+            problems.append(ExprProblem(f"unknown macro ${name}", offset, f"${name}"))
+            out.append("null")
+            continue
+        inner, inner_problems = expand(macros[name], macros, (*stack, name))
+        # Report a problem found inside a macro at the place it is used here.
+        problems.extend(ExprProblem(p.message, offset, p.value) for p in inner_problems[:1])
+        out.append(f"({inner})")
+        if sum(map(len, out)) > _MAX_EXPANSION:
+            problems.append(ExprProblem(f"macro expansion longer than {_MAX_EXPANSION} "
+                                        "characters", offset))
+            break
+    out.append(text[last:])
+    return "".join(out), problems
+
+
+def compile_expr(
+    text: str, macros: Mapping[str, str], lists: Mapping[str, object], name: str | None = None,
+    limits: Mapping[str, object] | None = None, used_lists: set[str] | None = None,
+) -> tuple[Expr | None, list[ExprProblem]]:
+    """Compile one expression (the macro `name`'s text when given) and check what can be
+    checked before any event."""
+    expanded, problems = expand(text, macros, (name,) if name else ())
+    if problems:
+        return None, problems
+    try:
+        parsed = jp_parser.Parser().parse(expanded)
+    except jp_exceptions.ParseError as exc:
+        offset = exc.lex_position if expanded == text else None
+        msg = getattr(exc, "message", None) or exc.msg
+        token = exc.token_value
+        detail = f"{msg}" + (f" near {token!r}" if token not in (None, "") else "")
+        if isinstance(exc, jp_exceptions.IncompleteExpressionError):
+            detail = "incomplete expression"
+        return None, [ExprProblem(f"invalid JMESPath expression: {detail}", offset, text)]
+    except jp_exceptions.JMESPathError as exc:
+        return None, [ExprProblem(f"invalid JMESPath expression: {exc}", None, text)]
+    tree: Node = parsed.parsed  # type: ignore[assignment]  # jmespath's TypedDict
+    problems = list(_check_ast(tree, lists, text, limits or {}, used_lists))
+    calls = any(node["type"] == "function_expression" for node in walk(tree))
+    return Expr(text, parsed, calls, compile_ast(tree)), problems
+
+
+def walk(node: Node) -> Iterator[Node]:
+    yield node
+    for child in node.get("children", ()):
+        if isinstance(child, dict):
+            yield from walk(child)
+
+
+def _root_walk(node: Node, at_root: bool) -> Iterator[tuple[Node, bool]]:
+    """Nodes with whether they are evaluated against the envelope itself."""
+    yield node, at_root
+    kind = node["type"]
+    children = [c for c in node.get("children", ()) if isinstance(c, dict)]
+    for i, child in enumerate(children):
+        if kind in ("subexpression", "index_expression", "pipe", "projection",
+                    "value_projection", "filter_projection"):
+            child_root = at_root and i == 0
+        elif kind == "expref":
+            child_root = False
+        else:
+            child_root = at_root
+        yield from _root_walk(child, child_root)
+
+
+def _head_field(node: Node) -> str | None:
+    while node["type"] in ("index_expression", "projection", "subexpression",
+                           "value_projection", "filter_projection"):
+        node = node["children"][0]
+    return node["value"] if node["type"] == "field" else None
+
+
+#: The top-level names of the envelope every expression is evaluated against.
+ENVELOPE = frozenset({"event", "sender", "from", "stanza", "lists", "bot"})
+
+
+def _check_ast(tree: Node, lists: Mapping[str, object], text: str = "",
+               limits: Mapping[str, object] | None = None,
+               used_lists: set[str] | None = None) -> Iterator[ExprProblem]:
+    used = used_lists if used_lists is not None else set()
+    for node, at_root in _root_walk(tree, True):
+        kind = node["type"]
+        if kind == "field" and at_root and node["value"] not in ENVELOPE:
+            name = node["value"]
+            if f'"{name}"' in text:
+                hint = (f": for the string write '{name}' in single quotes; double quotes "
+                        "name a field in JMESPath")
+            else:
+                close = difflib.get_close_matches(name, sorted(ENVELOPE), n=1)
+                hint = f", did you mean {close[0]!r}?" if close else (
+                    f" (the envelope has: {', '.join(sorted(ENVELOPE))})")
+            yield ExprProblem(f"unknown envelope field {name!r}{hint}", None, name)
+        if kind == "subexpression" and at_root:
+            first = node["children"][0]
+            if first["type"] == "field" and first["value"] == "lists":
+                name = _head_field(node["children"][1])
+                if name is not None:
+                    used.add(name)
+                if name is not None and name not in lists:
+                    yield ExprProblem(f"unknown list {name!r}", None, f"lists.{name}")
+        if kind != "function_expression":
+            continue
+        name = node["value"]
+        args = node["children"]
+        entry = FUNCTION_TABLE.get(name)
+        if entry is None:
+            yield ExprProblem(f"unknown function {name}()", None, name)
+            continue
+        yield from _check_arity(name, entry["signature"], len(args))
+        literal = args[0]["value"] if args and args[0]["type"] == "literal" else None
+        if name == "in_list" and isinstance(literal, str):
+            used.add(literal)
+        if name == "in_list" and isinstance(literal, str) and literal not in lists:
+            yield ExprProblem(f"unknown list {literal!r}", None, literal)
+        if name == "over_limit" and isinstance(literal, str) and literal not in (limits or {}):
+            yield ExprProblem(f"unknown rate limit {literal!r}", None, literal)
+        if name == "regex_match" and args and args[0]["type"] != "literal":
+            # Python's re has no time limit: a pattern taken from an event could be
+            # made to backtrack for minutes and stall every other event.
+            yield ExprProblem("regex_match: the pattern must be a literal string "
+                              "(e.g. '^[a-z]+$'), not computed from the event", None, name)
+        if name == "regex_match" and isinstance(literal, str):
+            err = check_pattern(literal)
+            if err:
+                yield ExprProblem(err, None, literal)
+
+
+def _check_arity(name: str, signature: Any, count: int) -> Iterator[ExprProblem]:
+    variadic = bool(signature) and signature[-1].get("variadic", False)
+    if (variadic and count >= len(signature)) or (not variadic and count == len(signature)):
+        return
+    want = f"at least {len(signature)}" if variadic else str(len(signature))
+    yield ExprProblem(f"{name}() takes {want} argument(s), got {count}", None, name)
+
+
+def conjuncts(expr: Expr | None) -> tuple[Node, ...]:
+    """The `&&`-separated parts of a match expression, left to right."""
+    if expr is None:
+        return ()
+    out: list[Node] = []
+
+    def flatten(node: Node) -> None:
+        if node["type"] == "and_expression":
+            for child in node["children"]:
+                flatten(child)
+        else:
+            out.append(node)
+
+    flatten(expr.parsed.parsed)
+    return tuple(out)
+
+
+def canonical(node: Node) -> str:
+    return json.dumps(node, sort_keys=True)
+
+
+_SAFE = frozenset({"field", "subexpression", "literal", "current", "identity", "comparator",
+                   "not_expression", "and_expression", "or_expression", "index", "raw_string"})
+
+
+def cannot_raise(node: Node) -> bool:
+    """True when evaluating the node can never raise (no function calls etc.)."""
+    return all(n["type"] in _SAFE for n in walk(node))
+
+
+def type_key(expr: Expr | None, discriminator: str) -> str | None:
+    """The literal event type a match expression requires, when it provably does.
+
+    Recognises a conjunct `event.<discriminator> == 'literal'` (either side)
+    whose earlier conjuncts cannot raise, so skipping the rule for other
+    types changes neither its outcome nor its recorded errors."""
+    for part in conjuncts(expr):
+        if part["type"] == "comparator" and part["value"] == "eq":
+            left, right = part["children"]
+            for field, lit in ((left, right), (right, left)):
+                if _is_event_field(field, discriminator) and lit["type"] == "literal" \
+                        and isinstance(lit["value"], str):
+                    return str(lit["value"])
+        if not cannot_raise(part):
+            return None
+    return None
+
+
+def _is_event_field(node: Node, name: str) -> bool:
+    if node["type"] != "subexpression" or len(node["children"]) != 2:
+        return False
+    a, b = node["children"]
+    return (a["type"], a.get("value"), b["type"], b.get("value")) == (
+        "field", "event", "field", name)
+
+
+SearchFn = Callable[[Any, Any], Any]

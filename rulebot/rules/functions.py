@@ -1,0 +1,189 @@
+"""The pure JMESPath functions rule expressions may call, besides JMESPath's own.
+
+Imports: stdlib, jmespath. No I/O: every function is a function of its
+arguments and of the rule set's lists (and, later, a read-only state view).
+
+| function                     | returns                                          |
+|------------------------------|--------------------------------------------------|
+| jid_bare(jid)                | `user@domain` part of a JID                      |
+| jid_local(jid)               | `user` (empty string for a domain JID)           |
+| jid_domain(jid)              | `domain`                                         |
+| jid_resource(jid)            | `resource` (empty string when none)              |
+| regex_match(pattern, string) | true when Python `re.search` finds the pattern   |
+| in_list(name, value)         | true when value is in list `name` (case-insensitive) |
+| lower(string), upper(string) | the string in lower/upper case                   |
+| related(subject, object, kind) | true when subject has a `kind` relation to object |
+| mutual(a, b, kind)           | true when a and b have `kind` to each other       |
+| related_to(subject, kind)    | JIDs the subject has `kind` to (sorted)           |
+| related_from(object, kind)   | JIDs that have `kind` to the object (sorted)      |
+| relation(subject, object, kind) | {kind, attrs, created} of the relation, or null |
+| online(jid)                  | true when the bot has seen the user (or that resource) available |
+| over_limit(name, key)        | takes a token from bucket `name` for `key`; true if none left |
+
+The relationship and presence functions read through a read-only StateView
+(rulebot.engine.state) that the caller passes in; JIDs are compared as lower-case
+bare JIDs.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from jmespath import exceptions as jp_exceptions
+from jmespath import functions
+
+if TYPE_CHECKING:
+    from rulebot.engine.state import StateView
+
+#: Names of the functions this module adds (validate checks calls against them).
+CUSTOM_FUNCTIONS = frozenset(
+    {"jid_bare", "jid_local", "jid_domain", "jid_resource", "regex_match", "in_list",
+     "lower", "upper", "related", "mutual", "related_to", "related_from", "relation", "online",
+     "over_limit"}
+)
+
+MAX_PATTERN = 1000
+
+
+#: What valid_jid refuses anywhere in a JID: re's \s is exactly str.isspace()
+#: (both are Py_UNICODE_ISSPACE; tests/unit/test_functions.py checks every code point).
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f]")
+MAX_JID = 3071  # RFC 7622: localpart, domainpart and resourcepart of 1023 each
+
+
+def valid_jid(jid: object) -> bool:
+    """Whether a value can be used as a destination JID (a string, sane shape)."""
+    if not isinstance(jid, str) or not jid or len(jid) > MAX_JID:
+        return False
+    if _SPACE_OR_CONTROL.search(jid) is not None:
+        return False
+    bare, _, resource = jid.partition("/")
+    local, at, domain = bare.partition("@")
+    if at and (not local or "@" in domain):
+        return False
+    if not at:
+        domain = local
+    has_slash = "/" in jid
+    return bool(domain) and (not has_slash or bool(resource))
+
+
+def split_jid(jid: str) -> tuple[str, str, str]:
+    """(local, domain, resource) of a JID; local and resource may be ''."""
+    bare, _, resource = jid.partition("/")
+    local, at, domain = bare.partition("@")
+    if not at:
+        return "", local, resource
+    return local, domain, resource
+
+
+def bare_jid(jid: str) -> str:
+    local, domain, _ = split_jid(jid)
+    return f"{local}@{domain}" if local else domain
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    if len(pattern) > MAX_PATTERN:
+        raise jp_exceptions.JMESPathError(f"regex_match: pattern longer than {MAX_PATTERN}")
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise jp_exceptions.JMESPathError(f"regex_match: invalid pattern: {exc}") from None
+
+
+def check_pattern(pattern: str) -> str | None:
+    """The error message for an invalid literal regex, or None when it compiles."""
+    try:
+        _compiled(pattern)
+    except jp_exceptions.JMESPathError as exc:
+        return str(exc)
+    return None
+
+
+class RuleFunctions(functions.Functions):
+    """JMESPath's built-ins plus rulebot's, bound to one rule set's lists and a state view."""
+
+    def __init__(self, lists: Mapping[str, frozenset[str]], state: StateView | None = None,
+                 limits: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self._lists = lists
+        self._state = state
+        self._limits = limits or {}
+
+    def _view(self) -> StateView:
+        if self._state is None:
+            from rulebot.engine.state import NO_STATE
+            return NO_STATE
+        return self._state
+
+    @functions.signature({"types": ["string"]})
+    def _func_jid_bare(self, jid: str) -> str:
+        return bare_jid(jid)
+
+    @functions.signature({"types": ["string"]})
+    def _func_jid_local(self, jid: str) -> str:
+        return split_jid(jid)[0]
+
+    @functions.signature({"types": ["string"]})
+    def _func_jid_domain(self, jid: str) -> str:
+        return split_jid(jid)[1]
+
+    @functions.signature({"types": ["string"]})
+    def _func_jid_resource(self, jid: str) -> str:
+        return split_jid(jid)[2]
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]})
+    def _func_regex_match(self, pattern: str, value: str) -> bool:
+        return _compiled(pattern).search(value) is not None
+
+    @functions.signature({"types": ["string"]}, {"types": []})
+    def _func_in_list(self, name: str, value: Any) -> bool:
+        members = self._lists.get(name)
+        if members is None:
+            raise jp_exceptions.JMESPathError(f"in_list: no list named {name!r}")
+        # JIDs are case-insensitive in practice (servers fold localparts), so
+        # lists compare case-insensitively; the rule set stores them folded.
+        return isinstance(value, str) and value.casefold() in members
+
+    @functions.signature({"types": ["string"]})
+    def _func_lower(self, value: str) -> str:
+        return value.lower()
+
+    @functions.signature({"types": ["string"]})
+    def _func_upper(self, value: str) -> str:
+        return value.upper()
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]}, {"types": ["string"]})
+    def _func_related(self, subject: str, obj: str, kind: str) -> bool:
+        return self._view().related(subject, obj, kind)
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]}, {"types": ["string"]})
+    def _func_mutual(self, a: str, b: str, kind: str) -> bool:
+        view = self._view()
+        return view.related(a, b, kind) and view.related(b, a, kind)
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]})
+    def _func_related_to(self, subject: str, kind: str) -> list[str]:
+        return self._view().objects(subject, kind)
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]})
+    def _func_related_from(self, obj: str, kind: str) -> list[str]:
+        return self._view().subjects(obj, kind)
+
+    @functions.signature({"types": ["string"]}, {"types": ["string"]}, {"types": ["string"]})
+    def _func_relation(self, subject: str, obj: str, kind: str) -> Any:
+        return self._view().relation(subject, obj, kind)
+
+    @functions.signature({"types": ["string"]})
+    def _func_online(self, jid: str) -> bool:
+        return self._view().online(jid)
+
+    @functions.signature({"types": ["string"]}, {"types": ["string", "number"]})
+    def _func_over_limit(self, name: str, key: Any) -> bool:
+        spec = self._limits.get(name)
+        if spec is None:
+            raise jp_exceptions.JMESPathError(f"over_limit: no rate limit named {name!r}")
+        return not self._view().take(name, str(key), spec.per_second, spec.burst)

@@ -1,0 +1,476 @@
+"""Loading rule sets: YAML with positions -> schema -> semantic checks -> compiled RuleSet.
+
+Imports: model, errors, yamldoc, schema, expr, fastschema, functions, stdlib,
+jsonschema.
+`parse_rule_files` is pure (texts in, RuleSet or issues out); `read_rule_files`
+and `load_rules` are the thin I/O wrappers. `rulebot validate` and
+`rulebot run` both call `check_rules`/`load_rules`, so they can never disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+
+from rulebot.errors import RuleSetError
+from rulebot.load.schema import schema_issues, validation_issues
+from rulebot.load.yamldoc import Document, format_path, load_document
+from rulebot.load.yamldoc import Path as DocPath
+from rulebot.model import JSON, Issue
+from rulebot.rules.expr import Expr, ExprProblem, compile_expr, macro_closure, type_key
+from rulebot.rules.fastschema import Check, compile_schema
+from rulebot.rules.functions import valid_jid
+
+_META = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
+
+ActionKind = Literal["forward", "broadcast", "reply", "error", "drop", "relate", "unrelate"]
+
+
+@dataclass(frozen=True, slots=True)
+class LiteralParam:
+    value: JSON
+
+
+Param = Expr | LiteralParam
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpec:
+    kind: ActionKind
+    to: Param | None = None
+    payload: Param | None = None  # None: the event itself (forward/broadcast)
+    include_sender: bool = False
+    code: str | None = None
+    message: str | None = None
+    reason: str | None = None
+    subject: Param | None = None  # relate/unrelate; None: the sender
+    object: Param | None = None
+    relation: str | None = None  # the relation kind
+    attrs: Param | None = None
+    mutual: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    match: Expr | None
+    actions: tuple[ActionSpec, ...]
+    cont: bool = False
+    enabled: bool = True
+    description: str = ""
+    file: str = "<inline>"
+    line: int = 0
+    col: int = 0
+    where: str = ""  # the rule's path in its file, e.g. rules[3]
+
+
+@dataclass(frozen=True, slots=True)
+class RateSpec:
+    """A token bucket: `burst` tokens, refilled at `per_second` tokens per second."""
+
+    per_second: float
+    burst: int
+
+
+_PER = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
+
+
+@dataclass(frozen=True, slots=True)
+class EventTypes:
+    discriminator: str
+    unknown: Literal["allow", "reject"]
+    validators: Mapping[str, jsonschema.Draft202012Validator]
+    # The same schemas as plain predicates where rulebot.rules.fastschema can compile
+    # them (the yes/no only; error messages always come from the validator).
+    fast: Mapping[str, Check] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """A compiled, validated, immutable rule set. Evaluate it with engine.evaluate."""
+
+    rules: tuple[Rule, ...]
+    lists: Mapping[str, list[str]]  # lists (not tuples): JMESPath projects only lists
+    events: EventTypes | None
+    default: Literal["drop", "error"]
+    version: str
+    files: tuple[str, ...]
+    list_sets: Mapping[str, frozenset[str]] = field(repr=False, compare=False)
+    rate_limits: Mapping[str, RateSpec] = field(repr=False, compare=False)
+    # Candidate rules (indices into `rules`, in order) per event type, and for
+    # events whose type no rule names. See expr.type_key.
+    by_type: Mapping[str, tuple[int, ...]] = field(repr=False, compare=False)
+    untyped: tuple[int, ...] = field(repr=False, compare=False)
+    discriminator: str = "type"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    ruleset: RuleSet | None
+    issues: tuple[Issue, ...]
+
+    @property
+    def errors(self) -> tuple[Issue, ...]:
+        return tuple(i for i in self.issues if i.severity == "error")
+
+
+def read_rule_files(path: str | Path) -> list[tuple[str, str]]:
+    """(display name, text) of the rule files at `path` (a file or a directory).
+
+    A directory contributes its `*.yaml`/`*.yml` files (not hidden ones, not
+    subdirectories) in lexical order. Raises RuleSetError when nothing can be read."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(
+            f for f in p.iterdir()
+            if f.suffix in (".yaml", ".yml") and not f.name.startswith(".") and f.is_file()
+        )
+        if not files:
+            raise RuleSetError([Issue(str(p), 0, 0, "", "no *.yaml or *.yml rule files here")])
+    else:
+        files = [p]
+    out = []
+    for f in files:
+        try:
+            out.append((str(f), f.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RuleSetError([Issue(str(f), 0, 0, "", f"cannot read: {exc}")]) from exc
+    return out
+
+
+def check_rules(paths: Sequence[str | Path]) -> LoadResult:
+    """Load and check rule sets without raising: the RuleSet (or None) and every issue."""
+    texts: list[tuple[str, str]] = []
+    issues: list[Issue] = []
+    for path in paths:
+        try:
+            texts.extend(read_rule_files(path))
+        except RuleSetError as exc:
+            issues.extend(exc.issues)
+    if issues:
+        return LoadResult(None, tuple(sorted(issues, key=Issue.sort_key)))
+    return parse_rule_files(texts)
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    """The compiled rule set at `path`; raises RuleSetError listing every error."""
+    result = check_rules([path])
+    if result.ruleset is None:
+        raise RuleSetError(result.issues)
+    return result.ruleset
+
+
+def parse_rules(text: str, source: str = "<inline>") -> RuleSet:
+    """Compile one rule file's text; raises RuleSetError listing every error."""
+    result = parse_rule_files([(source, text)])
+    if result.ruleset is None:
+        raise RuleSetError(result.issues)
+    return result.ruleset
+
+
+def parse_rule_files(texts: Sequence[tuple[str, str]]) -> LoadResult:
+    """Compile several files (in the given order) into one rule set. Pure."""
+    from rulebot.rules.analysis import shadowing_warnings  # analysis builds on this module
+
+    compiler = _Compiler()
+    for source, text in texts:
+        compiler.add_file(source, text)
+    ruleset = compiler.finish(texts)
+    issues = list(compiler.issues)
+    if ruleset is not None:
+        issues.extend(shadowing_warnings(ruleset))
+    return LoadResult(ruleset if not compiler.has_errors() else None,
+                      tuple(sorted(issues, key=Issue.sort_key)))
+
+
+class _Compiler:
+    """Collects files' contents and issues; cross-file names live here."""
+
+    def __init__(self) -> None:
+        self.issues: list[Issue] = []
+        self.docs: list[Document] = []
+        self.lists: dict[str, list[str]] = {}
+        self.macros: dict[str, str] = {}
+        self.rate_limits: dict[str, RateSpec] = {}
+        self.broken: set[str] = set()  # macros that failed to compile
+        self.used_lists: set[str] = set()  # referenced by some compiled expression
+        self.used_macros: set[str] = set()  # reached from some rule's expression
+        self.where: dict[tuple[str, str], tuple[Document, DocPath]] = {}
+        self.defined: dict[tuple[str, str], str] = {}  # (kind, name) -> "file:line"
+        self.events: EventTypes | None = None
+        self.default: Literal["drop", "error"] | None = None
+        self.rules: list[Rule] = []
+
+    def has_errors(self) -> bool:
+        return any(i.severity == "error" for i in self.issues)
+
+    def _define(self, doc: Document, kind: str, name: str, path: DocPath) -> bool:
+        line, _col = doc.where(path, key=True)
+        key = (kind, name)
+        if key in self.defined:
+            self.issues.append(doc.issue(
+                path, f"duplicate {kind} name {name!r} (first defined at {self.defined[key]})",
+                name, key=True))
+            return False
+        self.defined[key] = f"{doc.source}:{line}"
+        self.where[key] = (doc, path)
+        return True
+
+    def add_file(self, source: str, text: str) -> None:
+        doc, issues = load_document(text, source)
+        self.issues.extend(issues)
+        if doc is None:
+            return
+        if doc.value is None:  # an empty file: say what is missing, not "null"
+            doc.value = {}
+        self.issues.extend(schema_issues(doc, "rules"))
+        self.docs.append(doc)
+        value = doc.value if isinstance(doc.value, dict) else {}
+        # First pass over names so rules in any file may use lists/macros of any file.
+        for name, items in _mapping(value.get("lists")).items():
+            if isinstance(items, list) and self._define(doc, "list", name, ("lists", name)):
+                self.lists[name] = [x for x in items if isinstance(x, str)]
+        for name, spec in _mapping(value.get("rate_limits")).items():
+            rate_value = spec.get("rate") if isinstance(spec, dict) else None
+            if isinstance(rate_value, int | float) and math.isfinite(rate_value) \
+                    and rate_value > 0 \
+                    and self._define(doc, "rate limit", name, ("rate_limits", name)):
+                per = _PER.get(spec.get("per", "second"), 1.0)
+                rate = float(spec["rate"])
+                burst = spec.get("burst")
+                self.rate_limits[name] = RateSpec(
+                    rate / per, burst if isinstance(burst, int) else max(1, math.ceil(rate)))
+        for name, text_ in _mapping(value.get("macros")).items():
+            if isinstance(text_, str) and self._define(doc, "macro", name, ("macros", name)):
+                self.macros[name] = text_
+        if "default" in value and value["default"] in ("drop", "error"):
+            if self.default is not None:
+                self.issues.append(doc.issue(("default",), "default is set in more than one "
+                                             "file", value["default"], key=True))
+            self.default = value["default"]
+        if "events" in value and isinstance(value["events"], dict):
+            if self.events is not None:
+                self.issues.append(doc.issue(("events",), "events are declared in more than "
+                                             "one file", key=True))
+            else:
+                self.events = self._events(doc, value["events"])
+
+    def finish(self, texts: Sequence[tuple[str, str]]) -> RuleSet | None:
+        # Macros are checked once, in their own place, so a broken macro is
+        # reported where it is written rather than at every use.
+        for doc in self.docs:
+            value = doc.value if isinstance(doc.value, dict) else {}
+            for name, text in _mapping(value.get("macros")).items():
+                if isinstance(text, str) and self.macros.get(name) == text \
+                        and self._expr(doc, ("macros", name), text, name) is None:
+                    self.broken.add(name)
+        # A macro that uses a broken one is broken too (without a second report).
+        self.broken |= {m for m, t in self.macros.items()
+                        if macro_closure(t, self.macros) & self.broken}
+        for doc in self.docs:
+            value = doc.value if isinstance(doc.value, dict) else {}
+            rules = value.get("rules")
+            if isinstance(rules, list):
+                for i, raw in enumerate(rules):
+                    if isinstance(raw, dict):
+                        self._rule(doc, ("rules", i), raw)
+        if self.has_errors():
+            return None
+        self._unused()
+        digest = hashlib.sha256()
+        for source, text in texts:
+            digest.update(Path(source).name.encode() + b"\0" + text.encode() + b"\0")
+        discriminator = self.events.discriminator if self.events else "type"
+        rules = tuple(self.rules)
+        by_type, untyped = _index(rules, discriminator)
+        return RuleSet(
+            rules=rules,
+            lists=dict(self.lists),
+            events=self.events,
+            default=self.default or "drop",
+            version=digest.hexdigest()[:12],
+            files=tuple(source for source, _ in texts),
+            list_sets={k: frozenset(x.casefold() for x in v) for k, v in self.lists.items()},
+            rate_limits=dict(self.rate_limits),
+            by_type=by_type,
+            untyped=untyped,
+            discriminator=discriminator,
+        )
+
+    def _unused(self) -> None:
+        """Warnings for lists and macros that nothing uses (often a typo elsewhere).
+
+        A list counts as used when any expression (a rule's or a macro's) names
+        it; lists reached by dynamic names (in_list(event.x, ...)) cannot be seen."""
+        for (kind, name), (doc, path) in self.where.items():
+            if kind == "macro" and name not in self.used_macros:
+                self.issues.append(doc.issue(path, f"macro ${name} is never used", key=True,
+                                             severity="warning"))
+            if kind == "list" and name not in self.used_lists:
+                self.issues.append(doc.issue(path, f"list {name!r} is never used", key=True,
+                                             severity="warning"))
+
+    def _events(self, doc: Document, raw: dict[str, Any]) -> EventTypes:
+        validators: dict[str, jsonschema.Draft202012Validator] = {}
+        fast: dict[str, Check] = {}
+        for name, schema in _mapping(raw.get("types")).items():
+            if not isinstance(schema, dict):
+                continue
+            path: DocPath = ("events", "types", name)
+            problems = list(validation_issues(doc, _META.iter_errors(schema), path,
+                                              "invalid event schema: "))
+            # Only references inside the schema: rulebot never fetches anything.
+            problems.extend(doc.issue((*path, *where), "only local $ref (#/...) is allowed "
+                                      "in event schemas", ref)
+                            for where, ref in _remote_refs(schema))
+            if problems:
+                self.issues.extend(problems)
+                continue
+            validators[name] = jsonschema.Draft202012Validator(schema)
+            check = compile_schema(schema)
+            if check is not None:
+                fast[name] = check
+        disc = raw.get("discriminator", "type")
+        unknown = raw.get("unknown", "allow")
+        return EventTypes(
+            discriminator=disc if isinstance(disc, str) else "type",
+            unknown="reject" if unknown == "reject" else "allow",
+            validators=validators,
+            fast=fast,
+        )
+
+    def _expr(self, doc: Document, path: DocPath, text: str, macro: str | None = None
+              ) -> Expr | None:
+        if not text:
+            return None  # the schema reports empty expressions
+        if macro is None and macro_closure(text, self.macros) & self.broken:
+            return None  # reported once, where the broken macro is defined
+        expr, problems = compile_expr(text, self.macros, self.lists, macro, self.rate_limits,
+                                      self.used_lists)
+        if macro is None:
+            self.used_macros |= macro_closure(text, self.macros)
+        for problem in problems:
+            self.issues.append(self._located(doc, path, text, problem))
+        return expr if not problems else None
+
+    def _located(self, doc: Document, path: DocPath, text: str, p: ExprProblem) -> Issue:
+        return doc.issue(path, p.message, p.value if p.value is not None else text,
+                         offset=p.offset)
+
+    def _param(self, doc: Document, path: DocPath, raw: Any, want: str | None = None
+               ) -> Param | None:
+        if isinstance(raw, str):
+            return self._expr(doc, path, raw)
+        if isinstance(raw, dict) and "value" in raw:
+            value = raw["value"]
+            # A literal is known now: check it now, not on every event.
+            if want == "object" and not isinstance(value, dict):
+                self.issues.append(doc.issue((*path, "value"), "must be a JSON object", value))
+            if want == "jids" and not _jid_list(value):
+                self.issues.append(doc.issue((*path, "value"),
+                                             "must be a JID or a list of JIDs", value))
+            if want == "jid" and not _jid_list(value, single=True):
+                self.issues.append(doc.issue((*path, "value"), "must be a JID", value))
+            return LiteralParam(value)
+        return None  # the schema already reported it
+
+    def _rule(self, doc: Document, path: DocPath, raw: dict[str, Any]) -> None:
+        name = raw.get("name")
+        if isinstance(name, str):
+            self._define(doc, "rule", name, (*path, "name"))
+        match = None
+        if isinstance(raw.get("match"), str):
+            match = self._expr(doc, (*path, "match"), raw["match"])
+        actions: list[ActionSpec] = []
+        for j, action in enumerate(raw.get("actions") or []):
+            spec = self._action(doc, (*path, "actions", j), action)
+            if spec is not None:
+                actions.append(spec)
+        line, col = doc.where(path)
+        self.rules.append(Rule(
+            name=name if isinstance(name, str) else f"#{path[-1]}",
+            match=match,
+            actions=tuple(actions),
+            cont=raw.get("continue") is True,
+            enabled=raw.get("enabled") is not False,
+            description=str(raw.get("description") or ""),
+            file=doc.source,
+            line=line,
+            col=col,
+            where=format_path(path),
+        ))
+
+    def _action(self, doc: Document, path: DocPath, raw: Any) -> ActionSpec | None:
+        if not isinstance(raw, dict) or len(raw) != 1:
+            return None
+        ((kind, params),) = raw.items()
+        p = (*path, kind)
+        if kind == "drop":
+            reason = params if isinstance(params, str) else (
+                params.get("reason") if isinstance(params, dict) else None)
+            return ActionSpec("drop", reason=reason if isinstance(reason, str) else None)
+        if not isinstance(params, dict):
+            return None
+        if kind in ("relate", "unrelate"):
+            rel = params.get("kind")
+            return ActionSpec(
+                kind,
+                subject=self._param(doc, (*p, "subject"), params["subject"], "jid")
+                if "subject" in params else None,
+                object=self._param(doc, (*p, "object"), params["object"], "jid")
+                if "object" in params else None,
+                relation=rel if isinstance(rel, str) else None,
+                attrs=self._param(doc, (*p, "attrs"), params["attrs"], "object")
+                if "attrs" in params else None,
+                mutual=params.get("mutual") is True,
+            )
+        if kind == "error":
+            code, message = params.get("code"), params.get("message")
+            return ActionSpec("error", code=code if isinstance(code, str) else "rejected",
+                              message=message if isinstance(message, str) else None)
+        if kind not in ("forward", "broadcast", "reply"):
+            return None
+        to = self._param(doc, (*p, "to"), params["to"], "jids") if "to" in params else None
+        payload = (self._param(doc, (*p, "payload"), params["payload"], "object")
+                   if "payload" in params else None)
+        return ActionSpec(kind, to=to, payload=payload,
+                          include_sender=params.get("include_sender") is True)
+
+
+def _jid_list(value: Any, single: bool = False) -> bool:
+    if isinstance(value, str):
+        return valid_jid(value)
+    return not single and isinstance(value, list) and all(valid_jid(v) for v in value)
+
+
+def _remote_refs(schema: Any, path: DocPath = ()) -> Iterator[tuple[DocPath, str]]:
+    """Every `$ref` that does not point inside the schema itself."""
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "$ref" and isinstance(value, str) and not value.startswith("#"):
+                yield (*path, key), value
+            else:
+                yield from _remote_refs(value, (*path, key))
+    elif isinstance(schema, list):
+        for i, value in enumerate(schema):
+            yield from _remote_refs(value, (*path, i))
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _index(rules: tuple[Rule, ...], discriminator: str
+           ) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
+    keys = [type_key(r.match, discriminator) if r.enabled else None for r in rules]
+    live = [i for i, r in enumerate(rules) if r.enabled]
+    named = {k for k in keys if k is not None}
+    by_type = {t: tuple(i for i in live if keys[i] in (None, t)) for t in named}
+    untyped = tuple(i for i in live if keys[i] is None)
+    return by_type, untyped

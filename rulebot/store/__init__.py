@@ -1,0 +1,1 @@
+"""The relationship store and the idempotency records (SQLite, PostgreSQL)."""

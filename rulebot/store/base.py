@@ -1,0 +1,389 @@
+"""The relationship store: directed, typed relations between JIDs, behind one interface.
+
+Imports: errors, model, store_values (the values and their validation),
+stdlib. open_store imports the backends (store_sqlite, store_pg) lazily: they
+build on this module, and psycopg is only needed for PostgreSQL.
+
+A relation says "subject has KIND to object" (alice friend bob); a mutual
+relation is two rows.  Every method is synchronous: the daemon calls the store
+inline, in event order, so a change is durable before anything that depends
+on it is sent.  Writes validate their input (StoreError otherwise); JIDs are
+stored as given (callers normalise them).  A store is safe to share between
+threads: each call holds the store's lock.
+
+The same database keeps the daemon's idempotency records (rulebot.daemon.ledger):
+one row per decided inbound event, written in the same transaction as the
+relation changes that event's decision made, so that the two are never out
+of step after a crash.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Literal, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
+
+from rulebot.errors import StoreError as StoreError  # re-exported: part of this API
+from rulebot.model import JSON
+from rulebot.store.records import RecordStoreMixin
+from rulebot.store.values import (
+    Change,
+    RecordBatch,
+    RelateChange,
+    Relation,
+    Row,
+    SessionMark,
+    UnrelateChange,
+    change_row,
+    now,
+    parse_line,
+    relation_line,
+    relation_of,
+)
+
+PAGE = 1000  # rows per query of list() and per batch of import_jsonl()
+_PASSWORD_PARAM = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|sqlite:")  # mysql://..., sqlite:x
+
+# `list` is a method of RelationStore, so its annotations cannot say list[...]
+Names: TypeAlias = list[str]
+Flags: TypeAlias = list[bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What one commit() did: a flag per change (as apply()), and the id of the
+    batch of records it wrote (None without one)."""
+
+    flags: Flags
+    batch: int | None
+
+
+#: The table and columns both backends use (the same schema on each).
+TABLE = "rulebot_relations"
+COLUMNS = "subject, object, kind, attrs, created"
+
+
+# --------------------------------------------------------------------------
+# SQL shared by the backends
+
+
+def where_clause(subject: str | None, kind: str | None, obj: str | None,
+                 after: tuple[str, str, str] | None, mark: str) -> tuple[str, list[str]]:
+    """SQL ` WHERE ...` (or "") and its parameters for list(): the filters given and,
+    for the next page, the keyset condition (subject, kind, object) > after."""
+    clauses, params = [], []
+    for column, value in (("subject", subject), ("kind", kind), ("object", obj)):
+        if value is not None:
+            clauses.append(f"{column} = {mark}")
+            params.append(value)
+    if after is not None:
+        clauses.append(f"(subject, kind, object) > ({mark}, {mark}, {mark})")
+        params.extend(after)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+# --------------------------------------------------------------------------
+# the interface
+
+
+class RelationStore(RecordStoreMixin, ABC):
+    """The relationship store. Backends implement the underscored primitives.
+
+    Every public method raises StoreError on invalid input or a failing
+    database; a write has been committed (and fsync'd) when it returns.
+    """
+
+    #: Where the store is, for messages (a URL's password is masked).
+    location: str
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self._lock = threading.Lock()
+
+    # -- reads
+
+    def related(self, subject: str, obj: str, kind: str) -> bool:
+        """True when subject has `kind` to obj."""
+        with self._call("lookup"):
+            return self._exists(subject, obj, kind)
+
+    def objects(self, subject: str, kind: str) -> Names:
+        """The JIDs subject has `kind` to, sorted (by code point)."""
+        with self._call("lookup"):
+            return self._column("object", "subject", subject, kind)
+
+    def subjects(self, obj: str, kind: str) -> Names:
+        """The JIDs that have `kind` to obj, sorted (by code point)."""
+        with self._call("lookup"):
+            return self._column("subject", "object", obj, kind)
+
+    def get(self, subject: str, obj: str, kind: str) -> Relation | None:
+        """The relation, or None."""
+        with self._call("lookup"):
+            return self._get(subject, obj, kind)
+
+    def list(self, subject: str | None = None, kind: str | None = None,
+             obj: str | None = None) -> Iterator[Relation]:
+        """Relations matching every filter given, by (subject, kind, object).
+
+        Reads a page at a time (no lock or transaction is held between pages),
+        so the caller may write to the store while iterating."""
+        after: tuple[str, str, str] | None = None
+        while True:
+            with self._call("list"):
+                page = self._page(subject, kind, obj, after, PAGE)
+            yield from page
+            if len(page) < PAGE:
+                return
+            last = page[-1]
+            after = (last.subject, last.kind, last.object)
+
+    def count(self) -> int:
+        """The number of relations."""
+        with self._call("count"):
+            return self._count()
+
+    # -- writes
+
+    def relate(self, subject: str, obj: str, kind: str,
+               attrs: Mapping[str, JSON] | None = None) -> bool:
+        """Create the relation (True) or replace its attrs, keeping `created` (False)."""
+        return self.apply([RelateChange(subject, obj, kind, attrs or {})])[0]
+
+    def unrelate(self, subject: str, obj: str, kind: str) -> bool:
+        """Remove the relation; False when there was none."""
+        return self.apply([UnrelateChange(subject, obj, kind)])[0]
+
+    def apply(self, changes: Sequence[Change]) -> Flags:
+        """Apply the changes in order, in one transaction: all or nothing.
+
+        Returns one flag per change: True when a relate created a relation
+        or an unrelate removed one. Every change is validated first."""
+        return self.commit(None, changes).flags
+
+    def commit(self, batch: RecordBatch | None = None, changes: Sequence[Change] = (), *,
+               mark: SessionMark | None = None, durable: bool = True) -> Committed:
+        """Write a batch of idempotency records, apply relation changes and move a
+        session's acknowledgement mark forward (never back), in one transaction.
+
+        Returns apply()'s flags for the changes and the batch's id. With
+        `durable` false and no changes, the commit survives the bot's process
+        dying but may be lost with the machine's power (SQLite
+        synchronous=NORMAL, PostgreSQL synchronous_commit off); relation
+        changes are always flushed to disk."""
+        stamp = now()
+        rows = [change_row(c, stamp) for c in changes]
+        if not rows and batch is None and mark is None:
+            return Committed([], None)
+        with self._call("commit"):
+            flags, batch_id = self._write(rows, batch, mark, durable or bool(rows))
+        return Committed(flags, batch_id)
+
+    # -- export / import
+
+    def export_jsonl(self, fp: IO[str]) -> int:
+        """Write every relation as a JSON line (one consistent snapshot); returns the count."""
+        n = 0
+        with self._call("export"), self._snapshot() as rows:
+            for relation in rows:
+                fp.write(relation_line(relation))
+                n += 1
+        return n
+
+    def import_jsonl(self, fp: Iterable[str]) -> int:
+        """Upsert the relations of an export (attrs and created as in the file), in
+        one transaction. Returns the number of relations read; raises StoreError
+        naming the line of the first bad one (and imports nothing then)."""
+        count = 0
+
+        def rows() -> Iterator[Row]:
+            nonlocal count
+            n = 0
+            try:
+                for n, text in enumerate(fp, 1):
+                    if not text.strip():
+                        continue
+                    try:
+                        row = parse_line(text)
+                    except StoreError as exc:
+                        raise StoreError(f"line {n}: {exc}") from None
+                    count += 1
+                    yield row
+            except UnicodeDecodeError as exc:
+                raise StoreError(f"line {n + 1}: not UTF-8: {exc.reason}") from None
+
+        with self._call("import"):
+            self._put(rows())
+        return count
+
+    # -- life
+
+    def start_housekeeping(self) -> None:
+        """Start what a long-running writer needs beside its writes (the daemon
+        calls it; SQLite: WAL checkpoints in a thread of their own). close()
+        stops it."""
+
+    def close(self) -> None:
+        """Close the connection; idempotent."""
+        self._stop_housekeeping()
+        with self._lock:
+            self._close()
+
+    def _stop_housekeeping(self) -> None:
+        """Stop what start_housekeeping started (outside the lock)."""
+
+    def __enter__(self) -> RelationStore:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.location}>"
+
+    @contextmanager
+    def _call(self, what: str) -> Iterator[None]:
+        """Hold the lock; turn the driver's errors into StoreError."""
+        with self._lock:
+            try:
+                yield
+            except StoreError:
+                raise
+            except Exception as exc:
+                if not self._is_driver_error(exc):
+                    raise
+                raise StoreError(f"{self.location}: {what} failed: "
+                                 f"{self._describe(exc)}") from None
+
+    def _describe(self, exc: BaseException) -> str:
+        """The driver's message on one line."""
+        return " ".join(str(exc).split()) or type(exc).__name__
+
+    # -- the primitives (called with the lock held)
+
+    @abstractmethod
+    def _is_driver_error(self, exc: BaseException) -> bool: ...
+
+    #: The driver's query parameter placeholder ("?" for sqlite3, "%s" for psycopg).
+    PARAM = "?"
+
+    @abstractmethod
+    def _query(self, sql: str, params: Sequence[object] = ()) -> Sequence[tuple[Any, ...]]:
+        """All rows of one read-only statement (written with PARAM placeholders)."""
+
+    # The reads are the same SQL on both backends; only the placeholder differs.
+
+    def _exists(self, subject: str, obj: str, kind: str) -> bool:
+        p = self.PARAM
+        return bool(self._query(f"SELECT 1 FROM {TABLE} WHERE subject = {p} AND kind = {p} "
+                                f"AND object = {p}", (subject, kind, obj)))
+
+    def _column(self, want: Literal["object", "subject"], key: Literal["subject", "object"],
+                value: str, kind: str) -> Names:
+        p = self.PARAM
+        rows = self._query(f"SELECT {want} FROM {TABLE} WHERE {key} = {p} AND kind = {p} "
+                           f"ORDER BY {want}", (value, kind))
+        return [v for (v,) in rows]
+
+    def _get(self, subject: str, obj: str, kind: str) -> Relation | None:
+        p = self.PARAM
+        rows = self._query(f"SELECT {COLUMNS} FROM {TABLE} WHERE subject = {p} AND kind = {p} "
+                           f"AND object = {p}", (subject, kind, obj))
+        return relation_of(rows[0]) if rows else None
+
+    def _page(self, subject: str | None, kind: str | None, obj: str | None,
+              after: tuple[str, str, str] | None, limit: int) -> Sequence[Relation]:
+        where, params = where_clause(subject, kind, obj, after, self.PARAM)
+        rows = self._query(f"SELECT {COLUMNS} FROM {TABLE}{where} "
+                           f"ORDER BY subject, kind, object LIMIT {self.PARAM}",
+                           (*params, limit))
+        return [relation_of(row) for row in rows]
+
+    def _count(self) -> int:
+        rows = self._query(f"SELECT count(*) FROM {TABLE}")
+        return int(rows[0][0]) if rows else 0
+
+    @abstractmethod
+    def _write(self, rows: Sequence[Row], batch: RecordBatch | None = None,
+               mark: SessionMark | None = None,
+               durable: bool = True) -> tuple[Flags, int | None]:
+        """Relate (attrs not None) / unrelate each row, in order, insert the batch
+        and upsert the mark, in one transaction. Returns the rows' flags and the
+        batch's id."""
+
+    @abstractmethod
+    def _put(self, rows: Iterator[Row]) -> None:
+        """Upsert rows (attrs and created) in one transaction; any exception rolls back."""
+
+    @abstractmethod
+    def _snapshot(self) -> AbstractContextManager[Iterator[Relation]]: ...
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------
+# opening
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (user:PASSWORD@ or ?password=) replaced by ***."""
+    url = _PASSWORD_PARAM.sub(r"\1***", url)
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+    except ValueError:
+        return url.split("://", 1)[0] + "://***" if "://" in url else "***"
+    user, host = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}"))
+
+
+def is_postgres_url(location: str) -> bool:
+    return location.startswith(("postgresql://", "postgres://"))
+
+
+def resolve_location(location: str, base: Path) -> str:
+    """A store location from a config file: relative SQLite paths resolve against *base*."""
+    if is_postgres_url(location):
+        return location
+    if location.startswith("sqlite:///"):
+        path = location.removeprefix("sqlite:///")
+        return "sqlite:///" + (path if path == ":memory:" else str(base / path))
+    return location if location == ":memory:" else str(base / location)
+
+
+def open_store(url_or_path: str) -> RelationStore:
+    """Open (creating the schema if missing) the store at a location.
+
+    ``postgresql://`` / ``postgres://`` URLs open PostgreSQL (needs psycopg);
+    ``sqlite:///PATH`` (SQLAlchemy style: ``sqlite:////abs/path``) or a plain
+    path opens SQLite. Raises StoreError; messages never show a password."""
+    if is_postgres_url(url_or_path):
+        try:
+            from rulebot.store.postgres import PostgresStore
+        except ImportError as exc:
+            raise StoreError(f"PostgreSQL stores need psycopg 3 ({exc}): "
+                             "pip install 'psycopg[binary]>=3.1'") from None
+        return PostgresStore(url_or_path)
+    from rulebot.store.sqlite import SqliteStore
+
+    if url_or_path.startswith("sqlite:///"):
+        path = url_or_path.removeprefix("sqlite:///")
+    elif _SCHEME.match(url_or_path):
+        raise StoreError(f"unsupported store URL {redact_url(url_or_path)} (expected "
+                         "postgresql://..., sqlite:///PATH or a file path)")
+    else:
+        path = url_or_path
+    if not path:
+        raise StoreError("empty store path")
+    return SqliteStore(path)

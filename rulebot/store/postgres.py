@@ -1,0 +1,250 @@
+"""The PostgreSQL backend of the relationship store (psycopg 3).
+
+Imports: store, store_values, psycopg, stdlib.
+
+One connection, in autocommit mode for single-statement reads (so that a
+lookup never leaves the session "idle in transaction", holding a snapshot
+and blocking vacuum), with an explicit transaction around every write: one
+apply() is BEGIN, its statements and COMMIT sent as one pipeline, one round
+trip. The session forces synchronous_commit on, so COMMIT returns only after
+the WAL is flushed, whatever the server's default; a commit of idempotency
+records alone (store.commit with durable=False) turns it off for that
+transaction: the records are then safe from the bot's own crash at once (the
+server has them) and from the server's within wal_writer_delay. A lost
+connection is reported as StoreError; the next call reconnects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator, Sequence
+from contextlib import contextmanager
+from itertools import islice
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from rulebot.store.base import COLUMNS, PAGE, TABLE, Flags, RelationStore, StoreError, redact_url
+from rulebot.store.records import RECORDS, SESSIONS
+from rulebot.store.values import RecordBatch, Relation, Row, SessionMark, relation_of
+
+#: 1: relations; 2: + the idempotency records (added to a version 1 database on opening).
+SCHEMA_VERSION = 2
+CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
+# Serialises schema creation between processes opening a fresh database at once.
+SCHEMA_LOCK = 0x72756C65626F74  # "rulebot"
+
+# The same tables as store_sqlite.SCHEMA. COLLATE "C" makes the order of
+# objects()/subjects()/list() the code point order SQLite and Python use,
+# whatever the database's locale. Times and attrs are text, as in SQLite, so
+# that export/import round-trips byte for byte.
+SCHEMA = [
+    "CREATE TABLE rulebot_schema_version (version integer NOT NULL)",
+    f"""CREATE TABLE {TABLE} (
+        subject text COLLATE "C" NOT NULL,
+        object  text COLLATE "C" NOT NULL,
+        kind    text COLLATE "C" NOT NULL,
+        attrs   text NOT NULL DEFAULT '{{}}',
+        created text NOT NULL,
+        PRIMARY KEY (subject, kind, object)
+    )""",
+    f"CREATE INDEX {TABLE}_reverse ON {TABLE} (object, kind, subject)",
+    "INSERT INTO rulebot_schema_version VALUES (1)",
+]
+#: What version 2 adds.
+RECORDS_SCHEMA = [
+    f"""CREATE TABLE {RECORDS} (
+        id      bigserial PRIMARY KEY,
+        session text COLLATE "C" NOT NULL,
+        last    bigint NOT NULL,
+        created bigint NOT NULL,
+        records text NOT NULL
+    )""",
+    f"""CREATE TABLE {SESSIONS} (
+        session   text COLLATE "C" PRIMARY KEY,
+        confirmed bigint NOT NULL,
+        updated   bigint NOT NULL
+    )""",
+    "INSERT INTO rulebot_schema_version VALUES (2)",
+]
+
+# xmax = 0 only on a row this statement inserted (an update sets xmax to our
+# transaction): "was it new" in the same round trip as the upsert.
+RELATE = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
+          "ON CONFLICT (subject, kind, object) DO UPDATE SET attrs = EXCLUDED.attrs "
+          "RETURNING (xmax = 0)")
+UNRELATE = f"DELETE FROM {TABLE} WHERE subject = %s AND kind = %s AND object = %s RETURNING 1"
+INSERT_BATCH = (f"INSERT INTO {RECORDS} (session, last, created, records) "
+                "VALUES (%s, %s, %s, %s) RETURNING id")
+UPSERT_MARK = (f"INSERT INTO {SESSIONS} (session, confirmed, updated) VALUES (%s, %s, %s) "
+               f"ON CONFLICT (session) DO UPDATE SET confirmed = "
+               f"GREATEST({SESSIONS}.confirmed, EXCLUDED.confirmed), updated = EXCLUDED.updated")
+UPSERT = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
+          "ON CONFLICT (subject, kind, object) DO UPDATE "
+          "SET attrs = EXCLUDED.attrs, created = EXCLUDED.created")
+
+
+class PostgresStore(RelationStore):
+    """A store in a PostgreSQL database (tables rulebot_relations, rulebot_schema_version)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(redact_url(url))
+        self._secrets = _secrets_of(url)
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            raise StoreError(f"invalid PostgreSQL URL {self.location}: "
+                             f"{self._describe(exc)}") from None
+        if params.get("password"):  # ?password=... in the query string
+            self._secrets.insert(0, str(params["password"]))
+        self._params: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT,
+                                        "application_name": "rulebot", **params}
+        self._conn = self._connect()
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        try:
+            conn = psycopg.connect(autocommit=True, **self._params)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to {self.location}: "
+                             f"{self._describe(exc)}") from None
+        try:
+            self._setup(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _setup(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        try:
+            conn.execute("SET synchronous_commit TO on")
+            (encoding,) = conn.execute("SHOW server_encoding").fetchone() or ("?",)
+            if encoding != "UTF8":
+                raise StoreError(f"{self.location}: the database encoding is {encoding}, "
+                                 "rulebot needs UTF8")
+            with conn.transaction():
+                if not (self._has(conn, TABLE) and self._has(conn, RECORDS)):
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                    if not self._has(conn, TABLE):
+                        for statement in SCHEMA:
+                            conn.execute(statement)
+                    if not self._has(conn, RECORDS) and not self._newer(conn):
+                        for statement in RECORDS_SCHEMA:
+                            conn.execute(statement)
+                row = conn.execute("SELECT max(version) FROM rulebot_schema_version").fetchone()
+        except psycopg.Error as exc:
+            raise StoreError(f"{self.location}: cannot set up the schema: "
+                             f"{self._describe(exc)}") from None
+        version = row[0] if row else None
+        if version is None or version > SCHEMA_VERSION:
+            raise StoreError(f"{self.location}: schema version {version} is not this "
+                             f"rulebot's ({SCHEMA_VERSION})")
+
+    @staticmethod
+    def _has(conn: psycopg.Connection[tuple[Any, ...]], table: str) -> bool:
+        # to_regclass, not CREATE ... IF NOT EXISTS: a role without CREATE
+        # rights may still use tables that exist.
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+        return bool(row and row[0])
+
+    @staticmethod
+    def _newer(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
+        row = conn.execute("SELECT max(version) FROM rulebot_schema_version").fetchone()
+        return bool(row and row[0] is not None and row[0] > SCHEMA_VERSION)
+
+    def _is_driver_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.Error)
+
+    def _describe(self, exc: BaseException) -> str:
+        text = super()._describe(exc)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    @property
+    def _db(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The connection; a new one when the last was lost (server restart, network)."""
+        if self._conn.closed:
+            if not self._conn.broken:
+                raise StoreError(f"{self.location}: the store is closed")
+            self._conn = self._connect()
+        return self._conn
+
+    # -- reads (the SQL is in RelationStore)
+
+    PARAM = "%s"
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> Sequence[tuple[Any, ...]]:
+        return self._db.execute(sql, params).fetchall()
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Iterator[Relation]]:
+        # One statement, one snapshot, streamed row by row (no cursor held
+        # in a transaction, no table in memory).
+        cur = self._db.cursor()
+        stream = cur.stream(f"SELECT {COLUMNS} FROM {TABLE} ORDER BY subject, kind, object")
+        try:
+            yield (relation_of(row) for row in stream)
+        finally:
+            if isinstance(stream, Generator):  # stopped early: drain what is in flight
+                stream.close()
+            cur.close()
+
+    # -- writes
+
+    def _write(self, rows: Sequence[Row], batch: RecordBatch | None = None,
+               mark: SessionMark | None = None,
+               durable: bool = True) -> tuple[Flags, int | None]:
+        conn = self._db
+        cursors = []
+        inserted = None
+        with conn.pipeline(), conn.transaction():
+            if not durable:
+                conn.execute("SET LOCAL synchronous_commit TO off")
+            for r in rows:
+                cur = conn.cursor()
+                if r.attrs is None:
+                    cur.execute(UNRELATE, (r.subject, r.kind, r.object))
+                else:
+                    cur.execute(RELATE, (r.subject, r.object, r.kind, r.attrs, r.created))
+                cursors.append((r.attrs is None, cur))
+            if batch is not None:
+                inserted = conn.execute(INSERT_BATCH, batch)  # its parameter tuple
+            if mark is not None:
+                conn.execute(UPSERT_MARK, mark)
+        flags: Flags = []
+        for unrelate, cur in cursors:
+            row = cur.fetchone()
+            flags.append(row is not None if unrelate else bool(row and row[0]))
+        batch_id = None
+        if inserted is not None:
+            got = inserted.fetchone()
+            batch_id = int(got[0]) if got else None
+        return flags, batch_id
+
+    def _purge(self, sql: str, params: Sequence[object]) -> int:
+        cur = self._db.execute(sql, params)
+        return max(cur.rowcount, 0)
+
+    def _put(self, rows: Iterator[Row]) -> None:
+        conn = self._db
+        with conn.transaction(), conn.cursor() as cur:
+            while batch := list(islice(rows, PAGE)):
+                cur.executemany(UPSERT, [(r.subject, r.object, r.kind, r.attrs, r.created)
+                                         for r in batch])
+
+    def _close(self) -> None:
+        self._conn.close()
+
+
+
+def _secrets_of(url: str) -> list[str]:
+    """The URL's password as written and percent-decoded, and the URL itself."""
+    found = [url]
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if password:
+        found += [password, unquote(password)]
+    return sorted(set(found), key=len, reverse=True)

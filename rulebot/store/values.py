@@ -1,0 +1,194 @@
+"""Relations as values, and the validation every write goes through.
+
+Imports: errors, model, stdlib. No I/O and no SQL; `now()` reads the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, NamedTuple, TypeAlias
+
+from rulebot.errors import StoreError
+from rulebot.model import JSON
+
+KIND_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
+MAX_JID = 3071
+MAX_ATTRS_BYTES = 4096
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """One directed relation. `created` is ISO 8601 UTC (empty until stored)."""
+
+    subject: str
+    object: str
+    kind: str
+    attrs: Mapping[str, JSON] = field(default_factory=dict)
+    created: str = ""
+
+    def to_json(self) -> dict[str, JSON]:
+        return {"subject": self.subject, "object": self.object, "kind": self.kind,
+                "attrs": dict(self.attrs), "created": self.created}
+
+
+@dataclass(frozen=True, slots=True)
+class RelateChange:
+    """Create the relation, or replace the attrs of an existing one (keeping `created`)."""
+
+    subject: str
+    object: str
+    kind: str
+    attrs: Mapping[str, JSON] = field(default_factory=dict)
+    op: Literal["relate"] = "relate"
+
+
+@dataclass(frozen=True, slots=True)
+class UnrelateChange:
+    """Remove the relation if it exists."""
+
+    subject: str
+    object: str
+    kind: str
+    op: Literal["unrelate"] = "unrelate"
+
+
+Change: TypeAlias = RelateChange | UnrelateChange
+
+
+class RecordBatch(NamedTuple):
+    """A batch of idempotency records: the decisions of one read from the server
+    (rulebot.daemon.ledger encodes and decodes `records`). A tuple in the column order
+    of its table, so that it is the parameter list of its INSERT."""
+
+    session: str  # the XEP-0198 session the events came in ("" without one)
+    last: int  # the highest stream position among them (0 without a session)
+    created: int  # Unix time in milliseconds
+    records: str  # JSON text
+
+
+class SessionMark(NamedTuple):
+    """How far a stream-management session is acknowledged: the server has
+    processed the bot's acknowledgement of every position up to `confirmed`."""
+
+    session: str
+    confirmed: int
+    updated: int  # Unix time in milliseconds
+
+
+class StoredBatch(NamedTuple):
+    id: int
+    session: str
+    last: int
+    created: int
+    records: str
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A validated change or imported relation, ready for SQL: attrs serialised."""
+
+    subject: str
+    object: str
+    kind: str
+    attrs: str | None  # canonical JSON; None for an unrelate
+    created: str
+
+
+def now() -> str:
+    """The current time as the store writes it: 2025-01-31T12:00:00.000000Z."""
+    return datetime.now(UTC).strftime(TIME_FORMAT)
+
+
+def check_jid(value: object, what: str = "JID") -> str:
+    if not isinstance(value, str) or not value:
+        raise StoreError(f"{what} must be a non-empty string, not {show(value)}")
+    if len(value) > MAX_JID:
+        raise StoreError(f"{what} is longer than {MAX_JID} characters")
+    # RFC 7622 (PRECIS) allows no control characters; PostgreSQL cannot store NUL.
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise StoreError(f"{what} contains a control character: {show(value)}")
+    return value
+
+
+def check_kind(value: object) -> str:
+    if not isinstance(value, str) or KIND_PATTERN.fullmatch(value) is None:
+        raise StoreError(f"kind must match ^[a-z][a-z0-9_-]{{0,63}}$, not {show(value)}")
+    return value
+
+
+def encode_attrs(value: object) -> str:
+    """Canonical JSON of an attrs object (sorted keys, compact). Raises StoreError."""
+    if value is None:
+        return "{}"
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise StoreError(f"attrs must be a JSON object, not {show(value)}")
+    try:
+        text = json.dumps(dict(value), ensure_ascii=False, sort_keys=True, allow_nan=False,
+                          separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"attrs is not JSON: {exc}") from None
+    if len(text.encode("utf-8")) > MAX_ATTRS_BYTES:
+        raise StoreError(f"attrs is larger than {MAX_ATTRS_BYTES} bytes as JSON")
+    return text
+
+
+def check_created(value: object) -> str:
+    """An ISO 8601 UTC time in the store's own format. Raises StoreError."""
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        when = None
+    offset = None if when is None else when.utcoffset()
+    if when is None or offset is None or offset.total_seconds() != 0:
+        raise StoreError(f"created must be an ISO 8601 UTC time like 2025-01-31T12:00:00Z, "
+                         f"not {show(value)}")
+    return when.astimezone(UTC).strftime(TIME_FORMAT)
+
+
+def change_row(change: Change, created: str) -> Row:
+    subject = check_jid(change.subject, "subject")
+    obj = check_jid(change.object, "object")
+    kind = check_kind(change.kind)
+    if isinstance(change, RelateChange):
+        return Row(subject, obj, kind, encode_attrs(change.attrs), created)
+    if isinstance(change, UnrelateChange):
+        return Row(subject, obj, kind, None, created)
+    raise StoreError(f"not a change: {show(change)}")
+
+
+def parse_line(text: str) -> Row:
+    """One JSON line of an export as a Row. Raises StoreError (without a line number)."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise StoreError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise StoreError(f"expected a JSON object, got {show(value)}")
+    unknown = sorted(set(value) - {"subject", "object", "kind", "attrs", "created"})
+    if unknown:
+        raise StoreError(f"unknown key(s) {', '.join(unknown)}")
+    missing = [k for k in ("subject", "object", "kind") if k not in value]
+    if missing:
+        raise StoreError(f"missing key(s) {', '.join(missing)}")
+    return Row(check_jid(value["subject"], "subject"), check_jid(value["object"], "object"),
+               check_kind(value["kind"]), encode_attrs(value.get("attrs")),
+               check_created(value["created"]) if "created" in value else now())
+
+
+def relation_line(relation: Relation) -> str:
+    return json.dumps(relation.to_json(), ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def relation_of(row: Sequence[Any]) -> Relation:
+    """A Relation from a row of COLUMNS (attrs stored as JSON text)."""
+    return Relation(row[0], row[1], row[2], json.loads(row[3]), row[4])
+
+
+def show(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,1 @@
+"""The bot-client contract, sans-IO: event text in, payload text out."""

@@ -1,0 +1,1 @@
+"""The slixmpp edge: the bot's connection (with rulebot.client, the only slixmpp importers)."""

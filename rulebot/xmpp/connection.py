@@ -1,0 +1,549 @@
+"""The XMPP edge of the daemon: the bot's connection. Only the xmpp_* modules and
+client.py import slixmpp.
+
+Imports: config, dispatch (its values), errors, logs, functions, the other
+xmpp_* modules, stdlib, slixmpp.
+
+`BotConnection` logs in as the friend account (client mode) or connects as an
+XEP-0114 component, turns stanzas into `dispatch.Inbound` values for a
+callback, and sends `dispatch.Outbound` values. It owns reconnection
+(exponential backoff with a cap and jitter), the bounded queue of messages
+produced while offline, XEP-0198 stream management (numbering its own
+messages; persistence across restarts in xmpp_sm), presence subscriptions
+from allowed domains, and the offline sweeps (xmpp_offline). Conversions
+between stanzas and values are in xmpp_stanzas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import slixmpp
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.plugins.xep_0198.stanza import Ack
+from slixmpp.plugins.xep_0198.stream_management import MAX_SEQ
+from slixmpp.xmlstream.handler import Callback
+
+from rulebot.bot.dispatch import Inbound, Outbound
+from rulebot.config import Config
+from rulebot.errors import ConnectError
+from rulebot.logs import LOGGER, fields
+from rulebot.rules.functions import split_jid
+from rulebot.xmpp import patches
+from rulebot.xmpp.offline import OfflineSweeper
+from rulebot.xmpp.patches import escape_text
+from rulebot.xmpp.sm import clear_sm_state, persist_sm
+from rulebot.xmpp.stanzas import (
+    MatchTag,
+    payload_text,
+    serialize_message,
+    to_inbound_message,
+    to_inbound_presence,
+)
+from rulebot.xmpp.tls import backoff_delay, setup_tls
+from rulebot.xmpp.writes import WriteBatcher
+
+log = logging.getLogger(LOGGER)
+
+#: Our stanzas between two XEP-0198 ack requests. Measured on Prosody 0.12 with
+#: a 10,000-event burst (bench/xmpp.py, client mode): 20 cost the server ~430
+#: µs of CPU per event and 5 more still; 50 to 200 cost ~290 (3,300 events/s
+#: against 2,200 at 20); 500 no better. Each of our acks of inbound stanzas
+#: waits for the server's ack of what they produced (xmpp_sm.persist_sm), so a
+#: smaller window keeps fewer stanzas waiting for re-delivery after a crash.
+SM_WINDOW = 50
+#: Seconds a shutdown waits for an offline sweep's fetch in progress.
+SWEEP_WAIT = 5.0
+#: Seconds a resumed stream has to answer the ack request the bot sends right
+#: after <resumed/>. Prosody answers in milliseconds and ejabberd once it has
+#: re-sent its queue (about a second for 10,000 stanzas); a resumed stream that
+#: stays silent this long is being read by a stale parser (Prosody 0.12 and 13
+#: after a kill mid-stanza, docs/servers.md) or is dead, and is given up.
+RESUME_CHECK = 10.0
+
+
+class BotConnection:
+    """One connection of the bot to its server, kept up until `run` is told to stop."""
+
+    def __init__(self, config: Config, secret: str, on_inbound: Callable[[Inbound], None],
+                 rand: Callable[[], float] = random.random,
+                 on_read_done: Callable[[], None] | None = None,
+                 on_confirmed: Callable[[str, int], None] | None = None) -> None:
+        """`on_inbound` gets each stanza for the bot while a read from the server is
+        handled; `on_read_done` is called after the read, before its writes
+        leave (xmpp_writes.WriteBatcher); `on_confirmed(session, h)` when the
+        server has processed the bot's acknowledgement of its inbound stanzas
+        up to h (XEP-0198, xmpp_sm.persist_sm)."""
+        self.config = config
+        self.on_confirmed = on_confirmed
+        self.on_inbound = on_inbound
+        self.rand = rand
+        self.online = False
+        self.queue: deque[Outbound] = deque()
+        self.dropped = 0
+        self._fatal: str | None = None
+        self._failed = False  # the current connection attempt or session ended
+        self._stopping = False
+        self._state: asyncio.Event = asyncio.Event()  # set on any state change
+        self.component = config.mode == "component"
+        self.allowed = frozenset(d.lower() for d in config.allowed_domains)
+        self._final_ack: Callable[[], None] | None = None  # set by xmpp_sm.persist_sm
+        self._last_payload: object = None  # the payload _last_text encodes (kept alive)
+        self._last_text = ""
+        patches.install()
+        self.xmpp = self._make(secret)
+        self.writes = WriteBatcher(self.xmpp, on_read_done)  # active while a session is up
+        self._sm: Any = self.xmpp.plugin["xep_0198"] if (
+            not self.component and config.stream_management) else None
+        self.sweeper: OfflineSweeper | None = OfflineSweeper(
+            self.xmpp, config.jid, config.offline_sweep,  # client mode: a bare JID
+            lambda: self.online) if not self.component and config.offline_sweep > 0 else None
+        self._sweeps: asyncio.Future[None] | None = None
+        self.resume_check = RESUME_CHECK
+        self._resume_timer: asyncio.TimerHandle | None = None
+        if self._sm is not None:
+            self.xmpp.register_handler(Callback("rulebot resume check", MatchTag(Ack.tag_name()),
+                                                self._on_server_ack, instream=True))
+
+    # -- construction -------------------------------------------------------
+
+    def _make(self, secret: str) -> Any:
+        c = self.config
+        x: Any
+        if self.component:
+            x = slixmpp.ComponentXMPP(c.jid, secret, c.host, c.port)  # type: ignore[no-untyped-call]
+        else:
+            x = slixmpp.ClientXMPP(f"{c.jid}/{c.resource}", secret)
+            setup_tls(x, c.tls.ca_file, c.tls.verify, c.tls.allow_plain, c.tls.direct_tls)
+        x.register_plugin("xep_0030")
+        x.register_plugin("xep_0199")
+        if not self.component:
+            if c.stream_management:
+                # Ask the server for an ack every SM_WINDOW of our stanzas: a smaller
+                # window costs more round trips, a larger one holds back the acks of
+                # inbound stanzas longer (see xmpp_sm.persist_sm).
+                x.register_plugin("xep_0198", {"window": SM_WINDOW})
+                if c.sm_state_file:
+                    self._final_ack = persist_sm(x, c.sm_state_file, self._confirmed)
+            x.roster.auto_authorize = None  # subscriptions are decided below
+            x.roster.auto_subscribe = False
+            x.add_event_handler("failed_all_auth", self._on_auth_failed)
+            x.add_event_handler("session_resumed", self._on_session)
+            # Online (initial presence) only once stream management is settled,
+            # not at session_start: slixmpp starts the session when the
+            # resource is bound, before it sends <enable/>, and the presence
+            # makes the server hand over every event waiting in offline
+            # storage. Sent before <enable/>, those were outside stream
+            # management: neither counted nor re-sent, and a kill while the
+            # bot worked through them lost the rest. stream_negotiated comes
+            # after <enabled/> (or <failed/>, or a server without XEP-0198).
+            x.add_event_handler("stream_negotiated", self._on_negotiated)
+        else:
+            x.add_event_handler("session_start", self._on_session)
+        x.add_event_handler("disconnected", self._on_disconnected)
+        x.add_event_handler("connection_failed", self._on_connection_failed)
+        x.add_event_handler("ssl_invalid_chain", self._on_tls_failed)
+        x.add_event_handler("stream_error", self._on_stream_error)
+        # One handler for every message, body or XEP-0335 container or neither
+        # (the dispatcher decides what to ignore), instead of slixmpp's "message"
+        # and "message_error" events: those need a <body/> and each costs an
+        # XPath match on every stanza.
+        x.remove_handler("IM")
+        x.remove_handler("IMError")
+        x.register_handler(Callback("rulebot message", MatchTag(f"{{{x.default_ns}}}message"),
+                                    self._on_message))
+        self._route_messages_directly(x)
+        # "presence" rather than presence_available: slixmpp names an available
+        # presence with <show/> by its show value (presence_away, ...).
+        x.add_event_handler("presence", self._on_presence)
+        x.add_event_handler("presence_subscribe", self._on_subscribe)
+        return x
+
+    def _route_messages_directly(self, x: Any) -> None:
+        """Hand message stanzas to _on_message without matching them against every
+        registered handler.
+
+        slixmpp's recv_stanza runs each stanza through its "in" filters, then
+        asks every handler (18 in client mode: stream negotiation, SASL, stream
+        management, disco, ping, roster...) whether it matches, and runs those
+        that do. For a message only "rulebot message" ever does (the IM handlers
+        are removed above; the rest match other elements), and the matching was
+        a tenth of the bot's time per event. Messages still pass the filters
+        (stream management counts them there); everything else takes slixmpp's
+        path. If slixmpp's private filter table is not where this expects it
+        (another release), the original path is kept."""
+        filters = getattr(x, "_XMLStream__filters", None)
+        if not isinstance(filters, dict) or not isinstance(filters.get("in"), list):
+            log.warning("slixmpp internals changed: messages take the general path",
+                        extra=fields(event="fast_path_off"))
+            return
+        inbound = filters["in"]
+        original = x.recv_stanza
+        tag = f"{{{x.default_ns}}}message"
+        on_message = self._on_message
+
+        def recv_stanza(stanza: Any) -> None:
+            if stanza.xml.tag != tag:
+                original(stanza)
+                return
+            for f in inbound:
+                stanza = f(stanza)
+                if stanza is None:
+                    return
+            try:
+                on_message(stanza)
+            except Exception:  # like slixmpp: a failing handler costs one stanza, not the stream
+                log.exception("internal error while handling a message",
+                              extra=fields(event="internal_error"))
+
+        x.recv_stanza = recv_stanza
+
+    # -- events from slixmpp --------------------------------------------------
+
+    def _changed(self) -> None:
+        self._state.set()
+
+    def _on_negotiated(self, _event: Any) -> None:
+        if self.xmpp.sessionstarted and not self.online:
+            self._on_session(None)
+
+    def _on_session(self, _event: Any) -> None:
+        resumed = _event is not None and getattr(_event, "name", "") == "resumed"
+        if resumed and self._sm is not None:
+            self._check_resumed_stream()
+        elif not self.component:
+            # A resumed session keeps its presence; a new one sends it.
+            self.xmpp.send_presence(ppriority=0)  # brings offline messages and bare-JID routing
+        self.online = True
+        self.writes.active = True
+        if self.sweeper is not None and self.sweeper.supported and self._sweeps is None \
+                and not self._stopping:
+            self._sweeps = asyncio.ensure_future(self.sweeper.run())
+        log.info("connected", extra=fields(event="connected", jid=self.config.jid,
+                                           mode=self.config.mode, resumed=resumed,
+                                           queued=len(self.queue)))
+        self._flush()
+        self._changed()
+
+    def _check_resumed_stream(self) -> None:
+        """Ask for an ack at once on a resumed stream, and give the stream up if
+        none comes within `resume_check` seconds.
+
+        Prosody 0.12 (and 13) go on reading a resumed session with the parser
+        of its old connection. When a kill cut the old connection in the middle
+        of a stanza, that parser holds half a stanza: everything the bot writes
+        after resuming nests inside it, its acks and requests included, and the
+        server answers nothing until the nesting breaks (not-well-formed) or
+        grows too large (policy-violation), which with little traffic may take
+        forever. Given up, the session is not resumed again: the bot forgets
+        it (session_end clears slixmpp's state and the state file) and logs in
+        afresh with the same resource; the server replaces the old session and
+        hands what it held unacknowledged to offline storage, which reaches
+        the new session under stream management. Whatever the bot had decided
+        of it is in its idempotency records, so it is sent again, not decided
+        again."""
+        self._cancel_resume_check()
+        self._sm.request_ack()
+        self._resume_timer = asyncio.get_running_loop().call_later(
+            self.resume_check, self._resume_unverified)
+
+    def _on_server_ack(self, _stanza: Any) -> None:
+        self._cancel_resume_check()
+
+    def _cancel_resume_check(self) -> None:
+        if self._resume_timer is not None:
+            self._resume_timer.cancel()
+            self._resume_timer = None
+
+    def _resume_unverified(self) -> None:
+        self._resume_timer = None
+        if not self.online or self._stopping:
+            return
+        log.warning("the resumed stream answered nothing; starting a new session",
+                    extra=fields(event="resume_unverified", seconds=self.resume_check))
+        self.xmpp.event("session_end")  # forget the session: no resumption next time
+        self.xmpp.abort()
+
+    def _stop_sweeps(self) -> None:
+        if self._sweeps is not None:
+            self._sweeps.cancel()
+            self._sweeps = None
+
+    async def _end_sweeps(self) -> None:
+        """At shutdown: let a fetch in progress finish (its messages are being
+        handled and must be removed, and they must reach the bot before it goes
+        unavailable), then stop the sweeps."""
+        task, sweeper = self._sweeps, self.sweeper
+        if task is None or sweeper is None:
+            return
+        self._sweeps = None
+        try:
+            if sweeper.collecting:
+                sweeper.stopping = True  # run() returns after this sweep
+                await asyncio.wait({task}, timeout=SWEEP_WAIT)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _on_disconnected(self, reason: Any) -> None:
+        was = self.online
+        self._cancel_resume_check()
+        self.online = False
+        self.writes.active = False
+        self._stop_sweeps()
+        self._failed = True
+        if was and not self._stopping:
+            log.warning("disconnected", extra=fields(event="disconnected", reason=str(reason)))
+        self._changed()
+
+    def _on_connection_failed(self, error: Any) -> None:
+        log.warning("connection failed", extra=fields(event="connection_failed",
+                                                       host=self.config.host,
+                                                       port=self.config.port,
+                                                       error=str(error)))
+        self._failed = True
+        self._changed()
+
+    def _on_auth_failed(self, _event: Any) -> None:
+        self._fatal = (f"authentication failed for {self.config.jid}: check the account and "
+                       f"the password in {self._secret_source()}")
+        self._changed()
+
+    def _on_tls_failed(self, error: Any) -> None:
+        self._fatal = (f"TLS certificate of {self.config.host}:{self.config.port} could not be "
+                       f"verified ({error}); set tls.ca_file to the CA that signed it")
+        self._changed()
+
+    def _on_stream_error(self, error: Any) -> None:
+        condition = error["condition"] if hasattr(error, "__getitem__") else str(error)
+        if condition in ("not-authorized", "host-unknown", "improper-addressing"):
+            self._fatal = f"the server refused the stream: {condition}" + (
+                f" (check the component secret in {self._secret_source()})"
+                if self.component else "")
+        log.warning("stream error", extra=fields(event="stream_error", condition=condition))
+        self._changed()
+
+    def _secret_source(self) -> str:
+        c = self.config
+        return f"password_file {c.password_file}" if c.password_file else \
+            f"${c.password_env}"
+
+    def _on_message(self, msg: Any) -> None:
+        sweeper = self.sweeper
+        # First: an unreadable stored message must still be removed.
+        if sweeper is not None and sweeper.collecting and not sweeper.note(msg.xml):
+            return  # handled in an earlier sweep, its removal not yet confirmed
+        try:
+            inbound = to_inbound_message(msg)
+        except Exception:  # a stanza slixmpp could not make sense of never stops the bot
+            log.exception("unreadable message stanza", extra=fields(event="bad_stanza"))
+            return
+        self.on_inbound(inbound)
+
+    def _on_presence(self, pres: Any) -> None:
+        if pres["type"] not in ("available", "unavailable", "away", "chat", "dnd", "xa", ""):
+            return  # subscriptions are handled in _on_subscribe; errors and probes ignored
+        if str(pres["to"]).split("/")[0] != self.config.jid.split("/")[0] and \
+                not self.component:
+            return
+        try:
+            inbound = to_inbound_presence(pres)
+        except Exception:
+            log.exception("unreadable presence stanza", extra=fields(event="bad_stanza"))
+            return
+        self.on_inbound(inbound)
+
+    def _on_subscribe(self, pres: Any) -> None:
+        sender = pres["from"]
+        domain = split_jid(str(sender))[1].lower()
+        allowed = domain in self.allowed
+        mfrom = self.config.jid if self.component else None
+        if allowed:
+            # Accept, and ask for the user's presence in return so that it reaches the bot.
+            self.xmpp.send_presence(pto=sender.bare, ptype="subscribed", pfrom=mfrom)
+            self.xmpp.send_presence(pto=sender.bare, ptype="subscribe", pfrom=mfrom)
+        else:
+            self.xmpp.send_presence(pto=sender.bare, ptype="unsubscribed", pfrom=mfrom)
+        log.info("subscription request", extra=fields(event="subscribe", from_=str(sender),
+                                                       accepted=allowed))
+
+    # -- sending --------------------------------------------------------------
+
+    def send(self, out: Outbound, payload_json: str | None = None) -> None:
+        """Send now when online, else keep it (bounded) until the session is back.
+        `payload_json` is wire.encode_payload(out.payload) when the caller has it
+        already (the idempotency records encode every payload they keep)."""
+        if self.online:
+            self._send_now(out, payload_json)
+            return
+        self._keep(out)
+
+    def _keep(self, out: Outbound) -> None:
+        if len(self.queue) >= self.config.outbound_queue:
+            self.dropped += 1
+            log.error("outbound queue full, message dropped", extra=fields(
+                event="queue_full", to=out.to, id=out.id, cap=self.config.outbound_queue,
+                dropped_total=self.dropped))
+            return
+        self.queue.append(out)
+
+    def _send_now(self, out: Outbound, payload_json: str | None = None) -> None:
+        x = self.xmpp
+        if not x.transport:  # the session is going down: keep it for the next one
+            self._keep(out)
+            return
+        if out.payload is not self._last_payload:
+            # A broadcast hands over one payload object per recipient, in a row:
+            # encode and escape it once.
+            self._last_payload = out.payload
+            self._last_text = payload_text(out.payload) if payload_json is None else \
+                escape_text(payload_json)
+        text = serialize_message(out, self.config.jid if self.component else None,
+                                 self._last_text)
+        sm = self._sm
+        request = False
+        if sm is not None and sm.enabled_out:
+            # What slixmpp's stream management does for a stanza passing its
+            # send filter: number it and keep it for re-sending on resume.
+            # Through the plugin's config dict and instance dict: its seq and
+            # window are config values, reached through a Python __getattr__
+            # after a failed lookup, and every assignment to a plugin goes
+            # through a Python __setattr__ (1.9 µs per stanza against 0.24).
+            cfg, attrs = sm.config, sm.__dict__
+            seq = cfg["seq"] = (cfg["seq"] + 1) % MAX_SEQ
+            sm.unacked_queue.append((seq, text))
+            counter = attrs["window_counter"] - 1
+            request = counter == 0
+            attrs["window_counter"] = cfg["window"] if request else counter
+        # Written now, not through slixmpp's send queue: nothing queued there
+        # needs to precede it, and an ack queued after the stanza that caused
+        # this message still leaves after it (see xmpp_sm.persist_sm).
+        x.send_raw(text)
+        if request:
+            # After the stanza, so that the server's answer covers the whole
+            # window (slixmpp's filter asks just before the stanza it counts).
+            sm.request_ack()
+
+    def _flush(self) -> None:
+        while self.queue and self.online and self.xmpp.transport:
+            self._send_now(self.queue.popleft())
+
+    def _confirmed(self, session: str, h: int) -> None:
+        if self.on_confirmed is not None:
+            self.on_confirmed(session, h)
+
+    def stream_position(self) -> tuple[str, int] | None:
+        """(XEP-0198 session id, number of the inbound stanza being handled), while
+        stream management counts inbound stanzas and its acknowledgements are
+        confirmed to on_confirmed (xmpp_sm.persist_sm); else None."""
+        sm = self._sm
+        if sm is None or self._final_ack is None or not sm.enabled_in:
+            return None
+        cfg = sm.config  # the plugin's values, without its attribute hooks
+        session = cfg["sm_id"]
+        return (session, cfg["handled"]) if session else None
+
+    @property
+    def in_read(self) -> bool:
+        """True while the stanzas of one read from the server are being handled."""
+        return self.writes.reading
+
+    def unacked(self) -> int:
+        """Our stanzas the server has not acknowledged yet (0 without stream management)."""
+        return len(self._sm.unacked_queue) if self._sm is not None else 0
+
+    # -- the connection loop --------------------------------------------------
+
+    async def _wait_change(self, stop: asyncio.Event, timeout: float | None = None) -> None:
+        self._state.clear()
+        waiters = [asyncio.ensure_future(self._state.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stay connected until `stop` is set; then drain and disconnect cleanly.
+
+        Raises ConnectError for failures that retrying cannot fix (bad
+        credentials, an unverifiable certificate)."""
+        c = self.config
+        attempt = 0
+        while not stop.is_set():
+            self._failed = False
+            self.xmpp.connect(c.host, c.port)
+            while not (self.online or stop.is_set() or self._fatal or self._failed):
+                await self._wait_change(stop)
+            if self.online:
+                attempt = 0
+                while self.online and not stop.is_set() and not self._fatal:
+                    await self._wait_change(stop)
+            if self._fatal:
+                self.xmpp.cancel_connection_attempt()
+                self.xmpp.disconnect(wait=0)
+                raise ConnectError(self._fatal)
+            if stop.is_set():
+                break
+            # Our backoff, not slixmpp's own retry loop (which has no jitter
+            # and grows to 300 s): cancel its pending attempt first.
+            self.xmpp.cancel_connection_attempt()
+            attempt += 1
+            delay = backoff_delay(attempt, c.initial_delay, c.max_delay, self.rand)
+            log.info("reconnecting", extra=fields(event="reconnect", attempt=attempt,
+                                                  delay=round(delay, 2),
+                                                  queued=len(self.queue)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+        await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        """Stop taking new events and leave cleanly.
+
+        In client mode the bot first goes unavailable, so the server keeps new
+        messages in offline storage, then pings the server: every stanza the
+        server sent before the pong has been processed when the pong arrives."""
+        self._stopping = True
+        await self._end_sweeps()
+        self.xmpp.cancel_connection_attempt()
+        pong = False
+        if self.online and not self.component:
+            self.xmpp.send_presence(ptype="unavailable")
+            with contextlib.suppress(IqError, IqTimeout):
+                await self.xmpp.plugin["xep_0199"].send_ping(self.config.jid.split("@")[-1],
+                                                             timeout=5)
+                pong = True
+            sm = self.xmpp.plugin["xep_0198"] if self.config.stream_management else None
+            if pong and sm is not None and sm.sm_id and self.xmpp.transport is not None:
+                # The pong proves the server has everything we sent before it, so
+                # every handled stanza may be acknowledged now; otherwise the server
+                # would re-deliver the held-back ones when the stream closes.
+                if self._final_ack is not None:
+                    self._final_ack()
+                else:
+                    final = Ack(self.xmpp)
+                    final["h"] = sm.handled
+                    self.xmpp.send_raw(str(final))
+        position = self.stream_position() if pong else None
+        if self.online or self.xmpp.transport is not None:
+            self.xmpp.disconnect(wait=2.0)
+            try:
+                await asyncio.wait_for(self.xmpp.disconnected, timeout=5)
+                if position is not None:
+                    # The server closed the stream after our final acknowledgement:
+                    # nothing of this session can come again.
+                    self._confirmed(*position)
+            except TimeoutError:
+                self.xmpp.abort()
+        if self.config.sm_state_file and not self.component:
+            clear_sm_state(self.config.sm_state_file)  # the session ended cleanly
+        if self.queue:
+            log.warning("exiting with undelivered messages", extra=fields(
+                event="undelivered", count=len(self.queue)))
+        log.info("disconnected cleanly", extra=fields(event="stopped"))
