@@ -23,6 +23,7 @@ system-deps:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rulebot tests bench scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/rulebot validate rules rules/friends
 	$(VENV)/bin/rulebot test --require-coverage tests/rules/*.yaml
 

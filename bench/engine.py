@@ -75,7 +75,8 @@ from rulebot.engine.evaluate import envelope_data, evaluate, truthy
 from rulebot.model import JSON, Decision, Envelope, Stanza
 from rulebot.rules.expr import Expr, expand
 from rulebot.rules.functions import RuleFunctions
-from rulebot.rules.loader import LiteralParam, Param, RuleSet, parse_rule_files, parse_rules
+from rulebot.rules.loader import parse_rule_files, parse_rules
+from rulebot.rules.ruleset import LiteralParam, Param, RuleSet
 
 SEED = 20240611
 SIZES = (10, 100, 1000)

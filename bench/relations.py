@@ -39,7 +39,8 @@ from rulebot.engine.state import (  # noqa: E402
 )
 from rulebot.model import Envelope, Relate, Stanza, Unrelate  # noqa: E402
 from rulebot.rules.loader import load_rules  # noqa: E402
-from rulebot.store.base import RelationStore, open_store  # noqa: E402
+from rulebot.store.base import RelationStore  # noqa: E402
+from rulebot.store.open import open_store  # noqa: E402
 from rulebot.store.values import RelateChange, UnrelateChange  # noqa: E402
 
 USERS = 20_000

@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from engine import rule_text
 
-from rulebot.bot.dispatch import Dispatcher, Inbound
+from rulebot.bot.dispatch import Dispatcher
+from rulebot.bot.values import Inbound
 from rulebot.config import parse_config
 from rulebot.daemon.reload import Reloader, RuleRef
 from rulebot.rules.loader import check_rules, load_rules

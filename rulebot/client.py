@@ -1,7 +1,6 @@
 """The client side: what an application embeds to talk to the friend bot.
 
-Imports: wire, errors, functions, xmpp_common (TLS, backoff), xmpp_stanzas
-(metadata namespace), stdlib, slixmpp. See docs/protocol.md for the wire
+See docs/protocol.md for the wire
 protocol this implements.
 
     async with RulebotClient("alice@example.com", password, bot="friend@example.com",
@@ -31,16 +30,14 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from rulebot.errors import ConnectError, RulebotError
+from rulebot.jid import bare_jid
 from rulebot.model import JSON
-from rulebot.rules.functions import bare_jid
-from rulebot.wire.decode import JSON_NS, encode_payload
-from rulebot.xmpp.stanzas import META_NS
+from rulebot.wire.encode import JSON_NS, META_NS, encode_payload
 from rulebot.xmpp.tls import backoff_delay, setup_tls
 
 log = logging.getLogger("rulebot.client")
 
 _SEEN = 10_000  # stanza ids remembered for de-duplication
-
 
 @dataclass(frozen=True, slots=True)
 class Received:

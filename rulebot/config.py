@@ -1,6 +1,6 @@
 """The daemon's config file (rulebot.yaml), validated by schemas/config.schema.json.
 
-Imports: model, errors, yamldoc, schema, wire, stdlib. `parse_config` is pure;
+`parse_config` is pure;
 `load_config` reads the file; `read_secret` reads the password from the
 environment or a file (never from the config, never logged).
 """
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rulebot.errors import ConfigError
+from rulebot.jid import domain_of
 from rulebot.load.schema import schema_issues
 from rulebot.load.yamldoc import load_document
 from rulebot.model import Issue
@@ -69,7 +70,7 @@ class Config:
 
     @property
     def domain(self) -> str:
-        return self.jid.split("@", 1)[-1].split("/", 1)[0]
+        return domain_of(self.jid)
 
 
 def _parent_domain(domain: str) -> str:

@@ -1,7 +1,5 @@
 """The one error hierarchy of rulebot.
 
-Imports: model only.
-
     RulebotError
     ├── RuleSetError      a rule set failed to load; carries every located Issue
     ├── ConfigError       the daemon's config file is invalid; carries Issues too

@@ -1,8 +1,6 @@
 """JSON encoders for the per-event hot paths, identical in output to
 `json.JSONEncoder(ensure_ascii=False, ...).encode`.
 
-Imports: stdlib only.
-
 JSONEncoder.encode builds json's C encoder anew on every call (and a dict to
 detect cycles); the encoders here build it once. Without the cycle check a
 cyclic value would recurse until RecursionError: that case is handed to

@@ -1,6 +1,6 @@
 """Structured logging: one JSON object per line, or plain text for a terminal.
 
-Imports: jsonenc, stdlib. Every rulebot log call passes its fields as
+Every rulebot log call passes its fields as
 `extra={"fields": {...}}`; the formatter puts them on the line.
 """
 
@@ -17,7 +17,6 @@ from rulebot.jsonenc import encoder
 LOGGER = "rulebot"
 #: How long the daemon's info lines may sit in the log buffer (see BufferedStreamHandler).
 LOG_FLUSH_SECONDS = 0.25
-
 
 class JsonFormatter(logging.Formatter):
     def __init__(self) -> None:

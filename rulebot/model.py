@@ -1,6 +1,6 @@
 """Frozen values shared by every layer: issues, envelopes, actions, decisions.
 
-Imports: the standard library only. Compiled rule sets live in rules.py,
+Compiled rule sets live in rules/ruleset.py,
 because they hold compiled JMESPath expressions.
 """
 
@@ -15,7 +15,6 @@ from typing import Any, Literal, TypeAlias
 JSON: TypeAlias = Any
 
 Severity = Literal["error", "warning"]
-
 
 @dataclass(frozen=True, slots=True)
 class Issue:

@@ -1,9 +1,9 @@
 """The daemon's brain without a network: inbound stanza values -> decisions -> outbound messages.
 
-Imports: model, engine, rules, state, functions, wire, config, logs, stdlib.
-Never imports slixmpp: xmpp_stanzas.py turns stanzas into `Inbound` values and
-xmpp.py sends the `Outbound` values this module returns, so the whole path
-from stanza to sends can be tested with plain values.
+Sans-IO: never imports slixmpp, never logs (import-linter checks both).
+rulebot.xmpp.stanzas turns stanzas into `Inbound` values and
+rulebot.xmpp.connection sends the `Outbound` values this module returns, so
+the whole path from stanza to sends can be tested with plain values.
 
 Order of checks for one inbound stanza (docs/protocol.md):
 own stanza -> ignored; sender domain not allowed -> ignored (no reply: it
@@ -16,23 +16,27 @@ otherwise the rules decide.
 from __future__ import annotations
 
 import hashlib
-import logging
-import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal, NamedTuple, Protocol
+from typing import Literal, Protocol
 
-from rulebot.config import Config
+from rulebot.bot.values import (
+    Inbound,
+    Meta,
+    Outbound,
+    Outcome,
+    Recorded,
+    Records,
+    event_key,
+)
 from rulebot.engine.evaluate import evaluate
 from rulebot.engine.state import Buckets, LiveState, PresenceTable, RelationReader
 from rulebot.errors import EventError
-from rulebot.logs import LOGGER, fields, log_hot
+from rulebot.jid import bare_jid, split_jid
 from rulebot.model import (
     JSON,
     Broadcast,
-    Decision,
     Drop,
     Envelope,
     ErrorReply,
@@ -43,141 +47,33 @@ from rulebot.model import (
     StateChange,
     Unrelate,
 )
-from rulebot.rules.functions import bare_jid, split_jid
-from rulebot.rules.loader import RuleSet
-from rulebot.wire.decode import Encoding, decode_event, error_payload, event_id, presence_event
-
-log = logging.getLogger(LOGGER)
+from rulebot.rules.ruleset import RuleSet
+from rulebot.wire.decode import Limits, decode_event, event_id, presence_event
+from rulebot.wire.encode import Encoding, error_payload
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """A stanza addressed to the bot, as plain values (built by xmpp_stanzas.py)."""
+class Settings(Protocol):
+    """The settings the dispatcher reads (rulebot.config.Config has them all; the
+    bot does not depend on the rest of the daemon's configuration)."""
 
-    kind: Literal["message", "presence"]
-    from_: str  # full JID, server-stamped
-    type: str
-    id: str | None = None
-    body: str | None = None
-    json: str | None = None  # text of an XEP-0335 <json/> container
-    show: str | None = None
-    status: str | None = None
-    priority: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Meta:
-    """What tells a recipient where a message came from (the <rulebot/> element)."""
-
-    sender: str
-    rule: str | None
-    version: str
-    event_id: str | None
-    stanza_id: str | None = None  # the inbound stanza this answers or routes
-
-
-@dataclass(frozen=True, slots=True)
-class Outbound:
-    to: str
-    payload: dict[str, JSON]
-    encoding: Encoding
-    type: str
-    id: str
-    meta: Meta
-
-
-class EventKey(NamedTuple):
-    """An inbound event's identity for its idempotency record (event_key). A
-    tuple: hashed in C, it is the key of the ledger's index in memory."""
-
-    sender: str
-    key: str
-
-
-_new_key = tuple.__new__
-_intern = sys.intern
-
-
-def event_key(sender: str, from_: str, event: str | int | None,
-              stanza_id: str | None) -> EventKey | None:
-    """Who sent the event (as the server stamped it) and which event it is: its
-    own "id" for its sender's bare JID (a resend from another resource or
-    connection is the same event), else the stanza id for the full JID (stanza
-    ids are unique per connection at best). None when it has neither.
-    `sender` is the bare JID of `from_`."""
-    # tuple.__new__: EventKey(...) would run NamedTuple's __new__ in Python.
-    if event is not None:
-        # An integer id and its decimal text are different events. The sender
-        # interned: the ledger keeps thousands of keys of a few senders.
-        return _new_key(EventKey, (_intern(sender.lower()), ("n:" + str(event))
-                                   if isinstance(event, int) else "e:" + event))
-    if stanza_id:
-        return _new_key(EventKey, (from_, "s:" + stanza_id))
-    return None
-
-
-class Recorded(NamedTuple):
-    """What one decision produced, as its idempotency record keeps it (a tuple:
-    one is made per decided event, and a tuple is the cheapest frozen value)."""
-
-    version: str
-    matched: tuple[str, ...]
-    outbound: tuple[Outbound, ...]
-
-
-class Records(Protocol):
-    """The idempotency records (rulebot.daemon.ledger.Ledger). Before deciding, the
-    dispatcher asks for an event's record (`recall`: an index in memory; the
-    store is read only for a record found); after, a decision without
-    relation changes is recorded with `add` (stored before the read's messages
-    leave) and one with changes with `commit` (stored with the changes).
-    `recall` and `commit` raise on a failing store."""
-
-    def recall(self, key: EventKey) -> Recorded | None: ...
-    def add(self, key: EventKey, recorded: Recorded) -> None: ...
-    def commit(self, key: EventKey | None, recorded: Recorded,
-               changes: Sequence[StateChange]) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """Everything one inbound stanza led to: for the sender, the logs and the tests."""
-
-    status: Literal["decided", "rejected", "ignored", "failed", "duplicate"]
-    outbound: tuple[Outbound, ...] = ()
-    decision: Decision | None = None
-    reason: str | None = None  # why it was ignored or rejected (an error code)
-    event_id: str | None = None  # the event's own "id", when it has one
-    envelope: Envelope | None = None  # what the rules saw (for traces)
-    key: EventKey | None = None  # its idempotency record's key, when one was made
-    recorded: Recorded | None = None  # a duplicate's record
-
-
-def summary(outcome: Outcome) -> dict[str, object]:
-    """What the decision log and the audit trail record of an outcome (no payloads)."""
-    info: dict[str, object] = {}
-    if outcome.reason:
-        info["reason"] = outcome.reason
-    if outcome.recorded is not None:  # a duplicate: what its first decision did
-        info["version"] = outcome.recorded.version
-        info["matched"] = list(outcome.recorded.matched)
-        info["sent_again"] = len(outcome.outbound)
-    decision = outcome.decision
-    if decision is not None:
-        info["version"] = decision.version
-        info["matched"] = list(decision.matched)
-        info["actions"] = [{"type": a.type, "to": list(a.to), "rule": a.rule}
-                           for a in decision.actions]
-        if decision.errors:
-            info["rule_errors"] = [{"rule": e.rule, "message": e.message}
-                                   for e in decision.errors]
-    return info
+    @property
+    def jid(self) -> str: ...
+    @property
+    def allowed_domains(self) -> tuple[str, ...]: ...
+    @property
+    def limits(self) -> Limits: ...
+    @property
+    def max_recipients(self) -> int: ...
+    @property
+    def message_type(self) -> str: ...
+    @property
+    def encoding(self) -> Literal["same", "body", "json"]: ...
 
 
 class Dispatcher:
     """Turns inbound stanzas into outbound messages using the current rule set."""
 
-    def __init__(self, config: Config, current: Callable[[], RuleSet], *,
+    def __init__(self, config: Settings, current: Callable[[], RuleSet], *,
                  relations: RelationReader | None = None,
                  apply: Callable[[Sequence[StateChange]], None] | None = None,
                  presence: PresenceTable | None = None,
@@ -193,18 +89,8 @@ class Dispatcher:
         self.allowed = frozenset(d.lower() for d in config.allowed_domains)
 
     def handle(self, inbound: Inbound) -> Outcome:
-        """Decide on one stanza and log it. Never raises for any stanza content."""
-        started = time.perf_counter()
-        outcome = self._handle(inbound)
-        self.log(inbound, outcome, (time.perf_counter() - started) * 1e6)
-        return outcome
-
-    def decide(self, inbound: Inbound) -> Outcome:
-        """Decide on one stanza without logging it (the caller logs it with `log`
-        once it knows what was sent). Never raises for any stanza content."""
-        return self._handle(inbound)
-
-    def _handle(self, inbound: Inbound) -> Outcome:
+        """Decide on one stanza. Never raises for any stanza content; logs
+        nothing (the daemon writes the decision line once it knows what was sent)."""
         local, domain, _ = split_jid(inbound.from_)
         sender = f"{local}@{domain}" if local else domain
         if sender == self.bot_bare:
@@ -291,7 +177,8 @@ class Dispatcher:
                     records.add(key, recorded)  # stored before the read's messages leave
             except Exception as exc:
                 failed = self._store_failed(inbound, sender, eid, enc, decision.version, exc)
-                return Outcome("failed", failed.outbound, decision, failed.reason, eid_text, env)
+                return Outcome("failed", failed.outbound, decision, failed.reason, eid_text, env,
+                               error=failed.error)
         status: Literal["decided", "rejected"] = "decided"
         reason = None
         if decision.actions and isinstance(decision.actions[0], ErrorReply) \
@@ -302,11 +189,9 @@ class Dispatcher:
 
     def _store_failed(self, inbound: Inbound, sender: str, eid: str | int | None,
                       enc: Encoding, version: str, exc: BaseException) -> Outcome:
-        log.error("the store failed; decision not carried out", extra=fields(
-            event="store_failed", error=f"{type(exc).__name__}: {exc}",
-            from_=inbound.from_, stanza_id=inbound.id))
         return Outcome("failed", (self._refusal(inbound, sender, eid, enc, version),),
-                       reason="store-unavailable", event_id=None if eid is None else str(eid))
+                       reason="store-unavailable", event_id=None if eid is None else str(eid),
+                       error=f"{type(exc).__name__}: {exc}")
 
     def _refusal(self, inbound: Inbound, sender: str, eid: str | int | None, enc: Encoding,
                  version: str) -> Outbound:
@@ -348,25 +233,3 @@ class Dispatcher:
         else:
             mid = "rb-" + uuid.uuid4().hex[:20]
         return Outbound(to, payload, enc, self.config.message_type, mid, meta)
-
-    def log(self, inbound: Inbound, outcome: Outcome, micros: float) -> None:
-        """The decision line of one stanza (`micros`: the time its decision took)."""
-        level = logging.DEBUG if outcome.status == "ignored" and outcome.reason in (
-            "no-payload", "presence-subscription") else logging.INFO
-        if outcome.status == "ignored" and outcome.reason == "domain-not-allowed":
-            level = logging.WARNING
-        if not log.isEnabledFor(level):
-            return  # building the line costs more than deciding
-        info: dict[str, object] = {
-            "event": "stanza",
-            "status": outcome.status,
-            "kind": inbound.kind,
-            "stanza_type": inbound.type,
-            "stanza_id": inbound.id,
-            "from": inbound.from_,
-        }
-        info.update(summary(outcome))
-        if outcome.event_id is not None:
-            info["event_id"] = outcome.event_id
-        info["micros"] = round(micros, 1)
-        log_hot(log, level, f"{inbound.kind} {outcome.status}", info)

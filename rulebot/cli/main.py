@@ -1,6 +1,8 @@
-"""The `rulebot` command line: validate, schema, eval (and run, send, listen).
+"""The `rulebot` command group and its commands validate, schema, eval, explain,
+status and run; send/listen (cli.talk), relations (cli.relations) and test
+(cli.test) are registered here.
 
-Imports: everything below it. Signals and asyncio.run live here only.
+Signals and asyncio.run live here only.
 Exit codes: 0 success, 1 invalid input (rules, events), 2 usage.
 """
 
@@ -8,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
-from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import TextIO
 
 import click
 
 from rulebot import __version__
+from rulebot.cli.lines import read_events
 from rulebot.engine.evaluate import evaluate
 from rulebot.engine.render import decision_json
 from rulebot.errors import EventError
+from rulebot.jid import bare_jid
 from rulebot.load.schema import SCHEMA_NAMES, schema_text
 from rulebot.model import Envelope, Issue, Stanza
 from rulebot.rules.loader import check_rules
@@ -87,21 +89,6 @@ def schema(name: str) -> None:
     click.echo(schema_text(name), nl=False)
 
 
-def _read_events(stream: TextIO) -> Iterator[tuple[int, str]]:
-    """(line number, text) of each event: one JSON document (pretty-printed or not),
-    else JSON lines, each reported on its own when it does not parse."""
-    text = stream.read()
-    stripped = text.strip()
-    if not stripped:
-        return
-    try:
-        json.loads(stripped)
-    except ValueError:
-        yield from ((n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip())
-        return
-    yield 1, stripped
-
-
 @main.command(name="eval")
 @click.argument("rules", type=click.Path(exists=True))
 @click.argument("events", type=click.File("r", encoding="utf-8"), default="-")
@@ -124,12 +111,12 @@ def eval_(rules: str, events: TextIO, sender: str, from_: str | None, kind: str,
             click.echo(issue.format(), err=True)
         sys.exit(1)
     ruleset = result.ruleset
-    bare = sender.split("/", 1)[0]
+    bare = bare_jid(sender)
     full = from_ or (sender if "/" in sender else f"{sender}/cli")
     stype = stanza_type or ("chat" if kind == "message" else "available")
     limits = Limits()
     failed = False
-    for n, line in _read_events(events):
+    for n, line in read_events(events):
         try:
             event = decode_event(line, limits)
         except EventError as exc:
@@ -193,7 +180,7 @@ def explain(rules: str, event_file: TextIO, sender: str, from_: str | None, kind
     for jid in online:
         presence.update(jid, True)
     full = from_ or (sender if "/" in sender else f"{sender}/cli")
-    env = Envelope(event, sender.split("/", 1)[0], full,
+    env = Envelope(event, bare_jid(sender), full,
                    Stanza(kind, "chat" if kind == "message" else "available", None),  # type: ignore[arg-type]
                    bot)
     explanation = run_explain(result.ruleset, env,
@@ -264,7 +251,8 @@ def run(config_path: str) -> None:
         sys.exit(1)
     from pathlib import Path
 
-    from rulebot.store.base import StoreError, open_store, redact_url, resolve_location
+    from rulebot.store.base import StoreError, redact_url
+    from rulebot.store.open import open_store, resolve_location
 
     location = resolve_location(config.store, Path(config.base_dir))
     try:
@@ -286,158 +274,14 @@ def run(config_path: str) -> None:
     sys.exit(asyncio.run(main_loop()))
 
 
-def _client_options(f: Any) -> Any:
-    """Options shared by `send` and `listen`: who to be and where the server is."""
-    options = [
-        click.option("--jid", required=True, help="The user's JID, e.g. alice@example.com."),
-        click.option("--bot", required=True, help="The friend bot's JID (or component)."),
-        click.option("--host", default=None, help="Server host (default: the JID's domain)."),
-        click.option("--port", default=5222, show_default=True, type=int),
-        click.option("--password-env", default="RULEBOT_PASSWORD", show_default=True,
-                     help="Environment variable holding the user's password."),
-        click.option("--password-file", type=click.Path(exists=True, dir_okay=False),
-                     help="File whose first line is the password (instead of the variable)."),
-        click.option("--ca-file", type=click.Path(exists=True, dir_okay=False),
-                     help="PEM file of CAs to trust for the server certificate."),
-        click.option("--no-verify", is_flag=True, help="Do not verify the certificate (tests "
-                     "only)."),
-        click.option("--allow-plain", is_flag=True, help="Allow a connection without TLS."),
-        click.option("--encoding", type=click.Choice(["body", "json"]), default="body",
-                     show_default=True, help="body: JSON in <body>; json: XEP-0335 container."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def _client(opts: dict[str, Any]) -> Any:
-    from rulebot.client import RulebotClient
-
-    if opts["password_file"]:
-        with open(opts["password_file"], encoding="utf-8") as fh:
-            password = fh.readline().rstrip("\n")
-    else:
-        password = os.environ.get(opts["password_env"], "")
-        if not password:
-            raise click.UsageError(f"environment variable {opts['password_env']} is not set")
-    return RulebotClient(opts["jid"], password, opts["bot"], host=opts["host"],
-                         port=opts["port"], ca_file=opts["ca_file"],
-                         verify=not opts["no_verify"], allow_plain=opts["allow_plain"],
-                         encoding=opts["encoding"])
-
-
-@main.command()
-@_client_options
-@click.argument("event", required=False)
-@click.option("-f", "--file", "event_file", type=click.File("r", encoding="utf-8"),
-              help="Read events from a file (JSON lines, or one JSON object).")
-@click.option("--wait", type=float, default=None,
-              help="Wait up to SECONDS for the bot's reply to each event and print it.")
-def send(event: str | None, event_file: TextIO | None, wait: float | None,
-         **opts: Any) -> None:
-    """Send events to the bot as a user: EVENT, a file, or JSON lines on stdin.
-
-    Prints one JSON line per event: its id, and with --wait the reply or error.
-    Exit codes: 0 sent (and answered), 1 an error reply or no reply, 3 cannot connect."""
-    from rulebot.client import RequestError
-    from rulebot.errors import ConnectError
-
-    if event is not None:
-        texts = [event]
-    else:
-        texts = [t for _, t in _read_events(event_file or sys.stdin)]
-    events = []
-    for text in texts:
-        value = json.loads(text)
-        if not isinstance(value, dict):
-            raise click.UsageError("an event must be a JSON object")
-        events.append(value)
-
-    async def go() -> int:
-        client = _client(opts)
-        try:
-            await client.connect()
-        except ConnectError as exc:
-            click.echo(f"rulebot send: {exc}", err=True)
-            return 3
-        failed = 0
-        try:
-            for value in events:
-                if wait is None:
-                    click.echo(json.dumps({"sent": client.send_event(value)}))
-                    continue
-                try:
-                    received = await client.request(value, timeout=wait)
-                    click.echo(json.dumps({"reply": received.to_json()}, ensure_ascii=False))
-                except RequestError as exc:
-                    failed += 1
-                    click.echo(json.dumps({"error": exc.received.to_json()},
-                                          ensure_ascii=False))
-                except TimeoutError:
-                    failed += 1
-                    click.echo(json.dumps({"timeout": value.get("id")}))
-        finally:
-            await client.close()
-        return 1 if failed else 0
-
-    sys.exit(asyncio.run(go()))
-
-
-@main.command()
-@_client_options
-@click.option("--count", type=int, default=None, help="Exit after N events (exit 1 if the "
-              "timeout comes first).")
-@click.option("--timeout", type=float, default=None, help="Exit after SECONDS.")
-def listen(count: int | None, timeout: float | None, **opts: Any) -> None:
-    """Print every message the bot sends this user, one JSON line each.
-
-    Prints "listening as JID" on stderr once the session is up. Runs until
-    interrupted, N events (--count) or --timeout."""
-    from rulebot.errors import ConnectError
-
-    async def go() -> int:
-        client = _client(opts)
-        try:
-            await client.connect()
-        except ConnectError as exc:
-            click.echo(f"rulebot listen: {exc}", err=True)
-            return 3
-        click.echo(f"listening as {opts['jid']}", err=True)
-        seen = 0
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        deadline = None if timeout is None else loop.time() + timeout
-        try:
-            while count is None or seen < count:
-                left = None if deadline is None else deadline - loop.time()
-                if left is not None and left <= 0:
-                    break
-                getter = asyncio.ensure_future(client.receive())
-                stopper = asyncio.ensure_future(stop.wait())
-                done, _ = await asyncio.wait([getter, stopper], timeout=left,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
-                if getter not in done:
-                    getter.cancel()
-                    break
-                click.echo(json.dumps(getter.result().to_json(), ensure_ascii=False))
-                seen += 1
-        finally:
-            await client.close()
-        return 1 if count is not None and seen < count else 0
-
-    sys.exit(asyncio.run(go()))
-
-
 def _register() -> None:
     # Commands that live in their own modules (one job each).
     from rulebot.cli.relations import relations
-    from rulebot.ruletest.report import test
+    from rulebot.cli.talk import listen, send
+    from rulebot.cli.test import test
 
-    main.add_command(relations)
-    main.add_command(test)
+    for command in (send, listen, relations, test):
+        main.add_command(command)
 
 
 _register()

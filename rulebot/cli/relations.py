@@ -1,6 +1,6 @@
 """`rulebot relations`: list, add, remove, export and import stored relationships.
 
-Imports: store, store_values, stdlib, click, yaml. cli.py registers the group
+cli.main registers the group
 (`main.add_command(relations)`).
 
 The store is named by --store (a SQLite path, ``sqlite:///PATH`` or a
@@ -27,12 +27,13 @@ from typing import NoReturn, TextIO
 import click
 import yaml
 
+from rulebot.jid import norm_bare
 from rulebot.model import JSON
-from rulebot.store.base import RelationStore, StoreError, open_store, resolve_location
+from rulebot.store.base import RelationStore, StoreError
+from rulebot.store.open import open_store, resolve_location
 from rulebot.store.values import Change, RelateChange, UnrelateChange
 
 DEFAULT_STORE = "rulebot.sqlite3"
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", "location", envvar="RULEBOT_STORE", metavar="URL_OR_PATH",
@@ -84,7 +85,7 @@ def _store(ctx: click.Context) -> Iterator[RelationStore]:
 
 def _bare(jid: str) -> str:
     # The daemon stores bare, lower-case JIDs; so must we, or rules never see it.
-    return jid.split("/", 1)[0].lower()
+    return norm_bare(jid)
 
 
 def _emit(value: JSON) -> None:

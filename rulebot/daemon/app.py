@@ -1,7 +1,6 @@
 """`rulebot run`: wires config, rule set, dispatcher and the XMPP connection together.
 
-Imports: config, rules, reload, dispatch, ledger, store, xmpp, errors, logs,
-model, stdlib. The event loop and the signal handlers belong to cli.py; this
+The event loop and the signal handlers belong to rulebot.cli; this
 module owns what runs on it.
 
 The messages decided while one read from the server is handled are held
@@ -22,9 +21,11 @@ from collections.abc import Sequence
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from rulebot.bot.dispatch import Dispatcher, Inbound, Meta, Outbound, Outcome
+from rulebot.bot.dispatch import Dispatcher
+from rulebot.bot.values import Inbound, Meta, Outbound, Outcome
 from rulebot.config import Config
 from rulebot.daemon.audit import AuditLog
+from rulebot.daemon.decisions import log_decision, log_store_failure
 from rulebot.daemon.httpd import StatusServer, json_page
 from rulebot.daemon.ledger import Ledger, store_changes
 from rulebot.daemon.metrics import Metrics
@@ -32,9 +33,10 @@ from rulebot.daemon.reload import Reloader, ReloadResult, RuleRef
 from rulebot.engine.explain import explain
 from rulebot.engine.state import PeekState
 from rulebot.errors import ConnectError
+from rulebot.jid import norm_bare
 from rulebot.logs import LOG_FLUSH_SECONDS, LOGGER, fields, flush_logs
 from rulebot.model import JSON, StateChange
-from rulebot.rules.loader import RuleSet
+from rulebot.rules.ruleset import RuleSet
 from rulebot.store.base import RelationStore, StoreError
 from rulebot.xmpp.connection import BotConnection
 
@@ -47,7 +49,6 @@ EXIT_CONNECT = 3
 #: and between purges of the store's batches.
 EVICT_INTERVAL = 1.0
 PURGE_INTERVAL = 10.0
-
 
 #: The cyclic garbage collector's thresholds for the daemon (Python's: 700,
 #: 10, 10). Handling one event allocates a few hundred objects, nearly all
@@ -154,7 +155,7 @@ class Daemon:
     def on_inbound(self, inbound: Inbound) -> None:
         started = time.perf_counter()
         try:
-            outcome = self.dispatcher.decide(inbound)
+            outcome = self.dispatcher.handle(inbound)
         except Exception:  # a bug must cost one event, never the daemon
             log.exception("internal error while handling a stanza", extra=fields(
                 event="internal_error", from_=inbound.from_, stanza_id=inbound.id))
@@ -183,17 +184,18 @@ class Daemon:
         failed = done.failed if done is not None else frozenset()
         texts = done.payload_json if done is not None else {}
         send = self.connection.send
-        dispatcher = self.dispatcher
         for inbound, outcome, micros in held:
             if failed and outcome.key in failed:
                 outcome = self._refused(inbound, outcome)
             for out in outcome.outbound:
                 send(out, texts.get(id(out.payload)))
-            dispatcher.log(inbound, outcome, micros)
+            if outcome.error is not None:
+                log_store_failure(inbound, outcome)
+            log_decision(inbound, outcome, micros)
             self.metrics.observe(inbound.kind, outcome, micros / 1e6, len(outcome.outbound))
             if self.audit is not None:
                 self.audit.record(inbound, outcome)
-            if self.trace and inbound.from_.split("/", 1)[0].lower() in self.trace:
+            if self.trace and norm_bare(inbound.from_) in self.trace:
                 self._log_trace(inbound, outcome)
 
     def _refused(self, inbound: Inbound, outcome: Outcome) -> Outcome:

@@ -1,6 +1,6 @@
 """The audit trail: one JSON line per decision, to a file rotated by size.
 
-Imports: dispatch (values), model, stdlib. Separate from the operational log:
+Separate from the operational log:
 it is meant to be kept, shipped and searched ("why did alice's message reach
 bob on Tuesday?"). Payloads are left out unless the operator asks for them.
 """
@@ -12,7 +12,8 @@ import logging
 import logging.handlers
 import time
 
-from rulebot.bot.dispatch import Inbound, Outcome, summary
+from rulebot.bot.values import Inbound, Outcome, summary
+from rulebot.jid import bare_jid
 
 
 class AuditLog:
@@ -34,7 +35,7 @@ class AuditLog:
             "time": stamp,
             "event_id": outcome.event_id,
             "stanza_id": inbound.id,
-            "sender": inbound.from_.split("/", 1)[0],
+            "sender": bare_jid(inbound.from_),
             "from": inbound.from_,
             "kind": inbound.kind,
             "outcome": outcome.status,

@@ -1,6 +1,5 @@
 """A tiny HTTP endpoint for operators: /metrics (Prometheus), /status (JSON), /healthz.
 
-Imports: stdlib only (the pages are produced by callables the daemon passes).
 GET only, one request per connection, loopback by default: this is a scrape
 and inspection port, not a web server.
 """
@@ -14,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 Page = Callable[[], tuple[int, str, bytes]]
-
 
 def json_page(produce: Callable[[], Any]) -> Page:
     def page() -> tuple[int, str, bytes]:

@@ -2,8 +2,6 @@
 decision produced, so that an event delivered again is answered from its record
 (the same messages, the same ids) instead of being decided a second time.
 
-Imports: dispatch (its values), model, store, store_values, wire, jsonenc, logs, stdlib.
-
 Why: after a crash the server re-sends what the bot had not acknowledged, and
 offline storage hands over what a destroyed session held. Decided again, such
 an event meets a world its first decision changed: a friend request already
@@ -22,7 +20,7 @@ When a record is written:
 
 Either way no message of a decision leaves before its record is stored, and
 the bot acknowledges an inbound stanza only after that (its acknowledgements
-wait for the server's acknowledgement of what the stanza produced, xmpp_sm).
+wait for the server's acknowledgement of what the stanza produced, xmpp.sm).
 So a kill -9 at any point leaves each unacknowledged event either undecided
 (nothing was sent, nothing changed: deciding it is the first decision) or
 recorded (the record is re-sent).
@@ -56,7 +54,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rulebot.bot.dispatch import EventKey, Meta, Outbound, Recorded
+from rulebot.bot.values import EventKey, Meta, Outbound, Recorded
 from rulebot.jsonenc import encoder
 from rulebot.logs import LOGGER, fields
 from rulebot.model import Relate, StateChange
@@ -69,7 +67,7 @@ from rulebot.store.values import (
     StoredBatch,
     UnrelateChange,
 )
-from rulebot.wire.decode import encode_payload
+from rulebot.wire.encode import encode_payload
 
 log = logging.getLogger(LOGGER)
 

@@ -1,7 +1,6 @@
 """Prometheus metrics of the daemon (prometheus-client), in a registry of its own.
 
-Imports: dispatch (Outcome), reload (ReloadResult), rules, model, stdlib,
-prometheus_client. The daemon calls the observe_* methods; the HTTP endpoint
+The daemon calls the observe_* methods; the HTTP endpoint
 (httpd.py) renders `render()`.
 """
 
@@ -15,14 +14,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Info, generate_
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from rulebot.bot.dispatch import Outcome
+from rulebot.bot.values import Outcome
 from rulebot.daemon.reload import ReloadResult
 from rulebot.model import ErrorReply
-from rulebot.rules.loader import RuleSet
+from rulebot.rules.ruleset import RuleSet
 
 #: Bounds of the decision-time histogram, in seconds.
 DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
-
 
 class _Counts:
     """One labelled counter kept as plain numbers and rendered at scrape time.

@@ -1,7 +1,5 @@
 """Hot reload: watch the rules path, load off the event loop, swap whole or keep the old set.
 
-Imports: rules, expr, model, logs, stdlib, watchfiles.
-
 A reload loads and validates the *whole* rule set with the same loader as
 `rulebot validate` (rules.check_rules), in a worker thread so the event loop
 keeps serving. Valid: the new compiled set replaces the old in one reference
@@ -27,7 +25,8 @@ import watchfiles
 from rulebot.logs import LOGGER, fields
 from rulebot.model import Issue
 from rulebot.rules.expr import Expr
-from rulebot.rules.loader import ActionSpec, LiteralParam, LoadResult, Rule, RuleSet, check_rules
+from rulebot.rules.loader import LoadResult, check_rules
+from rulebot.rules.ruleset import ActionSpec, LiteralParam, Rule, RuleSet
 
 log = logging.getLogger(LOGGER)
 

@@ -1,6 +1,6 @@
 """The pure evaluation: (compiled rule set, envelope) -> Decision.
 
-Imports: model, rules, functions, jpcompile, stdlib, jsonschema. No I/O, no
+No I/O, no
 logging, no clock, no asyncio, no slixmpp: the caller performs the decision.
 
 Semantics (docs/rules.md): rules are tried in order; the first matching rule
@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from jsonschema.exceptions import best_match
 
-from rulebot.engine.state import StateView
+from rulebot.jid import bare_jid, valid_jid
 from rulebot.model import (
     JSON,
     Action,
@@ -30,14 +30,13 @@ from rulebot.model import (
     RuleError,
     Unrelate,
 )
-from rulebot.rules.functions import RuleFunctions, bare_jid, valid_jid
+from rulebot.rules.functions import RuleFunctions, StateView
 from rulebot.rules.jpcompile import Runtime
-from rulebot.rules.loader import ActionSpec, LiteralParam, Param, Rule, RuleSet
+from rulebot.rules.ruleset import ActionSpec, LiteralParam, Param, Rule, RuleSet
 
 #: Default cap on the recipients of one action (a broadcast to a huge list is
 #: an amplification attack or a mistake; either way refuse it visibly).
 MAX_RECIPIENTS = 10_000
-
 
 class _RuleFailed(Exception):
     """One rule's action could not be computed; internal to this module."""

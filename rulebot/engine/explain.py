@@ -1,7 +1,5 @@
 """Why did (or didn't) a rule fire: a per-rule trace of one event. Pure.
 
-Imports: engine, rules, model, functions, state, stdlib, jmespath.
-
 The decision comes from engine.evaluate itself (so the explanation can never
 disagree with what the daemon does); the trace then evaluates every rule's
 `match` on its own to show each value, and which later rules would have
@@ -14,9 +12,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rulebot.engine.evaluate import MAX_RECIPIENTS, envelope_data, evaluate, runtime_for, truthy
-from rulebot.engine.state import StateView
 from rulebot.model import JSON, Decision, Envelope
-from rulebot.rules.loader import RuleSet
+from rulebot.rules.functions import StateView
+from rulebot.rules.ruleset import RuleSet
 
 Status = Literal["matched", "not-matched", "error", "shadowed", "disabled", "not-evaluated"]
 

@@ -1,6 +1,6 @@
 """JSON views of decisions for logs, `rulebot eval` and the audit trail.
 
-Imports: model, stdlib. Pure.
+Pure.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What rules may read besides the event: relationships and presence, read-only.
 
-Imports: model, functions, stdlib. Pure data structures, no I/O.
+Pure data structures, no I/O.
 
 The engine sees state only through `StateView`; it never writes. Changes come
 back from the engine as `Relate`/`Unrelate` actions, which the daemon applies
@@ -16,13 +16,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from rulebot.jid import norm_bare
 from rulebot.model import JSON, Relate, StateChange
-from rulebot.rules.functions import bare_jid
-
-
-def norm(jid: str) -> str:
-    """The form relationships are stored under: the bare JID in lower case."""
-    return bare_jid(jid).lower()
+from rulebot.rules.functions import StateView
 
 
 class RelationReader(Protocol):
@@ -39,17 +35,6 @@ class RelationLike(Protocol):
     def attrs(self) -> Mapping[str, JSON]: ...
     @property
     def created(self) -> str: ...
-
-
-class StateView(Protocol):
-    """Everything an expression can ask about the world outside the event."""
-
-    def related(self, subject: str, obj: str, kind: str) -> bool: ...
-    def objects(self, subject: str, kind: str) -> list[str]: ...
-    def subjects(self, obj: str, kind: str) -> list[str]: ...
-    def relation(self, subject: str, obj: str, kind: str) -> dict[str, JSON] | None: ...
-    def online(self, jid: str) -> bool: ...
-    def take(self, name: str, key: str, per_second: float, burst: int) -> bool: ...
 
 
 class Buckets:
@@ -86,7 +71,7 @@ class PresenceTable:
         self._resources: dict[str, set[str]] = {}
 
     def update(self, full_jid: str, available: bool) -> None:
-        bare = norm(full_jid)
+        bare = norm_bare(full_jid)
         resource = full_jid.partition("/")[2]
         if available:
             self._resources.setdefault(bare, set()).add(resource)
@@ -99,7 +84,7 @@ class PresenceTable:
             self._resources.pop(bare, None)
 
     def online(self, jid: str) -> bool:
-        resources = self._resources.get(norm(jid))
+        resources = self._resources.get(norm_bare(jid))
         if not resources:
             return False
         resource = jid.partition("/")[2]
@@ -122,19 +107,19 @@ class LiveState:
         return self._buckets.take(name, key, per_second, burst)
 
     def related(self, subject: str, obj: str, kind: str) -> bool:
-        return bool(self._relations and self._relations.related(norm(subject), norm(obj),
+        return bool(self._relations and self._relations.related(norm_bare(subject), norm_bare(obj),
                                                                 kind))
 
     def objects(self, subject: str, kind: str) -> list[str]:
-        return self._relations.objects(norm(subject), kind) if self._relations else []
+        return self._relations.objects(norm_bare(subject), kind) if self._relations else []
 
     def subjects(self, obj: str, kind: str) -> list[str]:
-        return self._relations.subjects(norm(obj), kind) if self._relations else []
+        return self._relations.subjects(norm_bare(obj), kind) if self._relations else []
 
     def relation(self, subject: str, obj: str, kind: str) -> dict[str, JSON] | None:
         if not self._relations:
             return None
-        found = self._relations.get(norm(subject), norm(obj), kind)
+        found = self._relations.get(norm_bare(subject), norm_bare(obj), kind)
         if found is None:
             return None
         return {"kind": kind, "attrs": dict(found.attrs), "created": found.created}
@@ -158,7 +143,7 @@ class MemoryRelations:
     def __init__(self, rows: Iterable[MemoryRelation] = ()) -> None:
         self._rows: dict[tuple[str, str, str], MemoryRelation] = {}
         for row in rows:
-            self._rows[(norm(row.subject), norm(row.object), row.kind)] = row
+            self._rows[(norm_bare(row.subject), norm_bare(row.object), row.kind)] = row
 
     def related(self, subject: str, obj: str, kind: str) -> bool:
         return (subject, obj, kind) in self._rows
@@ -174,13 +159,13 @@ class MemoryRelations:
 
     def relate(self, subject: str, obj: str, kind: str,
                attrs: Mapping[str, JSON] | None = None) -> None:
-        key = (norm(subject), norm(obj), kind)
+        key = (norm_bare(subject), norm_bare(obj), kind)
         old = self._rows.get(key)
         self._rows[key] = MemoryRelation(key[0], key[1], kind, dict(attrs or {}),
                                          old.created if old else "1970-01-01T00:00:00Z")
 
     def unrelate(self, subject: str, obj: str, kind: str) -> None:
-        self._rows.pop((norm(subject), norm(obj), kind), None)
+        self._rows.pop((norm_bare(subject), norm_bare(obj), kind), None)
 
     def rows(self) -> list[MemoryRelation]:
         return list(self._rows.values())
@@ -222,28 +207,3 @@ class PeekState:
 
     def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
         return True
-
-
-class NoState:
-    """The state of a bot with no store and no presence: nothing is related or online."""
-
-    def related(self, subject: str, obj: str, kind: str) -> bool:
-        return False
-
-    def objects(self, subject: str, kind: str) -> list[str]:
-        return []
-
-    def subjects(self, obj: str, kind: str) -> list[str]:
-        return []
-
-    def relation(self, subject: str, obj: str, kind: str) -> dict[str, JSON] | None:
-        return None
-
-    def online(self, jid: str) -> bool:
-        return False
-
-    def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
-        return True  # no limiter: never over the limit
-
-
-NO_STATE = NoState()

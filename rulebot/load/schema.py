@@ -1,6 +1,6 @@
 """The shipped JSON Schemas, and schema errors turned into located issues.
 
-Imports: model, yamldoc, stdlib, jsonschema. Reads the schema files once
+Reads the schema files once
 (package data), otherwise pure.
 """
 
@@ -23,7 +23,6 @@ from rulebot.load.yamldoc import Path as DocPath
 from rulebot.model import JSON, Issue
 
 SCHEMA_NAMES = ("rules", "config", "ruletest")
-
 
 def schema_text(name: str) -> str:
     """The text of a shipped schema (`rules` or `config`).

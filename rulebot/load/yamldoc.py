@@ -1,6 +1,6 @@
 """YAML documents with positions: safe loading that remembers where each value is.
 
-Imports: model, stdlib, PyYAML. Pure: takes text, returns values and positions.
+Pure: takes text, returns values and positions.
 
 Only YAML's safe subset is accepted (no Python tags, no code). Duplicate keys,
 which PyYAML silently lets the last one win, are errors here, because a rule
@@ -28,7 +28,6 @@ _PLAIN = re.compile(r"[A-Za-z0-9_$-]+")
 
 # A billion-laughs file expands aliases exponentially; refuse beyond this.
 MAX_NODES = 1_000_000
-
 
 def format_path(path: Path) -> str:
     """`("rules", 2, "match")` -> `rules[2].match`."""

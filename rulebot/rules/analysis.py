@@ -1,6 +1,6 @@
 """Static analysis of a compiled rule set: warnings, never errors.
 
-Imports: model, expr, rules (its types), stdlib. Pure.
+Pure.
 
 A later rule can never match when an earlier enabled rule stops evaluation
 (no `continue`, or a `drop`), its conditions are a subset of the later rule's
@@ -12,13 +12,10 @@ as not matching, which would let evaluation go on).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from rulebot.model import Issue
 from rulebot.rules.expr import Expr, canonical, conjuncts
-
-if TYPE_CHECKING:
-    from rulebot.rules.loader import Rule, RuleSet
+from rulebot.rules.ruleset import Rule, RuleSet
 
 
 def _stops(rule: Rule) -> bool:

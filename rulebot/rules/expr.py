@@ -1,6 +1,6 @@
 """Compiling rule expressions: macro expansion, JMESPath parsing, static analysis.
 
-Imports: functions, jpcompile, stdlib, jmespath. Pure.
+Pure.
 
 Macros are expanded textually: `$name` outside quotes becomes `(macro text)`,
 so a macro is evaluated where it is written, like any sub-expression.
@@ -27,7 +27,6 @@ _MACRO = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _MAX_EXPANSION = 100_000  # macros that use macros twice grow exponentially
 #: Every function an expression may call, with its JMESPath signature.
 FUNCTION_TABLE: Mapping[str, Any] = RuleFunctions({}).FUNCTION_TABLE
-
 
 @dataclass(frozen=True, slots=True)
 class Expr:

@@ -1,6 +1,6 @@
 """Event schemas compiled to plain Python predicates, for the schemas that allow it.
 
-Imports: stdlib. Pure.
+Pure.
 
 `jsonschema` validates by walking the schema for every instance (descend,
 evolve, a keyword function per keyword): for the small object schemas
@@ -35,7 +35,6 @@ _HANDLED = frozenset({"type", "const", "enum", "properties", "required",
                       "additionalProperties", "minLength", "maxLength", "pattern",
                       "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
                       "items", "minItems", "maxItems", "minProperties", "maxProperties"})
-
 
 class _Unsupported(Exception):
     """The schema needs jsonschema itself."""

@@ -1,6 +1,6 @@
 """The pure JMESPath functions rule expressions may call, besides JMESPath's own.
 
-Imports: stdlib, jmespath. No I/O: every function is a function of its
+No I/O: every function is a function of its
 arguments and of the rule set's lists (and, later, a read-only state view).
 
 | function                     | returns                                          |
@@ -21,7 +21,8 @@ arguments and of the rule set's lists (and, later, a read-only state view).
 | over_limit(name, key)        | takes a token from bucket `name` for `key`; true if none left |
 
 The relationship and presence functions read through a read-only StateView
-(rulebot.engine.state) that the caller passes in; JIDs are compared as lower-case
+(StateView, below; rulebot.engine.state has the implementations) that the
+caller passes in; JIDs are compared as lower-case
 bare JIDs.
 """
 
@@ -30,13 +31,13 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from jmespath import exceptions as jp_exceptions
 from jmespath import functions
 
-if TYPE_CHECKING:
-    from rulebot.engine.state import StateView
+from rulebot.jid import bare_jid, split_jid
+from rulebot.model import JSON
 
 #: Names of the functions this module adds (validate checks calls against them).
 CUSTOM_FUNCTIONS = frozenset(
@@ -46,43 +47,6 @@ CUSTOM_FUNCTIONS = frozenset(
 )
 
 MAX_PATTERN = 1000
-
-
-#: What valid_jid refuses anywhere in a JID: re's \s is exactly str.isspace()
-#: (both are Py_UNICODE_ISSPACE; tests/unit/test_functions.py checks every code point).
-_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f]")
-MAX_JID = 3071  # RFC 7622: localpart, domainpart and resourcepart of 1023 each
-
-
-def valid_jid(jid: object) -> bool:
-    """Whether a value can be used as a destination JID (a string, sane shape)."""
-    if not isinstance(jid, str) or not jid or len(jid) > MAX_JID:
-        return False
-    if _SPACE_OR_CONTROL.search(jid) is not None:
-        return False
-    bare, _, resource = jid.partition("/")
-    local, at, domain = bare.partition("@")
-    if at and (not local or "@" in domain):
-        return False
-    if not at:
-        domain = local
-    has_slash = "/" in jid
-    return bool(domain) and (not has_slash or bool(resource))
-
-
-def split_jid(jid: str) -> tuple[str, str, str]:
-    """(local, domain, resource) of a JID; local and resource may be ''."""
-    bare, _, resource = jid.partition("/")
-    local, at, domain = bare.partition("@")
-    if not at:
-        return "", local, resource
-    return local, domain, resource
-
-
-def bare_jid(jid: str) -> str:
-    local, domain, _ = split_jid(jid)
-    return f"{local}@{domain}" if local else domain
-
 
 @functools.lru_cache(maxsize=512)
 def _compiled(pattern: str) -> re.Pattern[str]:
@@ -103,6 +67,42 @@ def check_pattern(pattern: str) -> str | None:
     return None
 
 
+class StateView(Protocol):
+    """Everything an expression can ask about the world outside the event."""
+
+    def related(self, subject: str, obj: str, kind: str) -> bool: ...
+    def objects(self, subject: str, kind: str) -> list[str]: ...
+    def subjects(self, obj: str, kind: str) -> list[str]: ...
+    def relation(self, subject: str, obj: str, kind: str) -> dict[str, JSON] | None: ...
+    def online(self, jid: str) -> bool: ...
+    def take(self, name: str, key: str, per_second: float, burst: int) -> bool: ...
+
+
+class NoState:
+    """The state of a bot with no store and no presence: nothing is related or online."""
+
+    def related(self, subject: str, obj: str, kind: str) -> bool:
+        return False
+
+    def objects(self, subject: str, kind: str) -> list[str]:
+        return []
+
+    def subjects(self, obj: str, kind: str) -> list[str]:
+        return []
+
+    def relation(self, subject: str, obj: str, kind: str) -> dict[str, JSON] | None:
+        return None
+
+    def online(self, jid: str) -> bool:
+        return False
+
+    def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
+        return True  # no limiter: never over the limit
+
+
+NO_STATE = NoState()
+
+
 class RuleFunctions(functions.Functions):
     """JMESPath's built-ins plus rulebot's, bound to one rule set's lists and a state view."""
 
@@ -115,7 +115,6 @@ class RuleFunctions(functions.Functions):
 
     def _view(self) -> StateView:
         if self._state is None:
-            from rulebot.engine.state import NO_STATE
             return NO_STATE
         return self._state
 

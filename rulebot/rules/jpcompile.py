@@ -1,6 +1,6 @@
 """JMESPath ASTs compiled to Python closures, with the tree interpreter's exact semantics.
 
-Imports: stdlib, jmespath. Pure: no I/O, no state beyond what is passed in.
+Pure: no I/O, no state beyond what is passed in.
 
 `jmespath`'s `ParsedResult.search` builds a `TreeInterpreter` and walks the
 AST dictionary for every call, dispatching on each node's type by name; for a
@@ -38,7 +38,6 @@ _is_actual_number: Callable[[Any], bool] = getattr(jp_visitor, "_is_actual_numbe
 _ORDER: dict[str, Callable[[Any, Any], Any]] = {
     "lt": operator.lt, "gt": operator.gt, "lte": operator.le, "gte": operator.ge,
 }
-
 
 class Runtime:
     """What a compiled expression needs at evaluation time: the function table

@@ -1,7 +1,5 @@
 """Loading rule sets: YAML with positions -> schema -> semantic checks -> compiled RuleSet.
 
-Imports: model, errors, yamldoc, schema, expr, fastschema, functions, stdlib,
-jsonschema.
 `parse_rule_files` is pure (texts in, RuleSet or issues out); `read_rule_files`
 and `load_rules` are the thin I/O wrappers. `rulebot validate` and
 `rulebot run` both call `check_rules`/`load_rules`, so they can never disagree.
@@ -11,104 +9,35 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
 
 from rulebot.errors import RuleSetError
+from rulebot.jid import valid_jid
 from rulebot.load.schema import schema_issues, validation_issues
 from rulebot.load.yamldoc import Document, format_path, load_document
 from rulebot.load.yamldoc import Path as DocPath
-from rulebot.model import JSON, Issue
+from rulebot.model import Issue
+from rulebot.rules.analysis import shadowing_warnings
 from rulebot.rules.expr import Expr, ExprProblem, compile_expr, macro_closure, type_key
 from rulebot.rules.fastschema import Check, compile_schema
-from rulebot.rules.functions import valid_jid
+from rulebot.rules.ruleset import (
+    ActionSpec,
+    EventTypes,
+    LiteralParam,
+    Param,
+    RateSpec,
+    Rule,
+    RuleSet,
+)
 
 _META = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
 
-ActionKind = Literal["forward", "broadcast", "reply", "error", "drop", "relate", "unrelate"]
-
-
-@dataclass(frozen=True, slots=True)
-class LiteralParam:
-    value: JSON
-
-
-Param = Expr | LiteralParam
-
-
-@dataclass(frozen=True, slots=True)
-class ActionSpec:
-    kind: ActionKind
-    to: Param | None = None
-    payload: Param | None = None  # None: the event itself (forward/broadcast)
-    include_sender: bool = False
-    code: str | None = None
-    message: str | None = None
-    reason: str | None = None
-    subject: Param | None = None  # relate/unrelate; None: the sender
-    object: Param | None = None
-    relation: str | None = None  # the relation kind
-    attrs: Param | None = None
-    mutual: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    name: str
-    match: Expr | None
-    actions: tuple[ActionSpec, ...]
-    cont: bool = False
-    enabled: bool = True
-    description: str = ""
-    file: str = "<inline>"
-    line: int = 0
-    col: int = 0
-    where: str = ""  # the rule's path in its file, e.g. rules[3]
-
-
-@dataclass(frozen=True, slots=True)
-class RateSpec:
-    """A token bucket: `burst` tokens, refilled at `per_second` tokens per second."""
-
-    per_second: float
-    burst: int
-
-
 _PER = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
-
-
-@dataclass(frozen=True, slots=True)
-class EventTypes:
-    discriminator: str
-    unknown: Literal["allow", "reject"]
-    validators: Mapping[str, jsonschema.Draft202012Validator]
-    # The same schemas as plain predicates where rulebot.rules.fastschema can compile
-    # them (the yes/no only; error messages always come from the validator).
-    fast: Mapping[str, Check] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class RuleSet:
-    """A compiled, validated, immutable rule set. Evaluate it with engine.evaluate."""
-
-    rules: tuple[Rule, ...]
-    lists: Mapping[str, list[str]]  # lists (not tuples): JMESPath projects only lists
-    events: EventTypes | None
-    default: Literal["drop", "error"]
-    version: str
-    files: tuple[str, ...]
-    list_sets: Mapping[str, frozenset[str]] = field(repr=False, compare=False)
-    rate_limits: Mapping[str, RateSpec] = field(repr=False, compare=False)
-    # Candidate rules (indices into `rules`, in order) per event type, and for
-    # events whose type no rule names. See expr.type_key.
-    by_type: Mapping[str, tuple[int, ...]] = field(repr=False, compare=False)
-    untyped: tuple[int, ...] = field(repr=False, compare=False)
-    discriminator: str = "type"
-
 
 @dataclass(frozen=True)
 class LoadResult:
@@ -176,7 +105,6 @@ def parse_rules(text: str, source: str = "<inline>") -> RuleSet:
 
 def parse_rule_files(texts: Sequence[tuple[str, str]]) -> LoadResult:
     """Compile several files (in the given order) into one rule set. Pure."""
-    from rulebot.rules.analysis import shadowing_warnings  # analysis builds on this module
 
     compiler = _Compiler()
     for source, text in texts:

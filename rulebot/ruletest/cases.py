@@ -1,7 +1,6 @@
 """Rule tests: YAML files of events with expectations about the decisions.
 
-Imports: model, errors, yamldoc, schema, rules, engine, state, functions,
-wire, ruletest_checks (the expectations), stdlib. `parse_test_file` and
+`parse_test_file` and
 `check_names` are pure, `run_case`/`run_file`/`coverage` are pure;
 `load_test_file` is the one thin I/O wrapper (it reads the test file and
 loads the rule set it names).
@@ -30,9 +29,9 @@ from rulebot.engine.state import (
     MemoryRelation,
     MemoryRelations,
     PresenceTable,
-    norm,
 )
 from rulebot.errors import EventError
+from rulebot.jid import bare_jid, norm_bare
 from rulebot.load.schema import schema_issues
 from rulebot.load.yamldoc import Document, load_document
 from rulebot.model import (
@@ -45,8 +44,8 @@ from rulebot.model import (
     Stanza,
     Unrelate,
 )
-from rulebot.rules.functions import bare_jid
-from rulebot.rules.loader import LoadResult, Rule, RuleSet, check_rules
+from rulebot.rules.loader import LoadResult, check_rules
+from rulebot.rules.ruleset import Rule, RuleSet
 from rulebot.ruletest.checks import CHECKS, Failure
 from rulebot.wire.decode import Limits, decode_event, presence_event
 
@@ -66,7 +65,6 @@ _ACTION_KEYS = {
     "relate": {"subject", "object", "kind", "attrs", "mutual", "rule"},
     "unrelate": {"subject", "object", "kind", "mutual", "rule"},
 }
-
 
 @dataclass(frozen=True)
 class Case:
@@ -181,7 +179,7 @@ def parse_test_file(text: str, source: str) -> tuple[TestFile | None, list[Issue
 
 
 def _relations(raw: Iterable[Mapping[str, Any]]) -> tuple[MemoryRelation, ...]:
-    return tuple(MemoryRelation(norm(r["subject"]), norm(r["object"]), r["kind"],
+    return tuple(MemoryRelation(norm_bare(r["subject"]), norm_bare(r["object"]), r["kind"],
                                 dict(r.get("attrs", {}))) for r in raw)
 
 

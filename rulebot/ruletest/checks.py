@@ -1,7 +1,7 @@
 """Rule tests' expectations: compare one decision (and the fixture store after
 it) with what a case expects, key by key, and say what differs.
 
-Imports: model, model_json, state, stdlib. Pure.
+Pure.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from rulebot.engine.render import action_json
-from rulebot.engine.state import MemoryRelation, MemoryRelations, norm
+from rulebot.engine.state import MemoryRelation, MemoryRelations
+from rulebot.jid import norm_bare
 from rulebot.model import JSON, Action, Decision, Drop, ErrorReply, Relate, Unrelate
 
 
@@ -85,7 +86,7 @@ def _want_action(want: Mapping[str, JSON]) -> dict[str, JSON]:
         out["to"] = [out["to"]]
     for key in ("subject", "object"):
         if isinstance(out.get(key), str):
-            out[key] = norm(out[key])
+            out[key] = norm_bare(out[key])
     return out
 
 
@@ -195,7 +196,7 @@ def _check_relations_after(want: list[dict[str, JSON]], _: Decision, store: Memo
                            ) -> Failure | None:
     wants, got, missing = [], [], []
     for w in want:
-        key = (norm(w["subject"]), norm(w["object"]), w["kind"])
+        key = (norm_bare(w["subject"]), norm_bare(w["object"]), w["kind"])
         expected = {"subject": key[0], "object": key[1], "kind": key[2]}
         if "attrs" in w:
             expected["attrs"] = w["attrs"]
@@ -212,7 +213,7 @@ def _check_relations_after(want: list[dict[str, JSON]], _: Decision, store: Memo
 
 def _check_relations_absent(want: list[dict[str, JSON]], _: Decision, store: MemoryRelations
                             ) -> Failure | None:
-    present = [_row(store.get(norm(w["subject"]), norm(w["object"]), w["kind"]), False)
+    present = [_row(store.get(norm_bare(w["subject"]), norm_bare(w["object"]), w["kind"]), False)
                for w in want]
     rows = [r for r in present if r is not None]
     if not rows:

@@ -1,26 +1,19 @@
-"""`rulebot test FILE...`: run rule test files and report, as text, JSON or JUnit XML.
-
-Imports: ruletest, rules, model, model_json, stdlib, click. The lead registers the command with
-`main.add_command(test)`. Exit codes: 0 every case passed, 1 a case failed, a
-test file is invalid, or (with --require-coverage) a rule was never matched,
-2 usage.
+"""Rule test reports: run test files (`run_paths`) and report the results as
+text, JSON or JUnit XML. The command itself is rulebot.cli.test.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-import click
-
 from rulebot.engine.render import decision_json
 from rulebot.model import JSON
-from rulebot.rules.loader import LoadResult, Rule, check_rules
-from rulebot.ruletest.cases import CaseResult, Coverage, FileResult, coverage, load_test_file
+from rulebot.rules.loader import LoadResult, check_rules
+from rulebot.rules.ruleset import Rule
+from rulebot.ruletest.cases import CaseResult, Coverage, FileResult, load_test_file
+from rulebot.wire.encode import xml_safe
 
 TEST_SUFFIXES = (".test.yaml", ".test.yml")
 
@@ -129,12 +122,9 @@ def json_report(results: Sequence[FileResult], cover: Sequence[Coverage]) -> dic
     }
 
 
-# Characters XML 1.0 cannot carry (a diff may quote any event text).
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-
 def _xml_text(text: str) -> str:
-    return _NOT_XML.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    # A diff may quote any event text, even characters XML 1.0 cannot carry.
+    return xml_safe(text)
 
 
 def junit_xml(results: Sequence[FileResult], cover: Sequence[Coverage],
@@ -185,44 +175,3 @@ def junit_xml(results: Sequence[FileResult], cover: Sequence[Coverage],
         root.set(k, str(v))
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, "unicode") + "\n"
-
-
-@click.command(name="test")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="text: PASS/FAIL lines with diffs; json: one document.")
-@click.option("--junit", "junit_path", type=click.Path(dir_okay=False),
-              help="Also write JUnit XML here (a testsuite per file, a testcase per case).")
-@click.option("--require-coverage", is_flag=True,
-              help="Fail when a rule of a rule set under test was matched by no case.")
-def test(paths: tuple[str, ...], fmt: str, junit_path: str | None,
-         require_coverage: bool) -> None:
-    """Run rule test files against their rule sets (a directory: its *.test.yaml files).
-
-    Prints PASS/FAIL per case with a diff of expected and got, the rules no
-    case matched, and `N passed, M failed`. Exits 0 when everything passed,
-    1 on a failure, an invalid test file or (--require-coverage) an uncovered
-    rule, 2 on usage errors."""
-    results = run_paths(paths)
-    if not results:
-        raise click.UsageError("no *.test.yaml or *.test.yml files in the given directories")
-    cover = coverage(results)
-    passed, failed, invalid = totals(results)
-    uncovered = sum(len(c.uncovered) for c in cover)
-    if junit_path:
-        try:
-            Path(junit_path).write_text(junit_xml(results, cover, require_coverage),
-                                        encoding="utf-8")
-        except OSError as exc:
-            raise click.UsageError(f"cannot write {junit_path}: {exc}") from exc
-    if fmt == "json":
-        click.echo(json.dumps(json_report(results, cover), indent=2, ensure_ascii=False))
-    else:
-        for line in text_report(results, cover):
-            click.echo(line)
-        if invalid:
-            click.echo(f"invalid: {invalid} test file(s) (each counted as one failure)")
-        if require_coverage and uncovered:
-            click.echo(f"coverage required: {uncovered} rule(s) matched by no case")
-        click.echo(f"{passed} passed, {failed + invalid} failed")
-    sys.exit(1 if failed or invalid or (require_coverage and uncovered) else 0)

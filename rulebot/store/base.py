@@ -1,8 +1,7 @@
 """The relationship store: directed, typed relations between JIDs, behind one interface.
 
-Imports: errors, model, store_values (the values and their validation),
-stdlib. open_store imports the backends (store_sqlite, store_pg) lazily: they
-build on this module, and psycopg is only needed for PostgreSQL.
+store.open picks the backend (store.sqlite, store.postgres; psycopg only
+for PostgreSQL): they build on this module.
 
 A relation says "subject has KIND to object" (alice friend bob); a mutual
 relation is two rows.  Every method is synchronous: the daemon calls the store
@@ -25,7 +24,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Literal, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
@@ -50,12 +48,10 @@ from rulebot.store.values import (
 
 PAGE = 1000  # rows per query of list() and per batch of import_jsonl()
 _PASSWORD_PARAM = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://|sqlite:")  # mysql://..., sqlite:x
 
 # `list` is a method of RelationStore, so its annotations cannot say list[...]
 Names: TypeAlias = list[str]
 Flags: TypeAlias = list[bool]
-
 
 @dataclass(frozen=True, slots=True)
 class Committed:
@@ -332,7 +328,7 @@ class RelationStore(RecordStoreMixin, ABC):
 
 
 # --------------------------------------------------------------------------
-# opening
+# locations
 
 
 def redact_url(url: str) -> str:
@@ -346,44 +342,3 @@ def redact_url(url: str) -> str:
         return url.split("://", 1)[0] + "://***" if "://" in url else "***"
     user, host = parts.netloc.rsplit("@", 1)
     return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}"))
-
-
-def is_postgres_url(location: str) -> bool:
-    return location.startswith(("postgresql://", "postgres://"))
-
-
-def resolve_location(location: str, base: Path) -> str:
-    """A store location from a config file: relative SQLite paths resolve against *base*."""
-    if is_postgres_url(location):
-        return location
-    if location.startswith("sqlite:///"):
-        path = location.removeprefix("sqlite:///")
-        return "sqlite:///" + (path if path == ":memory:" else str(base / path))
-    return location if location == ":memory:" else str(base / location)
-
-
-def open_store(url_or_path: str) -> RelationStore:
-    """Open (creating the schema if missing) the store at a location.
-
-    ``postgresql://`` / ``postgres://`` URLs open PostgreSQL (needs psycopg);
-    ``sqlite:///PATH`` (SQLAlchemy style: ``sqlite:////abs/path``) or a plain
-    path opens SQLite. Raises StoreError; messages never show a password."""
-    if is_postgres_url(url_or_path):
-        try:
-            from rulebot.store.postgres import PostgresStore
-        except ImportError as exc:
-            raise StoreError(f"PostgreSQL stores need psycopg 3 ({exc}): "
-                             "pip install 'psycopg[binary]>=3.1'") from None
-        return PostgresStore(url_or_path)
-    from rulebot.store.sqlite import SqliteStore
-
-    if url_or_path.startswith("sqlite:///"):
-        path = url_or_path.removeprefix("sqlite:///")
-    elif _SCHEME.match(url_or_path):
-        raise StoreError(f"unsupported store URL {redact_url(url_or_path)} (expected "
-                         "postgresql://..., sqlite:///PATH or a file path)")
-    else:
-        path = url_or_path
-    if not path:
-        raise StoreError("empty store path")
-    return SqliteStore(path)

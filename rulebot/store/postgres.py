@@ -1,7 +1,5 @@
 """The PostgreSQL backend of the relationship store (psycopg 3).
 
-Imports: store, store_values, psycopg, stdlib.
-
 One connection, in autocommit mode for single-statement reads (so that a
 lookup never leaves the session "idle in transaction", holding a snapshot
 and blocking vacuum), with an explicit transaction around every write: one
@@ -35,7 +33,7 @@ CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
 # Serialises schema creation between processes opening a fresh database at once.
 SCHEMA_LOCK = 0x72756C65626F74  # "rulebot"
 
-# The same tables as store_sqlite.SCHEMA. COLLATE "C" makes the order of
+# The same tables as store.sqlite.SCHEMA. COLLATE "C" makes the order of
 # objects()/subjects()/list() the code point order SQLite and Python use,
 # whatever the database's locale. Times and attrs are text, as in SQLite, so
 # that export/import round-trips byte for byte.

@@ -1,7 +1,7 @@
 """The idempotency records' part of the store: batches of records and how far
 each stream-management session is acknowledged (rulebot.daemon.ledger uses them).
 
-Imports: store_values, stdlib. A mixin of store.RelationStore, whose lock,
+A mixin of store.RelationStore, whose lock,
 error handling (`_call`) and queries (`_query`, PARAM) it uses; the same SQL
 on both backends. Writes happen in RelationStore.commit, in the transaction
 of any relation changes.
@@ -25,7 +25,6 @@ from rulebot.store.values import StoredBatch
 
 RECORDS = "rulebot_inbound"
 SESSIONS = "rulebot_inbound_sessions"
-
 
 class RecordStoreMixin:
     """Reads and purges of the idempotency records (see the module docstring)."""

@@ -1,7 +1,5 @@
 """The SQLite backend of the relationship store (stdlib sqlite3).
 
-Imports: store, store_values, stdlib.
-
 WAL journal with synchronous=FULL: a commit returns after the WAL is fsync'd.
 The daemon's store checkpoints the WAL into the database from a thread of its
 own (start_housekeeping): SQLite otherwise checkpoints inside the commit that
@@ -40,7 +38,7 @@ FALLBACK_AUTOCHECKPOINT = 25_000  # ~100 MB
 
 log = logging.getLogger("rulebot")
 
-# The same tables as store_pg.SCHEMA (SQLite's default BINARY collation is the
+# The same tables as store.postgres.SCHEMA (SQLite's default BINARY collation is the
 # code point order PostgreSQL gets from COLLATE "C"). The primary key leads
 # with (subject, kind) and the reverse index with (object, kind), so that
 # objects() and subjects() are sorted range scans of one index.

@@ -1,6 +1,6 @@
 """Relations as values, and the validation every write goes through.
 
-Imports: errors, model, stdlib. No I/O and no SQL; `now()` reads the clock.
+No I/O and no SQL; `now()` reads the clock.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ KIND_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 MAX_JID = 3071
 MAX_ATTRS_BYTES = 4096
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
 
 @dataclass(frozen=True, slots=True)
 class Relation:

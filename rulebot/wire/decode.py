@@ -1,6 +1,6 @@
-"""The wire format both sides share: JSON events in message stanzas, error replies.
+"""Reading the wire format: event text -> a plain dict, or EventError with a code.
 
-Imports: model, errors, jsonenc, stdlib. No XMPP, no I/O, no logging.
+No XMPP, no I/O, no logging. Writing is rulebot.wire.encode.
 
 An event travels as one JSON object, either as the text of the message
 <body> (Encoding "body") or as the text of an XEP-0335 container
@@ -19,8 +19,8 @@ text into a plain dict or raises EventError with a stable code:
                           forbids (U+0000-U+0008, U+000B, U+000C, U+000E-U+001F,
                           U+FFFE, U+FFFF)
 
-Every accepted event re-encodes (`encode_payload`) into valid XML 1.0
-character data, so a payload can never break the bot's stream.
+Every accepted event re-encodes (wire.encode.encode_payload) into valid XML
+1.0 character data, so a payload can never break the bot's stream.
 """
 
 from __future__ import annotations
@@ -29,29 +29,20 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 from rulebot.errors import EventError
-from rulebot.jsonenc import encoder
 from rulebot.model import JSON
+from rulebot.wire.encode import NOT_XML_CHAR, xml_safe
 
 __all__ = [
-    "JSON_NS",
     "MAX_ID_LENGTH",
     "MAX_SAFE_INTEGER",
-    "Encoding",
     "Limits",
     "decode_event",
-    "encode_payload",
-    "error_payload",
     "event_id",
     "presence_event",
 ]
-
-Encoding = Literal["body", "json"]
-
-#: The XEP-0335 JSON container namespace.
-JSON_NS = "urn:xmpp:json:0"
 
 #: Largest integer a JavaScript client can hold exactly (Number.MAX_SAFE_INTEGER).
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -99,12 +90,7 @@ class _Loc(NamedTuple):
 
 _INF = float("inf")
 # Characters outside the XML 1.0 Char production (lone surrogates included).
-_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
-
-def _xml_safe(text: str) -> str:
-    """`text` with every non-XML character spelled as a \\uXXXX escape."""
-    return _NOT_XML_CHAR.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _pointer(loc: _Loc | None) -> str:
@@ -120,7 +106,7 @@ def _pointer(loc: _Loc | None) -> str:
             seg.replace("~", "~0").replace("/", "~1") if isinstance(seg, str) else str(seg)
         )
         loc = loc.parent
-    return _xml_safe("".join("/" + p for p in reversed(parts)))
+    return xml_safe("".join("/" + p for p in reversed(parts)))
 
 
 # --- markers the parser hooks leave for the walk, so errors get a path ----------
@@ -265,7 +251,7 @@ def decode_event(text: str, limits: Limits) -> dict[str, JSON]:
     except RecursionError:  # pragma: no cover - the pre-scan and the depth ceiling prevent it
         raise EventError("too-deep", "the event nests too deeply") from None
     except ValueError as exc:  # pragma: no cover - the hooks leave none; keep the contract
-        raise EventError("invalid-json", _xml_safe(str(exc))) from None
+        raise EventError("invalid-json", xml_safe(str(exc))) from None
     if isinstance(value, _Bad):
         raise EventError(value.code, value.message)
     if not isinstance(value, dict):
@@ -286,7 +272,7 @@ def _plainly_within(text: str, root: dict[str, JSON], limits: Limits) -> bool:
     duplicate key, a number out of range) and infinite floats: any of those, or
     any doubt, and the full walk runs and reports the first problem in order."""
     if (len(text) > limits.max_string or len(text) > limits.max_items or "\\" in text
-            or _NOT_XML_CHAR.search(text) is not None):
+            or NOT_XML_CHAR.search(text) is not None):
         return False
     stack: list[JSON] = [root]
     while stack:
@@ -358,47 +344,13 @@ def _check_string(text: str, loc: _Loc | None, limits: Limits, what: str) -> Non
             f"a {what} is longer than {limits.max_string} characters",
             _pointer(loc),
         )
-    bad = _NOT_XML_CHAR.search(text)
+    bad = NOT_XML_CHAR.search(text)
     if bad is not None:
         raise EventError(
             "invalid-string",
             f"a {what} holds U+{ord(bad.group()):04X}, which XML 1.0 cannot carry",
             _pointer(loc),
         )
-
-
-# --- encoding --------------------------------------------------------------------
-
-
-_ENCODE = encoder(separators=(",", ":"), allow_nan=False)
-
-
-def encode_payload(payload: JSON) -> str:
-    """Compact JSON text for a message body or XEP-0335 container.
-
-    The result is always valid XML 1.0 character data: characters XML cannot
-    carry (only possible if the payload did not come through decode_event)
-    are written as JSON \\uXXXX escapes, which decode to the same string.
-    Raises ValueError for NaN or infinite floats, TypeError for non-JSON values.
-    """
-    text = _ENCODE(payload)
-    # json.dumps escapes U+0000-U+001F itself; only surrogates, U+FFFE and U+FFFF
-    # can reach here raw, and only inside strings, where an escape means the same.
-    if _NOT_XML_CHAR.search(text) is None:
-        return text
-    return _xml_safe(text)
-
-
-def error_payload(
-    code: str, message: str, path: str | None = None, event_id: JSON = None
-) -> dict[str, JSON]:
-    """The structured error reply: {"error": {"code", "message"[, "path"][, "id"]}}."""
-    error: dict[str, JSON] = {"code": code, "message": message}
-    if path is not None:
-        error["path"] = path
-    if event_id is not None:
-        error["id"] = event_id
-    return {"error": error}
 
 
 def event_id(event: Mapping[str, JSON]) -> str | int | None:

@@ -1,17 +1,14 @@
-"""The XMPP edge of the daemon: the bot's connection. Only the xmpp_* modules and
-client.py import slixmpp.
-
-Imports: config, dispatch (its values), errors, logs, functions, the other
-xmpp_* modules, stdlib, slixmpp.
+"""The XMPP edge of the daemon: the bot's connection. Only rulebot.xmpp and
+rulebot.client import slixmpp.
 
 `BotConnection` logs in as the friend account (client mode) or connects as an
-XEP-0114 component, turns stanzas into `dispatch.Inbound` values for a
-callback, and sends `dispatch.Outbound` values. It owns reconnection
+XEP-0114 component, turns stanzas into `bot.values.Inbound` values for a
+callback, and sends `bot.values.Outbound` values. It owns reconnection
 (exponential backoff with a cap and jitter), the bounded queue of messages
 produced while offline, XEP-0198 stream management (numbering its own
-messages; persistence across restarts in xmpp_sm), presence subscriptions
-from allowed domains, and the offline sweeps (xmpp_offline). Conversions
-between stanzas and values are in xmpp_stanzas.
+messages; persistence across restarts in xmpp.sm), presence subscriptions
+from allowed domains, and the offline sweeps (xmpp.offline). Conversions
+between stanzas and values are in xmpp.stanzas.
 """
 
 from __future__ import annotations
@@ -30,11 +27,11 @@ from slixmpp.plugins.xep_0198.stanza import Ack
 from slixmpp.plugins.xep_0198.stream_management import MAX_SEQ
 from slixmpp.xmlstream.handler import Callback
 
-from rulebot.bot.dispatch import Inbound, Outbound
+from rulebot.bot.values import Inbound, Outbound
 from rulebot.config import Config
 from rulebot.errors import ConnectError
+from rulebot.jid import bare_jid, split_jid
 from rulebot.logs import LOGGER, fields
-from rulebot.rules.functions import split_jid
 from rulebot.xmpp import patches
 from rulebot.xmpp.offline import OfflineSweeper
 from rulebot.xmpp.patches import escape_text
@@ -55,7 +52,7 @@ log = logging.getLogger(LOGGER)
 #: a 10,000-event burst (bench/xmpp.py, client mode): 20 cost the server ~430
 #: µs of CPU per event and 5 more still; 50 to 200 cost ~290 (3,300 events/s
 #: against 2,200 at 20); 500 no better. Each of our acks of inbound stanzas
-#: waits for the server's ack of what they produced (xmpp_sm.persist_sm), so a
+#: waits for the server's ack of what they produced (xmpp.sm.persist_sm), so a
 #: smaller window keeps fewer stanzas waiting for re-delivery after a crash.
 SM_WINDOW = 50
 #: Seconds a shutdown waits for an offline sweep's fetch in progress.
@@ -77,9 +74,9 @@ class BotConnection:
                  on_confirmed: Callable[[str, int], None] | None = None) -> None:
         """`on_inbound` gets each stanza for the bot while a read from the server is
         handled; `on_read_done` is called after the read, before its writes
-        leave (xmpp_writes.WriteBatcher); `on_confirmed(session, h)` when the
+        leave (xmpp.writes.WriteBatcher); `on_confirmed(session, h)` when the
         server has processed the bot's acknowledgement of its inbound stanzas
-        up to h (XEP-0198, xmpp_sm.persist_sm)."""
+        up to h (XEP-0198, xmpp.sm.persist_sm)."""
         self.config = config
         self.on_confirmed = on_confirmed
         self.on_inbound = on_inbound
@@ -93,7 +90,7 @@ class BotConnection:
         self._state: asyncio.Event = asyncio.Event()  # set on any state change
         self.component = config.mode == "component"
         self.allowed = frozenset(d.lower() for d in config.allowed_domains)
-        self._final_ack: Callable[[], None] | None = None  # set by xmpp_sm.persist_sm
+        self._final_ack: Callable[[], None] | None = None  # set by xmpp.sm.persist_sm
         self._last_payload: object = None  # the payload _last_text encodes (kept alive)
         self._last_text = ""
         patches.install()
@@ -127,7 +124,7 @@ class BotConnection:
             if c.stream_management:
                 # Ask the server for an ack every SM_WINDOW of our stanzas: a smaller
                 # window costs more round trips, a larger one holds back the acks of
-                # inbound stanzas longer (see xmpp_sm.persist_sm).
+                # inbound stanzas longer (see xmpp.sm.persist_sm).
                 x.register_plugin("xep_0198", {"window": SM_WINDOW})
                 if c.sm_state_file:
                     self._final_ack = persist_sm(x, c.sm_state_file, self._confirmed)
@@ -349,7 +346,7 @@ class BotConnection:
     def _on_presence(self, pres: Any) -> None:
         if pres["type"] not in ("available", "unavailable", "away", "chat", "dnd", "xa", ""):
             return  # subscriptions are handled in _on_subscribe; errors and probes ignored
-        if str(pres["to"]).split("/")[0] != self.config.jid.split("/")[0] and \
+        if bare_jid(str(pres["to"])) != bare_jid(self.config.jid) and \
                 not self.component:
             return
         try:
@@ -423,7 +420,7 @@ class BotConnection:
             attrs["window_counter"] = cfg["window"] if request else counter
         # Written now, not through slixmpp's send queue: nothing queued there
         # needs to precede it, and an ack queued after the stanza that caused
-        # this message still leaves after it (see xmpp_sm.persist_sm).
+        # this message still leaves after it (see xmpp.sm.persist_sm).
         x.send_raw(text)
         if request:
             # After the stanza, so that the server's answer covers the whole
@@ -441,7 +438,7 @@ class BotConnection:
     def stream_position(self) -> tuple[str, int] | None:
         """(XEP-0198 session id, number of the inbound stanza being handled), while
         stream management counts inbound stanzas and its acknowledgements are
-        confirmed to on_confirmed (xmpp_sm.persist_sm); else None."""
+        confirmed to on_confirmed (xmpp.sm.persist_sm); else None."""
         sm = self._sm
         if sm is None or self._final_ack is None or not sm.enabled_in:
             return None

@@ -1,7 +1,5 @@
 """Recover messages stranded in the server's offline storage (XEP-0013).
 
-Imports: functions, logs, stdlib, slixmpp.
-
 Why this exists: a server stores a message to the bot offline when, at the
 moment it routes it, the bot has no available resource, and it flushes that
 storage when the bot's initial presence arrives. ejabberd does the two in
@@ -45,8 +43,8 @@ from typing import Any
 
 from slixmpp.exceptions import IqError, IqTimeout
 
+from rulebot.jid import bare_jid
 from rulebot.logs import LOGGER, fields
-from rulebot.rules.functions import bare_jid
 
 log = logging.getLogger(LOGGER)
 

@@ -1,8 +1,5 @@
 """Faster, output-identical versions of slixmpp hot spots; part of the XMPP edge.
 
-Imports: stdlib, slixmpp (like the other xmpp_* modules and client.py, the
-only ones that may).
-
 Profiling `rulebot run` under a burst (README "Performance") put two pure
 functions of slixmpp among the largest costs of a routed event:
 
@@ -43,7 +40,6 @@ original_stanzapath_match: Callable[[Any, Any], bool] = StanzaPath.match
 
 _XML_ESCAPES = (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("'", "&apos;"),
                 ('"', "&quot;"))
-
 
 def _replace(text: str, escapes: tuple[tuple[str, str], ...]) -> str:
     for char, entity in escapes:  # "&" first: the entities contain it

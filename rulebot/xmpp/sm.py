@@ -1,8 +1,6 @@
 """XEP-0198 stream management that survives a restart of the bot, kill -9
 included: the session id and handled count in a state file, and
 acknowledgements held back until what they cover is safe.
-
-Imports: logs, stdlib, slixmpp.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from slixmpp.xmlstream.matcher import MatchXPath
 from rulebot.logs import LOGGER, fields
 
 log = logging.getLogger(LOGGER)
-
 
 def load_sm_state(path: str) -> tuple[str, int] | None:
     """(stream id, handled count) saved by a previous run, if any and readable."""

@@ -1,7 +1,5 @@
 """Stanzas <-> rulebot's values: inbound message and presence stanzas to
-`dispatch.Inbound`, `dispatch.Outbound` to the text of a message stanza.
-
-Imports: dispatch (its values), model, wire, xmpp_speedups, stdlib, slixmpp.
+`bot.values.Inbound`, `bot.values.Outbound` to the text of a message stanza.
 """
 
 from __future__ import annotations
@@ -10,14 +8,12 @@ from typing import Any
 
 from slixmpp.xmlstream.matcher.base import MatcherBase
 
-from rulebot.bot.dispatch import Inbound, Outbound
+from rulebot.bot.values import Inbound, Outbound
 from rulebot.model import JSON
-from rulebot.wire.decode import JSON_NS, encode_payload
+from rulebot.wire.encode import JSON_NS, META_NS, encode_payload
 from rulebot.xmpp.patches import escape_text, fast_escape
 
-META_NS = "urn:rulebot:0"
 JSON_TAG = f"{{{JSON_NS}}}json"
-
 
 def payload_text(payload: JSON) -> str:
     """A payload as character data for <body/> or <json/>: only "&", "<" and ">"

@@ -1,7 +1,5 @@
 """What the bot's connection and the client library share: TLS and SASL
 settings of a client stream, and the reconnect backoff.
-
-Imports: stdlib only (it configures slixmpp objects it is handed).
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """One socket write per read, and an immediate TCP acknowledgement for reads that
 get no answer: how the bot's side of the connection behaves; part of the XMPP edge.
 
-Imports: stdlib only (it wraps a slixmpp stream object it is handed).
-
 slixmpp writes every stanza to its transport as it is sent. Under load the
 bot reads many inbound stanzas at once (one `data_received` call) and answers
 each with one or more messages: written one by one, that is a `send()` system

@@ -13,11 +13,12 @@ import yaml
 from hypothesis import strategies as st
 
 from rulebot.engine.evaluate import evaluate
-from rulebot.engine.state import NO_STATE
 from rulebot.errors import EventError
 from rulebot.model import Decision, Envelope, Stanza
+from rulebot.rules.functions import NO_STATE
 from rulebot.rules.loader import parse_rule_files
-from rulebot.wire.decode import Limits, decode_event, encode_payload
+from rulebot.wire.decode import Limits, decode_event
+from rulebot.wire.encode import encode_payload
 
 STATE = NO_STATE
 LIMITS = Limits(max_bytes=4096, max_depth=16, max_string=512, max_items=200)

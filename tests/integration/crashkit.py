@@ -42,7 +42,7 @@ import xmppserver
 from conftest import ROOT, USERS, BotProcess, kill_at_exit, start_bot, write_config
 
 from rulebot.client import Received, RulebotClient, parse_message
-from rulebot.wire.decode import JSON_NS
+from rulebot.wire.encode import JSON_NS
 
 FRIENDS = ROOT / "rules" / "friends"
 WAIT = 60.0  # seconds without any new message after which what is missing is lost

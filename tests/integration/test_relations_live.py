@@ -10,7 +10,7 @@ import xmppserver
 from conftest import ROOT, connect_user, receive, run_bot, write_config
 
 from rulebot.client import RequestError, RulebotClient
-from rulebot.store.base import open_store
+from rulebot.store.open import open_store
 
 pytestmark = pytest.mark.integration
 

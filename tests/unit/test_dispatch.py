@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from rulebot.bot.dispatch import Dispatcher, Inbound
+from rulebot.bot.dispatch import Dispatcher
+from rulebot.bot.values import Inbound
 from rulebot.config import parse_config
 from rulebot.rules.loader import load_rules
 
@@ -115,15 +116,3 @@ def test_component_allows_its_parent_domain_by_default() -> None:
     d = dispatcher(mode="component", jid="friend.localhost")
     assert d.handle(msg(CHAT)).status == "decided"
     assert d.handle(msg(CHAT, sender="x@friend.localhost/r")).reason == "domain-not-allowed"
-
-
-def test_every_handled_stanza_is_logged_with_its_decision(caplog: pytest.LogCaptureFixture
-                                                         ) -> None:
-    caplog.set_level("INFO", logger="rulebot")
-    dispatcher().handle(msg(CHAT))
-    (record,) = [r for r in caplog.records if r.name == "rulebot"]
-    fields = record.fields  # type: ignore[attr-defined]
-    assert fields["matched"] == ["chat-to-member"]
-    assert fields["actions"] == [{"type": "forward", "to": ["bob@localhost"],
-                                  "rule": "chat-to-member"}]
-    assert (fields["event_id"], fields["version"]) == ("e1", RULESET.version)

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from rulebot.engine.evaluate import evaluate
 from rulebot.model import Envelope, Stanza
-from rulebot.rules.loader import RuleSet, load_rules
+from rulebot.rules.loader import load_rules
+from rulebot.rules.ruleset import RuleSet
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = load_rules(ROOT / "rules")

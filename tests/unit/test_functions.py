@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from rulebot.rules.functions import valid_jid
+from rulebot.jid import valid_jid
 
 
 def test_valid_jid_refuses_exactly_whitespace_and_control_characters() -> None:

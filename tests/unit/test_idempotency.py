@@ -19,7 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from recording_transport import RecordingTransport
 
-from rulebot.bot.dispatch import Dispatcher, EventKey, Inbound, Meta, Outbound, Recorded, event_key
+from rulebot.bot.dispatch import Dispatcher
+from rulebot.bot.values import EventKey, Inbound, Meta, Outbound, Recorded, event_key
 from rulebot.config import parse_config
 from rulebot.daemon.app import Daemon
 from rulebot.daemon.ledger import Ledger, decode_batch, encode

@@ -24,7 +24,8 @@ from rulebot.model import Envelope, Stanza
 from rulebot.rules.expr import Expr
 from rulebot.rules.functions import RuleFunctions
 from rulebot.rules.jpcompile import Runtime, compile_ast, is_false
-from rulebot.rules.loader import LiteralParam, RuleSet, load_rules
+from rulebot.rules.loader import load_rules
+from rulebot.rules.ruleset import LiteralParam, RuleSet
 
 ROOT = Path(__file__).resolve().parents[2]
 LISTS = {"members": frozenset({"a@x", "b@x"}), "empty": frozenset()}

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rulebot.bot.dispatch import Dispatcher, Inbound
+from rulebot.bot.dispatch import Dispatcher
+from rulebot.bot.values import Inbound
 from rulebot.config import parse_config
 from rulebot.daemon.metrics import DECISION_BUCKETS, Metrics
 from rulebot.rules.loader import load_rules

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from rulebot.cli.relations import relations
-from rulebot.store.base import open_store
+from rulebot.store.open import open_store
 
 A, B, C = "alice@example.com", "bob@example.com", "carol@example.com"
 

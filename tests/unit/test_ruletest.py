@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from rulebot.cli.test import test as command  # not test_*: pytest would collect it
 from rulebot.rules.loader import parse_rules
 from rulebot.ruletest.cases import (
     CaseResult,
@@ -23,7 +24,6 @@ from rulebot.ruletest.cases import (
 )
 from rulebot.ruletest.checks import same
 from rulebot.ruletest.report import junit_xml, run_paths
-from rulebot.ruletest.report import test as command  # not test_*: pytest would collect it
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,14 +18,8 @@ import pgserver
 import psycopg
 import pytest
 
-from rulebot.store.base import (
-    PAGE,
-    RelationStore,
-    StoreError,
-    open_store,
-    redact_url,
-    resolve_location,
-)
+from rulebot.store.base import PAGE, RelationStore, StoreError, redact_url
+from rulebot.store.open import open_store, resolve_location
 from rulebot.store.sqlite import SqliteStore
 from rulebot.store.values import (
     MAX_ATTRS_BYTES,

@@ -11,16 +11,8 @@ from hypothesis import strategies as st
 
 from rulebot.errors import EventError
 from rulebot.wire import decode as wire
-from rulebot.wire.decode import (
-    JSON_NS,
-    MAX_SAFE_INTEGER,
-    Limits,
-    decode_event,
-    encode_payload,
-    error_payload,
-    event_id,
-    presence_event,
-)
+from rulebot.wire.decode import MAX_SAFE_INTEGER, Limits, decode_event, event_id, presence_event
+from rulebot.wire.encode import JSON_NS, encode_payload, error_payload
 
 DEFAULT = Limits()
 BIG = Limits(max_bytes=10_000_000)

@@ -19,7 +19,7 @@ import pytest
 from recording_transport import RecordingTransport
 from slixmpp import JID
 
-from rulebot.bot.dispatch import Inbound, Meta, Outbound
+from rulebot.bot.values import Inbound, Meta, Outbound
 from rulebot.config import parse_config
 from rulebot.xmpp import offline as xmpp_offline
 from rulebot.xmpp.connection import BotConnection

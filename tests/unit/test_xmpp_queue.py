@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from rulebot.bot.dispatch import Meta, Outbound
+from rulebot.bot.values import Meta, Outbound
 from rulebot.config import parse_config
 from rulebot.xmpp.connection import BotConnection
 

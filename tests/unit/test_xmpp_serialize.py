@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from slixmpp.xmlstream.tostring import tostring
 
-from rulebot.bot.dispatch import Meta, Outbound
-from rulebot.wire.decode import JSON_NS, encode_payload
+from rulebot.bot.values import Meta, Outbound
+from rulebot.wire.encode import JSON_NS, META_NS, encode_payload
 from rulebot.xmpp import patches
-from rulebot.xmpp.stanzas import META_NS, payload_text, serialize_message, to_inbound_message
+from rulebot.xmpp.stanzas import payload_text, serialize_message, to_inbound_message
 
 # Text that XML 1.0 can carry, heavy on the characters that need escaping.
 _xml_text = st.text(

@@ -17,7 +17,7 @@ from pathlib import Path
 from recording_transport import RecordingTransport
 from slixmpp.plugins.xep_0198.stream_management import MAX_SEQ
 
-from rulebot.bot.dispatch import Inbound, Meta, Outbound
+from rulebot.bot.values import Inbound, Meta, Outbound
 from rulebot.config import parse_config
 from rulebot.xmpp.connection import SM_WINDOW, BotConnection
 

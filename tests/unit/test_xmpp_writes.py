@@ -19,7 +19,7 @@ from recording_transport import RecordingTransport
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from rulebot.bot.dispatch import Inbound, Meta, Outbound
+from rulebot.bot.values import Inbound, Meta, Outbound
 from rulebot.config import parse_config
 from rulebot.xmpp.connection import BotConnection
 from rulebot.xmpp.writes import TLS_RECORD, record_chunks

@@ -1,0 +1,92 @@
+"""A compiled rule set's types: what the loader builds and the engine evaluates.
+
+Frozen values only; the loader (rules.loader) is the one place that makes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import jsonschema
+
+from rulebot.model import JSON
+from rulebot.rules.expr import Expr
+
+ActionKind = Literal["forward", "broadcast", "reply", "error", "drop", "relate", "unrelate"]
+
+
+@dataclass(frozen=True, slots=True)
+class LiteralParam:
+    value: JSON
+
+
+Param = Expr | LiteralParam
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpec:
+    kind: ActionKind
+    to: Param | None = None
+    payload: Param | None = None  # None: the event itself (forward/broadcast)
+    include_sender: bool = False
+    code: str | None = None
+    message: str | None = None
+    reason: str | None = None
+    subject: Param | None = None  # relate/unrelate; None: the sender
+    object: Param | None = None
+    relation: str | None = None  # the relation kind
+    attrs: Param | None = None
+    mutual: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    match: Expr | None
+    actions: tuple[ActionSpec, ...]
+    cont: bool = False
+    enabled: bool = True
+    description: str = ""
+    file: str = "<inline>"
+    line: int = 0
+    col: int = 0
+    where: str = ""  # the rule's path in its file, e.g. rules[3]
+
+
+@dataclass(frozen=True, slots=True)
+class RateSpec:
+    """A token bucket: `burst` tokens, refilled at `per_second` tokens per second."""
+
+    per_second: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventTypes:
+    discriminator: str
+    unknown: Literal["allow", "reject"]
+    validators: Mapping[str, jsonschema.Draft202012Validator]
+    # The same schemas as plain predicates where rulebot.rules.fastschema can compile
+    # them (the yes/no only; error messages always come from the validator).
+    fast: Mapping[str, Callable[[Any], bool]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """A compiled, validated, immutable rule set. Evaluate it with engine.evaluate."""
+
+    rules: tuple[Rule, ...]
+    lists: Mapping[str, list[str]]  # lists (not tuples): JMESPath projects only lists
+    events: EventTypes | None
+    default: Literal["drop", "error"]
+    version: str
+    files: tuple[str, ...]
+    list_sets: Mapping[str, frozenset[str]] = field(repr=False, compare=False)
+    rate_limits: Mapping[str, RateSpec] = field(repr=False, compare=False)
+    # Candidate rules (indices into `rules`, in order) per event type, and for
+    # events whose type no rule names. See expr.type_key.
+    by_type: Mapping[str, tuple[int, ...]] = field(repr=False, compare=False)
+    untyped: tuple[int, ...] = field(repr=False, compare=False)
+    discriminator: str = "type"
