@@ -31,7 +31,7 @@ from rulebot.model import (
     Unrelate,
 )
 from rulebot.rules.functions import RuleFunctions, StateView
-from rulebot.rules.jpcompile import Runtime
+from rulebot.rules.jpcompile import Runtime, is_false
 from rulebot.rules.ruleset import ActionSpec, LiteralParam, Param, Rule, RuleSet
 
 #: Default cap on the recipients of one action (a broadcast to a huge list is
@@ -63,12 +63,10 @@ def runtime_for(ruleset: RuleSet, state: StateView | None) -> Runtime:
 
 
 def truthy(value: JSON) -> bool:
-    """JMESPath truthiness: false, null, "", [] and {} are false; 0 is true."""
-    if value is None or value is False:
-        return False
-    if isinstance(value, str | list | dict):
-        return len(value) > 0
-    return True
+    """JMESPath truthiness: false, null, "", [] and {} are false; 0 is true
+    (the one definition is jpcompile.is_false, which compiled `!x`, `&&` and
+    `||` use)."""
+    return not is_false(value)
 
 
 def evaluate(ruleset: RuleSet, env: Envelope, *, max_recipients: int = MAX_RECIPIENTS,
@@ -95,7 +93,7 @@ def evaluate(ruleset: RuleSet, env: Envelope, *, max_recipients: int = MAX_RECIP
     for index in candidates:
         rule = ruleset.rules[index]
         try:
-            if rule.match is not None and not truthy(rule.match.run(data, runtime)):
+            if rule.match is not None and is_false(rule.match.run(data, runtime)):
                 continue
             produced = [_action(spec, rule, env, data, runtime, max_recipients)
                         for spec in rule.actions]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Sequence
+from numbers import Number
 from typing import Any
 
 from jmespath import functions as jp_functions
@@ -30,11 +31,33 @@ from jmespath import visitor as jp_visitor
 Node = dict[str, Any]
 Fn = Callable[[Any, "Runtime"], Any]
 
-# The interpreter's own comparison helpers, so that 0/1 vs true/false and the
-# "ordering only between numbers or strings" rules are exactly its rules.
-_equals: Callable[[Any, Any], bool] = getattr(jp_visitor, "_equals")  # noqa: B009
-_is_comparable: Callable[[Any], bool] = getattr(jp_visitor, "_is_comparable")  # noqa: B009
-_is_actual_number: Callable[[Any], bool] = getattr(jp_visitor, "_is_actual_number")  # noqa: B009
+# The interpreter's comparison rules, written out here rather than taken from
+# jmespath.visitor's private helpers (_equals, _is_comparable,
+# _is_actual_number): 0/1 never equal false/true at the top of a comparison
+# (nested values compare as Python does), and ordering is only between two
+# numbers or two strings. tests/unit/test_jpcompile.py holds them to the
+# interpreter's results, and to its private helpers while they exist.
+
+
+def is_actual_number(x: Any) -> bool:
+    """A number, and not a boolean (Python's bool is an int)."""
+    return isinstance(x, Number) and not isinstance(x, bool)
+
+
+def equals(x: Any, y: Any) -> bool:
+    """JMESPath's `==`: Python's, except that 0 and 1 never equal false and true."""
+    if is_actual_number(x) and x in (0, 1):
+        if isinstance(y, bool):
+            return False
+    elif is_actual_number(y) and y in (0, 1) and isinstance(x, bool):
+        return False
+    return bool(x == y)
+
+
+def is_comparable(x: Any) -> bool:
+    """Whether `<`, `>`, `<=`, `>=` apply: numbers and strings only."""
+    return is_actual_number(x) or isinstance(x, str)
+
 _ORDER: dict[str, Callable[[Any, Any], Any]] = {
     "lt": operator.lt, "gt": operator.gt, "lte": operator.le, "gte": operator.ge,
 }
@@ -58,7 +81,11 @@ class Runtime:
 
 
 def is_false(value: Any) -> bool:
-    """JMESPath falsiness, written as the interpreter writes it."""
+    """JMESPath falsiness, written as the interpreter writes it: false, null, "",
+    [] and {} are false; 0 is true. The one definition in rulebot (the engine's
+    `truthy` is its negation)."""
+    if value is True:  # what a match expression yields most
+        return False
     return (value == "" or value == [] or value == {} or value is None
             or value is False)
 
@@ -129,21 +156,21 @@ def _comparator(node: Node) -> Fn:
         negate = op == "ne"
         literal = right_node["value"] if right_node["type"] == "literal" else None
         if right_node["type"] == "literal" and isinstance(literal, str):
-            # `x == 'text'`: _equals only differs from == when one side is a
+            # `x == 'text'`: equals only differs from == when one side is a
             # bool and the other the number 0 or 1; a string literal is neither.
             def eq_text(value: Any, rt: Runtime) -> Any:
                 return (left(value, rt) == literal) != negate
             return eq_text
 
         def eq(value: Any, rt: Runtime) -> Any:
-            return _equals(left(value, rt), right(value, rt)) != negate
+            return equals(left(value, rt), right(value, rt)) != negate
         return eq
     compare = _ORDER[op]
 
     def order(value: Any, rt: Runtime) -> Any:
         a = left(value, rt)
         b = right(value, rt)
-        if not (_is_comparable(a) and _is_comparable(b)):
+        if not (is_comparable(a) and is_comparable(b)):
             return None
         return compare(a, b)
     return order
@@ -176,7 +203,7 @@ def _not(node: Node) -> Fn:
 
     def run(value: Any, rt: Runtime) -> Any:
         result = inner(value, rt)
-        if _is_actual_number(result) and result == 0:
+        if is_actual_number(result) and result == 0:
             return False  # !0 is false: 0 is not falsy in JMESPath
         return not result
     return run

@@ -65,6 +65,9 @@ SWEEP_WAIT = 5.0
 RESUME_CHECK = 10.0
 
 
+_CHECKED = False
+
+
 class BotConnection:
     """One connection of the bot to its server, kept up until `run` is told to stop."""
 
@@ -95,6 +98,11 @@ class BotConnection:
         self._last_text = ""
         patches.install()
         self.xmpp = self._make(secret)
+        global _CHECKED
+        if not _CHECKED:  # once per process: what of slixmpp's internals is as verified
+            _CHECKED = True
+            for problem in patches.check(self.xmpp):
+                log.warning(problem, extra=fields(event="slixmpp_unverified"))
         self.writes = WriteBatcher(self.xmpp, on_read_done)  # active while a session is up
         self._sm: Any = self.xmpp.plugin["xep_0198"] if (
             not self.component and config.stream_management) else None
@@ -107,6 +115,8 @@ class BotConnection:
         if self._sm is not None:
             self.xmpp.register_handler(Callback("rulebot resume check", MatchTag(Ack.tag_name()),
                                                 self._on_server_ack, instream=True))
+        # Last: it takes the handlers registered by now as the ones messages skip.
+        self._route_messages_directly(self.xmpp)
 
     # -- construction -------------------------------------------------------
 
@@ -155,7 +165,6 @@ class BotConnection:
         x.remove_handler("IMError")
         x.register_handler(Callback("rulebot message", MatchTag(f"{{{x.default_ns}}}message"),
                                     self._on_message))
-        self._route_messages_directly(x)
         # "presence" rather than presence_available: slixmpp names an available
         # presence with <show/> by its show value (presence_away, ...).
         x.add_event_handler("presence", self._on_presence)
@@ -163,43 +172,16 @@ class BotConnection:
         return x
 
     def _route_messages_directly(self, x: Any) -> None:
-        """Hand message stanzas to _on_message without matching them against every
-        registered handler.
-
-        slixmpp's recv_stanza runs each stanza through its "in" filters, then
-        asks every handler (18 in client mode: stream negotiation, SASL, stream
-        management, disco, ping, roster...) whether it matches, and runs those
-        that do. For a message only "rulebot message" ever does (the IM handlers
-        are removed above; the rest match other elements), and the matching was
-        a tenth of the bot's time per event. Messages still pass the filters
-        (stream management counts them there); everything else takes slixmpp's
-        path. If slixmpp's private filter table is not where this expects it
-        (another release), the original path is kept."""
-        filters = getattr(x, "_XMLStream__filters", None)
-        if not isinstance(filters, dict) or not isinstance(filters.get("in"), list):
+        off = patches.route_messages_directly(
+            x, self._on_message,
+            on_error=lambda: log.exception("internal error while handling a message",
+                                           extra=fields(event="internal_error")),
+            on_handlers_changed=lambda names: log.warning(
+                "handlers registered after start-up: messages take slixmpp's general path",
+                extra=fields(event="fast_path_off", handlers=names)))
+        if off is not None:
             log.warning("slixmpp internals changed: messages take the general path",
-                        extra=fields(event="fast_path_off"))
-            return
-        inbound = filters["in"]
-        original = x.recv_stanza
-        tag = f"{{{x.default_ns}}}message"
-        on_message = self._on_message
-
-        def recv_stanza(stanza: Any) -> None:
-            if stanza.xml.tag != tag:
-                original(stanza)
-                return
-            for f in inbound:
-                stanza = f(stanza)
-                if stanza is None:
-                    return
-            try:
-                on_message(stanza)
-            except Exception:  # like slixmpp: a failing handler costs one stanza, not the stream
-                log.exception("internal error while handling a message",
-                              extra=fields(event="internal_error"))
-
-        x.recv_stanza = recv_stanza
+                        extra=fields(event="fast_path_off", reason=off))
 
     # -- events from slixmpp --------------------------------------------------
 

@@ -31,6 +31,14 @@ same messages.
 
 A server without XEP-0013 (Prosody 0.12) answers the list request with an
 error; the sweeper then logs that once and stops for the life of the process.
+
+Why not slixmpp's xep_0013 plugin: its `fetch` and `view` gather the re-sent
+messages with a Collector handler and hand them over, all at once, with the
+iq's result, whoever tagged them; rulebot must decide each in stream order as
+it arrives (like any event, and before the removal is written) and trust a
+tag only when the list named its node with that sender. The list is a plain
+disco#items query either way, and a removal is one iq: what the plugin would
+add is the part that does not fit.
 """
 
 from __future__ import annotations

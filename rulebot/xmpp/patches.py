@@ -21,6 +21,14 @@ are drop-in equal: tests/unit/test_xmpp_speedups.py compares them with the
 originals on generated input, so a slixmpp release that changes their
 behaviour fails the tests instead of changing the wire format. `escape_text`
 is not a replacement: it is the escaping rulebot's own payload text uses.
+
+This module is the one place rulebot uses slixmpp's private names (with
+xmpp/writes.py, which wraps the transport slixmpp writes to):
+`tostring.escape`, `ElementBase._fix_ns`, and the stream's name-mangled
+handler and filter tables (`route_messages_directly`). `check()` says at
+start-up whether the installed slixmpp is the release they were verified on
+and still has them; where one is missing, its fast path is left off and the
+public path taken.
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ from typing import Any
 
 from slixmpp.xmlstream.matcher.stanzapath import StanzaPath
 from slixmpp.xmlstream.matcher.xpath import MatchXPath
+
+#: The slixmpp releases these were verified against (pyproject pins the same).
+VERIFIED = ((1, 17),)
 
 _tostring = importlib.import_module("slixmpp.xmlstream.tostring")
 original_escape: Callable[..., str] = getattr(_tostring, "escape")  # noqa: B009
@@ -145,3 +156,87 @@ def install() -> None:
     setattr(_tostring, "escape", fast_escape)  # noqa: B010
     MatchXPath.match = fast_match  # type: ignore[method-assign,assignment]
     StanzaPath.match = fast_stanzapath_match  # type: ignore[method-assign]
+
+
+def check(stream: Any) -> list[str]:
+    """What is off about the installed slixmpp, seen on one of its streams: an
+    unverified release, a private name no longer where this module expects it.
+    Empty when all is as verified."""
+    import slixmpp
+    from slixmpp.xmlstream import ElementBase
+
+    problems = []
+    version = tuple(int(p) for p in re.findall(r"\d+", slixmpp.__version__)[:2])
+    if version not in VERIFIED:
+        problems.append(f"slixmpp {slixmpp.__version__} is not a release rulebot was "
+                        f"verified on ({', '.join('.'.join(map(str, v)) for v in VERIFIED)})")
+    if not callable(original_escape):
+        problems.append("slixmpp.xmlstream.tostring.escape is gone: payload escaping "
+                        "takes the slow path")
+    if not callable(getattr(ElementBase, "_fix_ns", None)):
+        problems.append("ElementBase._fix_ns is gone: stanza-path matching takes slixmpp's path")
+    for name in ("_XMLStream__handlers", "_XMLStream__filters"):
+        if name not in vars(stream):
+            problems.append(f"XMLStream has no {name}: messages take slixmpp's general path")
+    return problems
+
+
+#: Handlers slixmpp adds and removes while it waits for an iq's answer: they
+#: match that answer's id only, never the bot's messages.
+_TRANSIENT = ("IqCallback_", "IqWait_")
+
+
+def route_messages_directly(x: Any, on_message: Callable[[Any], None],
+                            on_error: Callable[[], None],
+                            on_handlers_changed: Callable[[list[str]], None]) -> str | None:
+    """Hand message stanzas to `on_message` without matching them against every
+    registered handler; returns None, or why this was not done.
+
+    slixmpp's recv_stanza runs each stanza through its "in" filters, then asks
+    every handler (18 in client mode: stream negotiation, SASL, stream
+    management, disco, ping, roster...) whether it matches, and runs those
+    that do. For a message only `on_message`'s handler ever does (the caller
+    removed the IM handlers; the rest match other elements), and the matching
+    was a tenth of the bot's time per event. Messages still pass the filters
+    (stream management counts them there); everything else takes slixmpp's
+    path. A handler registered later (a plugin such as receipts or carbons)
+    would never see a message this way, so while the handlers are not the
+    ones present now (iq-answer waiters aside), messages take slixmpp's path
+    too, and `on_handlers_changed` is told once which handlers are new."""
+    filters = getattr(x, "_XMLStream__filters", None)
+    handlers = getattr(x, "_XMLStream__handlers", None)
+    if not isinstance(filters, dict) or not isinstance(filters.get("in"), list) \
+            or not isinstance(handlers, list):
+        return "slixmpp's handler and filter tables are not where they were"
+    inbound = filters["in"]
+    original = x.recv_stanza
+    tag = f"{{{x.default_ns}}}message"
+    known = frozenset(h.name for h in handlers)
+    seen = [len(handlers)]  # the table's length when last found to hold no new handler
+    told: set[str] = set()
+
+    def recv_stanza(stanza: Any) -> None:
+        if stanza.xml.tag != tag:
+            original(stanza)
+            return
+        if len(handlers) != seen[0]:  # a change: look at the names once
+            new = [h.name for h in handlers
+                   if h.name not in known and not h.name.startswith(_TRANSIENT)]
+            if new:
+                if not told.issuperset(new):
+                    told.update(new)
+                    on_handlers_changed(new)
+                original(stanza)
+                return
+            seen[0] = len(handlers)
+        for f in inbound:
+            stanza = f(stanza)
+            if stanza is None:
+                return
+        try:
+            on_message(stanza)
+        except Exception:  # like slixmpp: a failing handler costs one stanza, not the stream
+            on_error()
+
+    x.recv_stanza = recv_stanza
+    return None
