@@ -17,7 +17,8 @@ import gc
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence, Sized
+from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -71,9 +72,46 @@ def tune_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+class Connection(Protocol):
+    """What the daemon needs of its connection to the server (BotConnection is the
+    real one; tests/unit/test_daemon_wiring.py drives the daemon through a fake).
+
+    The connection calls back: `on_inbound(inbound)` for each stanza of a read
+    from the server, `on_read_done()` once the read is handled and before its
+    writes leave, `on_confirmed(session, h)` when the server has processed the
+    bot's acknowledgement of its inbound stanzas up to h."""
+
+    online: bool
+
+    @property
+    def queue(self) -> Sized: ...
+    @property
+    def in_read(self) -> bool: ...
+    def send(self, out: Outbound, payload_json: str | None = None) -> None: ...
+    def unacked(self) -> int: ...
+    def recovered(self) -> int: ...
+    def stream_position(self) -> tuple[str, int] | None: ...
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+#: Makes the daemon's connection: (config, secret, on_inbound, on_read_done,
+#: on_confirmed) -> Connection.
+ConnectionFactory = Callable[[Config, str, Callable[[Inbound], None], Callable[[], None],
+                              Callable[[str, int], None] | None], Connection]
+
+
+def bot_connection(config: Config, secret: str, on_inbound: Callable[[Inbound], None],
+                   on_read_done: Callable[[], None],
+                   on_confirmed: Callable[[str, int], None] | None) -> Connection:
+    """The real connection: slixmpp, to the configured server."""
+    return BotConnection(config, secret, on_inbound, on_read_done=on_read_done,
+                         on_confirmed=on_confirmed)
+
+
 class Daemon:
     def __init__(self, config: Config, secret: str, ruleset: RuleSet,
-                 store: RelationStore | None = None) -> None:
+                 store: RelationStore | None = None,
+                 connect: ConnectionFactory = bot_connection) -> None:
         self.config = config
         self.rules = RuleRef(ruleset)
         self.store = store
@@ -85,9 +123,8 @@ class Daemon:
         # Outcomes of the read being handled, sent when it is done (_read_done),
         # with the microseconds each decision took.
         self._held: list[tuple[Inbound, Outcome, float]] = []
-        self.connection = BotConnection(
-            config, secret, self.on_inbound, on_read_done=self._read_done,
-            on_confirmed=self.ledger.confirm if self.ledger is not None else None)
+        self.connection = connect(config, secret, self.on_inbound, self._read_done,
+                                  self.ledger.confirm if self.ledger is not None else None)
         if self.ledger is not None:
             self.ledger.position = self.connection.stream_position
         self.reloader = Reloader(config.rules, self.rules, self.on_reload)
@@ -95,10 +132,8 @@ class Daemon:
         self._reload_failing = False
         self.started = time.time()
         self.metrics = Metrics()
-        sweeper = self.connection.sweeper
         self.metrics.bind(lambda: self.connection.online, lambda: len(self.connection.queue),
-                          self.connection.unacked,
-                          (lambda: sweeper.swept) if sweeper is not None else lambda: 0)
+                          self.connection.unacked, self.connection.recovered)
         self.metrics.observe_ruleset(ruleset)
         self.audit = (AuditLog(config.audit_path, config.audit_max_bytes, config.audit_backups,
                                config.audit_payloads) if config.audit_path else None)

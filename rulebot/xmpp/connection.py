@@ -433,6 +433,10 @@ class BotConnection:
         """True while the stanzas of one read from the server are being handled."""
         return self.writes.reading
 
+    def recovered(self) -> int:
+        """Messages the offline sweeps recovered since the process started."""
+        return self.sweeper.swept if self.sweeper is not None else 0
+
     def unacked(self) -> int:
         """Our stanzas the server has not acknowledged yet (0 without stream management)."""
         return len(self._sm.unacked_queue) if self._sm is not None else 0

@@ -1,0 +1,215 @@
+"""The daemon's wiring, through a fake connection (rulebot.daemon.app.Connection):
+inbound -> decision -> sends, messages held until their read is recorded, the
+reload swap, a failing store -> store-unavailable and nothing else sent, and
+the shutdown drain. No server: the real connection is tests/integration's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rulebot.bot.values import Inbound, Outbound
+from rulebot.config import Config, parse_config
+from rulebot.daemon.app import EXIT_OK, Daemon
+from rulebot.rules.loader import load_rules
+from rulebot.store.base import RelationStore, StoreError
+from rulebot.store.open import open_store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class FakeConnection:
+    """Reads are handed in by the test; sends are kept."""
+
+    on_inbound: Callable[[Inbound], None]
+    on_read_done: Callable[[], None]
+    on_confirmed: Callable[[str, int], None] | None
+    online: bool = False
+    queue: list[Outbound] = field(default_factory=list)
+    in_read: bool = False
+    sent: list[Outbound] = field(default_factory=list)
+    #: what the daemon had recorded when each message was sent
+    records_at_send: list[int] = field(default_factory=list)
+    records: Callable[[], int] = lambda: 0
+    handled: int = 0
+    drained: bool = False
+    up: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def send(self, out: Outbound, payload_json: str | None = None) -> None:
+        self.sent.append(out)
+        self.records_at_send.append(self.records())
+        if payload_json is not None:  # the text the records hold is the text sent
+            assert json.loads(payload_json) == out.payload
+
+    def unacked(self) -> int:
+        return 0
+
+    def recovered(self) -> int:
+        return 0
+
+    def stream_position(self) -> tuple[str, int] | None:
+        return ("sm-1", self.handled)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.online = True
+        self.up.set()
+        await stop.wait()
+        self.drained = True  # the real one: unavailable presence, a ping round trip
+        self.online = False
+
+    def read(self, *stanzas: Inbound) -> None:
+        """One read from the server: its stanzas, then the end of the read."""
+        self.in_read = True
+        for stanza in stanzas:
+            self.handled += 1
+            self.on_inbound(stanza)
+        self.on_read_done()
+        self.in_read = False
+
+
+@dataclass
+class Running:
+    daemon: Daemon
+    conn: FakeConnection
+    store: RelationStore
+    stop: asyncio.Event
+    task: asyncio.Task[int]
+
+
+def config_for(tmp_path: Path, rules: Path) -> Config:
+    text = json.dumps({"jid": "friend@localhost", "rules": str(rules),
+                       "store": str(tmp_path / "store.sqlite3"),
+                       "sm_state_file": str(tmp_path / "sm.json"),
+                       "reload": {"watch": False}})
+    return parse_config(text, base=tmp_path)
+
+
+@pytest.fixture
+async def running(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Running]:
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / getattr(request, "param", "rules"), rules)
+    config = config_for(tmp_path, rules)
+    store = open_store(config.store)
+    made: list[FakeConnection] = []
+
+    def connect(_config: Config, _secret: str, on_inbound: Callable[[Inbound], None],
+                on_read_done: Callable[[], None],
+                on_confirmed: Callable[[str, int], None] | None) -> FakeConnection:
+        made.append(FakeConnection(on_inbound, on_read_done, on_confirmed))
+        return made[0]
+
+    daemon = Daemon(config, "secret", load_rules(rules), store, connect=connect)
+    conn = made[0]
+    assert daemon.ledger is not None
+    ledger = daemon.ledger
+    conn.records = lambda: ledger.written
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(daemon.run(stop))
+    await asyncio.wait_for(conn.up.wait(), 5)
+    yield Running(daemon, conn, store, stop, task)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
+def chat(n: int, to: str = "bob@localhost", sender: str = "alice@localhost/phone") -> Inbound:
+    body = json.dumps({"type": "chat", "id": f"e{n}", "to": to, "text": f"hello {n}"})
+    return Inbound("message", sender, "chat", f"s{n}", body)
+
+
+async def test_events_in_messages_out_after_their_read_is_recorded(running: Running) -> None:
+    conn = running.conn
+    conn.read(chat(1), chat(2), chat(3, to="nobody@localhost"))
+    assert [(o.to, o.payload.get("text")) for o in conn.sent] == [
+        ("bob@localhost", "hello 1"), ("bob@localhost", "hello 2"),
+        ("alice@localhost/phone", None)]  # the stranger: an error to the sender
+    assert conn.sent[2].payload["error"]["code"] == "not-a-member"
+    # Nothing left before the read's three records were stored together.
+    assert conn.records_at_send == [3, 3, 3]
+    assert running.daemon.handled == 3
+
+
+async def test_an_event_delivered_again_gets_the_same_messages_without_a_decision(
+    running: Running,
+) -> None:
+    conn = running.conn
+    conn.read(chat(1))
+    conn.read(chat(1))  # after a crash the server re-sends what was not acknowledged
+    first, again = conn.sent
+    assert (again.id, again.payload) == (first.id, first.payload)
+    assert running.daemon.ledger is not None
+    assert running.daemon.ledger.written == 1  # recorded once
+
+
+async def test_a_reload_swaps_the_rules_between_two_reads(running: Running,
+                                                          tmp_path: Path) -> None:
+    conn = running.conn
+    conn.read(chat(1))
+    old = conn.sent[-1].meta.version
+    service = tmp_path / "rules" / "20-service.yaml"
+    service.write_text(service.read_text().replace(
+        "payload: \"{type: 'chat', id: event.id, from: sender, text: event.text}\"",
+        "payload: \"{type: 'chat', id: event.id, from: sender, text: event.text, v: `2`}\""))
+    result = await running.daemon.reloader.reload("test")
+    assert result.ok, result.errors
+    conn.read(chat(2))
+    new = conn.sent[-1]
+    assert new.payload["v"] == 2
+    assert new.meta.version == result.new_version != old
+
+
+async def test_a_failing_store_refuses_the_read_and_sends_nothing_else(
+    running: Running, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("ERROR", logger="rulebot")
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise StoreError("disk full")
+
+    monkeypatch.setattr(running.store, "commit", broken)
+    conn = running.conn
+    conn.read(chat(1), chat(2))
+    assert [(o.to, o.payload["error"]["code"]) for o in conn.sent] == [
+        ("alice@localhost/phone", "store-unavailable")] * 2  # nothing reached bob
+    assert any(getattr(r, "fields", {}).get("event") == "store_failed" for r in caplog.records)
+    monkeypatch.undo()
+    conn.read(chat(3))  # the store is back: events flow again
+    assert conn.sent[-1].to == "bob@localhost"
+
+
+@pytest.mark.parametrize("running", ["rules/friends"], indirect=True)
+async def test_a_failing_store_refuses_a_relation_change_and_sends_nothing_of_it(
+    running: Running, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("ERROR", logger="rulebot")
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise StoreError("connection lost")
+
+    monkeypatch.setattr(running.store, "commit", broken)
+    body = json.dumps({"type": "friend-request", "id": "r1", "to": "bob@localhost"})
+    running.conn.read(Inbound("message", "alice@localhost/phone", "chat", "s1", body))
+    assert [(o.to, o.payload["error"]["code"]) for o in running.conn.sent] == [
+        ("alice@localhost/phone", "store-unavailable")]
+    failures = [r for r in caplog.records
+                if getattr(r, "fields", {}).get("event") == "store_failed"]
+    assert len(failures) == 1
+    assert "connection lost" in failures[0].fields["error"]  # type: ignore[attr-defined]
+    monkeypatch.undo()
+    assert list(running.store.list(subject="alice@localhost")) == []  # nothing half-done
+
+
+async def test_stop_drains_the_connection_and_closes_the_store(running: Running) -> None:
+    running.conn.read(chat(1))
+    running.stop.set()
+    assert await asyncio.wait_for(running.task, 5) == EXIT_OK
+    assert running.conn.drained
+    with pytest.raises(StoreError):
+        list(running.store.list())  # closed after the connection was drained
