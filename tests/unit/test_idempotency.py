@@ -23,7 +23,8 @@ from rulebot.bot.dispatch import Dispatcher
 from rulebot.bot.values import EventKey, Inbound, Meta, Outbound, Recorded, event_key
 from rulebot.config import parse_config
 from rulebot.daemon.app import Daemon
-from rulebot.daemon.ledger import Ledger, decode_batch, encode
+from rulebot.daemon.batches import decode_batch, encode
+from rulebot.daemon.ledger import Ledger
 from rulebot.rules.loader import load_rules
 from rulebot.store.base import RelationStore, StoreError
 from rulebot.store.sqlite import SqliteStore
