@@ -21,14 +21,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fuzz"))
 from targets import check_decoder, check_loader, json_texts, rule_texts
 
 
+#: Cases between two progress lines of a target.
+PROGRESS_EVERY = 50_000
+
+
 def run(name: str, strategy: object, check: object, cases: int) -> None:
     started = time.perf_counter()
+    done = 0
 
     @settings(max_examples=cases, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(strategy)  # type: ignore[arg-type]
     def target(value: str) -> None:
+        nonlocal done
         check(value)  # type: ignore[operator]
+        done += 1
+        if done % PROGRESS_EVERY == 0:
+            print(f"{name}: {done:,} of {cases:,} cases, "
+                  f"{time.perf_counter() - started:.0f} s", flush=True)
 
     target()
     print(f"{name}: {cases:,} cases, 0 failures, {time.perf_counter() - started:.0f} s",

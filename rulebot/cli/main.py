@@ -276,11 +276,12 @@ def run(config_path: str) -> None:
 
 def _register() -> None:
     # Commands that live in their own modules (one job each).
+    from rulebot.cli.init import init
     from rulebot.cli.relations import relations
     from rulebot.cli.talk import listen, send
     from rulebot.cli.test import test
 
-    for command in (send, listen, relations, test):
+    for command in (send, listen, relations, test, init):
         main.add_command(command)
 
 

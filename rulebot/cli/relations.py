@@ -189,7 +189,9 @@ def export(ctx: click.Context, file: str | None) -> None:
 def import_(ctx: click.Context, file: TextIO) -> None:
     """Upsert the relations of a JSON lines FILE (an export) in one transaction.
 
-    Prints the number of relations read. On a bad line nothing is imported
-    and the message names the line."""
+    Prints the number of relations read (and, on stderr, a progress line every
+    50,000). On a bad line nothing is imported and the message names the line."""
     with _store(ctx) as store:
-        click.echo(store.import_jsonl(file))
+        count = store.import_jsonl(
+            file, progress=lambda n: click.echo(f"read {n:,} relations ...", err=True))
+        click.echo(count)

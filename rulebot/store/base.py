@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
@@ -194,10 +194,12 @@ class RelationStore(RecordStoreMixin, ABC):
                 n += 1
         return n
 
-    def import_jsonl(self, fp: Iterable[str]) -> int:
+    def import_jsonl(self, fp: Iterable[str],
+                     progress: Callable[[int], None] | None = None) -> int:
         """Upsert the relations of an export (attrs and created as in the file), in
         one transaction. Returns the number of relations read; raises StoreError
-        naming the line of the first bad one (and imports nothing then)."""
+        naming the line of the first bad one (and imports nothing then).
+        `progress(count)` is called every PROGRESS_EVERY relations read."""
         count = 0
 
         def rows() -> Iterator[Row]:
@@ -212,6 +214,8 @@ class RelationStore(RecordStoreMixin, ABC):
                     except StoreError as exc:
                         raise StoreError(f"line {n}: {exc}") from None
                     count += 1
+                    if progress is not None and count % PROGRESS_EVERY == 0:
+                        progress(count)
                     yield row
             except UnicodeDecodeError as exc:
                 raise StoreError(f"line {n + 1}: not UTF-8: {exc.reason}") from None
@@ -342,3 +346,6 @@ def redact_url(url: str) -> str:
         return url.split("://", 1)[0] + "://***" if "://" in url else "***"
     user, host = parts.netloc.rsplit("@", 1)
     return urlunsplit(parts._replace(netloc=f"{user.split(':', 1)[0]}:***@{host}"))
+
+#: How often `import_jsonl` reports progress (relations read).
+PROGRESS_EVERY = 50_000

@@ -115,6 +115,17 @@ def test_export_and_import(db: str, tmp_path: Path) -> None:
     assert run("--store", other, "export")[1] == out
 
 
+def test_a_long_import_reports_progress(db: str, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rulebot.store.base.PROGRESS_EVERY", 2)
+    f = tmp_path / "in.jsonl"
+    f.write_text("".join(json.dumps({"subject": A, "object": f"u{n}@localhost",
+                                     "kind": "friend"}) + "\n" for n in range(5)))
+    code, out, err = run("--store", db, "import", str(f))
+    assert (code, out) == (0, "5\n")
+    assert err == "read 2 relations ...\nread 4 relations ...\n"
+
+
 def test_export_to_a_missing_directory_fails_cleanly(db: str, tmp_path: Path) -> None:
     code, out, err = run("--store", db, "export", str(tmp_path / "nope" / "x.jsonl"))
     assert (code, out) == (1, "")
