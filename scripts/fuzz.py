@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fuzz"))
 
 from targets import check_decoder, check_loader, json_texts, rule_texts
 
-
 #: Cases between two progress lines of a target.
 PROGRESS_EVERY = 50_000
 
