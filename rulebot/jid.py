@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 #: What valid_jid refuses anywhere in a JID: re's \s is exactly str.isspace()
-#: (both are Py_UNICODE_ISSPACE; tests/unit/test_functions.py checks every code point).
+#: (both are Py_UNICODE_ISSPACE; tests/unit/rules/test_functions.py checks every code point).
 _SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f]")
 MAX_JID = 3071  # RFC 7622: localpart, domainpart and resourcepart of 1023 each
 

@@ -74,7 +74,7 @@ def tune_collector() -> None:
 
 class Connection(Protocol):
     """What the daemon needs of its connection to the server (BotConnection is the
-    real one; tests/unit/test_daemon_wiring.py drives the daemon through a fake).
+    real one; tests/unit/daemon/test_daemon_wiring.py drives the daemon through a fake).
 
     The connection calls back: `on_inbound(inbound)` for each stanza of a read
     from the server, `on_read_done()` once the read is handled and before its

@@ -14,7 +14,7 @@ Any other keyword, boolean or not, makes it return None and the caller keeps
 using jsonschema for that schema. A failing event is always re-checked by
 jsonschema, which produces the error message; only the yes/no is fast.
 
-tests/unit/test_fastschema.py checks the predicates against jsonschema on
+tests/unit/rules/test_fastschema.py checks the predicates against jsonschema on
 generated schemas and instances.
 """
 

@@ -13,7 +13,7 @@ interpreter's. Function calls go through the same `Functions.call_function`
 (argument count and type checks, the same errors) as the interpreter's.
 
 The translation mirrors `jmespath.visitor.TreeInterpreter` (jmespath 1.x);
-tests/unit/test_jpcompile.py checks it against the interpreter on generated
+tests/unit/rules/test_jpcompile.py checks it against the interpreter on generated
 expressions and documents, so a semantic drift in a future jmespath release
 fails the test suite instead of changing decisions silently.
 """
@@ -35,7 +35,7 @@ Fn = Callable[[Any, "Runtime"], Any]
 # jmespath.visitor's private helpers (_equals, _is_comparable,
 # _is_actual_number): 0/1 never equal false/true at the top of a comparison
 # (nested values compare as Python does), and ordering is only between two
-# numbers or two strings. tests/unit/test_jpcompile.py holds them to the
+# numbers or two strings. tests/unit/rules/test_jpcompile.py holds them to the
 # interpreter's results, and to its private helpers while they exist.
 
 

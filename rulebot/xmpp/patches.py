@@ -17,7 +17,7 @@ functions of slixmpp among the largest costs of a routed event:
   `fast_stanzapath_match` answers that "no" from the first step.
 
 `install()` replaces the three in slixmpp's modules, once per process. They
-are drop-in equal: tests/unit/test_xmpp_speedups.py compares them with the
+are drop-in equal: tests/unit/xmpp/test_xmpp_speedups.py compares them with the
 originals on generated input, so a slixmpp release that changes their
 behaviour fails the tests instead of changing the wire format. `escape_text`
 is not a replacement: it is the escaping rulebot's own payload text uses.

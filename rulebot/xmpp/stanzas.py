@@ -32,7 +32,7 @@ def serialize_message(out: Outbound, mfrom: str | None, text: str | None = None)
     slixmpp: that took a third of the bot's time per routed event. The text is
     what slixmpp's serialiser writes for the equivalent element tree, with the
     same escaping of attributes, except that the payload's quotes are left as
-    they are (see payload_text); tests/unit/test_xmpp_serialize.py compares the
+    they are (see payload_text); tests/unit/xmpp/test_xmpp_serialize.py compares the
     two.
     `text` is `payload_text(out.payload)` when the caller already has it."""
     esc = fast_escape

@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import xmppserver
 from slixmpp import JID, ClientXMPP, ComponentXMPP
 from slixmpp.stanza import Message
 from slixmpp.xmlstream import XMLStream
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-import xmppserver
 
 pytestmark = pytest.mark.integration
 

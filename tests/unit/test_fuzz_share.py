@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from hypothesis import HealthCheck, given, seed, settings
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
-
 from targets import check_decoder, check_loader, json_texts, rule_texts
 
 FAST = settings(max_examples=1500, deadline=None, derandomize=True,

@@ -22,7 +22,7 @@ from rulebot.rules.loader import load_rules
 from rulebot.store.base import RelationStore, StoreError
 from rulebot.store.open import open_store
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclass

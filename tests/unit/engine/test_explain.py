@@ -66,7 +66,7 @@ def test_no_winner_when_nothing_stops_evaluation() -> None:
 
 
 def test_cli_explain_json(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     event = tmp_path / "e.json"
     event.write_text(json.dumps({"type": "chat", "to": "bob@localhost", "text": "x"}))
     rel = tmp_path / "r.jsonl"

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from rulebot.rules.fastschema import compile_schema, json_equal
 from rulebot.rules.loader import load_rules
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def is_valid(schema: Any, instance: Any) -> bool:

@@ -28,7 +28,7 @@ from rulebot.rules.jpcompile import Runtime, compile_ast, is_false
 from rulebot.rules.loader import load_rules
 from rulebot.rules.ruleset import LiteralParam, RuleSet
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LISTS = {"members": frozenset({"a@x", "b@x"}), "empty": frozenset()}
 
 # ---------------------------------------------------------------- helpers

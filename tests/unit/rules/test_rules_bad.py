@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from rulebot.cli.main import main
 from rulebot.rules.loader import check_rules, parse_rule_files
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BAD = "tests/data/bad"
 DIRS = "tests/data/bad_dirs"
 

@@ -29,7 +29,7 @@ from rulebot.rules.loader import load_rules
 from rulebot.store.base import RelationStore, StoreError
 from rulebot.store.sqlite import SqliteStore
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FRIENDS = load_rules(ROOT / "rules" / "friends")
 SERVICE = load_rules(ROOT / "rules")
 

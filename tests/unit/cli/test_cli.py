@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from rulebot.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RULES = str(ROOT / "rules")
 
 

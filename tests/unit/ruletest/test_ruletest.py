@@ -25,7 +25,7 @@ from rulebot.ruletest.cases import (
 from rulebot.ruletest.checks import same
 from rulebot.ruletest.report import junit_xml, run_paths
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 RULES_TEXT = textwrap.dedent("""\
     version: 1

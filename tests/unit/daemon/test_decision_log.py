@@ -4,7 +4,7 @@ dispatcher decides without logging; the daemon writes the line."""
 from __future__ import annotations
 
 import pytest
-from test_dispatch import CHAT, RULESET, dispatcher, msg
+from dispatching import CHAT, RULESET, dispatcher, msg
 
 from rulebot.daemon.decisions import log_decision
 

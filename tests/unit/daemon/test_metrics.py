@@ -12,7 +12,7 @@ from rulebot.config import parse_config
 from rulebot.daemon.metrics import DECISION_BUCKETS, Metrics
 from rulebot.rules.loader import load_rules
 
-RULES = Path(__file__).resolve().parents[2] / "rules"
+RULES = Path(__file__).resolve().parents[3] / "rules"
 
 
 def decide_and_observe(metrics: Metrics, bodies: list[str], seconds: list[float]) -> None:

@@ -156,7 +156,7 @@ async def test_messages_reach_the_bot_without_the_other_handlers(
     # The direct route for messages: the bot gets each one once and none of
     # the handlers registered at start-up is asked about it; every other
     # stanza takes slixmpp's path. (A handler registered later does see
-    # messages: tests/unit/test_xmpp_patches.py.)
+    # messages: tests/unit/xmpp/test_xmpp_patches.py.)
     conn, transport = echo_bot()
     await session_up(conn, transport)
     seen: list[str] = []

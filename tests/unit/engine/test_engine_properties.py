@@ -14,7 +14,7 @@ from rulebot.model import Envelope, Stanza
 from rulebot.rules.loader import load_rules
 from rulebot.rules.ruleset import RuleSet
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = load_rules(ROOT / "rules")
 
 json_values = st.recursive(
