@@ -26,7 +26,7 @@ from rulebot.bot.dispatch import Dispatcher
 from rulebot.bot.values import Inbound, Meta, Outbound, Outcome
 from rulebot.config import Config
 from rulebot.daemon.audit import AuditLog
-from rulebot.daemon.decisions import log_decision, log_store_failure
+from rulebot.daemon.decisions import DecisionLog, log_store_failure
 from rulebot.daemon.httpd import StatusServer, json_page
 from rulebot.daemon.ledger import Ledger, store_changes
 from rulebot.daemon.metrics import Metrics
@@ -138,6 +138,7 @@ class Daemon:
         self.audit = (AuditLog(config.audit_path, config.audit_max_bytes, config.audit_backups,
                                config.audit_payloads) if config.audit_path else None)
         self.trace = frozenset(config.trace_senders)
+        self.decisions = DecisionLog()  # after logging is set up (cli)
         self.status_server: StatusServer | None = None
 
     def status(self) -> dict[str, JSON]:
@@ -219,6 +220,7 @@ class Daemon:
         failed = done.failed if done is not None else frozenset()
         texts = done.payload_json if done is not None else {}
         send = self.connection.send
+        decisions = self.decisions
         for inbound, outcome, micros in held:
             if failed and outcome.key in failed:
                 outcome = self._refused(inbound, outcome)
@@ -226,7 +228,7 @@ class Daemon:
                 send(out, texts.get(id(out.payload)))
             if outcome.error is not None:
                 log_store_failure(inbound, outcome)
-            log_decision(inbound, outcome, micros)
+            decisions.write(inbound, outcome, micros)
             self.metrics.observe(inbound.kind, outcome, micros / 1e6, len(outcome.outbound))
             if self.audit is not None:
                 self.audit.record(inbound, outcome)

@@ -1,5 +1,6 @@
-"""The per-stanza decision line: one log line per inbound stanza, written by
-the daemon once it knows what was sent (docs/servers.md, "Logs").
+"""The per-stanza decision line: one JSON line per inbound stanza, written by
+the daemon once it knows what was sent (docs/servers.md, "Logs"), into the
+same stream and buffer as the daemon's other log lines, so they stay in order.
 """
 
 from __future__ import annotations
@@ -7,32 +8,51 @@ from __future__ import annotations
 import logging
 
 from rulebot.bot.values import Inbound, Outcome, summary
-from rulebot.logs import LOGGER, fields, log_hot
+from rulebot.logs import HEAD_KEYS, LOGGER, DirectWriter, direct_writer, fields
 
 log = logging.getLogger(LOGGER)
 
 
-def log_decision(inbound: Inbound, outcome: Outcome, micros: float) -> None:
-    """The decision line of one stanza (`micros`: the time its decision took)."""
-    level = logging.DEBUG if outcome.status == "ignored" and outcome.reason in (
-        "no-payload", "presence-subscription") else logging.INFO
-    if outcome.status == "ignored" and outcome.reason == "domain-not-allowed":
-        level = logging.WARNING
-    if not log.isEnabledFor(level):
-        return  # building the line costs more than deciding
-    info: dict[str, object] = {
-        "event": "stanza",
-        "status": outcome.status,
-        "kind": inbound.kind,
-        "stanza_type": inbound.type,
-        "stanza_id": inbound.id,
-        "from": inbound.from_,
-    }
-    info.update(summary(outcome))
-    if outcome.event_id is not None:
-        info["event_id"] = outcome.event_id
-    info["micros"] = round(micros, 1)
-    log_hot(log, level, f"{inbound.kind} {outcome.status}", info)
+class DecisionLog:
+    """Writes the decision lines: straight to the daemon's JSON handler when
+    logging is as `rulebot run` sets it up (logs.direct_writer, asked once,
+    when this is made), through the logging module otherwise. The same line
+    either way."""
+
+    def __init__(self) -> None:
+        self._direct: DirectWriter | None = direct_writer(LOGGER)
+
+    def write(self, inbound: Inbound, outcome: Outcome, micros: float) -> None:
+        """The decision line of one stanza (`micros`: the time its decision took)."""
+        level = logging.DEBUG if outcome.status == "ignored" and outcome.reason in (
+            "no-payload", "presence-subscription") else logging.INFO
+        if outcome.status == "ignored" and outcome.reason == "domain-not-allowed":
+            level = logging.WARNING
+        if not log.isEnabledFor(level):
+            return  # building the line costs more than deciding
+        info: dict[str, object] = {
+            "event": "stanza",
+            "status": outcome.status,
+            "kind": inbound.kind,
+            "stanza_type": inbound.type,
+            "stanza_id": inbound.id,
+            "from": inbound.from_,
+        }
+        info.update(summary(outcome))
+        if outcome.event_id is not None:
+            info["event_id"] = outcome.event_id
+        info["micros"] = round(micros, 1)
+        self.line(level, f"{inbound.kind} {outcome.status}", info)
+
+    def line(self, level: int, msg: str, info: dict[str, object]) -> None:
+        """One line with these fields (the ordinary path for fields named like
+        the line's head, which format() lets replace it)."""
+        if not log.isEnabledFor(level):
+            return
+        if self._direct is not None and not info.keys() & HEAD_KEYS:
+            self._direct(level, msg, info)
+        else:
+            log.log(level, msg, extra=fields(**info))
 
 
 def log_store_failure(inbound: Inbound, outcome: Outcome) -> None:

@@ -1,6 +1,7 @@
-"""The per-stanza log line: written straight to the daemon's JSON handler when
-logging is as the daemon sets it up, through the logging module otherwise,
-and the same text either way."""
+"""The per-stanza log line (rulebot.daemon.decisions.DecisionLog): written
+straight to the daemon's JSON handler when logging is as the daemon sets it
+up (logs.direct_writer), through the logging module otherwise, and the same
+text either way."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from rulebot.logs import BufferedStreamHandler, JsonFormatter, _HotRecord, log_hot
+from rulebot.daemon.decisions import DecisionLog
+from rulebot.logs import BufferedStreamHandler, JsonFormatter
 
 FIELDS = {"event": "stanza", "status": "decided", "stanza_id": "s1", "from": "ålice@localhost/x",
           "matched": ["chat-to-member"], "actions": [{"type": "forward", "to": ["bob@localhost"],
@@ -51,20 +53,30 @@ def daemon_logging() -> Iterator[tuple[io.StringIO, BufferedStreamHandler, list[
         rulebot.setLevel(rulebot_level)
 
 
+def record(level: int, msg: str, fields: dict[str, Any]) -> logging.LogRecord:
+    """The record the ordinary path makes for such a line."""
+    return logging.getLogger("rulebot").makeRecord("rulebot", level, "-", 0, msg, (), None,
+                                                   extra={"fields": fields})
+
+
+def write_line(level: int, msg: str, fields: dict[str, Any]) -> None:
+    """One decision-style line, as the daemon writes it (the writer is chosen
+    when the DecisionLog is made: after logging is set up)."""
+    DecisionLog().line(level, msg, fields)
+
+
 def without_ts(line: str) -> str:
     return re.sub(r'^\{"ts": "[^"]+", ', "{", line)
 
 
 def test_the_direct_line_is_the_text_the_formatter_writes_for_the_record() -> None:
     with daemon_logging() as (stream, handler, direct):
-        logger = logging.getLogger("rulebot")
-        log_hot(logger, logging.INFO, "message decided", FIELDS)
+        write_line(logging.INFO, "message decided", FIELDS)
         line_text = stream.getvalue()
         assert direct == ["message decided"]  # the direct way
         assert line_text.endswith("\n")
         assert line_text.count("\n") == 1
-        expected = handler.format(_HotRecord("rulebot", logging.INFO, "message decided",
-                                             FIELDS))
+        expected = handler.format(record(logging.INFO, "message decided", FIELDS))
         assert without_ts(line_text.rstrip("\n")) == without_ts(expected)
         line = json.loads(line_text)
         assert (line["level"], line["logger"], line["msg"]) == ("info", "rulebot",
@@ -75,9 +87,8 @@ def test_the_direct_line_is_the_text_the_formatter_writes_for_the_record() -> No
         for fields in ({}, {"event": "x"}):  # no fields; another message (a new head)
             stream.truncate(0)
             stream.seek(0)
-            log_hot(logger, logging.WARNING, "message ignored", fields)
-            expected = handler.format(_HotRecord("rulebot", logging.WARNING, "message ignored",
-                                                 fields))
+            write_line(logging.WARNING, "message ignored", fields)
+            expected = handler.format(record(logging.WARNING, "message ignored", fields))
             assert without_ts(stream.getvalue().rstrip("\n")) == without_ts(expected)
         assert len(direct) == 3
 
@@ -85,7 +96,7 @@ def test_the_direct_line_is_the_text_the_formatter_writes_for_the_record() -> No
 def test_fields_named_like_the_head_take_the_ordinary_path() -> None:
     with daemon_logging() as (stream, _handler, direct):
         fields = {"msg": "mine", "event": "x"}
-        log_hot(logging.getLogger("rulebot"), logging.INFO, "message decided", fields)
+        write_line(logging.INFO, "message decided", fields)
         assert direct == []
         assert json.loads(stream.getvalue())["msg"] == "mine"  # as format() writes it
 
@@ -99,7 +110,7 @@ def test_a_capturing_handler_still_gets_the_record() -> None:
                 seen.append(record)
 
         logging.getLogger().addHandler(Capture())
-        log_hot(logging.getLogger("rulebot"), logging.INFO, "message decided", FIELDS)
+        write_line(logging.INFO, "message decided", FIELDS)
         assert [r.getMessage() for r in seen] == ["message decided"]
         assert seen[0].fields == FIELDS  # type: ignore[attr-defined]
         assert direct == []  # the ordinary way
@@ -109,7 +120,7 @@ def test_a_capturing_handler_still_gets_the_record() -> None:
 def test_a_disabled_level_writes_nothing() -> None:
     with daemon_logging() as (stream, _handler, direct):
         logging.getLogger("rulebot").setLevel(logging.WARNING)
-        log_hot(logging.getLogger("rulebot"), logging.INFO, "message decided", FIELDS)
+        write_line(logging.INFO, "message decided", FIELDS)
         assert stream.getvalue() == ""
         assert direct == []
 
@@ -121,7 +132,7 @@ def test_a_cycle_in_fields_is_reported_not_a_crash(capsys: pytest.CaptureFixture
         saved = logging.raiseExceptions
         logging.raiseExceptions = True  # handleError prints the error to stderr
         try:
-            log_hot(logging.getLogger("rulebot"), logging.INFO, "m", {"c": cyclic})
+            write_line(logging.INFO, "m", {"c": cyclic})
         finally:
             logging.raiseExceptions = saved
         assert direct == ["m"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from dispatching import CHAT, RULESET, dispatcher, msg
 
-from rulebot.daemon.decisions import log_decision
+from rulebot.daemon.decisions import DecisionLog
 
 
 def test_the_sans_io_dispatcher_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
@@ -20,7 +20,7 @@ def test_every_handled_stanza_is_logged_with_its_decision(caplog: pytest.LogCapt
                                                          ) -> None:
     caplog.set_level("INFO", logger="rulebot")
     inbound = msg(CHAT)
-    log_decision(inbound, dispatcher().handle(inbound), 12.0)
+    DecisionLog().write(inbound, dispatcher().handle(inbound), 12.0)
     (record,) = [r for r in caplog.records if r.name == "rulebot"]
     fields = record.fields  # type: ignore[attr-defined]
     assert fields["matched"] == ["chat-to-member"]
