@@ -50,13 +50,19 @@ class Issue:
         }
 
 
+def shorten(text: str, limit: int = 200) -> str:
+    """`text` cut to `limit` characters, "..." marking the cut: how a value or
+    an error is quoted in a message."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def show_value(value: object, limit: int = 60) -> str:
     """The short display form of an offending value used in issue messages."""
     try:
         text = json.dumps(value, ensure_ascii=False, sort_keys=True)
     except (TypeError, ValueError):
         text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shorten(text, limit)
 
 
 StanzaKind = Literal["message", "presence"]
@@ -157,6 +163,14 @@ class Unrelate:
 
 Action: TypeAlias = Forward | Broadcast | Reply | ErrorReply | Drop | Relate | Unrelate
 StateChange: TypeAlias = Relate | Unrelate
+
+
+def directions(change: StateChange) -> list[tuple[str, str]]:
+    """The (subject, object) rows a change touches: a mutual relation is two rows."""
+    pairs = [(change.subject, change.object)]
+    if change.mutual:
+        pairs.append((change.object, change.subject))
+    return pairs
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from rulebot.engine.render import decision_json
 from rulebot.errors import EventError
 from rulebot.jid import bare_jid
 from rulebot.load.schema import SCHEMA_NAMES, schema_text
-from rulebot.model import Envelope, Issue, Stanza
+from rulebot.model import Envelope, Issue, Stanza, shorten
 from rulebot.rules.loader import check_rules
 from rulebot.wire.decode import Limits, decode_event
 
@@ -192,7 +192,7 @@ def explain(rules: str, event_file: TextIO, sender: str, from_: str | None, kind
     width = max((len(t.rule) for t in explanation.rules), default=4)
     for t in explanation.rules:
         value = json.dumps(t.value, ensure_ascii=False)
-        value = value if len(value) <= 40 else value[:37] + "..."
+        value = shorten(value, 40)
         click.echo(f"{t.index:>3}  {t.rule:<{width}}  {t.status:<13}  {value:<40}  {t.note}"
                    .rstrip())
     d = explanation.decision

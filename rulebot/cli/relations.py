@@ -54,6 +54,9 @@ def relations(ctx: click.Context, location: str | None, config_path: str | None)
 
 
 def _from_config(path: Path) -> str:
+    # Only `store` is read, not the whole config through config.load_config:
+    # an operator repairing relations must get at the store even while the
+    # rest of rulebot.yaml (a new key, a typo) does not validate.
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:

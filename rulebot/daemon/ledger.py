@@ -57,7 +57,7 @@ from typing import Any
 from rulebot.bot.values import EventKey, Recorded
 from rulebot.daemon.batches import BatchWriter, decode, decode_batch
 from rulebot.logs import LOGGER, fields
-from rulebot.model import Relate, StateChange
+from rulebot.model import Relate, StateChange, directions
 from rulebot.store.base import RelationStore, StoreError
 from rulebot.store.values import (
     Change,
@@ -84,8 +84,7 @@ def store_changes(changes: Sequence[StateChange]) -> list[Change]:
     """The engine's relation actions as store changes (mutual ones in both directions)."""
     out: list[Change] = []
     for c in changes:
-        pairs = [(c.subject, c.object)] + ([(c.object, c.subject)] if c.mutual else [])
-        for subject, obj in pairs:
+        for subject, obj in directions(c):
             if isinstance(c, Relate):
                 attrs = c.attrs if isinstance(c.attrs, dict) else {}
                 out.append(RelateChange(subject, obj, c.kind, attrs))

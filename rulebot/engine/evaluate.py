@@ -29,6 +29,7 @@ from rulebot.model import (
     Reply,
     RuleError,
     Unrelate,
+    shorten,
 )
 from rulebot.rules.functions import RuleFunctions, StateView
 from rulebot.rules.jpcompile import Runtime, is_false
@@ -127,7 +128,7 @@ def _check_type(ruleset: RuleSet, env: Envelope, type_value: JSON) -> Decision |
     if validator is None:
         if events.unknown == "allow":
             return None
-        shown = _short(repr(type_value)) if type_value is not None else "missing"
+        shown = shorten(repr(type_value)) if type_value is not None else "missing"
         reply = ErrorReply((env.from_,), "unknown-event-type",
                            f"unknown event type {shown} in field {events.discriminator!r}",
                            f"/{events.discriminator}", None)
@@ -141,14 +142,14 @@ def _check_type(ruleset: RuleSet, env: Envelope, type_value: JSON) -> Decision |
     except Exception as exc:  # a schema that cannot be applied is the operator's bug
         reply = ErrorReply((env.from_,), "schema-error",
                            f"the event schema for {type_value!r} cannot be applied: "
-                           f"{_short(str(exc), 120)}", None, None)
+                           f"{shorten(str(exc), 120)}", None, None)
         return Decision(ruleset.version, (), (reply,), (), ("event schema failed",))
     if error is None:
         return None
     pointer = "".join(f"/{_escape(p)}" for p in error.absolute_path)
     reply = ErrorReply((env.from_,), "invalid-event",
                        f"event of type {type_value!r} does not match its schema: "
-                       f"{_short(error.message)}", pointer, None)
+                       f"{shorten(error.message)}", pointer, None)
     return Decision(ruleset.version, (), (reply,), (), ("event failed its schema",))
 
 
@@ -156,12 +157,10 @@ def _escape(part: object) -> str:
     return str(part).replace("~", "~0").replace("/", "~1")
 
 
-def _short(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _describe(exc: Exception) -> str:
-    return _short(f"{type(exc).__name__}: {exc}")
+    return shorten(f"{type(exc).__name__}: {exc}")
 
 
 def _value(param: Param, data: Mapping[str, JSON], runtime: Runtime) -> JSON:
@@ -174,7 +173,7 @@ def _payload(spec: ActionSpec, env: Envelope, data: Mapping[str, JSON], runtime:
     payload = env.event if spec.payload is None else _value(spec.payload, data, runtime)
     if not isinstance(payload, dict):
         raise _RuleFailed(f"{spec.kind}: payload must be a JSON object, got "
-                          f"{_short(repr(payload), 60)}")
+                          f"{shorten(repr(payload), 60)}")
     return payload
 
 
@@ -186,7 +185,7 @@ def _jids(spec: ActionSpec, env: Envelope, data: Mapping[str, JSON], runtime: Ru
         raw = [raw]
     if not isinstance(raw, list):
         raise _RuleFailed(f"{spec.kind}: 'to' must be a JID or a list of JIDs, got "
-                          f"{_short(repr(raw), 60)}")
+                          f"{shorten(repr(raw), 60)}")
     if len(raw) > cap:
         raise _RuleFailed(f"{spec.kind}: {len(raw)} recipients exceed the cap of {cap}")
     out: dict[str, None] = {}
@@ -194,7 +193,7 @@ def _jids(spec: ActionSpec, env: Envelope, data: Mapping[str, JSON], runtime: Ru
     sender = env.sender.lower()
     for jid in raw:
         if not valid_jid(jid):
-            raise _RuleFailed(f"{spec.kind}: not a JID: {_short(repr(jid), 60)}")
+            raise _RuleFailed(f"{spec.kind}: not a JID: {shorten(repr(jid), 60)}")
         bare = bare_jid(jid).lower()
         if bare == bot:
             continue  # loop guard: the bot never sends to itself
@@ -227,7 +226,7 @@ def _relation_jid(spec: ActionSpec, param: Param | None, env: Envelope,
                   data: Mapping[str, JSON], runtime: Runtime, what: str) -> str:
     value = env.sender if param is None else _value(param, data, runtime)
     if not valid_jid(value):
-        raise _RuleFailed(f"{spec.kind}: {what} must be a JID, got {_short(repr(value), 60)}")
+        raise _RuleFailed(f"{spec.kind}: {what} must be a JID, got {shorten(repr(value), 60)}")
     return bare_jid(str(value)).lower()
 
 
@@ -242,5 +241,5 @@ def _relation(spec: ActionSpec, rule: Rule, env: Envelope, data: Mapping[str, JS
     if attrs is None:
         attrs = {}
     if not isinstance(attrs, dict):
-        raise _RuleFailed(f"relate: attrs must be a JSON object, got {_short(repr(attrs), 60)}")
+        raise _RuleFailed(f"relate: attrs must be a JSON object, got {shorten(repr(attrs), 60)}")
     return Relate(subject, obj, kind, attrs, spec.mutual, rule.name)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from rulebot.jid import norm_bare
-from rulebot.model import JSON, Relate, StateChange
+from rulebot.model import JSON, Relate, StateChange, directions
 from rulebot.rules.functions import StateView
 
 
@@ -173,10 +173,7 @@ class MemoryRelations:
     def apply(self, changes: Sequence[StateChange]) -> None:
         """Apply Relate/Unrelate actions (both directions when mutual)."""
         for change in changes:
-            pairs = [(change.subject, change.object)]
-            if change.mutual:
-                pairs.append((change.object, change.subject))
-            for subject, obj in pairs:
+            for subject, obj in directions(change):
                 if isinstance(change, Relate):
                     attrs = change.attrs if isinstance(change.attrs, dict) else {}
                     self.relate(subject, obj, change.kind, attrs)

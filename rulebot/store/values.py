@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, TypeAlias
 
 from rulebot.errors import StoreError
-from rulebot.model import JSON
+from rulebot.model import JSON, shorten
 
 KIND_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 MAX_JID = 3071
@@ -189,5 +189,4 @@ def relation_of(row: Sequence[Any]) -> Relation:
 
 
 def show(value: object, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shorten(repr(value), limit)
