@@ -35,7 +35,7 @@ from rulebot.logs import LOGGER, fields
 from rulebot.xmpp import patches
 from rulebot.xmpp.offline import OfflineSweeper
 from rulebot.xmpp.patches import escape_text
-from rulebot.xmpp.sm import clear_sm_state, persist_sm
+from rulebot.xmpp.sm import ResumeCheck, clear_sm_state, persist_sm
 from rulebot.xmpp.stanzas import (
     MatchTag,
     payload_text,
@@ -57,12 +57,6 @@ log = logging.getLogger(LOGGER)
 SM_WINDOW = 50
 #: Seconds a shutdown waits for an offline sweep's fetch in progress.
 SWEEP_WAIT = 5.0
-#: Seconds a resumed stream has to answer the ack request the bot sends right
-#: after <resumed/>. Prosody answers in milliseconds and ejabberd once it has
-#: re-sent its queue (about a second for 10,000 stanzas); a resumed stream that
-#: stays silent this long is being read by a stale parser (Prosody 0.12 and 13
-#: after a kill mid-stanza, docs/servers.md) or is dead, and is given up.
-RESUME_CHECK = 10.0
 
 
 _CHECKED = False
@@ -110,11 +104,8 @@ class BotConnection:
             self.xmpp, config.jid, config.offline_sweep,  # client mode: a bare JID
             lambda: self.online) if not self.component and config.offline_sweep > 0 else None
         self._sweeps: asyncio.Future[None] | None = None
-        self.resume_check = RESUME_CHECK
-        self._resume_timer: asyncio.TimerHandle | None = None
-        if self._sm is not None:
-            self.xmpp.register_handler(Callback("rulebot resume check", MatchTag(Ack.tag_name()),
-                                                self._on_server_ack, instream=True))
+        self.resume = ResumeCheck(self.xmpp, self._sm, self._resumed_stream_is_live) \
+            if self._sm is not None else None
         # Last: it takes the handlers registered by now as the ones messages skip.
         self._route_messages_directly(self.xmpp)
 
@@ -194,8 +185,8 @@ class BotConnection:
 
     def _on_session(self, _event: Any) -> None:
         resumed = _event is not None and getattr(_event, "name", "") == "resumed"
-        if resumed and self._sm is not None:
-            self._check_resumed_stream()
+        if resumed and self.resume is not None:
+            self.resume.start()
         elif not self.component:
             # A resumed session keeps its presence; a new one sends it.
             self.xmpp.send_presence(ppriority=0)  # brings offline messages and bare-JID routing
@@ -210,44 +201,9 @@ class BotConnection:
         self._flush()
         self._changed()
 
-    def _check_resumed_stream(self) -> None:
-        """Ask for an ack at once on a resumed stream, and give the stream up if
-        none comes within `resume_check` seconds.
-
-        Prosody 0.12 (and 13) go on reading a resumed session with the parser
-        of its old connection. When a kill cut the old connection in the middle
-        of a stanza, that parser holds half a stanza: everything the bot writes
-        after resuming nests inside it, its acks and requests included, and the
-        server answers nothing until the nesting breaks (not-well-formed) or
-        grows too large (policy-violation), which with little traffic may take
-        forever. Given up, the session is not resumed again: the bot forgets
-        it (session_end clears slixmpp's state and the state file) and logs in
-        afresh with the same resource; the server replaces the old session and
-        hands what it held unacknowledged to offline storage, which reaches
-        the new session under stream management. Whatever the bot had decided
-        of it is in its idempotency records, so it is sent again, not decided
-        again."""
-        self._cancel_resume_check()
-        self._sm.request_ack()
-        self._resume_timer = asyncio.get_running_loop().call_later(
-            self.resume_check, self._resume_unverified)
-
-    def _on_server_ack(self, _stanza: Any) -> None:
-        self._cancel_resume_check()
-
-    def _cancel_resume_check(self) -> None:
-        if self._resume_timer is not None:
-            self._resume_timer.cancel()
-            self._resume_timer = None
-
-    def _resume_unverified(self) -> None:
-        self._resume_timer = None
-        if not self.online or self._stopping:
-            return
-        log.warning("the resumed stream answered nothing; starting a new session",
-                    extra=fields(event="resume_unverified", seconds=self.resume_check))
-        self.xmpp.event("session_end")  # forget the session: no resumption next time
-        self.xmpp.abort()
+    def _resumed_stream_is_live(self) -> bool:
+        """Whether a silent resumed stream is still worth giving up (ResumeCheck)."""
+        return self.online and not self._stopping
 
     def _stop_sweeps(self) -> None:
         if self._sweeps is not None:
@@ -272,7 +228,8 @@ class BotConnection:
 
     def _on_disconnected(self, reason: Any) -> None:
         was = self.online
-        self._cancel_resume_check()
+        if self.resume is not None:
+            self.resume.cancel()
         self.online = False
         self.writes.active = False
         self._stop_sweeps()

@@ -5,6 +5,7 @@ acknowledgements held back until what they cover is safe.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -19,6 +20,7 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from rulebot.logs import LOGGER, fields
+from rulebot.xmpp.stanzas import MatchTag
 
 log = logging.getLogger(LOGGER)
 
@@ -165,3 +167,56 @@ def persist_sm(x: Any, path: str,
     x.add_event_handler("session_resumed", resumed)
     x.add_event_handler("session_end", lambda _e: clear_sm_state(path))
     return final_ack
+
+
+#: Seconds a resumed stream has to answer the ack request the bot sends right
+#: after <resumed/>. Prosody answers in milliseconds and ejabberd once it has
+#: re-sent its queue (about a second for 10,000 stanzas); a resumed stream that
+#: stays silent this long is being read by a stale parser (Prosody 0.12 and 13
+#: after a kill mid-stanza, docs/servers.md) or is dead, and is given up.
+RESUME_CHECK = 10.0
+
+
+class ResumeCheck:
+    """Ask for an ack at once on a resumed stream, and give the stream up if none
+    comes within `seconds` (RESUME_CHECK).
+
+    Prosody 0.12 (and 13) go on reading a resumed session with the parser of
+    its old connection. When a kill cut the old connection in the middle of a
+    stanza, that parser holds half a stanza: everything the bot writes after
+    resuming nests inside it, its acks and requests included, and the server
+    answers nothing until the nesting breaks (not-well-formed) or grows too
+    large (policy-violation), which with little traffic may take forever.
+    Given up, the session is not resumed again: the bot forgets it
+    (session_end clears slixmpp's state and the state file) and logs in
+    afresh with the same resource; the server replaces the old session and
+    hands what it held unacknowledged to offline storage, which reaches the
+    new session under stream management. Whatever the bot had decided of it
+    is in its idempotency records, so it is sent again, not decided again.
+    `live()` says whether giving up still makes sense (not while stopping)."""
+
+    def __init__(self, x: Any, sm: Any, live: Callable[[], bool],
+                 seconds: float = RESUME_CHECK) -> None:
+        self.x, self.sm, self.live, self.seconds = x, sm, live, seconds
+        self._timer: asyncio.TimerHandle | None = None
+        x.register_handler(Callback("rulebot resume check", MatchTag(Ack.tag_name()),
+                                    lambda _stanza: self.cancel(), instream=True))
+
+    def start(self) -> None:
+        self.cancel()
+        self.sm.request_ack()
+        self._timer = asyncio.get_running_loop().call_later(self.seconds, self._expired)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expired(self) -> None:
+        self._timer = None
+        if not self.live():
+            return
+        log.warning("the resumed stream answered nothing; starting a new session",
+                    extra=fields(event="resume_unverified", seconds=self.seconds))
+        self.x.event("session_end")  # forget the session: no resumption next time
+        self.x.abort()

@@ -143,7 +143,8 @@ async def test_presence_goes_out_only_after_stream_management_is_enabled(
 
 def resumed_bot(tmp_path: Path) -> tuple[BotConnection, RecordingTransport]:
     conn, transport = client_bot(tmp_path)
-    conn.resume_check = 0.05
+    assert conn.resume is not None
+    conn.resume.seconds = 0.05
     transport.writes.clear()
     conn.online = False
     conn.xmpp.data_received(b"<resumed xmlns='urn:xmpp:sm:3' h='0' previd='sm-1'/>")
