@@ -119,6 +119,15 @@ async def running(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
     await asyncio.wait_for(task, 5)
 
 
+def break_store(store: RelationStore, monkeypatch: pytest.MonkeyPatch, message: str) -> None:
+    """Every commit fails from now on (until monkeypatch.undo())."""
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise StoreError(message)
+
+    monkeypatch.setattr(store, "commit", broken)
+
+
 def chat(n: int, to: str = "bob@localhost", sender: str = "alice@localhost/phone") -> Inbound:
     body = json.dumps({"type": "chat", "id": f"e{n}", "to": to, "text": f"hello {n}"})
     return Inbound("message", sender, "chat", f"s{n}", body)
@@ -169,11 +178,7 @@ async def test_a_failing_store_refuses_the_read_and_sends_nothing_else(
     running: Running, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level("ERROR", logger="rulebot")
-
-    def broken(*_args: Any, **_kwargs: Any) -> Any:
-        raise StoreError("disk full")
-
-    monkeypatch.setattr(running.store, "commit", broken)
+    break_store(running.store, monkeypatch, "disk full")
     conn = running.conn
     conn.read(chat(1), chat(2))
     assert [(o.to, o.payload["error"]["code"]) for o in conn.sent] == [
@@ -189,11 +194,7 @@ async def test_a_failing_store_refuses_a_relation_change_and_sends_nothing_of_it
     running: Running, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level("ERROR", logger="rulebot")
-
-    def broken(*_args: Any, **_kwargs: Any) -> Any:
-        raise StoreError("connection lost")
-
-    monkeypatch.setattr(running.store, "commit", broken)
+    break_store(running.store, monkeypatch, "connection lost")
     body = json.dumps({"type": "friend-request", "id": "r1", "to": "bob@localhost"})
     running.conn.read(Inbound("message", "alice@localhost/phone", "chat", "s1", body))
     assert [(o.to, o.payload["error"]["code"]) for o in running.conn.sent] == [
