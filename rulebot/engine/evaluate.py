@@ -135,21 +135,32 @@ def _check_type(ruleset: RuleSet, env: Envelope, type_value: JSON) -> Decision |
         return Decision(ruleset.version, (), (reply,), (), ("event type rejected",))
     fast = events.fast.get(type_value)
     try:
-        # The yes/no is the fast path (a compiled predicate where the schema
-        # allows one); only a failing event pays for jsonschema's error search.
-        valid = fast(env.event) if fast is not None else validator.is_valid(env.event)
-        error = None if valid else best_match(validator.iter_errors(env.event))
+        # The verdict is jsonschema-rs's where it compiled the schema; only a
+        # failing event pays for jsonschema's error search, which writes the
+        # message. Where the two differ (a pattern's $ before a final newline:
+        # ECMA 262, as JSON Schema says, against Python's re), jsonschema finds
+        # nothing and jsonschema-rs's own first error is the message.
+        if fast is not None:
+            if fast.is_valid(env.event):
+                return None
+        elif validator.is_valid(env.event):
+            return None
+        error = best_match(validator.iter_errors(env.event))
+        if error is not None:
+            message, where = error.message, list(error.absolute_path)
+        else:
+            assert fast is not None
+            first = next(iter(fast.iter_errors(env.event)))
+            message, where = first.message, list(first.instance_path)
     except Exception as exc:  # a schema that cannot be applied is the operator's bug
         reply = ErrorReply((env.from_,), "schema-error",
                            f"the event schema for {type_value!r} cannot be applied: "
                            f"{shorten(str(exc), 120)}", None, None)
         return Decision(ruleset.version, (), (reply,), (), ("event schema failed",))
-    if error is None:
-        return None
-    pointer = "".join(f"/{_escape(p)}" for p in error.absolute_path)
+    pointer = "".join(f"/{_escape(p)}" for p in where)
     reply = ErrorReply((env.from_,), "invalid-event",
                        f"event of type {type_value!r} does not match its schema: "
-                       f"{shorten(error.message)}", pointer, None)
+                       f"{shorten(message)}", pointer, None)
     return Decision(ruleset.version, (), (reply,), (), ("event failed its schema",))
 
 

@@ -5,9 +5,9 @@ Frozen values only; the loader (rules.loader) is the one place that makes them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import jsonschema
 
@@ -63,14 +63,21 @@ class RateSpec:
     burst: int
 
 
+class FastValidator(Protocol):
+    """A compiled event schema that answers "valid?" quickly (jsonschema-rs)."""
+
+    def is_valid(self, instance: Any) -> bool: ...
+    def iter_errors(self, instance: Any) -> Iterator[Any]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class EventTypes:
     discriminator: str
     unknown: Literal["allow", "reject"]
     validators: Mapping[str, jsonschema.Draft202012Validator]
-    # The same schemas as plain predicates where rulebot.rules.fastschema can compile
-    # them (the yes/no only; error messages always come from the validator).
-    fast: Mapping[str, Callable[[Any], bool]] = field(default_factory=dict)
+    # The same schemas compiled by jsonschema-rs where it accepts them: its
+    # verdict decides, the validator writes the message (rules/events docs).
+    fast: Mapping[str, FastValidator] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,8 @@ exprs = st.sampled_from([
     "regex_match('(', sender)", "lists.nope", "evnt.x", "event.type == \"chat\"", "",
 ]) | st.text(max_size=40)
 params = exprs | st.builds(lambda v: {"value": v}, json_values)
-# Event schemas, mostly from the keywords rulebot compiles itself (fastschema),
-# sometimes with others or with wrong values, so both paths are exercised.
+# Event schemas, mostly from the common keywords, sometimes with others or with
+# wrong values (which jsonschema-rs refuses: jsonschema alone then checks).
 schema_keywords = st.fixed_dictionaries({}, optional={
     "type": st.sampled_from(["object", "string", "integer", "number", "array", "boolean",
                              "null", ["string", "integer"], "nope", []]),

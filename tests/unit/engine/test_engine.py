@@ -337,3 +337,30 @@ def test_version_is_a_content_hash() -> None:
     b = parse_rules("version: 1\nrules: []\n")
     c = parse_rules("version: 1\nrules: []  # changed\n")
     assert a.version == b.version != c.version
+
+
+ANCHORED = TYPED.replace("properties: {to: {type: string}}",
+                         "properties: {to: {type: string, pattern: '^[a-z]+@x$'}}")
+
+
+def test_a_patterns_end_anchor_does_not_match_before_a_final_newline() -> None:
+    # ECMA 262's $ (jsonschema-rs decides), not Python's re: jsonschema alone
+    # would accept "bob@x\n". The message then comes from jsonschema-rs.
+    ruleset = parse_rules(textwrap.dedent(ANCHORED))
+    assert evaluate(ruleset, env({"type": "chat", "to": "bob@x"})).matched == ("chat",)
+    decision = evaluate(ruleset, env({"type": "chat", "to": "bob@x\n"}))
+    (action,) = decision.actions
+    assert isinstance(action, ErrorReply)
+    assert (action.code, action.path) == ("invalid-event", "/to")
+    assert "does not match" in action.message
+
+
+def test_a_pattern_only_pythons_re_reads_is_left_to_jsonschema() -> None:
+    ruleset = parse_rules(textwrap.dedent(TYPED.replace(
+        "properties: {to: {type: string}}", "properties: {to: {type: string, pattern: 'x\\Z'}}")))
+    assert ruleset.events is not None
+    assert "chat" not in ruleset.events.fast  # jsonschema-rs refused the schema
+    assert evaluate(ruleset, env({"type": "chat", "to": "bob@x"})).matched == ("chat",)
+    (action,) = evaluate(ruleset, env({"type": "chat", "to": "bob@y"})).actions
+    assert isinstance(action, ErrorReply)
+    assert action.code == "invalid-event"
