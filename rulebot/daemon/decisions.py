@@ -42,14 +42,21 @@ class DecisionLog:
         if outcome.event_id is not None:
             info["event_id"] = outcome.event_id
         info["micros"] = round(micros, 1)
-        self.line(level, f"{inbound.kind} {outcome.status}", info)
+        # None of these keys is one of the line's head (HEAD_KEYS).
+        self._emit(level, f"{inbound.kind} {outcome.status}", info)
 
     def line(self, level: int, msg: str, info: dict[str, object]) -> None:
-        """One line with these fields (the ordinary path for fields named like
-        the line's head, which format() lets replace it)."""
+        """One line with any fields, if `level` is enabled: fields named like
+        the line's head (which format() lets replace it) take the ordinary path."""
         if not log.isEnabledFor(level):
             return
-        if self._direct is not None and not info.keys() & HEAD_KEYS:
+        if info.keys() & HEAD_KEYS:
+            log.log(level, msg, extra=fields(**info))
+        else:
+            self._emit(level, msg, info)
+
+    def _emit(self, level: int, msg: str, info: dict[str, object]) -> None:
+        if self._direct is not None:
             self._direct(level, msg, info)
         else:
             log.log(level, msg, extra=fields(**info))

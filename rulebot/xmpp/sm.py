@@ -24,6 +24,7 @@ from rulebot.xmpp.stanzas import MatchTag
 
 log = logging.getLogger(LOGGER)
 
+
 def load_sm_state(path: str) -> tuple[str, int] | None:
     """(stream id, handled count) saved by a previous run, if any and readable."""
     try:
