@@ -33,11 +33,10 @@ from rulebot.engine.evaluate import evaluate  # noqa: E402
 from rulebot.engine.state import (  # noqa: E402
     Buckets,
     LiveState,
-    MemoryRelation,
     MemoryRelations,
     PresenceTable,
 )
-from rulebot.model import Envelope, Relate, Stanza, Unrelate  # noqa: E402
+from rulebot.model import Envelope, Relate, Relation, Stanza, Unrelate  # noqa: E402
 from rulebot.rules.loader import load_rules  # noqa: E402
 from rulebot.store.base import RelationStore  # noqa: E402
 from rulebot.store.open import open_store  # noqa: E402
@@ -142,7 +141,7 @@ def main() -> int:
     rows = []
     started = time.perf_counter()
 
-    memory = MemoryRelations(MemoryRelation(s, o, "friend") for a, b in pairs
+    memory = MemoryRelations(Relation(s, o, "friend") for a, b in pairs
                              for s, o in ((a, b), (b, a)))
 
     def memory_apply(changes: list[object]) -> None:

@@ -137,6 +137,23 @@ class Drop:
 
 
 @dataclass(frozen=True, slots=True)
+class Relation:
+    """One stored, directed relation: the row type of every relationship store
+    (SQLite, PostgreSQL, the in-memory one of eval and test). `created` is
+    ISO 8601 UTC, empty until a store writes the row."""
+
+    subject: str
+    object: str
+    kind: str
+    attrs: Mapping[str, JSON] = field(default_factory=dict)
+    created: str = ""
+
+    def to_json(self) -> dict[str, JSON]:
+        return {"subject": self.subject, "object": self.object, "kind": self.kind,
+                "attrs": dict(self.attrs), "created": self.created}
+
+
+@dataclass(frozen=True, slots=True)
 class Relate:
     """Store a relation (both directions when mutual); applied before any send."""
 

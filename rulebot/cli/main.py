@@ -152,10 +152,10 @@ def explain(rules: str, event_file: TextIO, sender: str, from_: str | None, kind
     from rulebot.engine.state import (
         Buckets,
         LiveState,
-        MemoryRelation,
         MemoryRelations,
         PresenceTable,
     )
+    from rulebot.model import Relation
 
     result = check_rules([rules])
     if result.ruleset is None:
@@ -172,7 +172,7 @@ def explain(rules: str, event_file: TextIO, sender: str, from_: str | None, kind
         if line.strip():
             try:
                 r = json.loads(line)
-                rows.append(MemoryRelation(r["subject"], r["object"], r["kind"],
+                rows.append(Relation(r["subject"], r["object"], r["kind"],
                                            r.get("attrs") or {}))
             except (ValueError, KeyError, TypeError) as exc:
                 raise click.UsageError(f"--relations line {n}: {exc}") from None

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from rulebot.jid import norm_bare
-from rulebot.model import JSON, Relate, StateChange, directions
+from rulebot.model import JSON, Relate, Relation, StateChange, directions
 from rulebot.rules.functions import StateView
+
+#: `created` of an in-memory row given without one (eval's --relations, test cases).
+EPOCH = "1970-01-01T00:00:00Z"
 
 
 class RelationReader(Protocol):
@@ -27,14 +29,7 @@ class RelationReader(Protocol):
     def related(self, subject: str, obj: str, kind: str) -> bool: ...
     def objects(self, subject: str, kind: str) -> list[str]: ...
     def subjects(self, obj: str, kind: str) -> list[str]: ...
-    def get(self, subject: str, obj: str, kind: str) -> RelationLike | None: ...
-
-
-class RelationLike(Protocol):
-    @property
-    def attrs(self) -> Mapping[str, JSON]: ...
-    @property
-    def created(self) -> str: ...
+    def get(self, subject: str, obj: str, kind: str) -> Relation | None: ...
 
 
 class Buckets:
@@ -128,22 +123,14 @@ class LiveState:
         return self._presence.online(jid)
 
 
-@dataclass(frozen=True)
-class MemoryRelation:
-    subject: str
-    object: str
-    kind: str
-    attrs: Mapping[str, JSON] = field(default_factory=dict)
-    created: str = "1970-01-01T00:00:00Z"
-
-
 class MemoryRelations:
     """An in-memory relationship store with the same read and apply semantics."""
 
-    def __init__(self, rows: Iterable[MemoryRelation] = ()) -> None:
-        self._rows: dict[tuple[str, str, str], MemoryRelation] = {}
+    def __init__(self, rows: Iterable[Relation] = ()) -> None:
+        self._rows: dict[tuple[str, str, str], Relation] = {}
         for row in rows:
-            self._rows[(norm_bare(row.subject), norm_bare(row.object), row.kind)] = row
+            key = (norm_bare(row.subject), norm_bare(row.object), row.kind)
+            self._rows[key] = Relation(*key, dict(row.attrs), row.created or EPOCH)
 
     def related(self, subject: str, obj: str, kind: str) -> bool:
         return (subject, obj, kind) in self._rows
@@ -154,20 +141,19 @@ class MemoryRelations:
     def subjects(self, obj: str, kind: str) -> list[str]:
         return sorted(s for (s, o, k) in self._rows if o == obj and k == kind)
 
-    def get(self, subject: str, obj: str, kind: str) -> MemoryRelation | None:
+    def get(self, subject: str, obj: str, kind: str) -> Relation | None:
         return self._rows.get((subject, obj, kind))
 
     def relate(self, subject: str, obj: str, kind: str,
                attrs: Mapping[str, JSON] | None = None) -> None:
         key = (norm_bare(subject), norm_bare(obj), kind)
         old = self._rows.get(key)
-        self._rows[key] = MemoryRelation(key[0], key[1], kind, dict(attrs or {}),
-                                         old.created if old else "1970-01-01T00:00:00Z")
+        self._rows[key] = Relation(*key, dict(attrs or {}), old.created if old else EPOCH)
 
     def unrelate(self, subject: str, obj: str, kind: str) -> None:
         self._rows.pop((norm_bare(subject), norm_bare(obj), kind), None)
 
-    def rows(self) -> list[MemoryRelation]:
+    def rows(self) -> list[Relation]:
         return list(self._rows.values())
 
     def apply(self, changes: Sequence[StateChange]) -> None:

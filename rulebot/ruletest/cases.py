@@ -26,7 +26,6 @@ from rulebot.engine.evaluate import evaluate
 from rulebot.engine.state import (
     Buckets,
     LiveState,
-    MemoryRelation,
     MemoryRelations,
     PresenceTable,
 )
@@ -41,6 +40,7 @@ from rulebot.model import (
     ErrorReply,
     Issue,
     Relate,
+    Relation,
     Stanza,
     Unrelate,
 )
@@ -80,7 +80,7 @@ class Case:
     kind: str
     stanza_type: str
     bot: str
-    relations: tuple[MemoryRelation, ...]
+    relations: tuple[Relation, ...]
     online: tuple[str, ...]
     expect: Mapping[str, JSON]
 
@@ -178,8 +178,8 @@ def parse_test_file(text: str, source: str) -> tuple[TestFile | None, list[Issue
     return TestFile(source, rules, tuple(cases), doc), []
 
 
-def _relations(raw: Iterable[Mapping[str, Any]]) -> tuple[MemoryRelation, ...]:
-    return tuple(MemoryRelation(norm_bare(r["subject"]), norm_bare(r["object"]), r["kind"],
+def _relations(raw: Iterable[Mapping[str, Any]]) -> tuple[Relation, ...]:
+    return tuple(Relation(norm_bare(r["subject"]), norm_bare(r["object"]), r["kind"],
                                 dict(r.get("attrs", {}))) for r in raw)
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from rulebot.engine.render import action_json
-from rulebot.engine.state import MemoryRelation, MemoryRelations
+from rulebot.engine.state import MemoryRelations
 from rulebot.jid import norm_bare
-from rulebot.model import JSON, Action, Decision, Drop, ErrorReply, Relate, Unrelate
+from rulebot.model import JSON, Action, Decision, Drop, ErrorReply, Relate, Relation, Unrelate
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def _check_no_actions(want: bool, d: Decision, _: MemoryRelations) -> Failure | 
                    [action_view(a) for a in effective])
 
 
-def _row(rel: MemoryRelation | None, with_attrs: bool) -> dict[str, JSON] | None:
+def _row(rel: Relation | None, with_attrs: bool) -> dict[str, JSON] | None:
     if rel is None:
         return None
     row: dict[str, JSON] = {"subject": rel.subject, "object": rel.object, "kind": rel.kind}

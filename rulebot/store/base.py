@@ -30,12 +30,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 from rulebot.errors import StoreError as StoreError  # re-exported: part of this API
 from rulebot.model import JSON
+from rulebot.model import Relation as Relation  # re-exported: part of this API
 from rulebot.store.records import RecordStoreMixin
 from rulebot.store.values import (
     Change,
     RecordBatch,
     RelateChange,
-    Relation,
     Row,
     SessionMark,
     UnrelateChange,

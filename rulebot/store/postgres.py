@@ -23,9 +23,10 @@ from urllib.parse import unquote, urlsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from rulebot.model import Relation
 from rulebot.store.base import COLUMNS, PAGE, TABLE, Flags, RelationStore, StoreError, redact_url
 from rulebot.store.records import RECORDS, SESSIONS
-from rulebot.store.values import RecordBatch, Relation, Row, SessionMark, relation_of
+from rulebot.store.values import RecordBatch, Row, SessionMark, relation_of
 
 #: 1: relations; 2: + the idempotency records (added to a version 1 database on opening).
 SCHEMA_VERSION = 2

@@ -24,9 +24,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from rulebot.model import Relation
 from rulebot.store.base import COLUMNS, TABLE, Flags, RelationStore, StoreError
 from rulebot.store.records import RECORDS, SESSIONS
-from rulebot.store.values import RecordBatch, Relation, Row, SessionMark, relation_of
+from rulebot.store.values import RecordBatch, Row, SessionMark, relation_of
 
 #: 1: relations; 2: + the idempotency records (added to a version 1 store on opening).
 SCHEMA_VERSION = 2

@@ -13,27 +13,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, TypeAlias
 
 from rulebot.errors import StoreError
-from rulebot.model import JSON, shorten
+from rulebot.model import JSON, Relation, shorten
 
 KIND_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 MAX_JID = 3071
 MAX_ATTRS_BYTES = 4096
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-@dataclass(frozen=True, slots=True)
-class Relation:
-    """One directed relation. `created` is ISO 8601 UTC (empty until stored)."""
-
-    subject: str
-    object: str
-    kind: str
-    attrs: Mapping[str, JSON] = field(default_factory=dict)
-    created: str = ""
-
-    def to_json(self) -> dict[str, JSON]:
-        return {"subject": self.subject, "object": self.object, "kind": self.kind,
-                "attrs": dict(self.attrs), "created": self.created}
-
 
 @dataclass(frozen=True, slots=True)
 class RelateChange:

@@ -9,8 +9,8 @@ import pytest
 
 from rulebot.engine.evaluate import evaluate
 from rulebot.engine.render import decision_json
-from rulebot.engine.state import Buckets, LiveState, MemoryRelation, MemoryRelations, PresenceTable
-from rulebot.model import Envelope, Relate, Stanza, Unrelate
+from rulebot.engine.state import Buckets, LiveState, MemoryRelations, PresenceTable
+from rulebot.model import Envelope, Relate, Relation, Stanza, Unrelate
 from rulebot.rules.loader import parse_rules
 
 RULES = parse_rules(textwrap.dedent("""
@@ -52,7 +52,7 @@ def decide(event: dict[str, Any], relations: MemoryRelations,
 
 
 def test_relate_and_unrelate_come_back_as_actions_and_change_nothing_themselves() -> None:
-    store = MemoryRelations([MemoryRelation("bob@x", "alice@x", "requested")])
+    store = MemoryRelations([Relation("bob@x", "alice@x", "requested")])
     decision = decide({"type": "accept", "from": "Bob@X/phone", "at": 7}, store)
     assert decision.actions == (
         Relate("alice@x", "bob@x", "friend", {"since": 7}, True, "befriend"),
@@ -78,7 +78,7 @@ def test_relate_and_unrelate_come_back_as_actions_and_change_nothing_themselves(
 )
 def test_reads_in_match(rows: list[tuple[str, str]], online: bool, expected: str | None
                         ) -> None:
-    store = MemoryRelations([MemoryRelation(s, o, "friend") for s, o in rows])
+    store = MemoryRelations([Relation(s, o, "friend") for s, o in rows])
     presence = PresenceTable()
     if online:
         presence.update("bob@x/laptop", True)
@@ -88,9 +88,9 @@ def test_reads_in_match(rows: list[tuple[str, str]], online: bool, expected: str
 
 def test_reads_in_action_parameters() -> None:
     store = MemoryRelations([
-        MemoryRelation("alice@x", "bob@x", "friend", {"since": 2019}),
-        MemoryRelation("alice@x", "carol@x", "friend"),
-        MemoryRelation("dave@x", "alice@x", "follows"),
+        Relation("alice@x", "bob@x", "friend", {"since": 2019}),
+        Relation("alice@x", "carol@x", "friend"),
+        Relation("dave@x", "alice@x", "follows"),
     ])
     out = decision_json(decide({"type": "status"}, store))
     (action,) = out["actions"]
