@@ -5,8 +5,8 @@ rulebot.client import slixmpp.
 XEP-0114 component, turns stanzas into `bot.values.Inbound` values for a
 callback, and sends `bot.values.Outbound` values. It owns reconnection
 (exponential backoff with a cap and jitter), the bounded queue of messages
-produced while offline, XEP-0198 stream management (numbering its own
-messages; persistence across restarts in xmpp.sm), presence subscriptions
+produced while offline (xmpp.outbox), XEP-0198 stream management
+(persistence across restarts in xmpp.sm), presence subscriptions
 from allowed domains, and the offline sweeps (xmpp.offline). Conversions
 between stanzas and values are in xmpp.stanzas.
 """
@@ -23,8 +23,6 @@ from typing import Any
 
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
-from slixmpp.plugins.xep_0198.stanza import Ack
-from slixmpp.plugins.xep_0198.stream_management import MAX_SEQ
 from slixmpp.xmlstream.handler import Callback
 
 from rulebot.bot.values import Inbound, Outbound
@@ -34,15 +32,9 @@ from rulebot.jid import bare_jid, split_jid
 from rulebot.logs import LOGGER, fields
 from rulebot.xmpp import patches
 from rulebot.xmpp.offline import OfflineSweeper
-from rulebot.xmpp.patches import escape_text
-from rulebot.xmpp.sm import ResumeCheck, clear_sm_state, persist_sm
-from rulebot.xmpp.stanzas import (
-    MatchTag,
-    payload_text,
-    serialize_message,
-    to_inbound_message,
-    to_inbound_presence,
-)
+from rulebot.xmpp.outbox import Outbox
+from rulebot.xmpp.sm import ResumeCheck, ack_all, clear_sm_state, persist_sm, position
+from rulebot.xmpp.stanzas import MatchTag, to_inbound_message, to_inbound_presence
 from rulebot.xmpp.tls import backoff_delay, setup_tls
 from rulebot.xmpp.writes import WriteBatcher
 
@@ -79,8 +71,6 @@ class BotConnection:
         self.on_inbound = on_inbound
         self.rand = rand
         self.online = False
-        self.queue: deque[Outbound] = deque()
-        self.dropped = 0
         self._fatal: str | None = None
         self._failed = False  # the current connection attempt or session ended
         self._stopping = False
@@ -88,8 +78,6 @@ class BotConnection:
         self.component = config.mode == "component"
         self.allowed = frozenset(d.lower() for d in config.allowed_domains)
         self._final_ack: Callable[[], None] | None = None  # set by xmpp.sm.persist_sm
-        self._last_payload: object = None  # the payload _last_text encodes (kept alive)
-        self._last_text = ""
         patches.install()
         self.xmpp = self._make(secret)
         global _CHECKED
@@ -100,10 +88,11 @@ class BotConnection:
         self.writes = WriteBatcher(self.xmpp, on_read_done)  # active while a session is up
         self._sm: Any = self.xmpp.plugin["xep_0198"] if (
             not self.component and config.stream_management) else None
+        self.outbox = Outbox(self.xmpp, self._sm, config.outbound_queue,
+                             config.jid if self.component else None, lambda: self.online)
         self.sweeper: OfflineSweeper | None = OfflineSweeper(
             self.xmpp, config.jid, config.offline_sweep,  # client mode: a bare JID
             lambda: self.online) if not self.component and config.offline_sweep > 0 else None
-        self._sweeps: asyncio.Future[None] | None = None
         self.resume = ResumeCheck(self.xmpp, self._sm, self._resumed_stream_is_live) \
             if self._sm is not None else None
         # Last: it takes the handlers registered by now as the ones messages skip.
@@ -192,39 +181,17 @@ class BotConnection:
             self.xmpp.send_presence(ppriority=0)  # brings offline messages and bare-JID routing
         self.online = True
         self.writes.active = True
-        if self.sweeper is not None and self.sweeper.supported and self._sweeps is None \
-                and not self._stopping:
-            self._sweeps = asyncio.ensure_future(self.sweeper.run())
+        if self.sweeper is not None and not self._stopping:
+            self.sweeper.start()
         log.info("connected", extra=fields(event="connected", jid=self.config.jid,
                                            mode=self.config.mode, resumed=resumed,
                                            queued=len(self.queue)))
-        self._flush()
+        self.outbox.flush()
         self._changed()
 
     def _resumed_stream_is_live(self) -> bool:
         """Whether a silent resumed stream is still worth giving up (ResumeCheck)."""
         return self.online and not self._stopping
-
-    def _stop_sweeps(self) -> None:
-        if self._sweeps is not None:
-            self._sweeps.cancel()
-            self._sweeps = None
-
-    async def _end_sweeps(self) -> None:
-        """At shutdown: let a fetch in progress finish (its messages are being
-        handled and must be removed, and they must reach the bot before it goes
-        unavailable), then stop the sweeps."""
-        task, sweeper = self._sweeps, self.sweeper
-        if task is None or sweeper is None:
-            return
-        self._sweeps = None
-        try:
-            if sweeper.collecting:
-                sweeper.stopping = True  # run() returns after this sweep
-                await asyncio.wait({task}, timeout=SWEEP_WAIT)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     def _on_disconnected(self, reason: Any) -> None:
         was = self.online
@@ -232,7 +199,8 @@ class BotConnection:
             self.resume.cancel()
         self.online = False
         self.writes.active = False
-        self._stop_sweeps()
+        if self.sweeper is not None:
+            self.sweeper.cancel()
         self._failed = True
         if was and not self._stopping:
             log.warning("disconnected", extra=fields(event="disconnected", reason=str(reason)))
@@ -312,63 +280,19 @@ class BotConnection:
     # -- sending --------------------------------------------------------------
 
     def send(self, out: Outbound, payload_json: str | None = None) -> None:
-        """Send now when online, else keep it (bounded) until the session is back.
-        `payload_json` is wire.encode_payload(out.payload) when the caller has it
-        already (the idempotency records encode every payload they keep)."""
-        if self.online:
-            self._send_now(out, payload_json)
-            return
-        self._keep(out)
+        """Send now when online, else keep it (bounded) until the session is back
+        (xmpp.outbox.Outbox.send)."""
+        self.outbox.send(out, payload_json)
 
-    def _keep(self, out: Outbound) -> None:
-        if len(self.queue) >= self.config.outbound_queue:
-            self.dropped += 1
-            log.error("outbound queue full, message dropped", extra=fields(
-                event="queue_full", to=out.to, id=out.id, cap=self.config.outbound_queue,
-                dropped_total=self.dropped))
-            return
-        self.queue.append(out)
+    @property
+    def queue(self) -> deque[Outbound]:
+        """Messages waiting for the next session."""
+        return self.outbox.queue
 
-    def _send_now(self, out: Outbound, payload_json: str | None = None) -> None:
-        x = self.xmpp
-        if not x.transport:  # the session is going down: keep it for the next one
-            self._keep(out)
-            return
-        if out.payload is not self._last_payload:
-            # A broadcast hands over one payload object per recipient, in a row:
-            # encode and escape it once.
-            self._last_payload = out.payload
-            self._last_text = payload_text(out.payload) if payload_json is None else \
-                escape_text(payload_json)
-        text = serialize_message(out, self.config.jid if self.component else None,
-                                 self._last_text)
-        sm = self._sm
-        request = False
-        if sm is not None and sm.enabled_out:
-            # What slixmpp's stream management does for a stanza passing its
-            # send filter: number it and keep it for re-sending on resume.
-            # Through the plugin's config dict and instance dict: its seq and
-            # window are config values, reached through a Python __getattr__
-            # after a failed lookup, and every assignment to a plugin goes
-            # through a Python __setattr__ (1.9 µs per stanza against 0.24).
-            cfg, attrs = sm.config, sm.__dict__
-            seq = cfg["seq"] = (cfg["seq"] + 1) % MAX_SEQ
-            sm.unacked_queue.append((seq, text))
-            counter = attrs["window_counter"] - 1
-            request = counter == 0
-            attrs["window_counter"] = cfg["window"] if request else counter
-        # Written now, not through slixmpp's send queue: nothing queued there
-        # needs to precede it, and an ack queued after the stanza that caused
-        # this message still leaves after it (see xmpp.sm.persist_sm).
-        x.send_raw(text)
-        if request:
-            # After the stanza, so that the server's answer covers the whole
-            # window (slixmpp's filter asks just before the stanza it counts).
-            sm.request_ack()
-
-    def _flush(self) -> None:
-        while self.queue and self.online and self.xmpp.transport:
-            self._send_now(self.queue.popleft())
+    @property
+    def dropped(self) -> int:
+        """Messages dropped because the queue was full."""
+        return self.outbox.dropped
 
     def _confirmed(self, session: str, h: int) -> None:
         if self.on_confirmed is not None:
@@ -378,12 +302,9 @@ class BotConnection:
         """(XEP-0198 session id, number of the inbound stanza being handled), while
         stream management counts inbound stanzas and its acknowledgements are
         confirmed to on_confirmed (xmpp.sm.persist_sm); else None."""
-        sm = self._sm
-        if sm is None or self._final_ack is None or not sm.enabled_in:
+        if self._sm is None or self._final_ack is None:
             return None
-        cfg = sm.config  # the plugin's values, without its attribute hooks
-        session = cfg["sm_id"]
-        return (session, cfg["handled"]) if session else None
+        return position(self._sm)
 
     @property
     def in_read(self) -> bool:
@@ -396,7 +317,7 @@ class BotConnection:
 
     def unacked(self) -> int:
         """Our stanzas the server has not acknowledged yet (0 without stream management)."""
-        return len(self._sm.unacked_queue) if self._sm is not None else 0
+        return self.outbox.unacked()
 
     # -- the connection loop --------------------------------------------------
 
@@ -450,7 +371,8 @@ class BotConnection:
         messages in offline storage, then pings the server: every stanza the
         server sent before the pong has been processed when the pong arrives."""
         self._stopping = True
-        await self._end_sweeps()
+        if self.sweeper is not None:
+            await self.sweeper.finish(SWEEP_WAIT)
         self.xmpp.cancel_connection_attempt()
         pong = False
         if self.online and not self.component:
@@ -467,9 +389,7 @@ class BotConnection:
                 if self._final_ack is not None:
                     self._final_ack()
                 else:
-                    final = Ack(self.xmpp)
-                    final["h"] = sm.handled
-                    self.xmpp.send_raw(str(final))
+                    ack_all(self.xmpp, sm)
         position = self.stream_position() if pong else None
         if self.online or self.xmpp.transport is not None:
             self.xmpp.disconnect(wait=2.0)

@@ -132,6 +132,7 @@ class OfflineSweeper:
         self.supported = True
         self.stopping = False  # run() ends after the sweep in progress
         self.swept = 0  # messages recovered since the process started
+        self.task: asyncio.Future[None] | None = None  # the periodic sweeps (start)
         self._found = 0  # handled in the current sweep
         self._nodes: list[str] = []  # to remove once the current fetch is answered
         # Handled, removal not confirmed yet (insertion-ordered, bounded).
@@ -160,6 +161,32 @@ class OfflineSweeper:
         _remember(self._unconfirmed, node)
         self._found += 1
         return True
+
+    def start(self) -> None:
+        """Start the periodic sweeps (a session is up), unless running or off."""
+        if self.supported and self.task is None:
+            self.task = asyncio.ensure_future(self.run())
+
+    def cancel(self) -> None:
+        """Stop the periodic sweeps at once (the session went down)."""
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def finish(self, wait: float) -> None:
+        """At shutdown: let a fetch in progress finish, up to `wait` seconds (its
+        messages are being handled and must be removed, and they must reach the
+        bot before it goes unavailable), then stop the sweeps."""
+        task, self.task = self.task, None
+        if task is None:
+            return
+        try:
+            if self.collecting:
+                self.stopping = True  # run() returns after this sweep
+                await asyncio.wait({task}, timeout=wait)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def run(self) -> None:
         """Sweep after FIRST_SWEEP, then every `interval`, until cancelled or stopped."""

@@ -55,6 +55,23 @@ def clear_sm_state(path: str) -> None:
         os.unlink(path)
 
 
+def position(sm: Any) -> tuple[str, int] | None:
+    """(session id, inbound stanzas handled) of the xep_0198 plugin `sm` while it
+    counts inbound stanzas, else None."""
+    if not sm.enabled_in:
+        return None
+    cfg = sm.config  # the plugin's values, without its attribute hooks
+    session = cfg["sm_id"]
+    return (session, cfg["handled"]) if session else None
+
+
+def ack_all(x: Any, sm: Any) -> None:
+    """Acknowledge every handled inbound stanza now (when persist_sm is not in use)."""
+    final = Ack(x)
+    final["h"] = sm.handled
+    x.send_raw(str(final))
+
+
 def persist_sm(x: Any, path: str,
                on_confirmed: Callable[[str, int], None] | None = None) -> Callable[[], None]:
     """Resume the XEP-0198 session across restarts, kill -9 included.

@@ -55,15 +55,16 @@ async def client_bot(tmp_path: Path, extra: str = "") -> AsyncIterator[
     conn.xmpp.event("session_start")  # bound: not online yet (XEP-0198 first)
     conn.xmpp.event("stream_negotiated")  # after <enabled/>: online
     # The tests drive the sweeps themselves: stop the periodic one login started.
-    tasks = [t for t in (conn._sweeps, conn.xmpp._run_out_filters) if t is not None]
-    conn._stop_sweeps()
+    assert conn.sweeper is not None
+    tasks = [t for t in (conn.sweeper.task, conn.xmpp._run_out_filters) if t is not None]
+    conn.sweeper.cancel()
     try:
         yield conn, transport, handled
     finally:
         conn.xmpp.event("disconnected")  # cancels sweeps a test started
-        if conn._sweeps is not None:
-            tasks.append(conn._sweeps)
-        conn._stop_sweeps()
+        if conn.sweeper.task is not None:
+            tasks.append(conn.sweeper.task)
+        conn.sweeper.cancel()
         conn.xmpp._run_out_filters.cancel()
         # Awaited, not left to the garbage collector: a pending task finalised
         # in the middle of a later compile() trips CPython 3.11's AST
@@ -267,7 +268,8 @@ async def test_shutdown_lets_a_fetch_in_progress_finish_and_remove_what_it_broug
         (ask,) = await iq_ids(transport, "get", 1, LIST)
         conn.xmpp.data_received(message_list(ask, [("5", ALICE)]))
         (fetch,) = await iq_ids(transport, "get", 1)
-        ending = asyncio.ensure_future(conn._end_sweeps())
+        assert conn.sweeper is not None
+        ending = asyncio.ensure_future(conn.sweeper.finish(5.0))
         for _ in range(20):  # time enough to cancel a sweep, were it cancelled
             await asyncio.sleep(0)
         assert not ending.done()  # waits for the fetch's answer
@@ -275,7 +277,7 @@ async def test_shutdown_lets_a_fetch_in_progress_finish_and_remove_what_it_broug
         await asyncio.wait_for(ending, 5)
         assert [i.id for i in handled] == ["s5"]
         await iq_ids(transport, "set", 1)
-        assert conn._sweeps is None
+        assert conn.sweeper.task is None
 
 
 async def test_many_recovered_messages_are_removed_in_batches(tmp_path: Path) -> None:

@@ -47,6 +47,6 @@ def test_queued_messages_stay_queued_while_the_transport_is_gone() -> None:
     for i in range(3):
         conn.send(outbound(i))
     conn.online = True
-    conn._flush()  # what the session-start handler calls
+    conn.outbox.flush()  # what the session-start handler calls
     assert [o.id for o in conn.queue] == ["rb-0", "rb-1", "rb-2"]
     assert conn.unacked() == 0

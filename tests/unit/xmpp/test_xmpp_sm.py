@@ -1,5 +1,5 @@
 """Stream-management bookkeeping of the messages the bot writes itself
-(BotConnection._send_now): each is numbered and kept for re-sending exactly
+(xmpp.outbox.Outbox.write): each is numbered and kept for re-sending exactly
 as slixmpp's own send filter would, and an ack request follows every
 SM_WINDOW of them.
 
