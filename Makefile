@@ -39,19 +39,19 @@ test: system-deps $(STAMP) lint
 	$(VENV)/bin/pytest -q
 
 demo: system-deps $(STAMP)
-	$(PY) scripts/demo.py
+	$(PY) -m scripts.demo
 
 bench-engine: $(STAMP)
-	$(PY) bench/engine.py
+	$(PY) -m bench.engine
 
 bench-xmpp: system-deps $(STAMP)
-	$(PY) bench/xmpp.py
+	$(PY) -m bench.xmpp
 
 bench-reload: $(STAMP)
-	$(PY) bench/reload.py
+	$(PY) -m bench.reload
 
 bench-relations: system-deps $(STAMP)
-	$(PY) bench/relations.py
+	$(PY) -m bench.relations
 
 bench: bench-engine bench-reload bench-relations bench-xmpp
 
@@ -68,13 +68,13 @@ soak: system-deps $(STAMP)
 	for seed in 1 2 3 4; do RULEBOT_CRASH_REPORT=$(CRASH_REPORT) RULEBOT_CRASH_SEED=$$seed \
 	  RULEBOT_CRASH_EVENTS=2000 RULEBOT_CRASH_PAIRS=10 RULEBOT_CRASH_CYCLES=50 \
 	  $(VENV)/bin/pytest -q -s tests/integration/test_crash.py || exit 1; done
-	$(PY) scripts/crash_summary.py $(CRASH_REPORT)
+	$(PY) -m scripts.crash_summary $(CRASH_REPORT)
 	RULEBOT_RACE_ROUNDS=25 $(VENV)/bin/pytest -q -s tests/integration/test_restart_race.py
 	RULEBOT_SOAK_EVENTS=200000 $(VENV)/bin/pytest -q -s tests/integration/test_soak.py
 
 # 1,000,000 generated events and rule files through the decoder and the loader.
 fuzz: $(STAMP)
-	$(PY) scripts/fuzz.py --cases 1000000 --parallel
+	$(PY) -m scripts.fuzz --cases 1000000 --parallel
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist

@@ -24,23 +24,21 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import pgserver  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
-
-from rulebot.engine.evaluate import evaluate  # noqa: E402
-from rulebot.engine.state import (  # noqa: E402
+from rulebot.engine.evaluate import evaluate
+from rulebot.engine.state import (
     Buckets,
     LiveState,
     MemoryRelations,
     PresenceTable,
 )
-from rulebot.model import Envelope, Relate, Relation, Stanza, Unrelate  # noqa: E402
-from rulebot.rules.loader import load_rules  # noqa: E402
-from rulebot.store.base import RelationStore  # noqa: E402
-from rulebot.store.open import open_store  # noqa: E402
-from rulebot.store.values import RelateChange, UnrelateChange  # noqa: E402
+from rulebot.model import Envelope, Relate, Relation, Stanza, Unrelate
+from rulebot.rules.loader import load_rules
+from rulebot.store.base import RelationStore
+from rulebot.store.open import open_store
+from rulebot.store.values import RelateChange, UnrelateChange
+from scripts import pgserver
+
+ROOT = Path(__file__).resolve().parents[1]
 
 USERS = 20_000
 PAIRS = 50_000  # mutual friendships: 100,000 directed relations

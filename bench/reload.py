@@ -31,10 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from engine import rule_text
-
+from bench.engine import rule_text
 from rulebot.bot.dispatch import Dispatcher
 from rulebot.bot.values import Inbound
 from rulebot.config import parse_config

@@ -149,11 +149,8 @@ RELAY_SECRET_ENV = "BENCH_RELAY_SECRET"
 
 
 def _xmppserver() -> Any:
-    """scripts/xmppserver.py, imported the way the tests do (it is not a package)."""
-    scripts = str(ROOT / "scripts")
-    if scripts not in sys.path:
-        sys.path.insert(0, scripts)
-    return importlib.import_module("xmppserver")
+    """scripts.xmppserver, imported when a run needs a server (not for --help)."""
+    return importlib.import_module("scripts.xmppserver")
 
 
 def log(text: str) -> None:
@@ -506,7 +503,7 @@ def start_relay(server: Any, mode: str, workdir: Path, sm: bool = False, run: in
     logfile = workdir / f"relay{'-sm' if sm else ''}-{mode}.{run + 1}.log"
     env = dict(os.environ)
     env[RELAY_SECRET_ENV] = server.component_secret if component else USERS["friend"]
-    cmd = [sys.executable, str(Path(__file__).resolve()), "relay", "--mode", mode,
+    cmd = [sys.executable, "-m", "bench.xmpp", "relay", "--mode", mode,
            "--jid", jid, "--host", server.host, "--port", str(port),
            "--ca-file", server.ca_file, "--to", BOB] + (["--sm"] if sm else [])
     return spawn(cmd, logfile, env), logfile

@@ -19,12 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from rulebot.client import Received, RulebotClient
+from scripts import xmppserver
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import xmppserver  # noqa: E402
-
-from rulebot.client import Received, RulebotClient  # noqa: E402
 
 USERS = {u: f"{u}-demo-pw" for u in ("alice", "bob", "carol", "admin", "mallory", "friend")}
 BOT = "friend@localhost"

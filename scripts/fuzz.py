@@ -16,9 +16,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fuzz"))
-
-from targets import check_decoder, check_loader, json_texts, rule_texts
+from tests.fuzz.targets import check_decoder, check_loader, json_texts, rule_texts
 
 #: Cases between two progress lines of a target.
 PROGRESS_EVERY = 50_000
@@ -60,8 +58,10 @@ def main() -> int:
                         help="run each target in its own process (one per core)")
     args = parser.parse_args()
     if args.parallel:
-        procs = [subprocess.Popen([sys.executable, __file__, "--cases", str(args.cases),
-                                   "--only", name]) for name in TARGETS]
+        root = Path(__file__).resolve().parents[1]
+        procs = [subprocess.Popen([sys.executable, "-m", "scripts.fuzz", "--cases",
+                                   str(args.cases), "--only", name], cwd=root)
+                 for name in TARGETS]
         codes = [p.wait() for p in procs]
         return max(codes)
     for key, (name, strategy, check, share) in TARGETS.items():

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import xmppserver
 
 from rulebot.client import Received, RulebotClient
+from scripts import xmppserver
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "rules"

@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import xmppserver
 from conftest import ROOT, USERS, BotProcess, kill_at_exit, start_bot, write_config
 
 from rulebot.client import Received, RulebotClient, parse_message
 from rulebot.wire.encode import JSON_NS
+from scripts import xmppserver
 
 FRIENDS = ROOT / "rules" / "friends"
 WAIT = 60.0  # seconds without any new message after which what is missing is lost

@@ -10,8 +10,9 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-import xmppserver
 from conftest import TIMEOUT, USERS, run_bot, write_config
+
+from scripts import xmppserver
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,10 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-import xmppserver
 from conftest import USERS
 from crashkit import Report, run_chat, run_component, run_stateful, sizes, stateful_users
+
+from scripts import xmppserver
 
 pytestmark = pytest.mark.integration
 

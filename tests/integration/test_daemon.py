@@ -12,7 +12,6 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-import xmppserver
 from conftest import (
     MODES,
     TIMEOUT,
@@ -26,6 +25,7 @@ from conftest import (
 )
 
 from rulebot.client import RequestError
+from scripts import xmppserver
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import slixmpp
-import xmppserver
 from conftest import TIMEOUT, USERS, connect_user, receive, run_bot, write_config
 
 from rulebot.client import RulebotClient
+from scripts import xmppserver
 
 pytestmark = pytest.mark.integration
 

@@ -9,12 +9,12 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-import xmppserver
 from click.testing import CliRunner
 from conftest import ROOT, connect_user, receive, run_bot, write_config
 
 from rulebot.cli.main import main
 from rulebot.client import RequestError
+from scripts import xmppserver
 
 pytestmark = pytest.mark.integration
 

@@ -6,11 +6,11 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-import xmppserver
 from conftest import ROOT, connect_user, receive, run_bot, write_config
 
 from rulebot.client import RequestError, RulebotClient
 from rulebot.store.open import open_store
+from scripts import xmppserver
 
 pytestmark = pytest.mark.integration
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import xmppserver
 from conftest import TIMEOUT, BotProcess, connect_user, receive, run_bot, write_config
 
 from rulebot.client import RulebotClient
 from rulebot.rules.loader import check_rules
+from scripts import xmppserver
 
 pytestmark = pytest.mark.integration
 

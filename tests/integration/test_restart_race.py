@@ -21,8 +21,9 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-import xmppserver
 from conftest import TIMEOUT, connect_user, run_bot, write_config
+
+from scripts import xmppserver
 
 pytestmark = pytest.mark.integration
 

@@ -28,11 +28,11 @@ from typing import Any
 
 import pytest
 import slixmpp
-import xmppserver
 from conftest import USERS, connect_user, run_bot, write_config
 
 from rulebot.xmpp.sm import save_sm_state
 from rulebot.xmpp.tls import setup_tls
+from scripts import xmppserver
 
 pytestmark = pytest.mark.integration
 

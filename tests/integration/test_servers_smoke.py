@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import xmppserver
 from slixmpp import JID, ClientXMPP, ComponentXMPP
 from slixmpp.stanza import Message
 from slixmpp.xmlstream import XMLStream
+
+from scripts import xmppserver
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,9 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-import xmppserver
 from conftest import USERS, BotProcess, connect_user, run_bot, write_config
+
+from scripts import xmppserver
 
 pytestmark = pytest.mark.integration
 

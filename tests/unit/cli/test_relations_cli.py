@@ -6,12 +6,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import pgserver
 import pytest
 from click.testing import CliRunner
 
 from rulebot.cli.relations import relations
 from rulebot.store.open import open_store
+from scripts import pgserver
 
 A, B, C = "alice@example.com", "bob@example.com", "carol@example.com"
 

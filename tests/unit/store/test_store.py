@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pgserver
 import psycopg
 import pytest
 
@@ -30,6 +29,7 @@ from rulebot.store.values import (
     SessionMark,
     UnrelateChange,
 )
+from scripts import pgserver
 
 A, B, C, D = "alice@example.com", "bob@example.com", "carol@example.com", "dave@example.com"
 
