@@ -29,6 +29,9 @@ class Inbound:
     show: str | None = None
     status: str | None = None
     priority: int | None = None
+    #: the message asked for an XEP-0184 receipt: sent once its outcome is
+    #: acted on (the end-to-end acknowledgement of component mode, protocol.md)
+    receipt: bool = False
 
 
 @dataclass(frozen=True, slots=True)

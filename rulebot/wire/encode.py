@@ -18,6 +18,10 @@ Encoding = Literal["body", "json"]
 #: The XEP-0335 JSON container namespace.
 JSON_NS = "urn:xmpp:json:0"
 
+#: XEP-0184 message delivery receipts: a client asks with <request/>, the bot
+#: answers <received id=.../> once the event is acted on.
+RECEIPTS_NS = "urn:xmpp:receipts"
+
 #: The namespace of the bot's metadata element on routed messages
 #: (<rulebot xmlns='urn:rulebot:0' sender rule version event/>).
 META_NS = "urn:rulebot:0"

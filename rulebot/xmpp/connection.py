@@ -284,6 +284,10 @@ class BotConnection:
         (xmpp.outbox.Outbox.send)."""
         self.outbox.send(out, payload_json)
 
+    def receipt(self, to: str, stanza_id: str) -> None:
+        """An XEP-0184 receipt for the message `stanza_id` from `to`."""
+        self.outbox.receipt(to, stanza_id)
+
     @property
     def queue(self) -> deque[Outbound]:
         """Messages waiting for the next session."""

@@ -6,6 +6,7 @@ Part of the XMPP edge (rulebot.xmpp.connection owns one).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -16,9 +17,14 @@ from slixmpp.plugins.xep_0198.stream_management import MAX_SEQ
 from rulebot.bot.values import Outbound
 from rulebot.logs import LOGGER, fields
 from rulebot.xmpp.patches import escape_text
-from rulebot.xmpp.stanzas import payload_text, serialize_message
+from rulebot.xmpp.stanzas import payload_text, serialize_message, serialize_receipt
 
 log = logging.getLogger(LOGGER)
+
+
+def _receipt_id(stanza_id: str) -> str:
+    """A receipt's own id, the same for the same message (a resend's receipt too)."""
+    return "rr-" + hashlib.sha256(stanza_id.encode()).hexdigest()[:20]
 
 
 class Outbox:
@@ -68,7 +74,17 @@ class Outbox:
             self._last_payload = out.payload
             self._last_text = payload_text(out.payload) if payload_json is None else \
                 escape_text(payload_json)
-        text = serialize_message(out, self.sender, self._last_text)
+        self.write_text(serialize_message(out, self.sender, self._last_text))
+
+    def receipt(self, to: str, stanza_id: str) -> None:
+        """An XEP-0184 receipt for `stanza_id`, now; none while the session is
+        down (the client sends its event again and gets one then)."""
+        if self.online() and self.xmpp.transport:
+            self.write_text(serialize_receipt(to, stanza_id, self.sender, _receipt_id(stanza_id)))
+
+    def write_text(self, text: str) -> None:
+        """Write one stanza's text, numbered for re-sending under XEP-0198."""
+        x = self.xmpp
         sm = self.sm
         request = False
         if sm is not None and sm.enabled_out:

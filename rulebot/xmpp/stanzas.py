@@ -10,10 +10,11 @@ from slixmpp.xmlstream.matcher.base import MatcherBase
 
 from rulebot.bot.values import Inbound, Outbound
 from rulebot.model import JSON
-from rulebot.wire.encode import JSON_NS, META_NS, encode_payload
+from rulebot.wire.encode import JSON_NS, META_NS, RECEIPTS_NS, encode_payload
 from rulebot.xmpp.patches import escape_text, fast_escape
 
 JSON_TAG = f"{{{JSON_NS}}}json"
+REQUEST_TAG = f"{{{RECEIPTS_NS}}}request"
 
 def payload_text(payload: JSON) -> str:
     """A payload as character data for <body/> or <json/>: only "&", "<" and ">"
@@ -56,6 +57,15 @@ def serialize_message(out: Outbound, mfrom: str | None, text: str | None = None)
     return f"{head}>{payload}{meta} /></message>"
 
 
+def serialize_receipt(to: str, stanza_id: str, mfrom: str | None, own_id: str) -> str:
+    """An XEP-0184 receipt for the message `stanza_id` from `to`."""
+    esc = fast_escape
+    head = f'<message to="{esc(to)}" id="{esc(own_id)}"'
+    if mfrom is not None:
+        head += f' from="{esc(mfrom)}"'
+    return f'{head}><received xmlns="{RECEIPTS_NS}" id="{esc(stanza_id)}" /></message>'
+
+
 def to_inbound_message(msg: Any) -> Inbound:
     """The Inbound value of a message stanza, read from its element in one pass
     (slixmpp's item access is lang-aware and plugin-driven, and costs more)."""
@@ -63,12 +73,15 @@ def to_inbound_message(msg: Any) -> Inbound:
     body_tag = f"{{{msg.namespace}}}body"
     body: str | None = None
     container: str | None = None
+    receipt = False
     for child in xml:
         tag = child.tag
         if tag == body_tag and body is None:
             body = child.text or ""
         elif tag == JSON_TAG and container is None:
             container = child.text or ""
+        elif tag == REQUEST_TAG:
+            receipt = True
     return Inbound(
         kind="message",
         from_=str(msg["from"]),  # through slixmpp's JID: normalised like every JID it hands out
@@ -76,6 +89,7 @@ def to_inbound_message(msg: Any) -> Inbound:
         id=xml.get("id") or None,
         body=body or None,
         json=container,
+        receipt=receipt,
     )
 
 

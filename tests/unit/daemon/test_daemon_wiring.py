@@ -6,6 +6,7 @@ the shutdown drain. No server: the real connection is tests/integration's."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 from collections.abc import AsyncIterator, Callable
@@ -36,6 +37,8 @@ class FakeConnection:
     queue: list[Outbound] = field(default_factory=list)
     in_read: bool = False
     sent: list[Outbound] = field(default_factory=list)
+    #: (to, stanza id) of each receipt, and how many messages were sent before it
+    receipts: list[tuple[str, str, int]] = field(default_factory=list)
     #: what the daemon had recorded when each message was sent
     records_at_send: list[int] = field(default_factory=list)
     records: Callable[[], int] = lambda: 0
@@ -48,6 +51,9 @@ class FakeConnection:
         self.records_at_send.append(self.records())
         if payload_json is not None:  # the text the records hold is the text sent
             assert json.loads(payload_json) == out.payload
+
+    def receipt(self, to: str, stanza_id: str) -> None:
+        self.receipts.append((to, stanza_id, len(self.sent)))
 
     def unacked(self) -> int:
         return 0
@@ -214,3 +220,35 @@ async def test_stop_drains_the_connection_and_closes_the_store(running: Running)
     assert running.conn.drained
     with pytest.raises(StoreError):
         list(running.store.list())  # closed after the connection was drained
+
+
+def receipted(n: int, **kw: str) -> Inbound:
+    return dataclasses.replace(chat(n, **kw), receipt=True)
+
+
+async def test_a_receipt_follows_what_the_event_produced_and_a_resend_gets_one_too(
+    running: Running,
+) -> None:
+    conn = running.conn
+    conn.read(receipted(1), chat(2))  # the second asked for none
+    assert conn.receipts == [("alice@localhost/phone", "s1", 1)]  # after bob's message
+    conn.read(receipted(1))  # the client resends: answered from the record, receipted
+    assert conn.receipts[-1] == ("alice@localhost/phone", "s1", 3)
+    assert conn.sent[2].id == conn.sent[0].id
+    assert running.daemon.ledger is not None
+    assert running.daemon.ledger.written == 2
+
+
+async def test_an_event_refused_for_a_failing_store_gets_no_receipt(
+    running: Running, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("CRITICAL", logger="rulebot")
+    break_store(running.store, monkeypatch, "disk full")
+    conn = running.conn
+    conn.read(receipted(1))
+    assert conn.sent[-1].payload["error"]["code"] == "store-unavailable"
+    assert conn.receipts == []  # so the client sends it again
+    monkeypatch.undo()
+    conn.read(receipted(1))
+    assert conn.sent[-1].to == "bob@localhost"
+    assert conn.receipts == [("alice@localhost/phone", "s1", 2)]
