@@ -32,7 +32,8 @@ from slixmpp.xmlstream.matcher import MatchXPath
 from rulebot.errors import ConnectError, RulebotError
 from rulebot.jid import bare_jid
 from rulebot.model import JSON
-from rulebot.wire.encode import JSON_NS, META_NS, encode_payload
+from rulebot.wire.encode import JSON_NS, META_NS, RECEIPTS_NS, encode_payload
+from rulebot.wire.resend import Resends
 from rulebot.xmpp.tls import backoff_delay, setup_tls
 
 log = logging.getLogger("rulebot.client")
@@ -113,7 +114,14 @@ class RulebotClient:
         message_type: str = "chat",
         share_presence: bool = False,
         reconnect: bool = True,
+        resend_after: float | None = None,
+        confirm_deadline: float = 60.0,
     ) -> None:
+        """With `resend_after` (seconds), each event asks for the bot's XEP-0184
+        receipt and is sent again, with the same ids, every `resend_after`
+        seconds without one, for up to `confirm_deadline` seconds: what a
+        client of a component-mode bot needs to lose nothing when a worker
+        dies (docs/protocol.md, "Receipts")."""
         self.jid = jid
         self.bot = bot
         self.host = host or bare_jid(jid).split("@")[-1]
@@ -134,6 +142,11 @@ class RulebotClient:
         self._online: asyncio.Event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._disconnected: asyncio.Event = asyncio.Event()
+        self.resends: Resends[Any] | None = Resends(resend_after, confirm_deadline) \
+            if resend_after is not None else None
+        self._all_confirmed: asyncio.Event = asyncio.Event()
+        self._all_confirmed.set()
+        self._resender: asyncio.Task[None] | None = None
         full = jid if "/" in jid else f"{jid}/rulebot-{uuid.uuid4().hex[:8]}"
         x: Any = slixmpp.ClientXMPP(full, password)
         setup_tls(x, ca_file, verify, allow_plain)
@@ -152,6 +165,9 @@ class RulebotClient:
             "rulebot json", MatchXPath(f"{{{x.default_ns}}}message/{{{JSON_NS}}}json"),
             self._on_json_message))
         x.add_event_handler("presence_subscribe", self._on_subscribe)
+        x.register_handler(Callback(
+            "rulebot receipt", MatchXPath(f"{{{x.default_ns}}}message/{{{RECEIPTS_NS}}}received"),
+            self._on_receipt))
         self.xmpp = x
 
     # -- lifecycle ------------------------------------------------------------
@@ -192,6 +208,8 @@ class RulebotClient:
             self.xmpp.disconnect(wait=2.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._disconnected.wait(), timeout=5)
+        if self._resender is not None:
+            self._resender.cancel()
         if self.xmpp.transport is not None:
             self.xmpp.abort()  # a half-open connection: close the socket now, not at GC
         for fut in self._pending.values():
@@ -293,8 +311,45 @@ class RulebotClient:
             msg.xml.append(container)
         else:
             msg["body"] = text
+        if self.resends is not None:
+            ET.SubElement(msg.xml, f"{{{RECEIPTS_NS}}}request")
+            self.resends.sent(msg["id"], msg)
+            self._all_confirmed.clear()
+            if self._resender is None or self._resender.done():
+                self._resender = asyncio.ensure_future(self._resend())
         msg.send()
         return event_id, msg["id"]
+
+    def _on_receipt(self, msg: Any) -> None:
+        received = msg.xml.find(f"{{{RECEIPTS_NS}}}received")
+        if self.resends is None or received is None or not self._from_bot(str(msg["from"])):
+            return
+        self.resends.confirm(received.get("id") or "")
+        if not self.resends:
+            self._all_confirmed.set()
+
+    async def _resend(self) -> None:
+        """Send unconfirmed events again while some wait (same stanza, same ids)."""
+        resends = self.resends
+        assert resends is not None
+        while resends:
+            await asyncio.sleep(min(1.0, resends.after / 2))
+            if not self.online:
+                continue  # after the reconnect; the deadline still runs
+            again, dropped = resends.due()
+            for msg in again:
+                msg.send()
+            for msg in dropped:
+                log.warning("event %s not confirmed by the bot within %s s; given up",
+                            msg["id"], resends.deadline)
+            if not resends:
+                self._all_confirmed.set()
+
+    async def confirmed(self, timeout: float | None = None) -> int:
+        """Wait until every event sent so far is confirmed or given up; returns
+        how many were given up since the client started."""
+        await asyncio.wait_for(self._all_confirmed.wait(), timeout=timeout)
+        return self.resends.expired if self.resends is not None else 0
 
     def send_raw(self, body: str) -> None:
         """Send a body as is (for tests and operators poking at error handling)."""

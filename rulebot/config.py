@@ -7,6 +7,7 @@ environment or a file (never from the config, never logged).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class Config:
     store: str = "rulebot.sqlite3"  # as written; resolved against base_dir by the daemon
     idempotency_window: float = 30.0  # seconds every record is kept
     idempotency_retention: float = 604_800.0  # seconds unconfirmed ones are; 0: no records
+    idempotency_follow: float = 0.0  # seconds between reads of other workers' records; 0: none
+    workers: int = 1  # processes serving this identity (component mode, PostgreSQL)
     base_dir: str = "."
     notify_jids: tuple[str, ...] = ()
     status_listen: str | None = None  # host:port of /metrics, /status, /healthz
@@ -99,6 +102,15 @@ def parse_config(text: str, source: str = "<inline>", base: Path | None = None) 
     if 0 < sweep < 1:  # each sweep is a read of the server's offline storage
         problems.append(doc.issue(("offline_sweep",), "offline_sweep must be 0 (off) or at "
                                   "least 1 second", sweep))
+    workers = int(raw.get("workers", 1))
+    if workers > 1 and mode != "component":
+        problems.append(doc.issue(("workers",), "several workers need component mode: a "
+                                  "client-mode bot is one account whose resources would each "
+                                  "get presence and bare-JID messages at random (README, "
+                                  "Scaling out)", workers))
+    if workers > 1 and not str(raw.get("store", "")).startswith(("postgresql://", "postgres://")):
+        problems.append(doc.issue(("workers",), "several workers need a postgresql:// store: "
+                                  "they share relations and idempotency records", workers))
     if problems:
         raise ConfigError(problems)
     server: Mapping[str, Any] = raw.get("server", {})
@@ -143,6 +155,9 @@ def parse_config(text: str, source: str = "<inline>", base: Path | None = None) 
         store=raw.get("store", "rulebot.sqlite3"),
         idempotency_window=float(raw.get("idempotency", {}).get("window", 30.0)),
         idempotency_retention=float(raw.get("idempotency", {}).get("retention", 604_800.0)),
+        idempotency_follow=float(raw.get("idempotency", {}).get(
+            "follow", 0.25 if workers > 1 else 0.0)),
+        workers=workers,
         base_dir=str(base.resolve()),
         notify_jids=tuple(raw.get("notify_jids", ())),
         status_listen=raw.get("status", {}).get("listen"),
@@ -189,3 +204,30 @@ def read_secret(config: Config, environ: Mapping[str, str] | None = None) -> str
                                  f"environment variable {config.password_env} is not set "
                                  "(it must hold the bot's password or component secret)")])
     return value
+
+
+def with_workers(config: Config, workers: int) -> Config:
+    """`config` with `workers` set (rulebot run --workers); ConfigError as parse_config."""
+    problems: list[Issue] = []
+    if workers > 1 and config.mode != "component":
+        problems.append(Issue(config.source, 0, 0, "workers",
+                              "several workers need component mode", str(workers)))
+    if workers > 1 and not config.store.startswith(("postgresql://", "postgres://")):
+        problems.append(Issue(config.source, 0, 0, "workers",
+                              "several workers need a postgresql:// store", str(workers)))
+    if problems:
+        raise ConfigError(problems)
+    follow = config.idempotency_follow or (0.25 if workers > 1 else 0.0)
+    return dataclasses.replace(config, workers=workers, idempotency_follow=follow)
+
+
+def worker_config(config: Config, index: int) -> Config:
+    """What worker `index` of several runs with: its own status port (the
+    configured one + index) and audit file (`.wINDEX` appended), the same rest."""
+    status = config.status_listen
+    if status is not None:
+        host, _, port = status.rpartition(":")
+        status = f"{host}:{int(port) + index}" if int(port) else status
+    audit = f"{config.audit_path}.w{index}" if config.audit_path and config.workers > 1 \
+        else config.audit_path
+    return dataclasses.replace(config, status_listen=status, audit_path=audit)

@@ -20,8 +20,10 @@ LOGGER = "rulebot"
 LOG_FLUSH_SECONDS = 0.25
 
 class JsonFormatter(logging.Formatter):
-    def __init__(self) -> None:
+    def __init__(self, static: dict[str, Any] | None = None) -> None:
+        """`static`: fields every line carries after "logger" (a worker's index)."""
         super().__init__()
+        self._static = dict(static or {})
         self._second = -1
         self._stamp = ""
         # Per line: 1.8 of the 4.8 µs json.JSONEncoder.encode took.
@@ -41,6 +43,7 @@ class JsonFormatter(logging.Formatter):
             "ts": self._ts(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
+            **self._static,
             "msg": record.getMessage(),
         }
         fields = getattr(record, "fields", None)
@@ -57,7 +60,8 @@ class JsonFormatter(logging.Formatter):
         key = (level, name, msg)
         rest = self._heads.get(key)
         if rest is None:  # the encoded line after its timestamp; a few distinct ones
-            rest = self._encode({"level": level, "logger": name, "msg": msg})[1:-1]
+            rest = self._encode({"level": level, "logger": name, **self._static,
+                                 "msg": msg})[1:-1]
             if len(self._heads) < 1000:
                 self._heads[key] = rest
         head = f'{{"ts": "{self._ts(created)}", {rest}'
@@ -67,9 +71,13 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    def __init__(self, static: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self._prefix = "".join(f"{k}={v} " for k, v in (static or {}).items())
+
     def format(self, record: logging.LogRecord) -> str:
         base = f"{time.strftime('%H:%M:%S', time.localtime(record.created))} " \
-               f"{record.levelname.lower():7} {record.getMessage()}"
+               f"{record.levelname.lower():7} {self._prefix}{record.getMessage()}"
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict) and fields:
             base += " " + " ".join(f"{k}={json.dumps(v, ensure_ascii=False, default=str)}"
@@ -131,7 +139,8 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def setup_logging(fmt: str = "json", level: str = "info",
-                  buffer_seconds: float = 0.0) -> logging.Logger:
+                  buffer_seconds: float = 0.0,
+                  static: dict[str, Any] | None = None) -> logging.Logger:
     """Route rulebot's logs (and slixmpp's warnings) to stderr in the chosen format.
 
     With `buffer_seconds` > 0 (the daemon), lines below WARNING are written
@@ -143,7 +152,7 @@ def setup_logging(fmt: str = "json", level: str = "info",
         handler = BufferedStreamHandler(stream, buffer_seconds)
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter(static) if fmt == "json" else TextFormatter(static))
     # No caller file/line, thread or process names in rulebot's lines: the
     # logging module gathers them (a stack walk for the caller) for every
     # record unless told not to (logging HOWTO, "Optimization").

@@ -223,13 +223,20 @@ def status(url: str) -> None:
 @main.command()
 @click.option("-c", "--config", "config_path", required=True,
               type=click.Path(exists=True, dir_okay=False), help="The rulebot.yaml file.")
-def run(config_path: str) -> None:
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Processes serving the bot (default: the config's workers, 1).")
+@click.option("--worker", type=click.IntRange(0, 63), default=None,
+              help="Run only worker I of --workers/workers (systemd: rulebot@I).")
+def run(config_path: str, workers: int | None, worker: int | None) -> None:
     """Run the friend bot: log in, apply the rules to every event, until SIGTERM/SIGINT.
 
+    With several workers (component mode, PostgreSQL store) and no --worker,
+    supervise them: start, restart, forward SIGHUP, drain on SIGTERM.
     The password/secret comes from the environment variable named by
     password_env (default RULEBOT_PASSWORD) or from password_file.
-    Exit codes: 0 clean stop, 1 invalid config or rules, 3 cannot connect."""
-    from rulebot.config import load_config, read_secret
+    Exit codes: 0 clean stop, 1 invalid config or rules, 3 cannot connect,
+    4 the store cannot be opened or read at start."""
+    from rulebot.config import load_config, read_secret, with_workers, worker_config
     from rulebot.daemon.app import Daemon
     from rulebot.errors import ConfigError, RuleSetError
     from rulebot.logs import LOG_FLUSH_SECONDS, fields, setup_logging
@@ -237,12 +244,26 @@ def run(config_path: str) -> None:
 
     try:
         config = load_config(config_path)
+        if workers is not None and workers != config.workers:
+            config = with_workers(config, workers)
         secret = read_secret(config)
     except ConfigError as exc:
         for issue in exc.issues:
             click.echo(issue.format(), err=True)
         sys.exit(1)
-    log = setup_logging(config.log_format, config.log_level, buffer_seconds=LOG_FLUSH_SECONDS)
+    if worker is not None and worker >= config.workers:
+        click.echo(f"--worker {worker}: the configuration has {config.workers} worker(s)",
+                   err=True)
+        sys.exit(1)
+    static = {"worker": worker} if worker is not None else None
+    log = setup_logging(config.log_format, config.log_level, buffer_seconds=LOG_FLUSH_SECONDS,
+                        static=static)
+    if config.workers > 1 and worker is None:
+        from rulebot.cli.workers import supervise
+
+        sys.exit(supervise(config_path, config.workers))
+    if worker is not None:
+        config = worker_config(config, worker)
     try:
         ruleset = load_rules(config.rules)
     except RuleSetError as exc:
@@ -260,7 +281,7 @@ def run(config_path: str) -> None:
     except StoreError as exc:
         log.error(f"cannot open the relationship store: {exc}",
                   extra=fields(event="store_failed", store=redact_url(location)))
-        sys.exit(1)
+        sys.exit(4)  # daemon.app.EXIT_STORE: it may come back, a restart may do
 
     async def main_loop() -> int:
         stop = asyncio.Event()

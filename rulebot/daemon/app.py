@@ -46,6 +46,8 @@ log = logging.getLogger(LOGGER)
 EXIT_OK = 0
 EXIT_CONFIG = 1
 EXIT_CONNECT = 3
+#: The store could not be opened or read at start (it may come back: restart).
+EXIT_STORE = 4
 #: Seconds between evictions from the idempotency records' index in memory,
 #: and between purges of the store's batches.
 EVICT_INTERVAL = 1.0
@@ -141,6 +143,8 @@ class Daemon:
         self.trace = frozenset(config.trace_senders)
         self.decisions = DecisionLog()  # after logging is set up (cli)
         self.status_server: StatusServer | None = None
+        #: seconds without a follow after which an event waits for one
+        self._stale = max(1.0, 4 * config.idempotency_follow)
 
     def status(self) -> dict[str, JSON]:
         """What is live right now (the /status page and `rulebot status`)."""
@@ -158,6 +162,7 @@ class Daemon:
             "handled": self.handled,
             "idempotency_records": None if self.ledger is None else {
                 "written": self.ledger.written, "kept_in_memory": self.ledger.size(),
+                "from_other_workers": self.ledger.followed,
                 "window_seconds": self.ledger.window,
                 "retention_seconds": self.ledger.retention},
             "rules": {"version": rs.version, "count": len(rs.rules), "files": per_file},
@@ -190,6 +195,15 @@ class Daemon:
                                                None)))
 
     def on_inbound(self, inbound: Inbound) -> None:
+        ledger = self.ledger
+        if ledger is not None and ledger.following and \
+                time.monotonic() - ledger.last_follow > self._stale:
+            # The periodic follow has not run for a while: this process was
+            # paused (SIGSTOP, a VM freeze) or is behind a backlog. Its events
+            # may have waited long enough for clients to resend them to other
+            # workers: learn what those recorded before deciding.
+            with contextlib.suppress(StoreError):
+                ledger.follow()
         started = time.perf_counter()
         try:
             outcome = self.dispatcher.handle(inbound)
@@ -264,7 +278,7 @@ class Daemon:
                                           mode=self.config.mode, host=self.config.host,
                                           port=self.config.port, rules=self.config.rules,
                                           version=rs.version, rule_count=len(rs.rules)))
-        purger = None
+        purger = follower = None
         if self.store is not None:
             self.store.start_housekeeping()
         if self.ledger is not None:
@@ -275,10 +289,13 @@ class Daemon:
                           extra=fields(event="store_failed"))
                 if self.store is not None:
                     self.store.close()
-                return EXIT_CONFIG
+                return EXIT_STORE
             log.info("idempotency records read back", extra=fields(event="records_loaded",
                                                                    kept=kept))
             purger = asyncio.ensure_future(self._keep_records())
+            if self.config.idempotency_follow > 0:
+                self.ledger.following = True
+                follower = asyncio.ensure_future(self._follow_records())
         watcher = asyncio.ensure_future(self._watch(stop)) if self.config.watch else None
         flusher = asyncio.ensure_future(self._flush_logs())
         if self.config.status_listen:
@@ -300,6 +317,8 @@ class Daemon:
             flusher.cancel()
             if purger is not None:
                 purger.cancel()
+            if follower is not None:
+                follower.cancel()
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -345,6 +364,24 @@ class Daemon:
             except StoreError as exc:
                 log.warning("purging idempotency records failed", extra=fields(
                     event="purge_failed", error=str(exc)))
+
+    async def _follow_records(self) -> None:
+        """With several workers: index what the others record, every
+        idempotency.follow seconds (Ledger.follow)."""
+        ledger = self.ledger
+        assert ledger is not None
+        failing = False
+        while True:
+            await asyncio.sleep(self.config.idempotency_follow)
+            try:
+                ledger.follow()
+            except StoreError as exc:
+                if not failing:  # once per failure, not once per poll
+                    log.warning("reading other workers' records failed", extra=fields(
+                        event="follow_failed", error=str(exc)))
+                failing = True
+            else:
+                failing = False
 
     async def _watch(self, stop: asyncio.Event) -> None:
         try:

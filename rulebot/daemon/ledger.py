@@ -76,6 +76,9 @@ PURGE_STEP = 500
 
 #: A stream position: the XEP-0198 session id and the inbound stanza's number in it.
 Position = tuple[str, int]
+#: Seconds a batch may take from taking its id to committing without being
+#: missed by another worker's follow (a transaction, normally milliseconds).
+SETTLE = 5.0
 #: A batch's `last` that no acknowledgement reaches (XEP-0198 counts to 2^32).
 UNCONFIRMABLE = 2**62
 
@@ -144,6 +147,11 @@ class Ledger:
         self._marked: dict[str, int] = {}  # what the store has of _confirmed
         self._cached: tuple[int, list[Any]] | None = None  # the last batch read back
         self.written = 0  # records stored by this process (status, tests)
+        self.followed = 0  # records of other workers indexed (follow)
+        self.following = False  # set when follow() is called periodically
+        self.last_follow = 0.0  # time.monotonic() of the last follow()
+        self._watermark = 0  # every batch id up to it is indexed or not needed
+        self._seen: dict[int, float] = {}  # ids above the watermark known -> when
 
     # -- start
 
@@ -155,23 +163,61 @@ class Ledger:
         self._marked.update(self._confirmed)
         count = 0
         for stored in self.store.record_batches(int((now - self.window) * 1000)):
+            self._watermark = max(self._watermark, stored.id)
             if stored.created < (now - self.retention) * 1000:
                 continue
-            batch = _Batch(stored.session, stored.created / 1000, last=stored.last, id=stored.id,
-                           entries=None)
-            try:
-                _head, records, _payloads = json.loads(stored.records)
-                batch.keys = tuple(EventKey(str(entry[0]), str(entry[1])) for entry in records)
-                for key in batch.keys:
-                    self._index[key] = batch
-            except (ValueError, TypeError, IndexError) as exc:
-                log.error("unreadable idempotency records ignored", extra=fields(
-                    event="record_unreadable", batch=stored.id,
-                    error=f"{type(exc).__name__}: {exc}"))
-                continue
-            count += len(batch.keys)
-            self._batches.append(batch)
+            count += self._take(stored, replace=True)
         return count
+
+    def _take(self, stored: StoredBatch, replace: bool) -> int:
+        """Index the records of a stored batch; returns how many. With `replace`
+        false, an event the index knows already keeps its record."""
+        batch = _Batch(stored.session, stored.created / 1000, last=stored.last, id=stored.id,
+                       entries=None)
+        try:
+            _head, records, _payloads = json.loads(stored.records)
+            batch.keys = tuple(EventKey(str(entry[0]), str(entry[1])) for entry in records)
+        except (ValueError, TypeError, IndexError) as exc:
+            log.error("unreadable idempotency records ignored", extra=fields(
+                event="record_unreadable", batch=stored.id,
+                error=f"{type(exc).__name__}: {exc}"))
+            return 0
+        index = self._index
+        for key in batch.keys:
+            if replace or key not in index:
+                index[key] = batch
+        self._batches.append(batch)
+        return len(batch.keys)
+
+    # -- several workers
+
+    def follow(self) -> int:
+        """Index the records other workers have written since the last call (they
+        share the store), so that an event sent again to this worker is answered
+        from its record. Returns how many records were added. Raises StoreError.
+
+        Batch ids come from the store's sequence, but a transaction that took a
+        lower id can commit after one with a higher id. So ids are listed from
+        a watermark that trails the newest id seen by SETTLE seconds, and the
+        ids seen since are skipped: a batch is missed only if its transaction
+        took more than SETTLE seconds to commit."""
+        now = self.clock()
+        self.last_follow = time.monotonic()
+        new = [i for i in self.store.record_ids_after(self._watermark) if i not in self._seen]
+        added = 0
+        if new:
+            for i in new:
+                self._seen[i] = now
+            horizon = (now - self.window) * 1000
+            for stored in self.store.record_batches_in(new):
+                if stored.created >= horizon:
+                    added += self._take(stored, replace=False)
+        settled = [i for i, seen in self._seen.items() if seen <= now - SETTLE]
+        if settled:
+            self._watermark = max(self._watermark, *settled)
+            self._seen = {i: t for i, t in self._seen.items() if i > self._watermark}
+        self.followed += added
+        return added
 
     # -- dispatch.Records
 
@@ -337,6 +383,8 @@ class Ledger:
             assert pending.entries is not None
             pending.keys = tuple(k for k, _, _ in pending.entries)
             pending.id = done.batch
+            if self.following and done.batch is not None:
+                self._seen[done.batch] = pending.created  # ours: follow skips it
             pending.entries = None  # read back from the store if ever needed
             self._batches.append(pending)
             self.written += len(pending.keys)

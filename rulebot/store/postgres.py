@@ -121,16 +121,25 @@ class PostgresStore(RelationStore):
             if encoding != "UTF8":
                 raise StoreError(f"{self.location}: the database encoding is {encoding}, "
                                  "rulebot needs UTF8")
-            with conn.transaction():
-                if not (self._has(conn, TABLE) and self._has(conn, RECORDS)):
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                    if not self._has(conn, TABLE):
-                        for statement in SCHEMA:
-                            conn.execute(statement)
-                    if not self._has(conn, RECORDS) and not self._newer(conn):
-                        for statement in RECORDS_SCHEMA:
-                            conn.execute(statement)
-                row = conn.execute("SELECT max(version) FROM rulebot_schema_version").fetchone()
+            if not (self._has(conn, TABLE) and self._has(conn, RECORDS)):
+                # A session lock taken before the transaction, not a transaction
+                # lock inside it: a transaction that waited for the lock would
+                # still look the tables up in the catalog as it was when the
+                # transaction began (invalidations are read at its start), miss
+                # the ones another process created meanwhile and fail with
+                # "already exists" (several workers starting on a fresh database).
+                conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+                try:
+                    with conn.transaction():
+                        if not self._has(conn, TABLE):
+                            for statement in SCHEMA:
+                                conn.execute(statement)
+                        if not self._has(conn, RECORDS) and not self._newer(conn):
+                            for statement in RECORDS_SCHEMA:
+                                conn.execute(statement)
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+            row = conn.execute("SELECT max(version) FROM rulebot_schema_version").fetchone()
         except psycopg.Error as exc:
             raise StoreError(f"{self.location}: cannot set up the schema: "
                              f"{self._describe(exc)}") from None

@@ -55,6 +55,26 @@ class RecordStoreMixin:
         return [StoredBatch(int(i), str(s), int(last), int(c), str(r))
                 for i, s, last, c, r in rows]
 
+    def record_ids_after(self, after: int, limit: int = 10_000) -> list[int]:
+        """Ids of the batches after `after`, in order (what other workers wrote)."""
+        p = self.PARAM
+        with self._call("read records"):
+            rows = self._query(f"SELECT id FROM {RECORDS} WHERE id > {p} ORDER BY id LIMIT {p}",
+                               (after, limit))
+        return [int(r[0]) for r in rows]
+
+    def record_batches_in(self, ids: Sequence[int]) -> list[StoredBatch]:
+        """The batches of these ids that still exist, in order."""
+        if not ids:
+            return []
+        p = self.PARAM
+        marks = ", ".join([p] * len(ids))
+        with self._call("read records"):
+            rows = self._query(f"SELECT id, session, last, created, records FROM {RECORDS} "
+                               f"WHERE id IN ({marks}) ORDER BY id", tuple(ids))
+        return [StoredBatch(int(i), str(s), int(last), int(c), str(r))
+                for i, s, last, c, r in rows]
+
     def record_batch(self, batch_id: int) -> str | None:
         """The records text of one batch, or None once it was purged."""
         p = self.PARAM

@@ -738,3 +738,34 @@ def test_the_daemon_s_sqlite_store_checkpoints_in_a_thread_not_in_its_commits(
     finally:
         store.close()
     assert store._checkpointer is None
+
+
+def test_workers_opening_a_fresh_database_at_once_all_get_the_schema(
+        pg_cluster: pgserver.PgInfo) -> None:
+    # Several workers start together on an empty database: one creates the
+    # tables, the others wait and find them (found failing with "relation
+    # rulebot_schema_version already exists" by tests/integration/test_workers.py).
+    import threading
+
+    for _ in range(3):
+        reset_pg(pg_cluster.url)
+        opened: list[RelationStore] = []
+        errors: list[BaseException] = []
+        go = threading.Barrier(6)
+
+        def open_one() -> None:
+            go.wait()
+            try:
+                opened.append(open_store(pg_cluster.url))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_one) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        for s in opened:
+            s.close()
+        assert errors == []
+        assert len(opened) == 6

@@ -34,7 +34,8 @@ def test_the_receipt_names_the_message_and_comes_from_the_component() -> None:
     el = ET.fromstring(text)
     assert (el.get("to"), el.get("from"), el.get("id")) == ("alice@x/a", "friend.x", "rr-1")
     received = el.find(f"{{{RECEIPTS_NS}}}received")
-    assert received is not None and received.get("id") == "m\"1<"
+    assert received is not None
+    assert received.get("id") == "m\"1<"
     assert ET.fromstring(serialize_receipt("a@x", "m", None, "rr")).get("from") is None
 
 
@@ -48,7 +49,8 @@ async def test_receipts_are_numbered_by_stream_management(tmp_path: Path) -> Non
     conn.receipt("alice@localhost/x", "m1")  # a resend's receipt: the same id
     assert sm.seq == before + 2
     texts = [t for _, t in list(sm.unacked_queue)[kept:]]
-    assert len(texts) == 2 and texts[0] == texts[1]
+    assert len(texts) == 2
+    assert texts[0] == texts[1]
     assert f'<received xmlns="{RECEIPTS_NS}" id="m1"' in texts[0]
     assert texts[0].encode() in b"".join(transport.writes)
     conn.online = False

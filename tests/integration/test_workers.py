@@ -1,0 +1,165 @@
+"""Several workers serving one component on ejabberd, sharing PostgreSQL:
+events are spread over them, and a worker killed (kill -9) mid-stream loses
+nothing and decides nothing twice, for clients that ask for receipts and
+resend (rulebot.client's resend_after).
+
+The workers run under `rulebot run` with `workers: 3` (the supervisor), as
+an operator runs them. The worker is stopped (SIGSTOP) when bob has a quarter of the events and
+killed when he has half: points chosen by what was received. Counted afterwards: the event ids bob got (all, once
+each after de-duplication by message id) and the idempotency records in
+PostgreSQL (each event recorded once: a second decision would be a second
+record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import BotProcess, connect_user, kill_at_exit, start_bot, write_config
+
+from rulebot.daemon.ledger import stored_entries
+from rulebot.store.open import open_store
+from scripts import pgserver, xmppserver
+
+pytestmark = pytest.mark.integration
+
+WORKERS = 3
+EVENTS = int(os.environ.get("RULEBOT_WORKERS_EVENTS", "2000"))
+DEADLINE = 120.0  # s for the whole stream to be confirmed and delivered
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[pgserver.PgInfo]:
+    info = pgserver.start_postgres(tmp_path / "pg")
+    try:
+        yield info
+    finally:
+        pgserver.stop_postgres(info)
+
+
+@pytest.fixture
+def ejabberd(tmp_path: Path) -> Iterator[xmppserver.ServerInfo]:
+    # Unshaped: alice stands for the load of many users (as in test_crash.py).
+    info = xmppserver.start_server("ejabberd", tmp_path / "server",
+                                   {u: f"{u}-pw" for u in ("alice", "bob", "friend")},
+                                   unlimited=True)
+    try:
+        yield info
+    finally:
+        xmppserver.stop_server(info.workdir)
+
+
+def workers_up(bot: BotProcess, start: int = 0) -> set[int]:
+    return {e["worker"] for e in bot.logs[start:] if e.get("event") == "connected"
+            and "worker" in e}
+
+
+async def all_connected(bot: BotProcess, n: int) -> dict[int, int]:
+    """Wait until n workers are connected; their pids by index."""
+    await bot.wait_log(lambda _e: len(workers_up(bot)) >= n, timeout=30)
+    pids: dict[int, int] = {}
+    for e in bot.logs:
+        if e.get("event") == "worker_started":
+            pids[e["worker"]] = e["pid"]
+    return pids
+
+
+async def start_workers(stack: AsyncExitStack, server: xmppserver.ServerInfo,
+                        pg: pgserver.PgInfo, tmp_path: Path, **extra: Any
+                        ) -> tuple[BotProcess, dict[int, int]]:
+    config = write_config(server, "component", tmp_path / "rulebot.yaml", workers=WORKERS,
+                          store=pg.url, **extra)
+    bot = await start_bot(config)
+    kill_at_exit(stack, bot)
+    pids = await all_connected(bot, WORKERS)
+    return bot, pids
+
+
+@pytest.mark.parametrize("fate", ["killed", "resumed"])
+async def test_three_workers_share_the_stream_and_a_lost_worker_loses_and_repeats_nothing(
+    ejabberd: xmppserver.ServerInfo, pg: pgserver.PgInfo, tmp_path: Path,
+    stack: AsyncExitStack, fate: str,
+) -> None:
+    """killed: the worker hangs, then dies (what ejabberd routed to it is lost).
+    resumed: it hangs until the clients' resends of its events were decided by
+    the others, then goes on: it must answer those from their records."""
+    bot, pids = await start_workers(stack, ejabberd, pg, tmp_path)
+    jid = ejabberd.component_jid
+    alice = await connect_user(stack, ejabberd, "alice", jid, resend_after=3.0,
+                               confirm_deadline=DEADLINE)
+    bob = await connect_user(stack, ejabberd, "bob", jid)
+    got: Counter[str] = Counter()
+    quarter, half, done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def bob_reads() -> None:
+        async for received in bob:
+            got[str(received.payload.get("id"))] += 1
+            if len(got) >= EVENTS // 4:
+                quarter.set()
+            if len(got) >= EVENTS // 2:
+                half.set()
+            if len(got) >= EVENTS:
+                done.set()
+                return
+
+    async def kill_victim() -> None:
+        # A worker that hangs, then dies: what ejabberd routed to it meanwhile
+        # (in its socket, in ejabberd's queue for the connection) is lost with
+        # it, and only the clients' resends bring those events back.
+        await quarter.wait()
+        os.kill(pids[victim], signal.SIGSTOP)
+        if fate == "killed":
+            await half.wait()
+            os.kill(pids[victim], signal.SIGKILL)
+        else:
+            await done.wait()  # every event reached bob: the stuck ones by resends
+            os.kill(pids[victim], signal.SIGCONT)
+
+    victim = 1
+    reader = asyncio.ensure_future(bob_reads())
+    killer = asyncio.ensure_future(kill_victim())
+    stack.callback(reader.cancel)
+    stack.callback(killer.cancel)
+    for i in range(EVENTS):
+        alice.send_event({"type": "chat", "id": f"e{i}", "to": "bob@localhost",
+                          "text": f"hello {i}"})
+        if i % 50 == 49:
+            await asyncio.sleep(0.01)  # ~5,000/s offered, written as it goes
+    gave_up = await alice.confirmed(timeout=DEADLINE)
+    await asyncio.wait_for(done.wait(), DEADLINE)
+    await asyncio.wait_for(killer, DEADLINE)
+    if fate == "resumed":  # it works through what waited for it: records only
+        await bot.wait_log(lambda e: e.get("worker") == victim and e.get("status") == "duplicate")
+        await alice.flush()
+
+    assert gave_up == 0
+    assert alice.resends is not None
+    assert alice.resends.resent > 0  # the kill did lose events in flight
+    assert set(got) == {f"e{i}" for i in range(EVENTS)}  # nothing lost
+    assert max(got.values()) == 1  # re-sent copies carry the same message id: dropped
+    if fate == "killed":  # the supervisor restarted it
+        await bot.wait_log(lambda e: e.get("event") == "worker_died" and e["worker"] == victim)
+    # spread: every worker decided some of the stream
+    deciders = Counter(e.get("worker") for e in bot.logs
+                       if e.get("event") == "stanza" and e.get("status") == "decided")
+    assert all(deciders[w] > 0 for w in range(WORKERS)), deciders
+    # decided once: one idempotency record per event in the shared store
+    store = open_store(pg.url)
+    try:
+        keys = Counter(key.key for b in store.record_batches(0) for key, _, _ in
+                       stored_entries(b))
+    finally:
+        store.close()
+    assert {k for k in keys if k.startswith("e:e")} == {f"e:e{i}" for i in range(EVENTS)}
+    assert max(keys.values()) == 1, [k for k, n in keys.items() if n > 1][:10]
+    print(f"\n{EVENTS} events over {WORKERS} workers, worker {victim} stopped at a quarter, {fate}: "
+          f"{alice.resends.resent} resent, decided per worker "
+          f"{dict(deciders)}, duplicates bob dropped {bob.duplicates}")
