@@ -1,14 +1,15 @@
 """Several workers serving one component on ejabberd, sharing PostgreSQL:
-events are spread over them, and a worker killed (kill -9) mid-stream loses
-nothing and decides nothing twice, for clients that ask for receipts and
-resend (rulebot.client's resend_after).
+events are spread over them, and a worker that hangs and then dies (kill -9)
+or comes back loses nothing and decides nothing twice, for clients that ask
+for receipts and resend (rulebot.client's resend_after).
 
 The workers run under `rulebot run` with `workers: 3` (the supervisor), as
-an operator runs them. The worker is stopped (SIGSTOP) when bob has a quarter of the events and
-killed when he has half: points chosen by what was received. Counted afterwards: the event ids bob got (all, once
-each after de-duplication by message id) and the idempotency records in
-PostgreSQL (each event recorded once: a second decision would be a second
-record).
+an operator runs them. The victim is stopped (SIGSTOP) when bob has a quarter
+of the events, then killed when he has half, or continued once he has them
+all: points chosen by what was received. Counted afterwards: the event ids
+bob got (all, once each after de-duplication by message id) and the
+idempotency records in PostgreSQL (each event recorded once: a second
+decision would be a second record).
 """
 
 from __future__ import annotations
@@ -160,6 +161,6 @@ async def test_three_workers_share_the_stream_and_a_lost_worker_loses_and_repeat
         store.close()
     assert {k for k in keys if k.startswith("e:e")} == {f"e:e{i}" for i in range(EVENTS)}
     assert max(keys.values()) == 1, [k for k, n in keys.items() if n > 1][:10]
-    print(f"\n{EVENTS} events over {WORKERS} workers, worker {victim} stopped at a quarter, {fate}: "
+    print(f"\n{EVENTS} events, {WORKERS} workers, worker {victim} stopped at a quarter, {fate}: "
           f"{alice.resends.resent} resent, decided per worker "
           f"{dict(deciders)}, duplicates bob dropped {bob.duplicates}")

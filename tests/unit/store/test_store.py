@@ -745,27 +745,32 @@ def test_workers_opening_a_fresh_database_at_once_all_get_the_schema(
     # Several workers start together on an empty database: one creates the
     # tables, the others wait and find them (found failing with "relation
     # rulebot_schema_version already exists" by tests/integration/test_workers.py).
-    import threading
-
     for _ in range(3):
         reset_pg(pg_cluster.url)
-        opened: list[RelationStore] = []
-        errors: list[BaseException] = []
-        go = threading.Barrier(6)
-
-        def open_one() -> None:
-            go.wait()
-            try:
-                opened.append(open_store(pg_cluster.url))
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=open_one) for _ in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        opened, errors = open_at_once(pg_cluster.url, 6)
         for s in opened:
             s.close()
         assert errors == []
         assert len(opened) == 6
+
+
+def open_at_once(url: str, n: int) -> tuple[list[RelationStore], list[BaseException]]:
+    import threading
+
+    opened: list[RelationStore] = []
+    errors: list[BaseException] = []
+    go = threading.Barrier(n)
+
+    def open_one() -> None:
+        go.wait()
+        try:
+            opened.append(open_store(url))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return opened, errors
