@@ -60,5 +60,12 @@ class StoreError(RulebotError):
     Messages never contain a database password."""
 
 
+class StoreUnavailable(StoreError):
+    """The store failed an operation it was asked (the database's or driver's
+    error: unreachable, disk full), as opposed to refusing invalid input. Met
+    while deciding, it makes the whole decision a store-unavailable refusal:
+    a rule that could not read its state must not be skipped as if false."""
+
+
 class ConnectError(RulebotError):
     """The XMPP connection failed in a way that retrying will not fix by itself."""

@@ -31,8 +31,14 @@ from rulebot.bot.values import (
     event_key,
 )
 from rulebot.engine.evaluate import evaluate
-from rulebot.engine.state import Buckets, LiveState, PresenceTable, RelationReader
-from rulebot.errors import EventError
+from rulebot.engine.state import (
+    Buckets,
+    LiveState,
+    PresenceTable,
+    RelationReader,
+    TokenBuckets,
+)
+from rulebot.errors import EventError, StoreUnavailable
 from rulebot.jid import bare_jid, split_jid
 from rulebot.model import (
     JSON,
@@ -77,13 +83,17 @@ class Dispatcher:
                  relations: RelationReader | None = None,
                  apply: Callable[[Sequence[StateChange]], None] | None = None,
                  presence: PresenceTable | None = None,
-                 records: Records | None = None) -> None:
+                 records: Records | None = None,
+                 buckets: TokenBuckets | None = None) -> None:
+        """`buckets`: where rate limits take their tokens (default: in memory,
+        per process; the daemon passes the store's when several workers run)."""
         self.config = config
         self.current = current
         self.apply = apply
         self.records = records
         self.presence = presence if presence is not None else PresenceTable()
-        self.state = LiveState(relations, self.presence, Buckets(time.monotonic))
+        self.state = LiveState(relations, self.presence,
+                               buckets if buckets is not None else Buckets(time.monotonic))
         self.bot = config.jid
         self.bot_bare = bare_jid(config.jid)
         self.allowed = frozenset(d.lower() for d in config.allowed_domains)
@@ -146,8 +156,11 @@ class Dispatcher:
                                       recorded)
         env = Envelope(event, sender, inbound.from_,
                        Stanza(inbound.kind, inbound.type, inbound.id), self.bot)
-        decision = evaluate(ruleset, env, max_recipients=self.config.max_recipients,
-                            state=self.state)
+        try:
+            decision = evaluate(ruleset, env, max_recipients=self.config.max_recipients,
+                                state=self.state)
+        except StoreUnavailable as exc:
+            return self._store_failed(inbound, sender, eid, enc, ruleset.version, exc)
         out: list[Outbound] = []
         for action in decision.actions:
             meta = Meta(sender, action.rule, decision.version, eid_text, inbound.id)

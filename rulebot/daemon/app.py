@@ -111,6 +111,16 @@ def bot_connection(config: Config, secret: str, on_inbound: Callable[[Inbound], 
                          on_confirmed=on_confirmed)
 
 
+class SharedBuckets:
+    """Rate-limit buckets in the store, shared by the workers that use it."""
+
+    def __init__(self, store: RelationStore) -> None:
+        self.store = store
+
+    def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
+        return self.store.take_token(name, key, per_second, burst, time.time())
+
+
 class Daemon:
     def __init__(self, config: Config, secret: str, ruleset: RuleSet,
                  store: RelationStore | None = None,
@@ -122,7 +132,9 @@ class Daemon:
                        if store is not None and config.idempotency_retention > 0 else None)
         self.dispatcher = Dispatcher(config, self.rules.get, relations=store,
                                      apply=self._apply if store else None,
-                                     records=self.ledger)
+                                     records=self.ledger,
+                                     buckets=SharedBuckets(store)
+                                     if store is not None and config.workers > 1 else None)
         # Outcomes of the read being handled, sent when it is done (_read_done),
         # with the microseconds each decision took.
         self._held: list[tuple[Inbound, Outcome, float]] = []
@@ -361,6 +373,8 @@ class Daemon:
                     ledger.flush()  # acknowledgement marks, when no read wrote them
                 while ledger.purge() > 0:  # ~50 ms at most per round
                     await asyncio.sleep(0)  # events in between
+                if self.config.workers > 1 and self.store is not None:
+                    self.store.purge_buckets(time.time())
             except StoreError as exc:
                 log.warning("purging idempotency records failed", extra=fields(
                     event="purge_failed", error=str(exc)))

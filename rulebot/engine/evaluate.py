@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from jsonschema.exceptions import best_match
 
+from rulebot.errors import StoreUnavailable
 from rulebot.jid import bare_jid, valid_jid
 from rulebot.model import (
     JSON,
@@ -101,6 +102,8 @@ def evaluate(ruleset: RuleSet, env: Envelope, *, max_recipients: int = MAX_RECIP
         except _RuleFailed as exc:
             errors.append(RuleError(rule.name, str(exc)))
             continue
+        except StoreUnavailable:
+            raise  # the state could not be read: no decision at all (the caller refuses)
         except Exception as exc:  # any failure of one rule is data, never a crash
             errors.append(RuleError(rule.name, _describe(exc)))
             continue

@@ -32,6 +32,13 @@ class RelationReader(Protocol):
     def get(self, subject: str, obj: str, kind: str) -> Relation | None: ...
 
 
+class TokenBuckets(Protocol):
+    """Where rate limits take tokens: Buckets (one process), or the store's
+    shared buckets (several workers: rulebot.daemon.app.SharedBuckets)."""
+
+    def take(self, name: str, key: str, per_second: float, burst: int) -> bool: ...
+
+
 class Buckets:
     """Token buckets per (limit name, key), on an injected clock; bounded in size.
 
@@ -93,7 +100,7 @@ class LiveState:
     """A StateView over a relationship store and the presence table."""
 
     def __init__(self, relations: RelationReader | None, presence: PresenceTable,
-                 buckets: Buckets) -> None:
+                 buckets: TokenBuckets) -> None:
         self._relations = relations
         self._presence = presence
         self._buckets = buckets

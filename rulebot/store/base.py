@@ -29,8 +29,10 @@ from typing import IO, Any, Literal, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
 
 from rulebot.errors import StoreError as StoreError  # re-exported: part of this API
+from rulebot.errors import StoreUnavailable as StoreUnavailable  # re-exported too
 from rulebot.model import JSON
 from rulebot.model import Relation as Relation  # re-exported: part of this API
+from rulebot.store.buckets import BucketStoreMixin
 from rulebot.store.records import RecordStoreMixin
 from rulebot.store.values import (
     Change,
@@ -90,7 +92,7 @@ def where_clause(subject: str | None, kind: str | None, obj: str | None,
 # the interface
 
 
-class RelationStore(RecordStoreMixin, ABC):
+class RelationStore(RecordStoreMixin, BucketStoreMixin, ABC):
     """The relationship store. Backends implement the underscored primitives.
 
     Every public method raises StoreError on invalid input or a failing
@@ -261,8 +263,8 @@ class RelationStore(RecordStoreMixin, ABC):
             except Exception as exc:
                 if not self._is_driver_error(exc):
                     raise
-                raise StoreError(f"{self.location}: {what} failed: "
-                                 f"{self._describe(exc)}") from None
+                raise StoreUnavailable(f"{self.location}: {what} failed: "
+                                       f"{self._describe(exc)}") from None
 
     def _describe(self, exc: BaseException) -> str:
         """The driver's message on one line."""

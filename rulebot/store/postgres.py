@@ -14,7 +14,7 @@ connection is reported as StoreError; the next call reconnects.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from typing import Any
@@ -25,11 +25,13 @@ from psycopg.conninfo import conninfo_to_dict
 
 from rulebot.model import Relation
 from rulebot.store.base import COLUMNS, PAGE, TABLE, Flags, RelationStore, StoreError, redact_url
+from rulebot.store.buckets import BUCKETS
 from rulebot.store.records import RECORDS, SESSIONS
 from rulebot.store.values import RecordBatch, Row, SessionMark, relation_of
 
-#: 1: relations; 2: + the idempotency records (added to a version 1 database on opening).
-SCHEMA_VERSION = 2
+#: 1: relations; 2: + the idempotency records; 3: + the shared rate-limit
+#: buckets (each added to an older database on opening).
+SCHEMA_VERSION = 3
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
 # Serialises schema creation between processes opening a fresh database at once.
 SCHEMA_LOCK = 0x72756C65626F74  # "rulebot"
@@ -66,6 +68,19 @@ RECORDS_SCHEMA = [
         updated   bigint NOT NULL
     )""",
     "INSERT INTO rulebot_schema_version VALUES (2)",
+]
+#: What version 3 adds.
+BUCKETS_SCHEMA = [
+    f"""CREATE TABLE {BUCKETS} (
+        name    text COLLATE "C" NOT NULL,
+        key     text COLLATE "C" NOT NULL,
+        tokens  double precision NOT NULL,
+        updated double precision NOT NULL,
+        full_at double precision NOT NULL,
+        ok      integer NOT NULL,
+        PRIMARY KEY (name, key)
+    )""",
+    "INSERT INTO rulebot_schema_version VALUES (3)",
 ]
 
 # xmax = 0 only on a row this statement inserted (an update sets xmax to our
@@ -121,7 +136,8 @@ class PostgresStore(RelationStore):
             if encoding != "UTF8":
                 raise StoreError(f"{self.location}: the database encoding is {encoding}, "
                                  "rulebot needs UTF8")
-            if not (self._has(conn, TABLE) and self._has(conn, RECORDS)):
+            if not (self._has(conn, TABLE) and self._has(conn, RECORDS)
+                    and self._has(conn, BUCKETS)):
                 # A session lock taken before the transaction, not a transaction
                 # lock inside it: a transaction that waited for the lock would
                 # still look the tables up in the catalog as it was when the
@@ -136,6 +152,9 @@ class PostgresStore(RelationStore):
                                 conn.execute(statement)
                         if not self._has(conn, RECORDS) and not self._newer(conn):
                             for statement in RECORDS_SCHEMA:
+                                conn.execute(statement)
+                        if not self._has(conn, BUCKETS) and not self._newer(conn):
+                            for statement in BUCKETS_SCHEMA:
                                 conn.execute(statement)
                 finally:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
@@ -181,6 +200,7 @@ class PostgresStore(RelationStore):
     # -- reads (the SQL is in RelationStore)
 
     PARAM = "%s"
+    NAMED = "%({})s"
 
     def _query(self, sql: str, params: Sequence[object] = ()) -> Sequence[tuple[Any, ...]]:
         return self._db.execute(sql, params).fetchall()
@@ -230,9 +250,13 @@ class PostgresStore(RelationStore):
             batch_id = int(got[0]) if got else None
         return flags, batch_id
 
-    def _purge(self, sql: str, params: Sequence[object]) -> int:
+    def _purge(self, sql: str, params: Sequence[object] | Mapping[str, object]) -> int:
         cur = self._db.execute(sql, params)
         return max(cur.rowcount, 0)
+
+    def _write_one(self, sql: str, params: Mapping[str, object]) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._db.execute(sql, params).fetchone()
+        return row
 
     def _put(self, rows: Iterator[Row]) -> None:
         conn = self._db

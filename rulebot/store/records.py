@@ -17,7 +17,7 @@ index but its primary key.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -37,7 +37,7 @@ class RecordStoreMixin:
     def _query(self, sql: str, params: Sequence[object] = ()) -> Sequence[tuple[Any, ...]]:
         raise NotImplementedError
 
-    def _purge(self, sql: str, params: Sequence[object]) -> int:
+    def _purge(self, sql: str, params: Sequence[object] | Mapping[str, object]) -> int:
         """Run one DELETE, in a transaction of its own; returns the rows deleted."""
         raise NotImplementedError
 

@@ -20,17 +20,19 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from rulebot.model import Relation
 from rulebot.store.base import COLUMNS, TABLE, Flags, RelationStore, StoreError
+from rulebot.store.buckets import BUCKETS
 from rulebot.store.records import RECORDS, SESSIONS
 from rulebot.store.values import RecordBatch, Row, SessionMark, relation_of
 
-#: 1: relations; 2: + the idempotency records (added to a version 1 store on opening).
-SCHEMA_VERSION = 2
+#: 1: relations; 2: + the idempotency records; 3: + the shared rate-limit
+#: buckets (each added to an older store on opening).
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT = 10.0
 #: Seconds between background checkpoints; and the WAL size (pages) at which
 #: a commit checkpoints itself after all, should the thread fall behind.
@@ -66,6 +68,15 @@ CREATE TABLE IF NOT EXISTS {SESSIONS} (
     confirmed INTEGER NOT NULL,
     updated   INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {BUCKETS} (
+    name    TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    tokens  REAL NOT NULL,
+    updated REAL NOT NULL,
+    full_at REAL NOT NULL,
+    ok      INTEGER NOT NULL,
+    PRIMARY KEY (name, key)
+) WITHOUT ROWID;
 """
 
 INSERT_NEW = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?) "
@@ -181,10 +192,15 @@ class SqliteStore(RelationStore):
                 cur.execute(UPSERT_MARK, mark)
         return flags, batch_id
 
-    def _purge(self, sql: str, params: Sequence[object]) -> int:
+    def _purge(self, sql: str, params: Sequence[object] | Mapping[str, object]) -> int:
         with self._transaction() as cur:
             cur.execute(sql, params)
             return max(cur.rowcount, 0)
+
+    def _write_one(self, sql: str, params: Mapping[str, object]) -> tuple[Any, ...] | None:
+        with self._transaction() as cur:
+            row: tuple[Any, ...] | None = cur.execute(sql, params).fetchone()
+            return row
 
     def _put(self, rows: Iterator[Row]) -> None:
         if not self._durable:

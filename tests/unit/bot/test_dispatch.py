@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from dispatching import CHAT, RULESET, dispatcher, msg
 
+from rulebot.bot.dispatch import Dispatcher
 from rulebot.bot.values import Inbound
+from rulebot.config import parse_config
+from rulebot.errors import StoreUnavailable
+from rulebot.rules.loader import load_rules
 
 
 def test_chat_is_forwarded_with_metadata() -> None:
@@ -95,3 +100,67 @@ def test_component_allows_its_parent_domain_by_default() -> None:
     d = dispatcher(mode="component", jid="friend.localhost")
     assert d.handle(msg(CHAT)).status == "decided"
     assert d.handle(msg(CHAT, sender="x@friend.localhost/r")).reason == "domain-not-allowed"
+
+
+# --------------------------------------------------------------------------
+# a store that fails while the rules read it
+
+
+LIMITED = """version: 1
+rate_limits:
+  chat: {rate: 10, per: minute, burst: 5}
+rules:
+  - name: too-fast
+    match: "over_limit('chat', sender)"
+    actions:
+      - error: {code: rate-limited, message: slow down}
+  - name: not-friends
+    match: "!related(sender, event.to, 'friend')"
+    actions:
+      - error: {code: not-friends, message: not friends}
+  - name: chat
+    match: "event.type == 'chat'"
+    actions:
+      - forward: {to: event.to, payload: "event"}
+"""
+
+
+class Unreachable:
+    """Buckets and relations of a store that cannot be reached."""
+
+    def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
+        raise StoreUnavailable("postgresql://x: take a rate-limit token failed: connection lost")
+
+    def related(self, subject: str, obj: str, kind: str) -> bool:
+        raise StoreUnavailable("postgresql://x: read failed: connection lost")
+
+    def objects(self, subject: str, kind: str) -> list[str]:
+        return []
+
+    def subjects(self, obj: str, kind: str) -> list[str]:
+        return []
+
+    def get(self, subject: str, obj: str, kind: str) -> None:
+        return None
+
+
+@pytest.mark.parametrize("failing", ["buckets", "relations"])
+def test_a_store_failing_while_the_rules_read_it_refuses_the_event(
+        tmp_path: Path, failing: str) -> None:
+    # Not a rule error that lets the next rule decide: a rate limit that could
+    # not be checked must not let the event through, nor a relation that could
+    # not be read make the bot answer "not-friends".
+    (tmp_path / "rules.yaml").write_text(LIMITED)
+    ruleset = load_rules(tmp_path / "rules.yaml")
+    config = parse_config(json.dumps({"jid": "friend@localhost", "rules": "rules.yaml"}),
+                          base=tmp_path)
+    broken = Unreachable()
+    d = Dispatcher(config, lambda: ruleset,
+                   relations=broken if failing == "relations" else None,
+                   buckets=broken if failing == "buckets" else None)
+    outcome = d.handle(msg(CHAT))
+    assert outcome.status == "failed"
+    assert outcome.reason == "store-unavailable"
+    assert [(o.to, o.payload["error"]["code"]) for o in outcome.outbound] == [
+        ("alice@localhost/phone", "store-unavailable")]
+    assert "connection lost" in (outcome.error or "")

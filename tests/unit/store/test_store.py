@@ -51,7 +51,7 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pgserver.Pg
 def reset_pg(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS rulebot_relations, rulebot_schema_version, "
-                     "rulebot_inbound, rulebot_inbound_sessions CASCADE")
+                     "rulebot_inbound, rulebot_inbound_sessions, rulebot_buckets CASCADE")
         conn.execute("DROP FUNCTION IF EXISTS rulebot_test_fail() CASCADE")
 
 
@@ -587,12 +587,12 @@ def test_schema_is_created_once_with_a_version(store: RelationStore, location: s
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
         rows = conn.execute("SELECT version FROM rulebot_schema_version").fetchall()
-        assert rows == [(2,)]
+        assert rows == [(3,)]
         assert Path(location).stat().st_mode & 0o777 == 0o600
     else:
         with psycopg.connect(location, autocommit=True) as pg:
             assert pg.execute("SELECT max(version) FROM rulebot_schema_version").fetchall() == [
-                (2,)]
+                (3,)]
             assert pg.execute("SELECT count(*) FROM pg_indexes WHERE tablename = "
                               "'rulebot_relations'").fetchone() == (2,)
         db = store._db  # type: ignore[attr-defined]
@@ -600,7 +600,7 @@ def test_schema_is_created_once_with_a_version(store: RelationStore, location: s
         assert db.autocommit  # reads never leave the session idle in transaction
 
 
-def test_a_version_1_store_gains_the_records_table_and_keeps_its_relations(
+def test_a_version_1_store_gains_the_records_and_buckets_tables_and_keeps_its_relations(
     store: RelationStore, location: str
 ) -> None:
     store.relate(A, B, "friend")
@@ -608,7 +608,7 @@ def test_a_version_1_store_gains_the_records_table_and_keeps_its_relations(
     # What rulebot before the idempotency records left behind.
     if location.startswith("postgresql://"):
         with psycopg.connect(location, autocommit=True) as pg:
-            pg.execute("DROP TABLE rulebot_inbound, rulebot_inbound_sessions")
+            pg.execute("DROP TABLE rulebot_inbound, rulebot_inbound_sessions, rulebot_buckets")
             pg.execute("DELETE FROM rulebot_schema_version WHERE version > 1")
     else:
         import sqlite3
@@ -616,6 +616,7 @@ def test_a_version_1_store_gains_the_records_table_and_keeps_its_relations(
         with sqlite3.connect(location) as lite:
             lite.execute("DROP TABLE rulebot_inbound")
             lite.execute("DROP TABLE rulebot_inbound_sessions")
+            lite.execute("DROP TABLE rulebot_buckets")
             lite.execute("UPDATE rulebot_schema_version SET version = 1")
         lite.close()
     with open_store(location) as again:
@@ -623,13 +624,14 @@ def test_a_version_1_store_gains_the_records_table_and_keeps_its_relations(
         done = again.commit(RecordBatch("sm-1", 1, 5, "[]"))
         assert done.batch is not None
         assert again.record_batch(done.batch) == "[]"
+        assert again.take_token("chat", A, 1.0, 1, 5.0)
     if location.startswith("postgresql://"):
         with psycopg.connect(location, autocommit=True) as pg:
-            assert pg.execute("SELECT max(version) FROM rulebot_schema_version").fetchone() == (2,)
+            assert pg.execute("SELECT max(version) FROM rulebot_schema_version").fetchone() == (3,)
     else:
         with sqlite3.connect(location) as lite:
             assert lite.execute("SELECT max(version) FROM rulebot_schema_version").fetchone() == (
-                2,)
+                3,)
         lite.close()
 
 
@@ -774,3 +776,50 @@ def open_at_once(url: str, n: int) -> tuple[list[RelationStore], list[BaseExcept
     for t in threads:
         t.join(30)
     return opened, errors
+
+
+# --------------------------------------------------------------------------
+# rate-limit buckets shared by workers
+
+
+def test_a_bucket_refills_at_its_rate_up_to_its_burst(store: RelationStore) -> None:
+    take = store.take_token
+    assert [take("chat", "alice", 1.0, 3, 100.0) for _ in range(4)] == [True, True, True, False]
+    assert take("chat", "bob", 1.0, 3, 100.0)  # per key
+    assert [take("chat", "alice", 1.0, 3, 101.0) for _ in range(2)] == [True, False]
+    assert [take("chat", "alice", 1.0, 3, 500.0) for _ in range(4)] == [True, True, True, False]
+    assert not take("other", "x", 1.0, 0, 100.0)  # burst 0: never
+
+
+def test_full_buckets_are_purged_and_come_back_full(store: RelationStore) -> None:
+    for _ in range(3):
+        store.take_token("chat", "alice", 1.0, 3, 100.0)
+    store.take_token("chat", "bob", 1.0, 3, 100.0)
+    assert store.purge_buckets(101.5) == 1  # bob is full again at 101; alice at 103
+    assert store.purge_buckets(103.5) == 1
+    assert [store.take_token("chat", "alice", 1.0, 3, 103.5) for _ in range(4)] == [
+        True, True, True, False]
+
+
+def test_workers_taking_from_one_bucket_at_once_take_exactly_its_burst(
+        location: str) -> None:
+    import threading
+
+    stores = [open_store(location) for _ in range(3)]
+    taken: list[bool] = []
+    go = threading.Barrier(len(stores))
+
+    def worker(s: RelationStore) -> None:
+        go.wait()
+        for _ in range(100):
+            taken.append(s.take_token("chat", "alice", 1e-9, 50, 100.0))
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for s in stores:
+        s.close()
+    assert len(taken) == 300
+    assert taken.count(True) == 50
