@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 from collections import Counter
 from collections.abc import Iterator
@@ -24,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BotProcess, connect_user, kill_at_exit, start_bot, write_config
+from conftest import ROOT, BotProcess, connect_user, kill_at_exit, start_bot, write_config
 
+from rulebot.client import RulebotClient
 from rulebot.daemon.ledger import stored_entries
 from rulebot.store.open import open_store
 from scripts import pgserver, xmppserver
@@ -164,3 +166,60 @@ async def test_three_workers_share_the_stream_and_a_lost_worker_loses_and_repeat
     print(f"\n{EVENTS} events, {WORKERS} workers, worker {victim} stopped at a quarter, {fate}: "
           f"{alice.resends.resent} resent, decided per worker "
           f"{dict(deciders)}, duplicates bob dropped {bob.duplicates}")
+
+
+LIMITS = """version: 1
+rate_limits:
+  chat: {rate: 1, per: minute, burst: 10}
+rules:
+  - name: chat-too-fast
+    match: "event.type == 'chat' && over_limit('chat', sender)"
+    actions:
+      - error: {code: rate-limited, message: slow down}
+"""
+
+
+async def test_relations_and_rate_limits_hold_whichever_worker_decides(
+    ejabberd: xmppserver.ServerInfo, pg: pgserver.PgInfo, tmp_path: Path,
+    stack: AsyncExitStack,
+) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules" / "friends", rules)
+    (rules / "05-limits.yaml").write_text(LIMITS)
+    bot, _ = await start_workers(stack, ejabberd, pg, tmp_path, rules=str(rules))
+    jid = ejabberd.component_jid
+    alice = await connect_user(stack, ejabberd, "alice", jid)
+    bob = await connect_user(stack, ejabberd, "bob", jid)
+    # a request decided by one worker, its acceptance by whichever gets it
+    sent = await alice.request({"type": "friend-request", "to": "bob@localhost"})
+    assert sent.payload["type"] == "friend-request-sent"
+    asked = await bob.receive(timeout=15)
+    assert asked.payload["type"] == "friend-request"
+    friends = await bob.request({"type": "friend-accept", "to": "alice@localhost"})
+    assert friends.payload["type"] == "friends"
+    await alice.receive(timeout=15)  # alice is told
+    # 30 chats spread over the workers: the bucket of 10 is one for all of them
+    ids = [alice.send_event({"type": "chat", "to": "bob@localhost", "text": f"hi {i}"})
+           for i in range(30)]
+    forwarded: list[str] = []
+    refused: list[str] = []
+
+    async def collect(client: RulebotClient, into: list[str]) -> None:
+        async for got in client:
+            into.append(got.error["code"] if got.error else str(got.payload.get("text")))
+
+    tasks = [asyncio.ensure_future(collect(alice, refused)),
+             asyncio.ensure_future(collect(bob, forwarded))]
+    try:
+        for _ in range(150):  # each event has exactly one answer: wait for 30
+            if len(forwarded) + len(refused) >= len(ids):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        for t in tasks:
+            t.cancel()
+    assert (len(forwarded), sorted(set(refused))) == (10, ["rate-limited"])
+    assert len(refused) == 20
+    await bot.wait_log(lambda _e: len({e.get("worker") for e in bot.logs
+                                       if e.get("event") == "stanza"
+                                       and e.get("event_id") in ids}) >= 2)
