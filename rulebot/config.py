@@ -57,6 +57,7 @@ class Config:
     idempotency_retention: float = 604_800.0  # seconds unconfirmed ones are; 0: no records
     idempotency_follow: float = 0.0  # seconds between reads of other workers' records; 0: none
     workers: int = 1  # processes serving this identity (component mode, PostgreSQL)
+    servers: tuple[tuple[str, int], ...] = ()  # cluster nodes: worker I takes I mod len
     base_dir: str = "."
     notify_jids: tuple[str, ...] = ()
     status_listen: str | None = None  # host:port of /metrics, /status, /healthz
@@ -158,6 +159,7 @@ def parse_config(text: str, source: str = "<inline>", base: Path | None = None) 
         idempotency_follow=float(raw.get("idempotency", {}).get(
             "follow", 0.25 if workers > 1 else 0.0)),
         workers=workers,
+        servers=tuple((s["host"], int(s["port"])) for s in raw.get("servers", ())),
         base_dir=str(base.resolve()),
         notify_jids=tuple(raw.get("notify_jids", ())),
         status_listen=raw.get("status", {}).get("listen"),
@@ -222,12 +224,16 @@ def with_workers(config: Config, workers: int) -> Config:
 
 
 def worker_config(config: Config, index: int) -> Config:
-    """What worker `index` of several runs with: its own status port (the
-    configured one + index) and audit file (`.wINDEX` appended), the same rest."""
+    """What worker `index` of several runs with: its server (servers[index mod
+    length], when servers is set), its own status port (the configured one +
+    index) and audit file (`.wINDEX` appended), the same rest."""
     status = config.status_listen
     if status is not None:
-        host, _, port = status.rpartition(":")
-        status = f"{host}:{int(port) + index}" if int(port) else status
+        listen_host, _, listen_port = status.rpartition(":")
+        status = f"{listen_host}:{int(listen_port) + index}" if int(listen_port) else status
     audit = f"{config.audit_path}.w{index}" if config.audit_path and config.workers > 1 \
         else config.audit_path
-    return dataclasses.replace(config, status_listen=status, audit_path=audit)
+    server = config.servers[index % len(config.servers)] if config.servers else \
+        (config.host, config.port)
+    return dataclasses.replace(config, status_listen=status, audit_path=audit, host=server[0],
+                               port=server[1])

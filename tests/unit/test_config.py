@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from rulebot.cli.main import main
-from rulebot.config import parse_config, read_secret
+from rulebot.config import parse_config, read_secret, with_workers, worker_config
 from rulebot.errors import ConfigError
 
 
@@ -82,3 +82,44 @@ def test_validate_config_checks_config_and_its_rules(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["validate", "--config", str(bad)])
     assert result.exit_code == 1
     assert "tls.verfy: unknown key 'verfy', did you mean 'verify'?" in result.stdout
+
+
+PG = "postgresql://rulebot@127.0.0.1/rulebot"
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("jid: friend@example.com\nworkers: 2\nstore: " + PG, "component mode"),
+    ("mode: component\njid: friend.example.com\nworkers: 2\nstore: x.sqlite3",
+     "postgresql:// store"),
+])
+def test_several_workers_need_component_mode_and_postgresql(text: str, why: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text + "\nrules: r\n", "c.yaml")
+    (issue,) = exc.value.issues
+    assert why in issue.message
+    line = next(n for n, t in enumerate(text.splitlines(), 1) if t.startswith("workers"))
+    assert (issue.path, issue.line) == ("workers", line)
+
+
+def test_each_worker_gets_its_node_status_port_and_audit_file() -> None:
+    c = parse_config("mode: component\njid: friend.example.com\nrules: r\nworkers: 3\n"
+                     f"store: {PG}\nstatus: {{listen: '127.0.0.1:9464'}}\n"
+                     "audit: {path: /var/log/rulebot/audit.jsonl}\n"
+                     "servers: [{host: 10.0.0.1, port: 5347}, {host: 10.0.0.2, port: 5347}]\n")
+    assert (c.workers, c.idempotency_follow) == (3, 0.25)
+    w = [worker_config(c, i) for i in range(3)]
+    assert [(x.host, x.port) for x in w] == [("10.0.0.1", 5347), ("10.0.0.2", 5347),
+                                            ("10.0.0.1", 5347)]
+    assert [x.status_listen for x in w] == ["127.0.0.1:9464", "127.0.0.1:9465",
+                                            "127.0.0.1:9466"]
+    assert [x.audit_path for x in w] == [f"/var/log/rulebot/audit.jsonl.w{i}" for i in range(3)]
+
+
+def test_workers_on_the_command_line_are_checked_like_the_config() -> None:
+    c = parse_config("jid: friend@example.com\nrules: r\n")
+    with pytest.raises(ConfigError) as exc:
+        with_workers(c, 2)
+    assert sorted(i.message for i in exc.value.issues) == [
+        "several workers need a postgresql:// store", "several workers need component mode"]
+    one = with_workers(c, 1)
+    assert (one.workers, one.idempotency_follow) == (1, 0.0)
