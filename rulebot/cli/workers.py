@@ -1,7 +1,9 @@
 """`rulebot run` with `workers: N` (or `--workers N`): a supervisor that runs N
 worker processes (`rulebot run --worker I`, each one connection of the
-component), restarts one that dies, forwards SIGHUP (reload) and drains them
-all on SIGTERM/SIGINT.
+component), restarts one that dies, forwards SIGHUP (reload), restarts them
+one at a time on SIGUSR2 (each waits for the one before to be connected
+again: a rolling restart after an upgrade) and drains them all on
+SIGTERM/SIGINT.
 
 Each worker's stderr comes through a pipe of its own and is copied to the
 supervisor's stderr in whole lines: workers write their log in blocks of up
@@ -17,7 +19,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rulebot.logs import LOGGER, fields
@@ -31,8 +33,16 @@ DRAIN_TIMEOUT = 30.0
 FIRST_RESTART, MAX_RESTART, STABLE = 1.0, 30.0, 60.0
 
 
-async def _copy_lines(stream: asyncio.StreamReader, out: int) -> None:
-    """Copy `stream` to the file descriptor `out`, complete lines at a time."""
+#: How a worker's "connected" line looks in the JSON and the text log formats.
+CONNECTED = (b'"event": "connected"', b" connected jid=")
+#: Seconds a rolling restart waits for a restarted worker to be connected.
+READY_TIMEOUT = 60.0
+
+
+async def _copy_lines(stream: asyncio.StreamReader, out: int,
+                      on_connected: Callable[[], None]) -> None:
+    """Copy `stream` to the file descriptor `out`, complete lines at a time;
+    call `on_connected` when a "connected" line passes."""
     tail = b""
     while True:
         chunk = await stream.read(1 << 16)
@@ -42,7 +52,10 @@ async def _copy_lines(stream: asyncio.StreamReader, out: int) -> None:
         cut = data.rfind(b"\n") + 1
         tail = data[cut:]
         if cut:
-            os.write(out, data[:cut])
+            lines = data[:cut]
+            os.write(out, lines)
+            if any(mark in lines for mark in CONNECTED):
+                on_connected()
     if tail:
         os.write(out, tail + b"\n")
 
@@ -56,6 +69,9 @@ class Supervisor:
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.restarts = 0
         self._stopping = asyncio.Event()
+        self.connected = {i: asyncio.Event() for i in range(n)}
+        self._now: set[int] = set()  # to restart at once (rolling restart), no delay
+        self._rolling: asyncio.Future[None] | None = None
 
     def argv(self, index: int) -> list[str]:
         return [*self.command, "--worker", str(index)]
@@ -71,8 +87,9 @@ class Supervisor:
             log.info("worker started", extra=fields(event="worker_started", worker=index,
                                                     pid=proc.pid))
             assert proc.stderr is not None
-            await _copy_lines(proc.stderr, sys.stderr.fileno())
+            await _copy_lines(proc.stderr, sys.stderr.fileno(), self.connected[index].set)
             code = await proc.wait()
+            self.connected[index].clear()
             if self._stopping.is_set():
                 log.info("worker stopped", extra=fields(event="worker_stopped", worker=index,
                                                         code=code))
@@ -81,6 +98,9 @@ class Supervisor:
                 log.error("worker failed for good; not restarted", extra=fields(
                     event="worker_failed", worker=index, code=code))
                 return
+            if index in self._now:  # stopped by the rolling restart: start it again now
+                self._now.discard(index)
+                continue
             if time.monotonic() - started >= STABLE:
                 delay = FIRST_RESTART
             log.warning("worker died; restarting", extra=fields(
@@ -89,6 +109,32 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
             delay = min(delay * 2, MAX_RESTART)
+
+    def rolling_restart(self) -> None:
+        """Restart the workers one at a time (SIGUSR2); one at a time, a second
+        request while one runs is ignored."""
+        if self._rolling is None or self._rolling.done():
+            self._rolling = asyncio.ensure_future(self._roll())
+
+    async def _roll(self) -> None:
+        log.info("rolling restart", extra=fields(event="rolling_restart", workers=self.n))
+        for index in range(self.n):
+            proc = self.procs.get(index)
+            if self._stopping.is_set():
+                return
+            if proc is None or proc.returncode is not None:
+                continue
+            self._now.add(index)
+            self.connected[index].clear()
+            proc.send_signal(signal.SIGTERM)  # it drains and exits; _one starts it again
+            try:
+                await asyncio.wait_for(self.connected[index].wait(), READY_TIMEOUT)
+            except TimeoutError:
+                log.error("a restarted worker did not connect; rolling restart stopped",
+                          extra=fields(event="rolling_restart_failed", worker=index,
+                                       timeout=READY_TIMEOUT))
+                return
+        log.info("rolling restart done", extra=fields(event="rolling_restart_done"))
 
     def signal_all(self, sig: int) -> None:
         for proc in self.procs.values():
@@ -138,6 +184,7 @@ def supervise(config_path: str, n: int) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, supervisor.signal_all, signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGUSR2, supervisor.rolling_restart)
         return await supervisor.run(stop)
 
     return asyncio.run(main())
