@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint unit integration system-deps venv bench bench-engine bench-reload bench-relations bench-xmpp soak fuzz clean
+.PHONY: test demo lint unit integration system-deps venv bench bench-engine bench-reload bench-relations bench-scale bench-xmpp soak fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,7 +53,12 @@ bench-reload: $(STAMP)
 bench-relations: system-deps $(STAMP)
 	$(PY) -m bench.relations
 
-bench: bench-engine bench-reload bench-relations bench-xmpp
+# 1, 2 and 4 workers on ejabberd + PostgreSQL, each capped at 5% of a core
+# (cgroup v1), then uncapped against direct delivery.
+bench-scale: system-deps $(STAMP)
+	$(PY) -m bench.scale --quota 0.05
+
+bench: bench-engine bench-reload bench-relations bench-xmpp bench-scale
 
 # Long runs, not part of `make test`: kill -9 at points chosen by what users
 # received, two kills per 2,000-event run, over an offline backlog at login,
