@@ -34,6 +34,7 @@ from rulebot.engine.evaluate import evaluate
 from rulebot.engine.state import (
     Buckets,
     LiveState,
+    Presence,
     PresenceTable,
     RelationReader,
     TokenBuckets,
@@ -82,7 +83,7 @@ class Dispatcher:
     def __init__(self, config: Settings, current: Callable[[], RuleSet], *,
                  relations: RelationReader | None = None,
                  apply: Callable[[Sequence[StateChange]], None] | None = None,
-                 presence: PresenceTable | None = None,
+                 presence: Presence | None = None,
                  records: Records | None = None,
                  buckets: TokenBuckets | None = None) -> None:
         """`buckets`: where rate limits take their tokens (default: in memory,
@@ -91,7 +92,7 @@ class Dispatcher:
         self.current = current
         self.apply = apply
         self.records = records
-        self.presence = presence if presence is not None else PresenceTable()
+        self.presence: Presence = presence if presence is not None else PresenceTable()
         self.state = LiveState(relations, self.presence,
                                buckets if buckets is not None else Buckets(time.monotonic))
         self.bot = config.jid
@@ -116,7 +117,11 @@ class Dispatcher:
             event = presence_event(inbound.type, inbound.show, inbound.status,
                                    inbound.priority)
             # Rules deciding on this presence already see it in online().
-            self.presence.update(inbound.from_, inbound.type == "available")
+            try:
+                self.presence.update(inbound.from_, inbound.type == "available")
+            except StoreUnavailable as exc:
+                return self._store_failed(inbound, sender, None, self._encoding("body"),
+                                          ruleset.version, exc)
             return self._decide(inbound, sender, event, self._encoding("body"), ruleset)
         if inbound.type in ("error", "groupchat"):
             return Outcome("ignored", reason=f"{inbound.type}-message")

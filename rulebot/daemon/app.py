@@ -121,6 +121,22 @@ class SharedBuckets:
         return self.store.take_token(name, key, per_second, burst, time.time())
 
 
+class SharedPresence:
+    """Who is online, in the store, for workers that each see only the presence
+    the server hands to them."""
+
+    def __init__(self, store: RelationStore) -> None:
+        self.store = store
+
+    def update(self, full_jid: str, available: bool) -> None:
+        bare, _, resource = full_jid.partition("/")
+        self.store.presence_update(norm_bare(bare), resource, available, time.time())
+
+    def online(self, jid: str) -> bool:
+        bare, _, resource = jid.partition("/")
+        return self.store.presence_online(norm_bare(bare), resource)
+
+
 class Daemon:
     def __init__(self, config: Config, secret: str, ruleset: RuleSet,
                  store: RelationStore | None = None,
@@ -130,11 +146,12 @@ class Daemon:
         self.store = store
         self.ledger = (Ledger(store, config.idempotency_window, config.idempotency_retention)
                        if store is not None and config.idempotency_retention > 0 else None)
+        shared = store if config.workers > 1 else None  # the workers share state in it
         self.dispatcher = Dispatcher(config, self.rules.get, relations=store,
                                      apply=self._apply if store else None,
                                      records=self.ledger,
-                                     buckets=SharedBuckets(store)
-                                     if store is not None and config.workers > 1 else None)
+                                     buckets=SharedBuckets(shared) if shared else None,
+                                     presence=SharedPresence(shared) if shared else None)
         # Outcomes of the read being handled, sent when it is done (_read_done),
         # with the microseconds each decision took.
         self._held: list[tuple[Inbound, Outcome, float]] = []

@@ -66,6 +66,14 @@ class Buckets:
         return len(self._state)
 
 
+class Presence(Protocol):
+    """Who is online: PresenceTable (one process), or the store's shared table
+    (several workers: rulebot.daemon.app.SharedPresence)."""
+
+    def update(self, full_jid: str, available: bool) -> None: ...
+    def online(self, jid: str) -> bool: ...
+
+
 class PresenceTable:
     """Which resources of which users are online, from the presence the bot received."""
 
@@ -99,7 +107,7 @@ class PresenceTable:
 class LiveState:
     """A StateView over a relationship store and the presence table."""
 
-    def __init__(self, relations: RelationReader | None, presence: PresenceTable,
+    def __init__(self, relations: RelationReader | None, presence: Presence,
                  buckets: TokenBuckets) -> None:
         self._relations = relations
         self._presence = presence

@@ -32,8 +32,8 @@ from rulebot.errors import StoreError as StoreError  # re-exported: part of this
 from rulebot.errors import StoreUnavailable as StoreUnavailable  # re-exported too
 from rulebot.model import JSON
 from rulebot.model import Relation as Relation  # re-exported: part of this API
-from rulebot.store.buckets import BucketStoreMixin
 from rulebot.store.records import RecordStoreMixin
+from rulebot.store.shared import SharedStateMixin
 from rulebot.store.values import (
     Change,
     RecordBatch,
@@ -92,7 +92,7 @@ def where_clause(subject: str | None, kind: str | None, obj: str | None,
 # the interface
 
 
-class RelationStore(RecordStoreMixin, BucketStoreMixin, ABC):
+class RelationStore(RecordStoreMixin, SharedStateMixin, ABC):
     """The relationship store. Backends implement the underscored primitives.
 
     Every public method raises StoreError on invalid input or a failing

@@ -25,12 +25,12 @@ from psycopg.conninfo import conninfo_to_dict
 
 from rulebot.model import Relation
 from rulebot.store.base import COLUMNS, PAGE, TABLE, Flags, RelationStore, StoreError, redact_url
-from rulebot.store.buckets import BUCKETS
 from rulebot.store.records import RECORDS, SESSIONS
+from rulebot.store.shared import BUCKETS, PRESENCE
 from rulebot.store.values import RecordBatch, Row, SessionMark, relation_of
 
-#: 1: relations; 2: + the idempotency records; 3: + the shared rate-limit
-#: buckets (each added to an older database on opening).
+#: 1: relations; 2: + the idempotency records; 3: + the rate-limit buckets and
+#: presence shared by workers (each added to an older database on opening).
 SCHEMA_VERSION = 3
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
 # Serialises schema creation between processes opening a fresh database at once.
@@ -79,6 +79,12 @@ BUCKETS_SCHEMA = [
         full_at double precision NOT NULL,
         ok      integer NOT NULL,
         PRIMARY KEY (name, key)
+    )""",
+    f"""CREATE TABLE {PRESENCE} (
+        jid      text COLLATE "C" NOT NULL,
+        resource text COLLATE "C" NOT NULL,
+        updated  double precision NOT NULL,
+        PRIMARY KEY (jid, resource)
     )""",
     "INSERT INTO rulebot_schema_version VALUES (3)",
 ]

@@ -26,12 +26,12 @@ from typing import Any
 
 from rulebot.model import Relation
 from rulebot.store.base import COLUMNS, TABLE, Flags, RelationStore, StoreError
-from rulebot.store.buckets import BUCKETS
 from rulebot.store.records import RECORDS, SESSIONS
+from rulebot.store.shared import BUCKETS, PRESENCE
 from rulebot.store.values import RecordBatch, Row, SessionMark, relation_of
 
-#: 1: relations; 2: + the idempotency records; 3: + the shared rate-limit
-#: buckets (each added to an older store on opening).
+#: 1: relations; 2: + the idempotency records; 3: + the rate-limit buckets and
+#: presence shared by workers (each added to an older store on opening).
 SCHEMA_VERSION = 3
 BUSY_TIMEOUT = 10.0
 #: Seconds between background checkpoints; and the WAL size (pages) at which
@@ -76,6 +76,12 @@ CREATE TABLE IF NOT EXISTS {BUCKETS} (
     full_at REAL NOT NULL,
     ok      INTEGER NOT NULL,
     PRIMARY KEY (name, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS {PRESENCE} (
+    jid      TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    updated  REAL NOT NULL,
+    PRIMARY KEY (jid, resource)
 ) WITHOUT ROWID;
 """
 

@@ -51,7 +51,8 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pgserver.Pg
 def reset_pg(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS rulebot_relations, rulebot_schema_version, "
-                     "rulebot_inbound, rulebot_inbound_sessions, rulebot_buckets CASCADE")
+                     "rulebot_inbound, rulebot_inbound_sessions, rulebot_buckets, rulebot_presence "
+                     "CASCADE")
         conn.execute("DROP FUNCTION IF EXISTS rulebot_test_fail() CASCADE")
 
 
@@ -608,7 +609,8 @@ def test_a_version_1_store_gains_the_records_and_buckets_tables_and_keeps_its_re
     # What rulebot before the idempotency records left behind.
     if location.startswith("postgresql://"):
         with psycopg.connect(location, autocommit=True) as pg:
-            pg.execute("DROP TABLE rulebot_inbound, rulebot_inbound_sessions, rulebot_buckets")
+            pg.execute("DROP TABLE rulebot_inbound, rulebot_inbound_sessions, rulebot_buckets, "
+                       "rulebot_presence")
             pg.execute("DELETE FROM rulebot_schema_version WHERE version > 1")
     else:
         import sqlite3
@@ -617,6 +619,7 @@ def test_a_version_1_store_gains_the_records_and_buckets_tables_and_keeps_its_re
             lite.execute("DROP TABLE rulebot_inbound")
             lite.execute("DROP TABLE rulebot_inbound_sessions")
             lite.execute("DROP TABLE rulebot_buckets")
+            lite.execute("DROP TABLE rulebot_presence")
             lite.execute("UPDATE rulebot_schema_version SET version = 1")
         lite.close()
     with open_store(location) as again:

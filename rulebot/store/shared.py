@@ -1,6 +1,6 @@
-"""Rate-limit buckets kept in the store, shared by every worker that uses it
-(rulebot.daemon uses them when several workers run; one process keeps its
-buckets in memory, engine.state.Buckets).
+"""State that several workers share through the store (rulebot.daemon uses it
+when workers > 1; one process keeps it in memory, engine.state.Buckets and
+PresenceTable): rate-limit buckets and the users' presence.
 
 A mixin of store.RelationStore, like store.records. Taking a token is one
 statement, an upsert that refills the bucket from the time since its last
@@ -17,13 +17,18 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 BUCKETS = "rulebot_buckets"
+PRESENCE = "rulebot_presence"
 
 
-class BucketStoreMixin:
-    """Token buckets in the store (see the module docstring)."""
+class SharedStateMixin:
+    """Token buckets and presence in the store (see the module docstring)."""
 
     #: A named parameter: ":{}" for sqlite3, "%({})s" for psycopg.
     NAMED = ":{}"
+    PARAM = "?"
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> Sequence[tuple[Any, ...]]:
+        raise NotImplementedError
 
     def _call(self, what: str) -> AbstractContextManager[None]:
         raise NotImplementedError
@@ -68,3 +73,29 @@ class BucketStoreMixin:
             return self._purge(
                 f"DELETE FROM {BUCKETS} WHERE (name, key) IN (SELECT name, key FROM {BUCKETS} "
                 f"WHERE full_at < {n('now')} LIMIT {n('limit')})", {"now": now, "limit": limit})
+
+    # -- presence: which resources of which users are online
+
+    def presence_update(self, bare: str, resource: str, available: bool, now: float) -> None:
+        """Record an available or unavailable presence of bare/resource (an
+        unavailable one without a resource: every resource). Raises StoreError."""
+        n = self.NAMED.format
+        if available:
+            sql = (f"INSERT INTO {PRESENCE} (jid, resource, updated) VALUES "
+                   f"({n('jid')}, {n('resource')}, {n('now')}) ON CONFLICT (jid, resource) "
+                   f"DO UPDATE SET updated = {n('now')}")
+        elif resource:
+            sql = f"DELETE FROM {PRESENCE} WHERE jid = {n('jid')} AND resource = {n('resource')}"
+        else:
+            sql = f"DELETE FROM {PRESENCE} WHERE jid = {n('jid')}"
+        with self._call("record presence"):
+            self._purge(sql, {"jid": bare, "resource": resource, "now": now})
+
+    def presence_online(self, bare: str, resource: str = "") -> bool:
+        """Whether bare (any resource) or bare/resource is online. Raises StoreError."""
+        p = self.PARAM
+        where, params = (f"jid = {p} AND resource = {p}", (bare, resource)) if resource else \
+            (f"jid = {p}", (bare,))
+        with self._call("read presence"):
+            rows = self._query(f"SELECT 1 FROM {PRESENCE} WHERE {where} LIMIT 1", params)
+        return bool(rows)
