@@ -1,5 +1,6 @@
 """`rulebot init DIR`: a starting deployment in DIR: rulebot.yaml (commented),
-the shipped rules/ and the systemd unit rulebot.service. Refuses to overwrite
+the shipped rules/ and the systemd units rulebot.service (one process, or the
+supervisor of several workers) and rulebot@.service (one unit per worker). Refuses to overwrite
 anything unless --force. The files come from the wheel (rulebot/examples) or,
 in a source checkout, from the repository (docs/, rules/).
 """
@@ -17,6 +18,7 @@ import click
 FILES = {
     "rulebot.yaml": ("rulebot.yaml", "docs/rulebot.example.yaml"),
     "rulebot.service": ("rulebot.service", "docs/rulebot.service"),
+    "rulebot@.service": ("rulebot@.service", "docs/rulebot@.service"),
     "rules": ("rules", "rules"),
 }
 

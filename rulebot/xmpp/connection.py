@@ -30,7 +30,7 @@ from rulebot.config import Config
 from rulebot.errors import ConnectError
 from rulebot.jid import bare_jid, split_jid
 from rulebot.logs import LOGGER, fields
-from rulebot.xmpp import patches
+from rulebot.xmpp import failures, patches
 from rulebot.xmpp.offline import OfflineSweeper
 from rulebot.xmpp.outbox import Outbox
 from rulebot.xmpp.sm import ResumeCheck, ack_all, clear_sm_state, persist_sm, position
@@ -215,28 +215,21 @@ class BotConnection:
         self._changed()
 
     def _on_auth_failed(self, _event: Any) -> None:
-        self._fatal = (f"authentication failed for {self.config.jid}: check the account and "
-                       f"the password in {self._secret_source()}")
+        self._fatal = failures.auth_failed(self.config)
         self._changed()
 
     def _on_tls_failed(self, error: Any) -> None:
-        self._fatal = (f"TLS certificate of {self.config.host}:{self.config.port} could not be "
-                       f"verified ({error}); set tls.ca_file to the CA that signed it")
+        self._fatal = failures.tls_failed(self.config, error)
         self._changed()
 
     def _on_stream_error(self, error: Any) -> None:
         condition = error["condition"] if hasattr(error, "__getitem__") else str(error)
-        if condition in ("not-authorized", "host-unknown", "improper-addressing"):
-            self._fatal = f"the server refused the stream: {condition}" + (
-                f" (check the component secret in {self._secret_source()})"
-                if self.component else "")
-        log.warning("stream error", extra=fields(event="stream_error", condition=condition))
+        self._fatal = failures.stream_refused(self.config, condition) or self._fatal
+        more = {"hint": failures.CONFLICT_HINT} \
+            if condition == "conflict" and self.component else {}
+        log.warning("stream error", extra=fields(event="stream_error", condition=condition,
+                                                 **more))
         self._changed()
-
-    def _secret_source(self) -> str:
-        c = self.config
-        return f"password_file {c.password_file}" if c.password_file else \
-            f"${c.password_env}"
 
     def _on_message(self, msg: Any) -> None:
         sweeper = self.sweeper

@@ -19,7 +19,8 @@ def test_wheel_contains_the_schemas(tmp_path: Path) -> None:
         assert f"rulebot/schemas/{schema}.schema.json" in names
     assert "rulebot/engine/evaluate.py" in names
     # What `rulebot init` writes, and the licence the metadata declares.
-    for example in ("rulebot.yaml", "rulebot.service", "rules/20-service.yaml"):
+    for example in ("rulebot.yaml", "rulebot.service", "rulebot@.service",
+                    "rules/20-service.yaml"):
         assert f"rulebot/examples/{example}" in names
     assert "rulebot/LICENSE" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
