@@ -66,7 +66,8 @@ bench: bench-engine bench-reload bench-relations bench-xmpp bench-scale
 # settings: four rounds of different kill points, 40 kills per server
 # (summary table: scripts/crash_summary.py); 25 restarts under CPU load per
 # server, each pinged the moment the bot logs in; then 200,000 events at half
-# capacity.
+# capacity; then several workers (5,000 events a stream: a worker hung and
+# killed or resumed, an ejabberd node stopped, a rolling restart).
 CRASH_REPORT ?= crash-report.jsonl
 soak: system-deps $(STAMP)
 	rm -f $(CRASH_REPORT)
@@ -76,6 +77,8 @@ soak: system-deps $(STAMP)
 	$(PY) -m scripts.crash_summary $(CRASH_REPORT)
 	RULEBOT_RACE_ROUNDS=25 $(VENV)/bin/pytest -q -s tests/integration/test_restart_race.py
 	RULEBOT_SOAK_EVENTS=200000 $(VENV)/bin/pytest -q -s tests/integration/test_soak.py
+	RULEBOT_WORKERS_EVENTS=5000 RULEBOT_CLUSTER_EVENTS=5000 $(VENV)/bin/pytest -q -s \
+	  tests/integration/test_workers.py tests/integration/test_cluster.py
 
 # 1,000,000 generated events and rule files through the decoder and the loader.
 fuzz: $(STAMP)

@@ -12,6 +12,7 @@ worker (SIGHUP to `rulebot run`, forwarded).
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import time
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.integration
 
 WORKERS = 3
 DEADLINE = 120.0
+EVENTS = int(os.environ.get("RULEBOT_CLUSTER_EVENTS", "1000"))  # per sender; make soak: 5,000
 
 
 @pytest.fixture
@@ -159,7 +161,7 @@ async def test_a_node_stopped_mid_stream_loses_nothing_and_the_other_keeps_servi
                        confirm_deadline=DEADLINE)
     bob = await user(stack, cluster, "bob")
     got = reading(stack, bob)
-    n = 1000
+    n = EVENTS
     quarter = asyncio.Event()
     stopped_at = 0
 
@@ -200,7 +202,7 @@ async def test_a_rolling_restart_under_load_loses_nothing(
     carol = await user(stack, cluster, "carol", node=1, resend_after=3.0,
                        confirm_deadline=DEADLINE)
     got = reading(stack, bob)
-    n = 2000
+    n = 2 * EVENTS
     tenth = asyncio.Event()
     started = len([e for e in bot.logs if e.get("event") == "worker_started"])
 
