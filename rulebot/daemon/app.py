@@ -31,6 +31,7 @@ from rulebot.daemon.httpd import StatusServer, json_page
 from rulebot.daemon.ledger import Ledger, store_changes
 from rulebot.daemon.metrics import Metrics
 from rulebot.daemon.reload import Reloader, ReloadResult, RuleRef
+from rulebot.daemon.shared import SharedBuckets, SharedPresence
 from rulebot.engine.explain import explain
 from rulebot.engine.state import PeekState
 from rulebot.errors import ConnectError
@@ -109,32 +110,6 @@ def bot_connection(config: Config, secret: str, on_inbound: Callable[[Inbound], 
     """The real connection: slixmpp, to the configured server."""
     return BotConnection(config, secret, on_inbound, on_read_done=on_read_done,
                          on_confirmed=on_confirmed)
-
-
-class SharedBuckets:
-    """Rate-limit buckets in the store, shared by the workers that use it."""
-
-    def __init__(self, store: RelationStore) -> None:
-        self.store = store
-
-    def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
-        return self.store.take_token(name, key, per_second, burst, time.time())
-
-
-class SharedPresence:
-    """Who is online, in the store, for workers that each see only the presence
-    the server hands to them."""
-
-    def __init__(self, store: RelationStore) -> None:
-        self.store = store
-
-    def update(self, full_jid: str, available: bool) -> None:
-        bare, _, resource = full_jid.partition("/")
-        self.store.presence_update(norm_bare(bare), resource, available, time.time())
-
-    def online(self, jid: str) -> bool:
-        bare, _, resource = jid.partition("/")
-        return self.store.presence_online(norm_bare(bare), resource)
 
 
 class Daemon:

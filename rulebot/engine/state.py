@@ -34,7 +34,7 @@ class RelationReader(Protocol):
 
 class TokenBuckets(Protocol):
     """Where rate limits take tokens: Buckets (one process), or the store's
-    shared buckets (several workers: rulebot.daemon.app.SharedBuckets)."""
+    shared buckets (several workers: rulebot.daemon.shared.SharedBuckets)."""
 
     def take(self, name: str, key: str, per_second: float, burst: int) -> bool: ...
 
@@ -68,7 +68,7 @@ class Buckets:
 
 class Presence(Protocol):
     """Who is online: PresenceTable (one process), or the store's shared table
-    (several workers: rulebot.daemon.app.SharedPresence)."""
+    (several workers: rulebot.daemon.shared.SharedPresence)."""
 
     def update(self, full_jid: str, available: bool) -> None: ...
     def online(self, jid: str) -> bool: ...

@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rulebot.daemon.app import SharedPresence
+from rulebot.daemon.shared import SharedPresence
 from rulebot.engine.state import PresenceTable
 from rulebot.store.open import open_store
 
