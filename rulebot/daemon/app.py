@@ -149,6 +149,7 @@ class Daemon:
         self.status_server: StatusServer | None = None
         #: seconds without a follow after which an event waits for one
         self._stale = max(1.0, 4 * config.idempotency_follow)
+        self._read_began = 0.0  # time.monotonic() of the read's first event
 
     def status(self) -> dict[str, JSON]:
         """What is live right now (the /status page and `rulebot status`)."""
@@ -218,6 +219,8 @@ class Daemon:
         self.handled += 1
         held = (inbound, outcome, (time.perf_counter() - started) * 1e6)
         if self.connection.in_read:
+            if not self._held:
+                self._read_began = time.monotonic()
             self._held.append(held)
         else:  # not from a read (tests, or a future caller): at once
             self._release([held])
@@ -235,7 +238,10 @@ class Daemon:
         """Store the pending idempotency records, then send, log, count and audit
         each outcome of `held`; an event whose record could not be stored gets
         store-unavailable instead."""
-        done = self.ledger.flush() if self.ledger is not None else None
+        ledger = self.ledger
+        if ledger is not None and ledger.following and held:
+            held = self._overtaken(ledger, held)
+        done = ledger.flush() if ledger is not None else None
         failed = done.failed if done is not None else frozenset()
         texts = done.payload_json if done is not None else {}
         send = self.connection.send
@@ -257,6 +263,24 @@ class Daemon:
                 self.audit.record(inbound, outcome)
             if self.trace and norm_bare(inbound.from_) in self.trace:
                 self._log_trace(inbound, outcome)
+
+    def _overtaken(self, ledger: Ledger, held: list[tuple[Inbound, Outcome, float]]
+                   ) -> list[tuple[Inbound, Outcome, float]]:
+        """Before a read's records are stored: if this process was paused during
+        the read, other workers may have decided some of its events meanwhile
+        (the clients resent them). Follow them now; such an event gets the
+        other worker's recorded messages instead of this decision."""
+        try:
+            if time.monotonic() - self._read_began > self._stale:
+                ledger.follow()
+            theirs = ledger.take_over()
+        except StoreError:
+            return held  # flush() meets the same store and refuses the read
+        if not theirs:
+            return held
+        return [(inbound, self.dispatcher.duplicate(outcome, theirs[outcome.key]), micros)
+                if outcome.key in theirs else (inbound, outcome, micros)
+                for inbound, outcome, micros in held]
 
     def _refused(self, inbound: Inbound, outcome: Outcome) -> Outcome:
         """What replaces an outcome whose record could not be stored."""

@@ -150,6 +150,7 @@ class Ledger:
         self.followed = 0  # records of other workers indexed (follow)
         self.following = False  # set when follow() is called periodically
         self.last_follow = 0.0  # time.monotonic() of the last follow()
+        self._overtaken: list[EventKey] = []  # pending, recorded by another worker first
         self._watermark = 0  # every batch id up to it is indexed or not needed
         self._seen: dict[int, float] = {}  # ids above the watermark known -> when
 
@@ -183,11 +184,36 @@ class Ledger:
                 error=f"{type(exc).__name__}: {exc}"))
             return 0
         index = self._index
+        pending = self._pending
         for key in batch.keys:
-            if replace or key not in index:
+            held = index.get(key)
+            if held is pending and not replace:
+                # Another worker recorded an event this one decided and has not
+                # stored yet (this process was paused in the middle of a read):
+                # theirs is the first decision (take_over).
+                self._overtaken.append(key)
+                index[key] = batch
+            elif replace or held is None:
                 index[key] = batch
         self._batches.append(batch)
         return len(batch.keys)
+
+    def take_over(self) -> dict[EventKey, Recorded]:
+        """The pending records that follow() found another worker had recorded
+        first: dropped from what flush() will store; their events' records as the
+        other worker stored them (a duplicate's answer). Raises StoreError."""
+        if not self._overtaken:
+            return {}
+        keys, self._overtaken = set(self._overtaken), []
+        entries = self._pending.entries
+        if entries is not None:
+            entries[:] = [e for e in entries if e[0] not in keys]
+        theirs = {}
+        for key in keys:
+            recorded = self.recall(key)
+            if recorded is not None:
+                theirs[key] = recorded
+        return theirs
 
     # -- several workers
 

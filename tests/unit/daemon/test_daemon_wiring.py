@@ -9,7 +9,8 @@ import asyncio
 import dataclasses
 import json
 import shutil
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 from rulebot.bot.values import Inbound, Outbound
 from rulebot.config import Config, parse_config
 from rulebot.daemon.app import EXIT_OK, Daemon
+from rulebot.daemon.ledger import stored_entries
 from rulebot.rules.loader import load_rules
 from rulebot.store.base import RelationStore, StoreError
 from rulebot.store.open import open_store
@@ -252,3 +254,64 @@ async def test_an_event_refused_for_a_failing_store_gets_no_receipt(
     conn.read(receipted(1))
     assert conn.sent[-1].to == "bob@localhost"
     assert conn.receipts == [("alice@localhost/phone", "s1", 2)]
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[Daemon, FakeConnection, Daemon, FakeConnection]]:
+    """Two workers of one bot sharing one store (SQLite here: the same SQL as
+    PostgreSQL), their ledgers loaded and following, as Daemon.run sets up."""
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    config = dataclasses.replace(config_for(tmp_path, rules), workers=2,
+                                 idempotency_follow=0.25)
+    made: list[FakeConnection] = []
+
+    def connect(_config: Config, _secret: str, on_inbound: Callable[[Inbound], None],
+                on_read_done: Callable[[], None],
+                on_confirmed: Callable[[str, int], None] | None) -> FakeConnection:
+        made.append(FakeConnection(on_inbound, on_read_done, None, online=True))
+        return made[-1]
+
+    workers = []
+    for _ in range(2):
+        d = Daemon(config, "secret", load_rules(rules), open_store(config.store),
+                   connect=connect)
+        assert d.ledger is not None
+        d.ledger.load()
+        d.ledger.following = True
+        d.ledger.last_follow = time.monotonic()
+        workers.append(d)
+    yield workers[0], made[0], workers[1], made[1]
+    for d in workers:
+        assert d.store is not None
+        d.store.close()
+
+
+def test_a_worker_paused_in_a_read_answers_what_another_decided_meanwhile(
+        pair: tuple[Daemon, FakeConnection, Daemon, FakeConnection]) -> None:
+    a, conn_a, _, conn_b = pair
+    conn_a.in_read = True
+    conn_a.on_inbound(receipted(1))  # decided by a, not yet stored: then a is paused
+    conn_a.on_inbound(receipted(2))
+    conn_b.read(receipted(1))  # meanwhile the client resent it; b decides and records it
+    a._read_began -= 10  # a resumes: the read began long ago
+    conn_a.on_read_done()
+    conn_a.in_read = False
+    assert [o.id for o in conn_a.sent] == [conn_b.sent[0].id, conn_a.sent[1].id]
+    assert conn_a.sent[0].payload == conn_b.sent[0].payload
+    assert [r[1] for r in conn_a.receipts] == ["s1", "s2"]
+    assert a.ledger is not None
+    assert a.ledger.written == 1  # e2 only: e1 was b's
+    assert a.store is not None
+    keys = [k.key for batch in a.store.record_batches(0) for k, _, _ in stored_entries(batch)]
+    assert sorted(keys) == ["e:e1", "e:e2"]  # each decided once
+
+
+def test_a_worker_that_was_not_paused_keeps_its_decisions(
+        pair: tuple[Daemon, FakeConnection, Daemon, FakeConnection]) -> None:
+    a, conn_a, _, conn_b = pair
+    conn_b.read(receipted(3))
+    conn_a.read(receipted(4))  # no pause: nothing to follow first, nothing taken over
+    assert a.ledger is not None
+    assert a.ledger.written == 1
+    assert conn_a.sent[0].to == "bob@localhost"
