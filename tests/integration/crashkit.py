@@ -148,12 +148,19 @@ class Killer:
         self.ready = False
         await bot.connected()
         self.ready = True  # kills land on a bot at work, not on one starting up
+        # A resumed bot re-sends at once what its records hold: the users' count
+        # can pass the next threshold before its "connected" line is read here.
+        # Then the kill lands now, on the first moment the bot is known at work.
+        self._kill_if_due()
         return bot
 
     def new_message(self) -> None:
         """A user got a new message (called from the users' handlers, synchronously,
         so that the kill lands right after that message)."""
         self.count += 1
+        self._kill_if_due()
+
+    def _kill_if_due(self) -> None:
         if self.thresholds and self.count >= self.thresholds[0] and self.bot is not None \
                 and self.ready and self.bot.proc.returncode is None:
             self.thresholds.pop(0)
