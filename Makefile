@@ -77,7 +77,8 @@ soak: system-deps $(STAMP)
 	$(PY) -m scripts.crash_summary $(CRASH_REPORT)
 	RULEBOT_RACE_ROUNDS=25 $(VENV)/bin/pytest -q -s tests/integration/test_restart_race.py
 	RULEBOT_SOAK_EVENTS=200000 $(VENV)/bin/pytest -q -s tests/integration/test_soak.py
-	RULEBOT_WORKERS_EVENTS=5000 RULEBOT_CLUSTER_EVENTS=5000 $(VENV)/bin/pytest -q -s \
+	RULEBOT_WORKERS_EVENTS=5000 RULEBOT_CLUSTER_EVENTS=5000 RULEBOT_CLUSTER_OUTAGE=35 \
+	  $(VENV)/bin/pytest -q -s \
 	  tests/integration/test_workers.py tests/integration/test_cluster.py
 
 # 1,000,000 generated events and rule files through the decoder and the loader.

@@ -115,13 +115,15 @@ class RulebotClient:
         share_presence: bool = False,
         reconnect: bool = True,
         resend_after: float | None = None,
-        confirm_deadline: float = 60.0,
+        confirm_deadline: float = 25.0,
     ) -> None:
         """With `resend_after` (seconds), each event asks for the bot's XEP-0184
         receipt and is sent again, with the same ids, every `resend_after`
         seconds without one, for up to `confirm_deadline` seconds: what a
         client of a component-mode bot needs to lose nothing when a worker
-        dies (docs/protocol.md, "Receipts")."""
+        dies (docs/protocol.md, "Receipts and resending"). Keep the deadline
+        below the bot's idempotency.window (30 s by default): a resend after
+        it would be decided again."""
         self.jid = jid
         self.bot = bot
         self.host = host or bare_jid(jid).split("@")[-1]

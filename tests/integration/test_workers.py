@@ -79,6 +79,7 @@ async def start_workers(stack: AsyncExitStack, server: xmppserver.ServerInfo,
                         pg: pgserver.PgInfo, tmp_path: Path, **extra: Any
                         ) -> tuple[BotProcess, dict[int, int]]:
     config = write_config(server, "component", tmp_path / "rulebot.yaml", workers=WORKERS,
+                          idempotency={"window": 300},  # above the clients' deadline
                           store=pg.url, **extra)
     bot = await start_bot(config)
     kill_at_exit(stack, bot)
