@@ -111,8 +111,8 @@ class Supervisor:
             delay = min(delay * 2, MAX_RESTART)
 
     def rolling_restart(self) -> None:
-        """Restart the workers one at a time (SIGUSR2); one at a time, a second
-        request while one runs is ignored."""
+        """Restart the workers one at a time (SIGUSR2); a request while a rolling
+        restart runs is ignored."""
         if self._rolling is None or self._rolling.done():
             self._rolling = asyncio.ensure_future(self._roll())
 
