@@ -205,14 +205,16 @@ class Ledger:
         if not self._overtaken:
             return {}
         keys, self._overtaken = set(self._overtaken), []
-        entries = self._pending.entries
-        if entries is not None:
-            entries[:] = [e for e in entries if e[0] not in keys]
         theirs = {}
         for key in keys:
             recorded = self.recall(key)
             if recorded is not None:
                 theirs[key] = recorded
+            else:  # gone from the store meanwhile: ours stays the record
+                self._index[key] = self._pending
+        entries = self._pending.entries
+        if entries is not None:
+            entries[:] = [e for e in entries if e[0] not in theirs]
         return theirs
 
     # -- several workers
