@@ -195,7 +195,8 @@ async def test_a_node_stopped_mid_stream_loses_nothing_and_the_other_keeps_servi
                      and str(e.get("event_id", "")).startswith("a"))
     print(f"alice's events decided after node 1 stopped, by worker: {dict(during)}")
     assert during[0] + during[2] > 0
-    assert 1 in connected_workers(bot, stopped_at)  # worker 1 is back with node 1
+    # worker 1 is back with node 1 (its reconnection backs off up to 2 s)
+    await bot.wait_log(lambda _e: 1 in connected_workers(bot, stopped_at), timeout=60)
 
 
 async def test_a_rolling_restart_under_load_loses_nothing(
