@@ -103,6 +103,10 @@ async def login(
     stack.push_async_callback(_close, client)
     await asyncio.wait_for(started, TIMEOUT)
     client.send_presence()  # else messages to the bare JID stay offline
+    # The server answers the ping after it has handled the presence: a message
+    # sent to the bare JID from now on is delivered, not stored offline (seen
+    # under load in CI: the first of a burst arrived after the second).
+    await asyncio.wait_for(client.plugin["xep_0199"].ping(jid=JID(info.domain)), TIMEOUT)
     return client, inbox
 
 
