@@ -60,10 +60,6 @@ class ClusterInfo:
     def node_name(self, index: int) -> str:
         return f"rbnode{index}_{self.epmd_port}@localhost"
 
-    def link(self, index: int) -> ClusterLink:
-        return ClusterLink(self.epmd_port, self.cookie, self.nodes[0].component_secret
-                           if self.nodes else "", self.node_name(index))
-
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 

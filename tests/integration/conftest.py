@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from rulebot.client import Received, RulebotClient
-from scripts import xmppserver
+from scripts import pgserver, xmppserver
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "rules"
@@ -42,6 +42,16 @@ def server(server_kind: str, tmp_path: Path) -> Iterator[xmppserver.ServerInfo]:
         yield info
     finally:
         xmppserver.stop_server(info.workdir)
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[pgserver.PgInfo]:
+    """A private PostgreSQL of the test's own (the store of several workers)."""
+    info = pgserver.start_postgres(tmp_path / "pg")
+    try:
+        yield info
+    finally:
+        pgserver.stop_postgres(info)
 
 
 def bot_jid(info: xmppserver.ServerInfo, mode: str) -> str:
@@ -132,6 +142,13 @@ class BotProcess:
         if self.reader:
             await self.reader
         return code
+
+
+def connected_workers(bot: BotProcess, start: int = 0) -> set[int]:
+    """The workers of a `rulebot run` supervisor that logged "connected" (from
+    log line `start` on)."""
+    return {e["worker"] for e in bot.logs[start:]
+            if e.get("event") == "connected" and "worker" in e}
 
 
 async def start_bot(config: Path, env: dict[str, str] | None = None,

@@ -4,9 +4,10 @@ in rulebot.yaml); alice and bob are on node 0, so every event crosses the
 cluster to reach worker 1.
 
 Tried here: one node stopped mid-stream (the workers on the other keep
-serving, nothing is lost, nothing decided twice), a rolling restart of every
-worker under load (SIGUSR2 to `rulebot run`), and a reload reaching every
-worker (SIGHUP to `rulebot run`, forwarded).
+serving, nothing is lost, nothing decided twice), a worker killed (kill -9)
+mid-stream, a rolling restart of every worker under load (SIGUSR2 to
+`rulebot run`), and a reload reaching every worker (SIGHUP to `rulebot run`,
+forwarded).
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, USERS, BotProcess, kill_at_exit, start_bot, write_config
+from conftest import (
+    ROOT,
+    USERS,
+    BotProcess,
+    connected_workers,
+    kill_at_exit,
+    start_bot,
+    write_config,
+)
 
 from rulebot.client import RulebotClient
 from rulebot.daemon.ledger import stored_entries
@@ -41,15 +50,6 @@ OUTAGE = float(os.environ.get("RULEBOT_CLUSTER_OUTAGE", "0"))
 
 
 @pytest.fixture
-def pg(tmp_path: Path) -> Iterator[pgserver.PgInfo]:
-    info = pgserver.start_postgres(tmp_path / "pg")
-    try:
-        yield info
-    finally:
-        pgserver.stop_postgres(info)
-
-
-@pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[ejcluster.ClusterInfo]:
     # Unshaped: alice stands for the load of many users (as in test_crash.py).
     info = ejcluster.start_cluster(tmp_path / "cluster", {u: USERS[u] for u in
@@ -59,11 +59,6 @@ def cluster(tmp_path: Path) -> Iterator[ejcluster.ClusterInfo]:
         yield info
     finally:
         ejcluster.stop_cluster(info)
-
-
-def connected_workers(bot: BotProcess, start: int = 0) -> set[int]:
-    return {e["worker"] for e in bot.logs[start:]
-            if e.get("event") == "connected" and "worker" in e}
 
 
 async def start_workers(stack: AsyncExitStack, cluster: ejcluster.ClusterInfo,
@@ -93,29 +88,37 @@ async def user(stack: AsyncExitStack, cluster: ejcluster.ClusterInfo, name: str,
 
 
 async def stream(sender: RulebotClient, bob: RulebotClient, n: int, prefix: str,
-                 at: dict[int, asyncio.Event], got: Counter[str]) -> None:
+                 at: dict[int, asyncio.Event], got: Counter[str],
+                 second_half_after: asyncio.Event | None = None) -> None:
     """`sender` sends n chats to bob (~5,000/s offered), ids prefix0.., and
     waits until all are confirmed (none given up) and bob has them all in
     `got` (each id: how often bob kept it; bob's reader fills it). The
-    events in `at` are set when bob has that many of this stream."""
+    events in `at` are set when bob has that many of this stream; the second
+    half waits for `second_half_after` (so that it meets what the test did,
+    however fast the machine delivered the first)."""
 
     def mine() -> int:
-        return sum(1 for k in got if k.startswith(prefix))
+        """How many of this stream bob has; sets the events of `at` it reached."""
+        count = sum(1 for k in got if k.startswith(prefix))
+        for reached, event in at.items():
+            if count >= reached:
+                event.set()
+        return count
 
+    deadline = time.monotonic() + DEADLINE
     for i in range(n):
+        while i == n // 2 and second_half_after is not None and \
+                not second_half_after.is_set():
+            mine()  # what it waits for may be set by bob's count
+            assert time.monotonic() < deadline, f"{prefix}: the second half never went"
+            await asyncio.sleep(0.02)
         sender.send_event({"type": "chat", "id": f"{prefix}{i}", "to": "bob@localhost",
                            "text": f"hello {i}"})
-        for count, event in at.items():
-            if mine() >= count:
-                event.set()
+        mine()
         if i % 50 == 49:
             await asyncio.sleep(0.01)
-    deadline = time.monotonic() + DEADLINE
-    while mine() < n:  # the events in `at` still need setting as bob gets them
-        for count, event in at.items():
-            if mine() >= count:
-                event.set()
-        assert time.monotonic() < deadline, f"{prefix}: bob has {mine()} of {n}"
+    while (have := mine()) < n:
+        assert time.monotonic() < deadline, f"{prefix}: bob has {have} of {n}"
         await asyncio.sleep(0.05)
     assert await sender.confirmed(timeout=DEADLINE) == 0  # none given up
     assert sender.resends is not None
@@ -167,15 +170,16 @@ async def test_a_node_stopped_mid_stream_loses_nothing_and_the_other_keeps_servi
     bob = await user(stack, cluster, "bob")
     got = reading(stack, bob)
     n = EVENTS
-    quarter = asyncio.Event()
+    quarter, stopping, stopped = asyncio.Event(), asyncio.Event(), asyncio.Event()
     stopped_at = 0
 
     async def stop_node1() -> None:
         nonlocal stopped_at
         await quarter.wait()
         stopped_at = len(bot.logs)
+        stopping.set()
         await asyncio.to_thread(ejcluster.stop_node, cluster, 1)
-        await asyncio.sleep(0)
+        stopped.set()
         await alice_done.wait()  # served throughout by node 0's workers
         await asyncio.sleep(OUTAGE)  # make soak: longer than the default window
         await asyncio.to_thread(ejcluster.start_node, cluster, 1)
@@ -183,11 +187,13 @@ async def test_a_node_stopped_mid_stream_loses_nothing_and_the_other_keeps_servi
     alice_done = asyncio.Event()
 
     async def alice_streams() -> None:
-        await stream(alice, bob, n, "a", {}, got)
+        await stream(alice, bob, n, "a", {}, got, second_half_after=stopped)
         alice_done.set()
 
     stopper = asyncio.ensure_future(stop_node1())
-    await asyncio.gather(alice_streams(), stream(carol, bob, n, "c", {n // 4: quarter}, got),
+    await asyncio.gather(alice_streams(),
+                         stream(carol, bob, n, "c", {n // 4: quarter}, got,
+                                second_half_after=stopping),
                          stopper)
     check_once(got, pg, {f"a{i}" for i in range(n)} | {f"c{i}" for i in range(n)})
     during = Counter(e.get("worker") for e in bot.logs[stopped_at:]
@@ -197,6 +203,36 @@ async def test_a_node_stopped_mid_stream_loses_nothing_and_the_other_keeps_servi
     assert during[0] + during[2] > 0
     # worker 1 is back with node 1 (its reconnection backs off up to 2 s)
     await bot.wait_log(lambda _e: 1 in connected_workers(bot, stopped_at), timeout=60)
+
+
+async def test_a_worker_killed_mid_stream_loses_nothing_on_a_cluster(
+    cluster: ejcluster.ClusterInfo, pg: pgserver.PgInfo, tmp_path: Path,
+    stack: AsyncExitStack,
+) -> None:
+    # kill -9 of worker 0 (node 0) when bob has a quarter of alice's stream;
+    # her events then go to worker 2, the other one on her node, while the
+    # supervisor restarts worker 0; carol's (node 1, worker 1) go on as well.
+    bot = await start_workers(stack, cluster, pg, tmp_path)
+    alice = await user(stack, cluster, "alice", resend_after=3.0, confirm_deadline=DEADLINE)
+    carol = await user(stack, cluster, "carol", node=1, resend_after=3.0,
+                       confirm_deadline=DEADLINE)
+    bob = await user(stack, cluster, "bob")
+    got = reading(stack, bob)
+    quarter, killed = asyncio.Event(), asyncio.Event()
+    pid = next(e["pid"] for e in reversed(bot.logs)
+               if e.get("event") == "worker_started" and e["worker"] == 0)
+
+    async def kill_worker0() -> None:
+        await quarter.wait()
+        os.kill(pid, signal.SIGKILL)
+        killed.set()
+
+    killer = asyncio.ensure_future(kill_worker0())
+    await asyncio.gather(stream(alice, bob, EVENTS, "a", {EVENTS // 4: quarter}, got,
+                                second_half_after=killed),
+                         stream(carol, bob, EVENTS, "c", {}, got), killer)
+    check_once(got, pg, {f"a{i}" for i in range(EVENTS)} | {f"c{i}" for i in range(EVENTS)})
+    await bot.wait_log(lambda e: e.get("event") == "worker_died" and e["worker"] == 0)
 
 
 async def test_a_rolling_restart_under_load_loses_nothing(

@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, BotProcess, connect_user, kill_at_exit, start_bot, write_config
+from conftest import (
+    ROOT,
+    BotProcess,
+    connect_user,
+    connected_workers,
+    kill_at_exit,
+    start_bot,
+    write_config,
+)
 
 from rulebot.client import RulebotClient
 from rulebot.daemon.ledger import stored_entries
@@ -42,15 +50,6 @@ DEADLINE = 120.0  # s for the whole stream to be confirmed and delivered
 
 
 @pytest.fixture
-def pg(tmp_path: Path) -> Iterator[pgserver.PgInfo]:
-    info = pgserver.start_postgres(tmp_path / "pg")
-    try:
-        yield info
-    finally:
-        pgserver.stop_postgres(info)
-
-
-@pytest.fixture
 def ejabberd(tmp_path: Path) -> Iterator[xmppserver.ServerInfo]:
     # Unshaped: alice stands for the load of many users (as in test_crash.py).
     info = xmppserver.start_server("ejabberd", tmp_path / "server",
@@ -62,14 +61,9 @@ def ejabberd(tmp_path: Path) -> Iterator[xmppserver.ServerInfo]:
         xmppserver.stop_server(info.workdir)
 
 
-def workers_up(bot: BotProcess, start: int = 0) -> set[int]:
-    return {e["worker"] for e in bot.logs[start:] if e.get("event") == "connected"
-            and "worker" in e}
-
-
 async def all_connected(bot: BotProcess, n: int) -> dict[int, int]:
     """Wait until n workers are connected; their pids by index."""
-    await bot.wait_log(lambda _e: len(workers_up(bot)) >= n, timeout=30)
+    await bot.wait_log(lambda _e: len(connected_workers(bot)) >= n, timeout=30)
     pids: dict[int, int] = {}
     for e in bot.logs:
         if e.get("event") == "worker_started":
