@@ -56,7 +56,6 @@ text, median of 5; the requirement is < 1 s) and the machine.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import os
@@ -71,6 +70,7 @@ from typing import Any
 
 import jmespath
 
+from bench.shapes import SHAPES, Shape
 from rulebot.engine.evaluate import envelope_data, evaluate, truthy
 from rulebot.model import JSON, Decision, Envelope, Stanza
 from rulebot.rules.expr import Expr, expand
@@ -232,8 +232,7 @@ def envelopes(types: Sequence[str], count: int, seed: int = SEED) -> list[Envelo
 
 def linear(ruleset: RuleSet) -> RuleSet:
     """The same rule set with the type index turned off: a plain linear scan."""
-    every = tuple(i for i, r in enumerate(ruleset.rules) if r.enabled)
-    return dataclasses.replace(ruleset, by_type={}, untyped=every)
+    return ruleset.linear()
 
 
 # ------------------------------------------------- baseline (c): uncompiled
@@ -356,7 +355,7 @@ def bench_size(n: int, mode: Mode) -> Row:
     text, types = rule_text(n)
     indexed = parse_rules(text, f"bench-{n}.yaml")
     assert len(indexed.rules) == n, (len(indexed.rules), n)
-    assert len(indexed.by_type) == len(types), "every typed rule should be indexed"
+    assert {str(d) for d in indexed.index.dims()} >= {"event.type"}, "typed rules are indexed"
     scan_rs = linear(indexed)
     plan = naive_plan(indexed)
     envs = envelopes(types, mode.events)
@@ -384,6 +383,66 @@ def bench_size(n: int, mode: Mode) -> Row:
     return Row(n, engine, scan, search, speedup)
 
 
+@dataclass(frozen=True)
+class ShapeRow:
+    shape: str
+    small: Run  # 10 rules, indexed
+    large: Run  # 1,000 rules, indexed
+    scan: Run  # 1,000 rules, linear scan
+    speedup: float  # scan time / index time on the events both decided
+
+    @property
+    def growth(self) -> float:
+        return self.small.rate() / self.large.rate()
+
+
+def _decider(rs: RuleSet) -> Callable[[Envelope], Decision]:
+    return lambda env: evaluate(rs, env)
+
+
+def bench_shape(name: str, shape: Shape, mode: Mode, sizes: tuple[int, int] = (10, 1000)
+                ) -> ShapeRow:
+    runs = []
+    for n in sizes:
+        text, make = shape(n)
+        rs = parse_rules(text, f"{name}-{n}.yaml")
+        assert len(rs.rules) == n, (name, n, len(rs.rules))
+        envs = make(mode.events, SEED)
+        indexed = measure(_decider(rs), envs, mode, mode.budget_s)
+        scan = measure(_decider(rs.linear()), envs, mode, mode.budget_s)
+        common = min(indexed.n, scan.n)
+        for i in range(common):  # the index changes no decision
+            assert indexed.results[i] == scan.results[i], (name, n, i, envs[i])
+        matched = sum(1 for d in indexed.results[:common] if d.matched)
+        assert matched > common // 2, (name, n, matched, common)  # not vacuous
+        speedup = sum(scan.latencies[:common]) / sum(indexed.latencies[:common])
+        indexed.results.clear()
+        scan.results.clear()
+        runs.append((indexed, scan, speedup))
+    (small, _, _), (large, scan, speedup) = runs
+    return ShapeRow(name, small, large, scan, speedup)
+
+
+def print_shapes(rows: Sequence[ShapeRow]) -> None:
+    print("Rule-set shapes (bench/shapes.py): decisions/s on one core, index vs linear scan\n")
+    print("| shape | 10 rules | 1,000 rules | p99 µs at 1,000 | cost 1,000 / 10 "
+          "(target < 2) | linear scan, 1,000 rules | index speed-up at 1,000 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r.shape} | {_int(r.small.rate())} | {_int(r.large.rate())} "
+              f"| {percentile(r.large.latencies, 99) * 1e6:.1f} | {r.growth:.2f}x "
+              f"| {_int(r.scan.rate())} | {r.speedup:.1f}x |")
+    print()
+    for r in rows:
+        if r.shape == "unindexable":
+            continue
+        verdict = "OK" if r.large.rate() >= 100_000 else "below"
+        growth = "OK" if r.growth < 2 else "above"
+        print(f"{r.shape}: {_int(r.large.rate())} decisions/s at 1,000 rules (target "
+              f">= 100,000: {verdict}); cost growth {r.growth:.2f}x (target < 2: {growth})")
+    print()
+
+
 def load_time(n: int, repeat: int = 5) -> float:
     text, _ = rule_text(n)
     times = []
@@ -404,11 +463,17 @@ def _int(x: float) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--quick", action="store_true", help="fewer events, shorter budgets")
+    ap.add_argument("--shape", choices=sorted(SHAPES), help="only this shape's row")
     args = ap.parse_args(argv)
     mode = QUICK if args.quick else FULL
     started = time.perf_counter()
 
     load_s = load_time(1000)  # first, on a small heap
+    shape_rows = [bench_shape(name, shape, mode) for name, shape in SHAPES.items()
+                  if args.shape in (None, name)]
+    if args.shape is not None:
+        print_shapes(shape_rows)
+        return 0
     rows = [bench_size(n, mode) for n in SIZES]
 
     print(f"rulebot engine benchmark ({'quick' if args.quick else 'full'}: "
@@ -425,6 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("events decided (engine / linear scan / uncompiled search): "
           + "; ".join(f"{r.rules:,} rules: {r.engine.n:,} / {r.scan.n:,} / {r.search.n:,}"
                       for r in rows))
+    print()
+    print_shapes(shape_rows)
     verdict = "OK" if load_s < 1.0 else "TOO SLOW"
     print(f"load+validate 1,000 rules (parse_rule_files, median of 5): {load_s:.3f} s "
           f"(requirement < 1 s: {verdict})")

@@ -261,39 +261,4 @@ def canonical(node: Node) -> str:
     return json.dumps(node, sort_keys=True)
 
 
-_SAFE = frozenset({"field", "subexpression", "literal", "current", "identity", "comparator",
-                   "not_expression", "and_expression", "or_expression", "index", "raw_string"})
-
-
-def cannot_raise(node: Node) -> bool:
-    """True when evaluating the node can never raise (no function calls etc.)."""
-    return all(n["type"] in _SAFE for n in walk(node))
-
-
-def type_key(expr: Expr | None, discriminator: str) -> str | None:
-    """The literal event type a match expression requires, when it provably does.
-
-    Recognises a conjunct `event.<discriminator> == 'literal'` (either side)
-    whose earlier conjuncts cannot raise, so skipping the rule for other
-    types changes neither its outcome nor its recorded errors."""
-    for part in conjuncts(expr):
-        if part["type"] == "comparator" and part["value"] == "eq":
-            left, right = part["children"]
-            for field, lit in ((left, right), (right, left)):
-                if _is_event_field(field, discriminator) and lit["type"] == "literal" \
-                        and isinstance(lit["value"], str):
-                    return str(lit["value"])
-        if not cannot_raise(part):
-            return None
-    return None
-
-
-def _is_event_field(node: Node, name: str) -> bool:
-    if node["type"] != "subexpression" or len(node["children"]) != 2:
-        return False
-    a, b = node["children"]
-    return (a["type"], a.get("value"), b["type"], b.get("value")) == (
-        "field", "event", "field", name)
-
-
 SearchFn = Callable[[Any, Any], Any]

@@ -25,7 +25,8 @@ from rulebot.load.yamldoc import Document, format_path, load_document
 from rulebot.load.yamldoc import Path as DocPath
 from rulebot.model import Issue
 from rulebot.rules.analysis import shadowing_warnings
-from rulebot.rules.expr import Expr, ExprProblem, compile_expr, macro_closure, type_key
+from rulebot.rules.expr import Expr, ExprProblem, compile_expr, macro_closure
+from rulebot.rules.index import build_index
 from rulebot.rules.ruleset import (
     ActionSpec,
     EventTypes,
@@ -136,6 +137,7 @@ class _Compiler:
         self.events: EventTypes | None = None
         self.default: Literal["drop", "error"] | None = None
         self.rules: list[Rule] = []
+        self.compiled: dict[tuple[str, str | None], tuple[Expr | None, list[ExprProblem]]] = {}
 
     def has_errors(self) -> bool:
         return any(i.severity == "error" for i in self.issues)
@@ -218,7 +220,6 @@ class _Compiler:
             digest.update(Path(source).name.encode() + b"\0" + text.encode() + b"\0")
         discriminator = self.events.discriminator if self.events else "type"
         rules = tuple(self.rules)
-        by_type, untyped = _index(rules, discriminator)
         return RuleSet(
             rules=rules,
             lists=dict(self.lists),
@@ -228,8 +229,7 @@ class _Compiler:
             files=tuple(source for source, _ in texts),
             list_sets={k: frozenset(x.casefold() for x in v) for k, v in self.lists.items()},
             rate_limits=dict(self.rate_limits),
-            by_type=by_type,
-            untyped=untyped,
+            index=build_index(rules, self.lists),
             discriminator=discriminator,
         )
 
@@ -283,8 +283,16 @@ class _Compiler:
             return None  # the schema reports empty expressions
         if macro is None and macro_closure(text, self.macros) & self.broken:
             return None  # reported once, where the broken macro is defined
-        expr, problems = compile_expr(text, self.macros, self.lists, macro, self.rate_limits,
-                                      self.used_lists)
+        key = (text, macro)
+        cached = self.compiled.get(key)
+        if cached is None:
+            # One compiled expression per distinct text: rules that differ in a key
+            # share their payloads, which keeps what one event touches in the
+            # CPU's caches (1,000 rooms: 72k -> ... decisions/s) and loads faster.
+            cached = compile_expr(text, self.macros, self.lists, macro, self.rate_limits,
+                                  self.used_lists)
+            self.compiled[key] = cached
+        expr, problems = cached
         if macro is None:
             self.used_macros |= macro_closure(text, self.macros)
         for problem in problems:
@@ -397,12 +405,3 @@ def _remote_refs(schema: Any, path: DocPath = ()) -> Iterator[tuple[DocPath, str
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
-
-def _index(rules: tuple[Rule, ...], discriminator: str
-           ) -> tuple[dict[str, tuple[int, ...]], tuple[int, ...]]:
-    keys = [type_key(r.match, discriminator) if r.enabled else None for r in rules]
-    live = [i for i, r in enumerate(rules) if r.enabled]
-    named = {k for k in keys if k is not None}
-    by_type = {t: tuple(i for i in live if keys[i] in (None, t)) for t in named}
-    untyped = tuple(i for i in live if keys[i] is None)
-    return by_type, untyped

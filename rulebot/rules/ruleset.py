@@ -6,13 +6,15 @@ Frozen values only; the loader (rules.loader) is the one place that makes them.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import jsonschema
 
 from rulebot.model import JSON
 from rulebot.rules.expr import Expr
+from rulebot.rules.index import RuleIndex, linear_index
+from rulebot.rules.jpcompile import Runtime
 
 ActionKind = Literal["forward", "broadcast", "reply", "error", "drop", "relate", "unrelate"]
 
@@ -92,8 +94,15 @@ class RuleSet:
     files: tuple[str, ...]
     list_sets: Mapping[str, frozenset[str]] = field(repr=False, compare=False)
     rate_limits: Mapping[str, RateSpec] = field(repr=False, compare=False)
-    # Candidate rules (indices into `rules`, in order) per event type, and for
-    # events whose type no rule names. See expr.type_key.
-    by_type: Mapping[str, tuple[int, ...]] = field(repr=False, compare=False)
-    untyped: tuple[int, ...] = field(repr=False, compare=False)
+    # Which rules an event can match, found from its keys (rules.index).
+    index: RuleIndex = field(repr=False, compare=False)
     discriminator: str = "type"
+    # engine.evaluate.runtime_for's cache: state view id -> (view, runtime). The
+    # only mutable part, and only a memo of values computed from the rest.
+    runtimes: dict[int, tuple[Any, Runtime]] = field(default_factory=dict, init=False,
+                                                     repr=False, compare=False)
+
+    def linear(self) -> RuleSet:
+        """The same rule set without its index: every enabled rule tried for every
+        event (what the index is checked and measured against)."""
+        return replace(self, index=linear_index(self.rules))

@@ -1,0 +1,462 @@
+"""The match index: which rules can match an event, found without trying them. Pure.
+
+Built once per rule set, at load time. A rule's `match` is a chain of
+`&&`-parts evaluated left to right. A part of one of these forms, on an
+envelope path (`event.room`, `event.a.b`, `sender`, `from`, `stanza.kind`):
+
+    path == literal         literal == path      (a string, number, boolean or null)
+    path == 'a' || path == 'b'                   (key tests on one path, or-ed)
+    in_list('name', path)                        (a list of the rule set)
+    contains(`[literals]`, path)                 contains(lists.name, path)
+
+is a *key test*: it is true only when the path's value, turned into a key,
+is one of a few keys known now. When such a part is false the rule does not
+match, and when every part before it cannot raise (no function calls but key
+tests, see `_safe`), skipping the rule records no error either: the rule's
+outcome is exactly "not matched", as if it had been tried. So a rule may be
+filed under the keys of any such part, and an event need only try the rules
+filed under its own keys, plus those with no usable key test, in rule order.
+
+Keys follow each test's own equality (they differ, and the index must not
+blur them): `==` is JMESPath's (1 is not `true`), `contains` is Python's `in`
+(1 is `true`, as jmespath computes it), `in_list` is case-insensitive on
+strings only.
+
+The index is a tree. A node splits its rules on the key test (a *dimension*:
+path and kind of test) that leaves an event the fewest rules to try on
+average; rules without that test go to the node's `rest`, which is split in
+turn, and so is every branch, on its rules' other tests (types x tenants:
+tenant first, then type). Leaves hold rule indices in order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any, Literal, Protocol, cast
+
+from rulebot.rules.expr import Expr, canonical, conjuncts
+from rulebot.rules.jpcompile import Fn, Runtime, compile_ast
+
+Node = dict[str, Any]
+Kind = Literal["eq", "fold", "in"]
+
+#: Where an expression's path may start: the envelope's per-event parts.
+_ROOTS = frozenset({"event", "sender", "from", "stanza"})
+
+
+class _NoKey:
+    """The key of a value no key test can be true for (a list, an object...)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOKEY"
+
+
+NOKEY: Any = _NoKey()
+_NULL = ("null",)
+
+
+def eq_key(value: Any) -> Hashable:
+    """The key of `value` under JMESPath's `==` against a literal: strings as they
+    are; numbers and booleans tagged apart (1 == 1.0, but 1 != true)."""
+    kind = type(value)
+    if kind is str:
+        return cast(str, value)
+    if kind is bool:
+        return ("bool", value)
+    if kind is int or kind is float:
+        return ("num", cast(float, value))
+    if value is None:
+        return _NULL
+    return cast(Hashable, NOKEY)
+
+
+def fold_key(value: Any) -> Hashable:
+    """The key of `value` under in_list: a case-folded string, nothing else."""
+    return value.casefold() if isinstance(value, str) else cast(Hashable, NOKEY)
+
+
+def in_key(value: Any) -> Hashable:
+    """The key of `value` under `contains(list, value)`: Python's `in` on scalars."""
+    if value is None or type(value) in (str, int, float, bool):
+        return cast(Hashable, value)
+    return cast(Hashable, NOKEY)  # a list or object never equals a scalar item
+
+
+_KEYS = {"eq": eq_key, "fold": fold_key, "in": in_key}
+
+
+class Indexable(Protocol):
+    """What the index reads of a rule (rules.ruleset.Rule, which imports this module)."""
+
+    @property
+    def match(self) -> Expr | None: ...
+    @property
+    def enabled(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Dim:
+    """One key test's dimension: the path it reads and its kind of equality."""
+
+    path: tuple[str, ...]
+    kind: Kind
+
+    def __str__(self) -> str:
+        return ".".join(self.path) + ("" if self.kind == "eq" else f" ({self.kind})")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyTest:
+    """A usable key test of one rule: true only for these keys of `dim`'s value."""
+
+    dim: Dim
+    keys: frozenset[Hashable]
+
+
+#: A candidate: the rule's index, and what is left of its match to evaluate
+#: (None: nothing, it matches). The index already knows the key tests of the
+#: path it took to the leaf are true: they are left out (they cannot raise, so
+#: leaving them out changes neither the outcome nor the errors), and rules that
+#: differ only in those keys share one compiled rest (one closure for 1,000
+#: rooms, which keeps an event's work in the CPU's caches).
+Candidate = tuple[int, Fn | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Leaf:
+    rules: tuple[Candidate, ...]  # in rule order
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """Rules filed by the key of `dim`'s value, and the `rest` that have no test on it."""
+
+    dim: Dim
+    get: Fn  # reads dim.path, as the rules' expressions read it
+    key: Callable[[Any], Hashable]  # the value's key for dim.kind
+    branches: Mapping[Hashable, IndexNode]
+    rest: IndexNode | None
+    # True when every branch is a leaf that holds the rest's rules too (a rest
+    # leaf merged in at load time), so an event takes one branch or the rest.
+    merged: bool = False
+
+
+IndexNode = Leaf | Split
+#: Field paths never read the runtime (jpcompile's closures take one).
+_NO_RUNTIME = cast(Runtime, None)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleIndex:
+    root: IndexNode
+    # Per enabled rule (index into the rule set's rules): its usable key tests.
+    tests: Mapping[int, tuple[KeyTest, ...]]
+
+    def candidates(self, data: Mapping[str, Any]) -> Sequence[Candidate]:
+        """The rules that can match the envelope `data`, in rule order."""
+        node = self.root
+        if isinstance(node, Leaf):
+            return node.rules
+        parts: list[tuple[Candidate, ...]] = []
+        todo: list[IndexNode | None] = [node]
+        while todo:
+            step = todo.pop()
+            while isinstance(step, Split):
+                key = step.key(step.get(data, _NO_RUNTIME))
+                branch = step.branches.get(key) if key is not NOKEY else None
+                if step.merged:
+                    step = step.rest if branch is None else branch
+                else:
+                    todo.append(step.rest)
+                    step = branch
+            if step is not None and step.rules:
+                parts.append(step.rules)
+        if len(parts) == 1:
+            return parts[0]
+        return sorted(chain.from_iterable(parts))  # each rule is in one part at most
+
+    def dims(self) -> list[Dim]:
+        """The dimensions the tree splits on, outermost first (for `explain` and tests)."""
+        out: list[Dim] = []
+        todo: list[IndexNode] = [self.root]
+        while todo:
+            node = todo.pop(0)
+            if isinstance(node, Leaf):
+                continue
+            if node.dim not in out:
+                out.append(node.dim)
+            todo.extend(node.branches.values())
+            if node.rest is not None:
+                todo.append(node.rest)
+        return out
+
+
+def linear_index(rules: Sequence[Indexable]) -> RuleIndex:
+    """No index: every enabled rule is a candidate for every event (the baseline
+    the index is checked and measured against)."""
+    return RuleIndex(Leaf(tuple((i, None if r.match is None else r.match.fn)
+                                for i, r in enumerate(rules) if r.enabled)), {})
+
+
+def build_index(rules: Sequence[Indexable], lists: Mapping[str, Sequence[str]]) -> RuleIndex:
+    """The index of the enabled rules; `lists` are the rule set's lists."""
+    builder = _Builder(rules, lists)
+    items = [(i, {t.dim: t.keys for t in found}) for i, found in builder.tests.items()]
+    return RuleIndex(builder.build(items, frozenset()), builder.tests)
+
+
+def key_tests(rule: Indexable, lists: Mapping[str, Sequence[str]]) -> tuple[KeyTest, ...]:
+    """The rule's key tests that can stand for it (see the module's docstring): those
+    before the first part that could raise. Two tests on one dimension are one test
+    (their keys intersected)."""
+    by_dim: dict[Dim, frozenset[Hashable]] = {}
+    for test in _part_tests(rule, lists):
+        if test is not None:
+            held = by_dim.get(test.dim)
+            by_dim[test.dim] = test.keys if held is None else held & test.keys
+    return tuple(KeyTest(d, k) for d, k in by_dim.items())
+
+
+def _part_tests(rule: Indexable, lists: Mapping[str, Sequence[str]]) -> list[KeyTest | None]:
+    """Per `&&`-part of the rule's match: its usable key test, or None."""
+    out: list[KeyTest | None] = []
+    usable = True
+    for part in conjuncts(rule.match):
+        test = _key_test(part, lists) if usable else None
+        if test is None and not _safe(part, lists):
+            usable = False  # what comes after a part that may raise cannot stand for it
+        out.append(test)
+    return out
+
+
+class _Builder:
+    """Builds the tree; shares equal subtrees (an allow-list rule sits under every
+    member's key, usually the same one or two rules)."""
+
+    #: A split must save trying this many rules per event, on average: a
+    #: lookup costs about a third of trying one rule.
+    GAIN = 1.0
+    #: At most this many entries are copied to merge a rest into the branches.
+    MERGE = 100_000
+
+    def __init__(self, rules: Sequence[Indexable], lists: Mapping[str, Sequence[str]]) -> None:
+        self.rules = rules
+        self.tests = {i: key_tests(r, lists) for i, r in enumerate(rules) if r.enabled}
+        self.parts = {i: _part_tests(rules[i], lists) for i in self.tests}
+        self.getters: dict[Dim, Fn] = {}
+        for found in self.tests.values():
+            for test in found:
+                self.getters.setdefault(test.dim, compile_ast(_path_node(test.dim.path)))
+        self.memo: dict[tuple[tuple[int, ...], frozenset[Dim]], IndexNode] = {}
+        self.rests: dict[str, Fn] = {}  # compiled rests of matches, by their AST
+
+    def residual(self, index: int, known: frozenset[Dim]) -> Fn | None:
+        """Rule `index`'s match without its key tests on the `known` dimensions."""
+        match = self.rules[index].match
+        if match is None:
+            return None
+        parts = conjuncts(match)
+        left = [p for p, t in zip(parts, self.parts[index], strict=True)
+                if t is None or t.dim not in known]
+        if len(left) == len(parts):
+            return match.fn
+        if not left:
+            return None
+        tree = left[0]
+        for part in left[1:]:
+            tree = {"type": "and_expression", "children": [tree, part]}
+        text = canonical(tree)
+        fn = self.rests.get(text)
+        if fn is None:
+            fn = self.rests[text] = compile_ast(tree)
+        return fn
+
+    def build(self, items: list[tuple[int, dict[Dim, frozenset[Hashable]]]],
+              used: frozenset[Dim]) -> IndexNode:
+        memo_key = (tuple(i for i, _ in items), used)
+        node = self.memo.get(memo_key)
+        if node is None:
+            node = self._build(items, used)
+            self.memo[memo_key] = node
+        return node
+
+    def _build(self, items: list[tuple[int, dict[Dim, frozenset[Hashable]]]],
+               used: frozenset[Dim]) -> IndexNode:
+        best = self._best(items)
+        if best is None:
+            return Leaf(tuple((i, self.residual(i, used)) for i, _ in items))
+        dim = best
+        rest = [(i, t) for i, t in items if dim not in t]
+        buckets: dict[Hashable, list[tuple[int, dict[Dim, frozenset[Hashable]]]]] = {}
+        for i, t in items:
+            keys = t.get(dim)
+            if keys is None:
+                continue
+            others = {d: k for d, k in t.items() if d != dim}
+            for key in keys:
+                buckets.setdefault(key, []).append((i, others))
+        inner = used | {dim}
+        branches = {k: self.build(v, inner) for k, v in buckets.items()}
+        rest_node = self.build(rest, used) if rest else None
+        merged = False
+        if all(isinstance(b, Leaf) for b in branches.values()) \
+                and (rest_node is None or isinstance(rest_node, Leaf)) \
+                and (rest_node is None or len(rest_node.rules) * len(branches) <= self.MERGE):
+            merged = True
+            if rest_node is not None:
+                branches = self._merged(branches, rest_node)
+        return Split(dim=dim, get=self.getters[dim], key=_KEYS[dim.kind],
+                     branches=branches, rest=rest_node, merged=merged)
+
+    def _merged(self, branches: dict[Hashable, IndexNode], rest: Leaf
+                ) -> dict[Hashable, IndexNode]:
+        done: dict[int, Leaf] = {}  # by id: branches share leaves
+        out: dict[Hashable, IndexNode] = {}
+        for key, branch in branches.items():
+            assert isinstance(branch, Leaf)
+            leaf = done.get(id(branch))
+            if leaf is None:
+                leaf = done[id(branch)] = Leaf(tuple(sorted(branch.rules + rest.rules)))
+            out[key] = leaf
+        return out
+
+    def _best(self, items: list[tuple[int, dict[Dim, frozenset[Hashable]]]]) -> Dim | None:
+        """The dimension leaving the fewest rules to try, if it saves enough."""
+        if len(items) < 2:
+            return None
+        covered: dict[Dim, int] = {}
+        entries: dict[Dim, int] = {}
+        keys: dict[Dim, set[Hashable]] = {}
+        for _, t in items:
+            for d, k in t.items():
+                covered[d] = covered.get(d, 0) + 1
+                entries[d] = entries.get(d, 0) + len(k)
+                keys.setdefault(d, set()).update(k)
+        best, best_cost = None, math.inf
+        for d in sorted(covered, key=str):  # sorted: the same tree on every run
+            # An event with one of the keys tries the rules without this test
+            # and, on average, one bucket.
+            cost = len(items) - covered[d] + entries[d] / max(1, len(keys[d]))
+            if cost < best_cost:
+                best, best_cost = d, cost
+        if best is None or best_cost > len(items) - self.GAIN:
+            return None
+        return best
+
+
+# ------------------------------------------------------------ recognising tests
+
+def _path(node: Node) -> tuple[str, ...] | None:
+    """The envelope path a node reads (`event.a.b`), or None."""
+    if node["type"] == "field":
+        names = (node["value"],)
+    elif node["type"] == "subexpression" and all(c["type"] == "field"
+                                                 for c in node["children"]):
+        names = tuple(c["value"] for c in node["children"])
+    else:
+        return None
+    return names if names[0] in _ROOTS else None
+
+
+def _path_node(path: tuple[str, ...]) -> Node:
+    fields = [{"type": "field", "children": [], "value": p} for p in path]
+    if len(fields) == 1:
+        return fields[0]
+    return {"type": "subexpression", "children": fields}
+
+
+def _scalar(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)  # NaN equals nothing, itself included
+    return value is None or isinstance(value, str | int | bool)
+
+
+def _equality(node: Node) -> tuple[tuple[str, ...], Hashable] | None:
+    if node["type"] != "comparator" or node["value"] != "eq":
+        return None
+    left, right = node["children"]
+    for side, other in ((left, right), (right, left)):
+        path = _path(side)
+        if path is not None and other["type"] == "literal" and _scalar(other["value"]):
+            return path, eq_key(other["value"])
+    return None
+
+
+def _key_test(node: Node, lists: Mapping[str, Sequence[str]]) -> KeyTest | None:
+    found = _equality(node)
+    if found is not None:
+        return KeyTest(Dim(found[0], "eq"), frozenset((found[1],)))
+    if node["type"] == "or_expression":
+        alternatives = [_key_test(c, lists) for c in _disjuncts(node)]
+        dims = {t.dim for t in alternatives if t is not None}
+        if None in alternatives or len(dims) != 1:
+            return None
+        return KeyTest(dims.pop(), frozenset(chain.from_iterable(
+            t.keys for t in alternatives if t is not None)))
+    if node["type"] != "function_expression" or len(node["children"]) != 2:
+        return None
+    subject, arg = node["children"]
+    path = _path(arg)
+    if path is None:
+        return None
+    if node["value"] == "in_list" and subject["type"] == "literal" \
+            and subject["value"] in lists:
+        return KeyTest(Dim(path, "fold"),
+                       frozenset(x.casefold() for x in lists[subject["value"]]))
+    if node["value"] == "contains":
+        items = _literal_list(subject, lists)
+        if items is not None:
+            return KeyTest(Dim(path, "in"), frozenset(items))
+    return None
+
+
+def _literal_list(node: Node, lists: Mapping[str, Sequence[str]]) -> Iterable[Hashable] | None:
+    """The items of a literal list of scalars, or of `lists.name`."""
+    if node["type"] == "literal":
+        value = node["value"]
+        if isinstance(value, list) and all(_scalar(v) for v in value):
+            return value
+        return None
+    path = _path_any(node)
+    if path is not None and len(path) == 2 and path[0] == "lists" and path[1] in lists:
+        return lists[path[1]]
+    return None
+
+
+def _path_any(node: Node) -> tuple[str, ...] | None:
+    if node["type"] == "subexpression" and all(c["type"] == "field" for c in node["children"]):
+        return tuple(c["value"] for c in node["children"])
+    return None
+
+
+def _disjuncts(node: Node) -> Iterable[Node]:
+    if node["type"] == "or_expression":
+        for child in node["children"]:
+            yield from _disjuncts(child)
+    else:
+        yield node
+
+
+#: Nodes that never raise whatever the event holds (missing fields are null).
+_SAFE = frozenset({"field", "subexpression", "literal", "current", "identity", "comparator",
+                   "not_expression", "and_expression", "or_expression", "index", "raw_string"})
+
+
+def _safe(node: Node, lists: Mapping[str, Sequence[str]]) -> bool:
+    """True when evaluating `node` can never raise: no function calls but key tests
+    (in_list on a known list, contains on a literal list: they take any value), and
+    no orderings (`<`, `>=`...) of values from the event: jmespath compares a
+    string with a number by Python's `<`, which raises TypeError."""
+    kind = node["type"]
+    if kind == "function_expression":
+        return _key_test(node, lists) is not None
+    children = [c for c in node.get("children", ()) if isinstance(c, dict)]
+    if kind == "comparator" and node["value"] not in ("eq", "ne") \
+            and not all(c["type"] == "literal" for c in children):
+        return False
+    return kind in _SAFE and all(_safe(c, lists) for c in children)
