@@ -84,6 +84,9 @@ def _parent_domain(domain: str) -> str:
 def parse_config(text: str, source: str = "<inline>", base: Path | None = None) -> Config:
     """The Config in `text`; relative paths resolve against `base`. Raises ConfigError."""
     doc, issues = load_document(text, source)
+    # YAML 1.1 warnings are for rule files (`rulebot validate`); here the schema
+    # says what each value must be.
+    issues = [i for i in issues if i.severity == "error"]
     if doc is not None:
         issues.extend(schema_issues(doc, "config"))
     if issues or doc is None:

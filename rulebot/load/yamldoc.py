@@ -144,6 +144,29 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
+#: Plain scalars PyYAML reads by YAML 1.1's rules, where YAML 1.2 tools (and
+#: most readers) see text: yes/no/on/off as booleans, 0755 as octal 493,
+#: 12:30 as base-60 750.
+_YAML11_BOOL = frozenset({"yes", "no", "on", "off"})
+_OCTAL = re.compile(r"[-+]?0[0-7_]+")
+_BASE60 = re.compile(r"[-+]?[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?")
+
+
+def yaml11_surprise(text: str, value: object) -> str | None:
+    """The warning for a plain scalar YAML 1.1 turns into something else than its
+    text suggests, or None."""
+    if isinstance(value, bool) and text.lower() in _YAML11_BOOL:
+        return (f"YAML 1.1 reads {text} as {str(value).lower()}: write "
+                f"{str(value).lower()}, or quote it ('{text}') for the text")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if _OCTAL.fullmatch(text):
+            return f"YAML 1.1 reads {text} as the octal number {value}: quote it ('{text}')"
+        if _BASE60.fullmatch(text):
+            return (f"YAML 1.1 reads {text} as the base-60 number {value}: quote it "
+                    f"('{text}') for a time or text")
+    return None
+
+
 class _Builder:
     def __init__(self, doc: Document, sizes: dict[int, int]) -> None:
         self.doc = doc
@@ -190,6 +213,12 @@ class _Builder:
                                             node.value))
                 self.doc.reported.add(path)
                 return None
+            if not node.style:
+                surprise = yaml11_surprise(node.value, value)
+                if surprise is not None:
+                    self.issues.append(Issue(
+                        self.doc.source, mark.line + 1, mark.column + 1, format_path(path),
+                        surprise, show_value(node.value), "warning"))
             if hasattr(value, "isoformat"):  # dates/timestamps are not JSON
                 return str(node.value)
             if isinstance(value, bytes):

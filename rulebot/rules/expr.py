@@ -154,7 +154,7 @@ def walk(node: Node) -> Iterator[Node]:
             yield from walk(child)
 
 
-def _root_walk(node: Node, at_root: bool) -> Iterator[tuple[Node, bool]]:
+def root_walk(node: Node, at_root: bool) -> Iterator[tuple[Node, bool]]:
     """Nodes with whether they are evaluated against the envelope itself."""
     yield node, at_root
     kind = node["type"]
@@ -167,7 +167,7 @@ def _root_walk(node: Node, at_root: bool) -> Iterator[tuple[Node, bool]]:
             child_root = False
         else:
             child_root = at_root
-        yield from _root_walk(child, child_root)
+        yield from root_walk(child, child_root)
 
 
 def _head_field(node: Node) -> str | None:
@@ -185,7 +185,7 @@ def _check_ast(tree: Node, lists: Mapping[str, object], text: str = "",
                limits: Mapping[str, object] | None = None,
                used_lists: set[str] | None = None) -> Iterator[ExprProblem]:
     used = used_lists if used_lists is not None else set()
-    for node, at_root in _root_walk(tree, True):
+    for node, at_root in root_walk(tree, True):
         kind = node["type"]
         if kind == "field" and at_root and node["value"] not in ENVELOPE:
             name = node["value"]
@@ -211,7 +211,9 @@ def _check_ast(tree: Node, lists: Mapping[str, object], text: str = "",
         args = node["children"]
         entry = FUNCTION_TABLE.get(name)
         if entry is None:
-            yield ExprProblem(f"unknown function {name}()", None, name)
+            close = difflib.get_close_matches(name, sorted(FUNCTION_TABLE), n=1)
+            hint = f", did you mean {close[0]}()?" if close else ""
+            yield ExprProblem(f"unknown function {name}(){hint}", None, name)
             continue
         yield from _check_arity(name, entry["signature"], len(args))
         literal = args[0]["value"] if args and args[0]["type"] == "literal" else None

@@ -7,38 +7,33 @@ and `load_rules` are the thin I/O wrappers. `rulebot validate` and
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import jsonschema
-import jsonschema_rs
-
 from rulebot.errors import RuleSetError
 from rulebot.jid import valid_jid
-from rulebot.load.schema import schema_issues, validation_issues
+from rulebot.load.schema import schema_issues
 from rulebot.load.yamldoc import Document, format_path, load_document
 from rulebot.load.yamldoc import Path as DocPath
 from rulebot.model import Issue
 from rulebot.rules.analysis import shadowing_warnings
+from rulebot.rules.events import compile_events
 from rulebot.rules.expr import Expr, ExprProblem, compile_expr, macro_closure
-from rulebot.rules.index import build_index
+from rulebot.rules.fields import Served, check_paths, served
+from rulebot.rules.index import build_index, key_tests
 from rulebot.rules.ruleset import (
     ActionSpec,
     EventTypes,
-    FastValidator,
     LiteralParam,
     Param,
     RateSpec,
     Rule,
     RuleSet,
 )
-
-_META = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
 
 _PER = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 
@@ -116,6 +111,10 @@ def parse_rule_files(texts: Sequence[tuple[str, str]]) -> LoadResult:
     issues = list(compiler.issues)
     if ruleset is not None:
         issues.extend(shadowing_warnings(ruleset))
+    # A value the schema refuses is reported once: its error says to quote it.
+    refused = {(i.file, i.line, i.col) for i in issues if i.severity == "error"}
+    issues = [i for i in issues if i.severity == "error" or not i.message.startswith(
+        "YAML 1.1 reads") or (i.file, i.line, i.col) not in refused]
     return LoadResult(ruleset if not compiler.has_errors() else None,
                       tuple(sorted(issues, key=Issue.sort_key)))
 
@@ -137,6 +136,9 @@ class _Compiler:
         self.events: EventTypes | None = None
         self.default: Literal["drop", "error"] | None = None
         self.rules: list[Rule] = []
+        self.rule_at: int | None = None  # the rule being compiled, by index
+        # Every compiled expression of a rule: (rule index, doc, path, text, expr).
+        self.rule_exprs: list[tuple[int, Document, DocPath, str, Expr]] = []
         self.compiled: dict[tuple[str, str | None], tuple[Expr | None, list[ExprProblem]]] = {}
 
     def has_errors(self) -> bool:
@@ -191,7 +193,8 @@ class _Compiler:
                 self.issues.append(doc.issue(("events",), "events are declared in more than "
                                              "one file", key=True))
             else:
-                self.events = self._events(doc, value["events"])
+                self.events, problems = compile_events(doc, value["events"])
+                self.issues.extend(problems)
 
     def finish(self, texts: Sequence[tuple[str, str]]) -> RuleSet | None:
         # Macros are checked once, in their own place, so a broken macro is
@@ -220,6 +223,7 @@ class _Compiler:
             digest.update(Path(source).name.encode() + b"\0" + text.encode() + b"\0")
         discriminator = self.events.discriminator if self.events else "type"
         rules = tuple(self.rules)
+        self._fields(rules, discriminator)
         return RuleSet(
             rules=rules,
             lists=dict(self.lists),
@@ -233,6 +237,27 @@ class _Compiler:
             discriminator=discriminator,
         )
 
+    def _fields(self, rules: tuple[Rule, ...], discriminator: str) -> None:
+        """Warnings for event fields no schema the rule can see declares (rules.fields)."""
+        if self.events is None or not self.events.validators:
+            return
+        schemas = {n: v.schema for n, v in self.events.validators.items()
+                   if isinstance(v.schema, Mapping)}
+        views: dict[int, Served | None] = {}
+        for i, doc, path, text, expr in self.rule_exprs:
+            if i not in views:
+                views[i] = served(key_tests(rules[i], self.lists), discriminator, schemas,
+                                  self.events.unknown)
+            seen = views[i]
+            if seen is None:
+                continue
+            for problem in check_paths(expr.parsed.parsed, seen):
+                shown = ".".join(problem.path)
+                at = text.find(shown)
+                self.issues.append(doc.issue(path, problem.message, shown,
+                                             severity="warning",
+                                             offset=at if at >= 0 else None))
+
     def _unused(self) -> None:
         """Warnings for lists and macros that nothing uses (often a typo elsewhere).
 
@@ -245,37 +270,6 @@ class _Compiler:
             if kind == "list" and name not in self.used_lists:
                 self.issues.append(doc.issue(path, f"list {name!r} is never used", key=True,
                                              severity="warning"))
-
-    def _events(self, doc: Document, raw: dict[str, Any]) -> EventTypes:
-        validators: dict[str, jsonschema.Draft202012Validator] = {}
-        fast: dict[str, FastValidator] = {}
-        for name, schema in _mapping(raw.get("types")).items():
-            if not isinstance(schema, dict):
-                continue
-            path: DocPath = ("events", "types", name)
-            problems = list(validation_issues(doc, _META.iter_errors(schema), path,
-                                              "invalid event schema: "))
-            # Only references inside the schema: rulebot never fetches anything.
-            problems.extend(doc.issue((*path, *where), "only local $ref (#/...) is allowed "
-                                      "in event schemas", ref)
-                            for where, ref in _remote_refs(schema))
-            if problems:
-                self.issues.extend(problems)
-                continue
-            validators[name] = jsonschema.Draft202012Validator(schema)
-            # 40-180x jsonschema's speed for the yes/no. A pattern only
-            # Python's re understands (\Z, a{,3}) is refused here: such a
-            # schema is checked by jsonschema alone.
-            with contextlib.suppress(ValueError, jsonschema_rs.ValidationError):
-                fast[name] = jsonschema_rs.Draft202012Validator(schema)
-        disc = raw.get("discriminator", "type")
-        unknown = raw.get("unknown", "allow")
-        return EventTypes(
-            discriminator=disc if isinstance(disc, str) else "type",
-            unknown="reject" if unknown == "reject" else "allow",
-            validators=validators,
-            fast=fast,
-        )
 
     def _expr(self, doc: Document, path: DocPath, text: str, macro: str | None = None
               ) -> Expr | None:
@@ -293,6 +287,8 @@ class _Compiler:
                                   self.used_lists)
             self.compiled[key] = cached
         expr, problems = cached
+        if self.rule_at is not None and macro is None and expr is not None and not problems:
+            self.rule_exprs.append((self.rule_at, doc, path, text, expr))
         if macro is None:
             self.used_macros |= macro_closure(text, self.macros)
         for problem in problems:
@@ -321,6 +317,13 @@ class _Compiler:
         return None  # the schema already reported it
 
     def _rule(self, doc: Document, path: DocPath, raw: dict[str, Any]) -> None:
+        self.rule_at = len(self.rules)
+        try:
+            self._rule_body(doc, path, raw)
+        finally:
+            self.rule_at = None
+
+    def _rule_body(self, doc: Document, path: DocPath, raw: dict[str, Any]) -> None:
         name = raw.get("name")
         if isinstance(name, str):
             self._define(doc, "rule", name, (*path, "name"))
@@ -387,19 +390,6 @@ def _jid_list(value: Any, single: bool = False) -> bool:
     if isinstance(value, str):
         return valid_jid(value)
     return not single and isinstance(value, list) and all(valid_jid(v) for v in value)
-
-
-def _remote_refs(schema: Any, path: DocPath = ()) -> Iterator[tuple[DocPath, str]]:
-    """Every `$ref` that does not point inside the schema itself."""
-    if isinstance(schema, dict):
-        for key, value in schema.items():
-            if key == "$ref" and isinstance(value, str) and not value.startswith("#"):
-                yield (*path, key), value
-            else:
-                yield from _remote_refs(value, (*path, key))
-    elif isinstance(schema, list):
-        for i, value in enumerate(schema):
-            yield from _remote_refs(value, (*path, i))
 
 
 def _mapping(value: Any) -> dict[str, Any]:

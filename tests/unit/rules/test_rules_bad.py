@@ -260,7 +260,7 @@ CASES = [
         "subpattern at position 0 (\"([0-9]+\")",
     ], id="bad_regex_literal"),
     pytest.param("unknown_function.yaml", [
-        "4:12: rules[0].match: unknown function jid_lcoal() (\"jid_lcoal\")",
+        "4:12: rules[0].match: unknown function jid_lcoal(), did you mean jid_local()? (\"jid_lcoal\")",
     ], id="unknown_function"),
     pytest.param("wrong_arity.yaml", [
         "4:12: rules[0].match: jid_domain() takes 1 argument(s), got 2 (\"jid_domain\")",
