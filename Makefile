@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint unit integration system-deps venv bench bench-engine bench-reload bench-relations bench-scale bench-xmpp soak fuzz clean
+.PHONY: test demo lint unit integration system-deps venv bench bench-engine bench-reload bench-relations bench-memory bench-scale bench-xmpp soak fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench-reload: $(STAMP)
 
 bench-relations: system-deps $(STAMP)
 	$(PY) -m bench.relations
+
+# Resident memory of `rulebot run` with 10,000 rules and 100,000 relations (private Prosody).
+bench-memory: system-deps $(STAMP)
+	$(PY) -m bench.memory
 
 # 1, 2 and 4 workers on ejabberd + PostgreSQL, each capped at 5% of a core
 # (cgroup v1), then uncapped against direct delivery.

@@ -38,6 +38,7 @@ from rulebot.errors import ConnectError
 from rulebot.jid import norm_bare
 from rulebot.logs import LOG_FLUSH_SECONDS, LOGGER, fields, flush_logs
 from rulebot.model import JSON, StateChange
+from rulebot.rules.loader import LoadCache
 from rulebot.rules.ruleset import RuleSet
 from rulebot.store.base import RelationStore, StoreError
 from rulebot.xmpp.connection import BotConnection
@@ -115,7 +116,8 @@ def bot_connection(config: Config, secret: str, on_inbound: Callable[[Inbound], 
 class Daemon:
     def __init__(self, config: Config, secret: str, ruleset: RuleSet,
                  store: RelationStore | None = None,
-                 connect: ConnectionFactory = bot_connection) -> None:
+                 connect: ConnectionFactory = bot_connection,
+                 cache: LoadCache | None = None) -> None:
         self.config = config
         self.rules = RuleRef(ruleset)
         self.store = store
@@ -134,7 +136,8 @@ class Daemon:
                                   self.ledger.confirm if self.ledger is not None else None)
         if self.ledger is not None:
             self.ledger.position = self.connection.stream_position
-        self.reloader = Reloader(config.rules, self.rules, self.on_reload)
+        # `cache`: what loading `ruleset` compiled, so the first reload is quick too.
+        self.reloader = Reloader(config.rules, self.rules, self.on_reload, cache=cache)
         self.handled = 0
         self._reload_failing = False
         self.started = time.time()

@@ -16,6 +16,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 from jsonschema.exceptions import ValidationError, best_match
 
 from rulebot.load.yamldoc import Document
@@ -48,8 +49,24 @@ def validator(name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(load_schema(name))
 
 
+@functools.cache
+def fast_validator(name: str) -> Any:
+    """The same schema compiled by jsonschema-rs, or None where it refuses it."""
+    try:
+        return jsonschema_rs.Draft202012Validator(load_schema(name))
+    except (ValueError, jsonschema_rs.ValidationError):  # pragma: no cover - a schema bug
+        return None
+
+
 def schema_issues(doc: Document, schema: str) -> list[Issue]:
-    """Every schema violation in `doc`, each located at the offending key or value."""
+    """Every schema violation in `doc`, each located at the offending key or value.
+
+    jsonschema-rs says whether there is any (a 1,000-rule file: ~5 ms against
+    jsonschema's ~250 ms, which was a third of a reload); only then does
+    jsonschema find and word them."""
+    fast = fast_validator(schema)
+    if fast is not None and fast.is_valid(doc.value):
+        return []
     return list(validation_issues(doc, validator(schema).iter_errors(doc.value)))
 
 

@@ -36,6 +36,11 @@ class Expr:
     parsed: Any  # jmespath.parser.ParsedResult
     calls_functions: bool
     fn: Fn  # the same expression as a closure (rulebot.rules.jpcompile)
+    # Its `&&`-parts, left to right, and their canonical texts (what the
+    # shadowing check and the index compare): made once per compiled text,
+    # which the loader's cache keeps across reloads.
+    parts: tuple[Node, ...] = ()
+    part_keys: tuple[str, ...] = ()
 
     def run(self, data: Any, runtime: Runtime) -> Any:
         """The expression's value on `data`, exactly as `parsed.search` would compute it."""
@@ -75,6 +80,8 @@ def macro_refs(text: str) -> Iterator[tuple[int, str]]:
 def macro_closure(text: str, macros: Mapping[str, str]) -> set[str]:
     """Names of every macro `text` uses, directly or through other macros."""
     seen: set[str] = set()
+    if "$" not in text:
+        return seen
     todo = [name for _, name in macro_refs(text)]
     while todo:
         name = todo.pop()
@@ -144,7 +151,9 @@ def compile_expr(
     tree: Node = parsed.parsed  # type: ignore[assignment]  # jmespath's TypedDict
     problems = list(_check_ast(tree, lists, text, limits or {}, used_lists))
     calls = any(node["type"] == "function_expression" for node in walk(tree))
-    return Expr(text, parsed, calls, compile_ast(tree)), problems
+    parts = _flatten_and(tree)
+    return Expr(text, parsed, calls, compile_ast(tree), parts,
+                tuple(canonical(p) for p in parts)), problems
 
 
 def walk(node: Node) -> Iterator[Node]:
@@ -244,8 +253,10 @@ def _check_arity(name: str, signature: Any, count: int) -> Iterator[ExprProblem]
 
 def conjuncts(expr: Expr | None) -> tuple[Node, ...]:
     """The `&&`-separated parts of a match expression, left to right."""
-    if expr is None:
-        return ()
+    return () if expr is None else expr.parts
+
+
+def _flatten_and(tree: Node) -> tuple[Node, ...]:
     out: list[Node] = []
 
     def flatten(node: Node) -> None:
@@ -255,7 +266,7 @@ def conjuncts(expr: Expr | None) -> tuple[Node, ...]:
         else:
             out.append(node)
 
-    flatten(expr.parsed.parsed)
+    flatten(tree)
     return tuple(out)
 
 

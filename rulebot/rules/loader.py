@@ -8,8 +8,9 @@ and `load_rules` are the thin I/O wrappers. `rulebot validate` and
 from __future__ import annotations
 
 import hashlib
+import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +25,7 @@ from rulebot.rules.analysis import shadowing_warnings
 from rulebot.rules.events import compile_events
 from rulebot.rules.expr import Expr, ExprProblem, compile_expr, macro_closure
 from rulebot.rules.fields import Served, check_paths, served
-from rulebot.rules.index import build_index, key_tests
+from rulebot.rules.index import RuleIndex, build_index, key_tests
 from rulebot.rules.ruleset import (
     ActionSpec,
     EventTypes,
@@ -71,7 +72,62 @@ def read_rule_files(path: str | Path) -> list[tuple[str, str]]:
     return out
 
 
-def check_rules(paths: Sequence[str | Path]) -> LoadResult:
+class LoadCache:
+    """What a load can take from the load before it, by content: a file's parsed,
+    schema-checked document (by the hash of its text), and compiled expressions
+    (by their text and the names they can refer to). The daemon keeps one for its
+    reloads: a reload recompiles only what changed. Entries live one load: what
+    the last load did not use is dropped, so the cache never outgrows a rule set.
+    Not for use by two loads at once."""
+
+    def __init__(self) -> None:
+        self._docs: dict[tuple[str, bytes], tuple[Document | None, list[Issue]]] = {}
+        self._exprs: dict[tuple[str, str | None, bytes], _Compiled] = {}
+        self._next_docs: dict[tuple[str, bytes], tuple[Document | None, list[Issue]]] = {}
+        self._next_exprs: dict[tuple[str, str | None, bytes], _Compiled] = {}
+        self.hits = self.misses = 0  # expressions, for tests and the bench
+
+    def document(self, source: str, text: str
+                 ) -> tuple[Document | None, list[Issue]]:
+        key = (source, hashlib.sha256(text.encode()).digest())
+        found = self._next_docs.get(key) or self._docs.get(key)
+        if found is None:
+            found = _read_document(source, text)
+        self._next_docs[key] = found
+        return found
+
+    def expr(self, key: tuple[str, str | None, bytes],
+             compile_: Callable[[], _Compiled]) -> _Compiled:
+        found = self._next_exprs.get(key) or self._exprs.get(key)
+        if found is None:
+            self.misses += 1
+            found = compile_()
+        else:
+            self.hits += 1
+        self._next_exprs[key] = found
+        return found
+
+    def done(self) -> None:
+        """End of one load: keep what it used, drop the rest."""
+        self._docs, self._next_docs = self._next_docs, {}
+        self._exprs, self._next_exprs = self._next_exprs, {}
+
+
+#: A compiled expression: the Expr (None on problems), its problems, the lists it names.
+_Compiled = tuple[Expr | None, list[ExprProblem], frozenset[str]]
+
+
+def _read_document(source: str, text: str) -> tuple[Document | None, list[Issue]]:
+    """A rule file parsed and checked against the rules schema."""
+    doc, issues = load_document(text, source)
+    if doc is None:
+        return None, issues
+    if doc.value is None:  # an empty file: say what is missing, not "null"
+        doc.value = {}
+    return doc, [*issues, *schema_issues(doc, "rules")]
+
+
+def check_rules(paths: Sequence[str | Path], cache: LoadCache | None = None) -> LoadResult:
     """Load and check rule sets without raising: the RuleSet (or None) and every issue."""
     texts: list[tuple[str, str]] = []
     issues: list[Issue] = []
@@ -82,12 +138,12 @@ def check_rules(paths: Sequence[str | Path]) -> LoadResult:
             issues.extend(exc.issues)
     if issues:
         return LoadResult(None, tuple(sorted(issues, key=Issue.sort_key)))
-    return parse_rule_files(texts)
+    return parse_rule_files(texts, cache)
 
 
-def load_rules(path: str | Path) -> RuleSet:
+def load_rules(path: str | Path, cache: LoadCache | None = None) -> RuleSet:
     """The compiled rule set at `path`; raises RuleSetError listing every error."""
-    result = check_rules([path])
+    result = check_rules([path], cache)
     if result.ruleset is None:
         raise RuleSetError(result.issues)
     return result.ruleset
@@ -101,13 +157,16 @@ def parse_rules(text: str, source: str = "<inline>") -> RuleSet:
     return result.ruleset
 
 
-def parse_rule_files(texts: Sequence[tuple[str, str]]) -> LoadResult:
-    """Compile several files (in the given order) into one rule set. Pure."""
+def parse_rule_files(texts: Sequence[tuple[str, str]], cache: LoadCache | None = None
+                     ) -> LoadResult:
+    """Compile several files (in the given order) into one rule set. Pure (but for
+    what it keeps in `cache`, which changes no result)."""
 
-    compiler = _Compiler()
+    compiler = _Compiler(cache if cache is not None else LoadCache())
     for source, text in texts:
         compiler.add_file(source, text)
     ruleset = compiler.finish(texts)
+    compiler.cache.done()
     issues = list(compiler.issues)
     if ruleset is not None:
         issues.extend(shadowing_warnings(ruleset))
@@ -122,7 +181,9 @@ def parse_rule_files(texts: Sequence[tuple[str, str]]) -> LoadResult:
 class _Compiler:
     """Collects files' contents and issues; cross-file names live here."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache: LoadCache) -> None:
+        self.cache = cache
+        self.defs = b""  # what expressions can refer to (set in finish)
         self.issues: list[Issue] = []
         self.docs: list[Document] = []
         self.lists: dict[str, list[str]] = {}
@@ -139,7 +200,6 @@ class _Compiler:
         self.rule_at: int | None = None  # the rule being compiled, by index
         # Every compiled expression of a rule: (rule index, doc, path, text, expr).
         self.rule_exprs: list[tuple[int, Document, DocPath, str, Expr]] = []
-        self.compiled: dict[tuple[str, str | None], tuple[Expr | None, list[ExprProblem]]] = {}
 
     def has_errors(self) -> bool:
         return any(i.severity == "error" for i in self.issues)
@@ -157,13 +217,10 @@ class _Compiler:
         return True
 
     def add_file(self, source: str, text: str) -> None:
-        doc, issues = load_document(text, source)
+        doc, issues = self.cache.document(source, text)
         self.issues.extend(issues)
         if doc is None:
             return
-        if doc.value is None:  # an empty file: say what is missing, not "null"
-            doc.value = {}
-        self.issues.extend(schema_issues(doc, "rules"))
         self.docs.append(doc)
         value = doc.value if isinstance(doc.value, dict) else {}
         # First pass over names so rules in any file may use lists/macros of any file.
@@ -197,6 +254,11 @@ class _Compiler:
                 self.issues.extend(problems)
 
     def finish(self, texts: Sequence[tuple[str, str]]) -> RuleSet | None:
+        # An expression's meaning and checks depend on the macros' texts and on
+        # which lists and rate limits exist: its cache key includes them.
+        self.defs = hashlib.sha256(json.dumps(
+            [sorted(self.macros.items()), sorted(self.lists), sorted(self.rate_limits)]
+        ).encode()).digest()
         # Macros are checked once, in their own place, so a broken macro is
         # reported where it is written rather than at every use.
         for doc in self.docs:
@@ -223,7 +285,8 @@ class _Compiler:
             digest.update(Path(source).name.encode() + b"\0" + text.encode() + b"\0")
         discriminator = self.events.discriminator if self.events else "type"
         rules = tuple(self.rules)
-        self._fields(rules, discriminator)
+        index = build_index(rules, self.lists)
+        self._fields(rules, discriminator, index)
         return RuleSet(
             rules=rules,
             lists=dict(self.lists),
@@ -233,11 +296,11 @@ class _Compiler:
             files=tuple(source for source, _ in texts),
             list_sets={k: frozenset(x.casefold() for x in v) for k, v in self.lists.items()},
             rate_limits=dict(self.rate_limits),
-            index=build_index(rules, self.lists),
+            index=index,
             discriminator=discriminator,
         )
 
-    def _fields(self, rules: tuple[Rule, ...], discriminator: str) -> None:
+    def _fields(self, rules: tuple[Rule, ...], discriminator: str, index: RuleIndex) -> None:
         """Warnings for event fields no schema the rule can see declares (rules.fields)."""
         if self.events is None or not self.events.validators:
             return
@@ -246,8 +309,9 @@ class _Compiler:
         views: dict[int, Served | None] = {}
         for i, doc, path, text, expr in self.rule_exprs:
             if i not in views:
-                views[i] = served(key_tests(rules[i], self.lists), discriminator, schemas,
-                                  self.events.unknown)
+                tests = index.tests.get(i)  # None: a disabled rule
+                views[i] = served(key_tests(rules[i], self.lists) if tests is None else tests,
+                                  discriminator, schemas, self.events.unknown)
             seen = views[i]
             if seen is None:
                 continue
@@ -277,16 +341,17 @@ class _Compiler:
             return None  # the schema reports empty expressions
         if macro is None and macro_closure(text, self.macros) & self.broken:
             return None  # reported once, where the broken macro is defined
-        key = (text, macro)
-        cached = self.compiled.get(key)
-        if cached is None:
-            # One compiled expression per distinct text: rules that differ in a key
-            # share their payloads, which keeps what one event touches in the
-            # CPU's caches (1,000 rooms: 72k -> ... decisions/s) and loads faster.
-            cached = compile_expr(text, self.macros, self.lists, macro, self.rate_limits,
-                                  self.used_lists)
-            self.compiled[key] = cached
-        expr, problems = cached
+        # One compiled expression per distinct text, in a load and across reloads:
+        # rules that differ in a key share their payloads, which keeps what one
+        # event touches in the CPU's caches, and a reload compiles only new text.
+        def compile_() -> _Compiled:
+            used: set[str] = set()
+            expr, problems = compile_expr(text, self.macros, self.lists, macro,
+                                          self.rate_limits, used)
+            return expr, problems, frozenset(used)
+
+        expr, problems, used = self.cache.expr((text, macro, self.defs), compile_)
+        self.used_lists |= used
         if self.rule_at is not None and macro is None and expr is not None and not problems:
             self.rule_exprs.append((self.rule_at, doc, path, text, expr))
         if macro is None:

@@ -260,7 +260,8 @@ CASES = [
         "subpattern at position 0 (\"([0-9]+\")",
     ], id="bad_regex_literal"),
     pytest.param("unknown_function.yaml", [
-        "4:12: rules[0].match: unknown function jid_lcoal(), did you mean jid_local()? (\"jid_lcoal\")",
+        "4:12: rules[0].match: unknown function jid_lcoal(), did you mean jid_local()? "
+        "(\"jid_lcoal\")",
     ], id="unknown_function"),
     pytest.param("wrong_arity.yaml", [
         "4:12: rules[0].match: jid_domain() takes 1 argument(s), got 2 (\"jid_domain\")",
@@ -365,3 +366,21 @@ def test_a_key_with_a_newline_is_quoted_in_the_path() -> None:
     assert lines == ["k.yaml:2:5: events[\"0\\n\"]: unknown key '0\\n' "
                      "(allowed: discriminator, types, unknown)"]
     assert all("\n" not in line for line in lines)
+
+
+def test_jsonschema_rs_and_jsonschema_agree_on_every_rule_file() -> None:
+    # schema_issues trusts jsonschema-rs's "valid": a file it passes is not shown
+    # to jsonschema at all, so the two must never disagree on a rule file.
+    from rulebot.load.schema import fast_validator, validator
+    from rulebot.load.yamldoc import load_document
+
+    root = Path(__file__).resolve().parents[3]
+    files = [*Path(BAD).rglob("*.y*ml"), *(root / "rules").rglob("*.yaml"),
+             *(root / "tests" / "data").rglob("*.y*ml")]
+    assert len(files) > 60
+    fast, slow = fast_validator("rules"), validator("rules")
+    for path in files:
+        doc, _ = load_document(path.read_text(encoding="utf-8"), str(path))
+        if doc is None:
+            continue
+        assert fast.is_valid(doc.value) == slow.is_valid(doc.value), path
