@@ -9,6 +9,7 @@ so a macro is evaluated where it is written, like any sub-expression.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -36,11 +37,11 @@ class Expr:
     parsed: Any  # jmespath.parser.ParsedResult
     calls_functions: bool
     fn: Fn  # the same expression as a closure (rulebot.rules.jpcompile)
-    # Its `&&`-parts, left to right, and their canonical texts (what the
-    # shadowing check and the index compare): made once per compiled text,
-    # which the loader's cache keeps across reloads.
+    # Its `&&`-parts, left to right, and digests of their canonical texts (what
+    # the shadowing check and the index compare; 16 bytes, not the ~300 of the
+    # text): made once per compiled text, which the loader's cache keeps.
     parts: tuple[Node, ...] = ()
-    part_keys: tuple[str, ...] = ()
+    part_keys: tuple[bytes, ...] = ()
 
     def run(self, data: Any, runtime: Runtime) -> Any:
         """The expression's value on `data`, exactly as `parsed.search` would compute it."""
@@ -153,7 +154,7 @@ def compile_expr(
     calls = any(node["type"] == "function_expression" for node in walk(tree))
     parts = _flatten_and(tree)
     return Expr(text, parsed, calls, compile_ast(tree), parts,
-                tuple(canonical(p) for p in parts)), problems
+                tuple(part_key(p) for p in parts)), problems
 
 
 def walk(node: Node) -> Iterator[Node]:
@@ -272,6 +273,11 @@ def _flatten_and(tree: Node) -> tuple[Node, ...]:
 
 def canonical(node: Node) -> str:
     return json.dumps(node, sort_keys=True)
+
+
+def part_key(node: Node) -> bytes:
+    """A digest of the node's canonical text: equal for equal syntax trees."""
+    return hashlib.blake2b(canonical(node).encode(), digest_size=16).digest()
 
 
 SearchFn = Callable[[Any, Any], Any]

@@ -292,7 +292,7 @@ class _Builder:
             for test in merged:
                 self.getters.setdefault(test.dim, compile_ast(_path_node(test.dim.path)))
         self.memo: dict[tuple[tuple[int, ...], frozenset[Dim]], IndexNode] = {}
-        self.rests: dict[tuple[str, ...], Fn] = {}  # compiled rests of matches, by their parts
+        self.rests: dict[tuple[bytes, ...], Fn] = {}  # compiled rests of matches, by their parts
 
     def residual(self, index: int, known: frozenset[Dim]) -> Fn | None:
         """Rule `index`'s match without its key tests on the `known` dimensions."""

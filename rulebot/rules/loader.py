@@ -7,11 +7,13 @@ and `load_rules` are the thin I/O wrappers. `rulebot validate` and
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import marshal
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,20 +83,25 @@ class LoadCache:
     Not for use by two loads at once."""
 
     def __init__(self) -> None:
-        self._docs: dict[tuple[str, bytes], tuple[Document | None, list[Issue]]] = {}
+        # Documents are kept marshalled: as objects, their positions took 6 kB
+        # a rule (60 MB for 10,000 rules); marshalled, a tenth of that, and
+        # unmarshalling is quick C.
+        self._docs: dict[tuple[str, bytes], bytes] = {}
         self._exprs: dict[tuple[str, str | None, bytes], _Compiled] = {}
-        self._next_docs: dict[tuple[str, bytes], tuple[Document | None, list[Issue]]] = {}
+        self._next_docs: dict[tuple[str, bytes], bytes] = {}
         self._next_exprs: dict[tuple[str, str | None, bytes], _Compiled] = {}
         self.hits = self.misses = 0  # expressions, for tests and the bench
 
     def document(self, source: str, text: str
                  ) -> tuple[Document | None, list[Issue]]:
         key = (source, hashlib.sha256(text.encode()).digest())
-        found = self._next_docs.get(key) or self._docs.get(key)
-        if found is None:
-            found = _read_document(source, text)
-        self._next_docs[key] = found
-        return found
+        packed = self._next_docs.get(key) or self._docs.get(key)
+        if packed is not None:
+            self._next_docs[key] = packed
+            return _unpack(source, packed)
+        doc, issues = _read_document(source, text)
+        self._next_docs[key] = _pack(doc, issues)
+        return doc, issues
 
     def expr(self, key: tuple[str, str | None, bytes],
              compile_: Callable[[], _Compiled]) -> _Compiled:
@@ -115,6 +122,23 @@ class LoadCache:
 
 #: A compiled expression: the Expr (None on problems), its problems, the lists it names.
 _Compiled = tuple[Expr | None, list[ExprProblem], frozenset[str]]
+
+
+def _pack(doc: Document | None, issues: list[Issue]) -> bytes:
+    fields = [astuple(i) for i in issues]
+    if doc is None:
+        return marshal.dumps((None, fields))
+    return marshal.dumps(((doc.value, doc.values, doc.keys, doc.content_col, doc.reported),
+                          fields))
+
+
+def _unpack(source: str, packed: bytes) -> tuple[Document | None, list[Issue]]:
+    parts, fields = marshal.loads(packed)
+    issues = [Issue(*f) for f in fields]
+    if parts is None:
+        return None, issues
+    value, values, keys, content_col, reported = parts
+    return Document(source, value, values, keys, content_col, reported), issues
 
 
 def _read_document(source: str, text: str) -> tuple[Document | None, list[Issue]]:
@@ -162,11 +186,20 @@ def parse_rule_files(texts: Sequence[tuple[str, str]], cache: LoadCache | None =
     """Compile several files (in the given order) into one rule set. Pure (but for
     what it keeps in `cache`, which changes no result)."""
 
-    compiler = _Compiler(cache if cache is not None else LoadCache())
-    for source, text in texts:
-        compiler.add_file(source, text)
-    ruleset = compiler.finish(texts)
-    compiler.cache.done()
+    # A load makes a great many objects and no garbage cycles: with the cyclic
+    # GC on, it rescanned the growing heap over and over (10,000 rules: 5.9 s,
+    # 2.8 s without). Objects are still freed as their counts drop.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        compiler = _Compiler(cache if cache is not None else LoadCache())
+        for source, text in texts:
+            compiler.add_file(source, text)
+        ruleset = compiler.finish(texts)
+        compiler.cache.done()
+    finally:
+        if collecting:
+            gc.enable()
     issues = list(compiler.issues)
     if ruleset is not None:
         issues.extend(shadowing_warnings(ruleset))
