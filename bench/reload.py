@@ -123,7 +123,7 @@ async def scenario(name: str, rules_dir: Path, layout: Layout, reloads: int, rat
     dispatcher = Dispatcher(config, ref.get)
     # As `rulebot run` does: the cache, or none (each load from scratch, as
     # before it existed); and the startup heap frozen for the cyclic GC.
-    reloader = Reloader(rules_dir, ref, cache=cache) if cached else Reloader(
+    reloader = Reloader(rules_dir, ref, cache=cache, freeze=True) if cached else Reloader(
         rules_dir, ref, loader=check_rules)
     gc.freeze()
     stop = asyncio.Event()

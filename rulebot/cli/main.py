@@ -271,16 +271,11 @@ def run(config_path: str, workers: int | None, worker: int | None) -> None:
         for issue in exc.issues:
             log.error(issue.format(), extra=fields(event="rules_invalid", **issue.to_json()))
         sys.exit(1)
-    # Everything loaded so far (imports, the rule set) lives as long as the
-    # daemon: the cyclic GC need not scan it again. Reloads took a third longer
-    # with it in every collection (bench/reload.py).
-    import gc
     from pathlib import Path
 
     from rulebot.store.base import StoreError, redact_url
     from rulebot.store.open import open_store, resolve_location
 
-    gc.freeze()
     location = resolve_location(config.store, Path(config.base_dir))
     try:
         store = open_store(location)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import marshal
 import json
+import marshal
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import astuple, dataclass

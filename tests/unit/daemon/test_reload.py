@@ -293,3 +293,27 @@ async def test_an_unchanged_reload_reports_no_rule_changes(tmp_path: Path) -> No
     write(f, name="ping", marker="other")
     result = await Reloader(f, ref).reload()
     assert result.changed == ("ping",)
+
+
+async def test_freezing_after_swaps_keeps_no_old_rule_set(tmp_path: Path) -> None:
+    # Reloader(freeze=True) moves everything to the GC's permanent generation
+    # after a swap; a rule set with a reference cycle would then never be freed.
+    # The frozen count stays level over reloads: old sets are freed.
+    import gc
+
+    rules = tmp_path / "rules.yaml"
+    texts = [RULE.format(name="ping", marker=m) for m in ("m1", "m2")]
+    rules.write_text(texts[0])
+    ref = RuleRef(load_rules(rules))
+    reloader = Reloader(rules, ref, freeze=True)
+    counts = []
+    try:
+        for i in range(8):
+            rules.write_text(texts[(i + 1) % 2])
+            assert (await reloader.reload()).ok
+            counts.append(gc.get_freeze_count())
+    finally:
+        gc.unfreeze()
+        await reloader.close()
+    assert counts[0] > 0
+    assert max(counts[2:]) - min(counts[2:]) < counts[0] // 20
