@@ -115,6 +115,11 @@ async def test_three_workers_share_the_stream_and_a_lost_worker_loses_and_repeat
         # (in its socket, in ejabberd's queue for the connection) is lost with
         # it, and only the clients' resends bring those events back.
         await eighth.wait()
+        # ...and once the victim's own decisions are in its log: it flushes its
+        # log every 0.25 s, and lines it still held when it was stopped die
+        # with it (a run saw it stopped, then killed, before any flush).
+        await bot.wait_log(lambda e: e.get("worker") == victim
+                           and e.get("status") == "decided", timeout=DEADLINE)
         os.kill(pids[victim], signal.SIGSTOP)
         nonlocal stop_ms
         stop_ms = int(time.time() * 1000)
