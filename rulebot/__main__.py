@@ -2,4 +2,5 @@
 
 from rulebot.cli.main import main
 
-main()
+if __name__ == "__main__":  # not when a child process (multiprocessing) imports it
+    main()
