@@ -191,7 +191,7 @@ def _describe(exc: Exception) -> str:
 def _value(param: Param, data: Mapping[str, JSON], runtime: Runtime) -> JSON:
     if isinstance(param, LiteralParam):
         return param.value
-    return param.run(data, runtime)
+    return param.fn(data, runtime)  # Expr.run without the extra call
 
 
 def _payload(spec: ActionSpec, env: Envelope, data: Mapping[str, JSON], runtime: Runtime) -> JSON:
