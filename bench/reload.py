@@ -38,7 +38,8 @@ from rulebot.bot.dispatch import Dispatcher
 from rulebot.bot.values import Inbound
 from rulebot.config import parse_config
 from rulebot.daemon.reload import Reloader, RuleRef
-from rulebot.rules.loader import LoadCache, check_rules, load_rules
+from rulebot.rules.cache import LoadCache
+from rulebot.rules.loader import check_rules, load_rules
 
 
 async def feed(dispatcher: Dispatcher, rate: float, stop: asyncio.Event,

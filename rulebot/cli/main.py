@@ -240,7 +240,8 @@ def run(config_path: str, workers: int | None, worker: int | None) -> None:
     from rulebot.daemon.app import Daemon
     from rulebot.errors import ConfigError, RuleSetError
     from rulebot.logs import LOG_FLUSH_SECONDS, fields, setup_logging
-    from rulebot.rules.loader import LoadCache, load_rules
+    from rulebot.rules.cache import LoadCache
+    from rulebot.rules.loader import load_rules
 
     try:
         config = load_config(config_path)

@@ -38,7 +38,7 @@ from rulebot.errors import ConnectError
 from rulebot.jid import norm_bare
 from rulebot.logs import LOG_FLUSH_SECONDS, LOGGER, fields, flush_logs
 from rulebot.model import JSON, StateChange
-from rulebot.rules.loader import LoadCache
+from rulebot.rules.cache import LoadCache
 from rulebot.rules.ruleset import RuleSet
 from rulebot.store.base import RelationStore, StoreError
 from rulebot.xmpp.connection import BotConnection

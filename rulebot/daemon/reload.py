@@ -26,8 +26,9 @@ import watchfiles
 
 from rulebot.logs import LOGGER, fields
 from rulebot.model import Issue
+from rulebot.rules.cache import LoadCache
 from rulebot.rules.expr import Expr
-from rulebot.rules.loader import LoadCache, LoadResult, check_rules
+from rulebot.rules.loader import LoadResult, check_rules
 from rulebot.rules.ruleset import ActionSpec, LiteralParam, Rule, RuleSet
 
 log = logging.getLogger(LOGGER)
@@ -152,7 +153,7 @@ class Reloader:
         self.ref = ref
         self.on_result = on_result
         # Reloads recompile only what changed: the cache keeps the last load's
-        # documents and expressions by content (rules.loader.LoadCache).
+        # documents and expressions by content (rules.cache.LoadCache).
         self.cache = cache if cache is not None else LoadCache()
         self._differ = Differ()
         # freeze: after a swap, move every object to the GC's permanent generation

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rulebot.rules.expr import root_walk
-from rulebot.rules.index import Dim, KeyTest
+from rulebot.rules.keytests import Dim, KeyTest
 
 Node = dict[str, Any]
 Schema = Mapping[str, Any]

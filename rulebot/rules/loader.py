@@ -10,24 +10,24 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import marshal
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import astuple, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from rulebot.errors import RuleSetError
 from rulebot.jid import valid_jid
-from rulebot.load.schema import schema_issues
-from rulebot.load.yamldoc import Document, format_path, load_document
+from rulebot.load.yamldoc import Document, format_path
 from rulebot.load.yamldoc import Path as DocPath
 from rulebot.model import Issue
 from rulebot.rules.analysis import shadowing_warnings
+from rulebot.rules.cache import Compiled, LoadCache
 from rulebot.rules.events import compile_events
 from rulebot.rules.expr import Expr, ExprProblem, compile_expr, macro_closure
 from rulebot.rules.fields import Served, check_paths, served
-from rulebot.rules.index import RuleIndex, build_index, key_tests
+from rulebot.rules.index import RuleIndex, build_index
+from rulebot.rules.keytests import key_tests
 from rulebot.rules.ruleset import (
     ActionSpec,
     EventTypes,
@@ -72,83 +72,6 @@ def read_rule_files(path: str | Path) -> list[tuple[str, str]]:
         except (OSError, UnicodeDecodeError) as exc:
             raise RuleSetError([Issue(str(f), 0, 0, "", f"cannot read: {exc}")]) from exc
     return out
-
-
-class LoadCache:
-    """What a load can take from the load before it, by content: a file's parsed,
-    schema-checked document (by the hash of its text), and compiled expressions
-    (by their text and the names they can refer to). The daemon keeps one for its
-    reloads: a reload recompiles only what changed. Entries live one load: what
-    the last load did not use is dropped, so the cache never outgrows a rule set.
-    Not for use by two loads at once."""
-
-    def __init__(self) -> None:
-        # Documents are kept marshalled: as objects, their positions took 6 kB
-        # a rule (60 MB for 10,000 rules); marshalled, a tenth of that, and
-        # unmarshalling is quick C.
-        self._docs: dict[tuple[str, bytes], bytes] = {}
-        self._exprs: dict[tuple[str, str | None, bytes], _Compiled] = {}
-        self._next_docs: dict[tuple[str, bytes], bytes] = {}
-        self._next_exprs: dict[tuple[str, str | None, bytes], _Compiled] = {}
-        self.hits = self.misses = 0  # expressions, for tests and the bench
-
-    def document(self, source: str, text: str
-                 ) -> tuple[Document | None, list[Issue]]:
-        key = (source, hashlib.sha256(text.encode()).digest())
-        packed = self._next_docs.get(key) or self._docs.get(key)
-        if packed is not None:
-            self._next_docs[key] = packed
-            return _unpack(source, packed)
-        doc, issues = _read_document(source, text)
-        self._next_docs[key] = _pack(doc, issues)
-        return doc, issues
-
-    def expr(self, key: tuple[str, str | None, bytes],
-             compile_: Callable[[], _Compiled]) -> _Compiled:
-        found = self._next_exprs.get(key) or self._exprs.get(key)
-        if found is None:
-            self.misses += 1
-            found = compile_()
-        else:
-            self.hits += 1
-        self._next_exprs[key] = found
-        return found
-
-    def done(self) -> None:
-        """End of one load: keep what it used, drop the rest."""
-        self._docs, self._next_docs = self._next_docs, {}
-        self._exprs, self._next_exprs = self._next_exprs, {}
-
-
-#: A compiled expression: the Expr (None on problems), its problems, the lists it names.
-_Compiled = tuple[Expr | None, list[ExprProblem], frozenset[str]]
-
-
-def _pack(doc: Document | None, issues: list[Issue]) -> bytes:
-    fields = [astuple(i) for i in issues]
-    if doc is None:
-        return marshal.dumps((None, fields))
-    return marshal.dumps(((doc.value, doc.values, doc.keys, doc.content_col, doc.reported),
-                          fields))
-
-
-def _unpack(source: str, packed: bytes) -> tuple[Document | None, list[Issue]]:
-    parts, fields = marshal.loads(packed)
-    issues = [Issue(*f) for f in fields]
-    if parts is None:
-        return None, issues
-    value, values, keys, content_col, reported = parts
-    return Document(source, value, values, keys, content_col, reported), issues
-
-
-def _read_document(source: str, text: str) -> tuple[Document | None, list[Issue]]:
-    """A rule file parsed and checked against the rules schema."""
-    doc, issues = load_document(text, source)
-    if doc is None:
-        return None, issues
-    if doc.value is None:  # an empty file: say what is missing, not "null"
-        doc.value = {}
-    return doc, [*issues, *schema_issues(doc, "rules")]
 
 
 def check_rules(paths: Sequence[str | Path], cache: LoadCache | None = None) -> LoadResult:
@@ -377,7 +300,7 @@ class _Compiler:
         # One compiled expression per distinct text, in a load and across reloads:
         # rules that differ in a key share their payloads, which keeps what one
         # event touches in the CPU's caches, and a reload compiles only new text.
-        def compile_() -> _Compiled:
+        def compile_() -> Compiled:
             used: set[str] = set()
             expr, problems = compile_expr(text, self.macros, self.lists, macro,
                                           self.rate_limits, used)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from rulebot.engine.evaluate import envelope_data, evaluate
 from rulebot.model import Envelope, Stanza
-from rulebot.rules.index import Dim
+from rulebot.rules.keytests import Dim
 from rulebot.rules.loader import parse_rules
 from rulebot.rules.ruleset import RuleSet
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from rulebot.engine.evaluate import evaluate
 from rulebot.model import Envelope, Stanza
-from rulebot.rules.loader import LoadCache, parse_rule_files
+from rulebot.rules.cache import LoadCache
+from rulebot.rules.loader import parse_rule_files
 
 DEFS = """version: 1
 lists: {staff: [ann@x, bob@x]}
