@@ -156,12 +156,11 @@ class Reloader:
         # documents and expressions by content (rules.cache.LoadCache).
         self.cache = cache if cache is not None else LoadCache()
         self._differ = Differ()
-        # freeze: after a swap, move every object to the GC's permanent generation
-        # (gc.freeze), as `rulebot run` does with its startup heap. A new rule set
-        # left in the young generations was rescanned by a full collection soon
-        # after: 20-30 ms with the interpreter held, while events waited. Rule
-        # sets have no reference cycles, so frozen old sets are still freed
-        # (the count stays level over reloads: tests/unit/daemon/test_reload.py).
+        # freeze: after a valid load, move every object to the GC's permanent
+        # generation (gc.freeze), as `rulebot run` does with its startup heap
+        # (see _load). Rule sets have no reference cycles, so frozen old sets are
+        # still freed (the count stays level over reloads:
+        # tests/unit/daemon/test_reload.py).
         self.freeze = freeze
         self.loader: Callable[[list[str | Path]], LoadResult] = (
             loader or functools.partial(check_rules, cache=self.cache))
@@ -223,8 +222,6 @@ class Reloader:
             added, removed, changed = changes
             if new.version != old.version:
                 self.ref.swap(new)  # the one step that changes behaviour
-                if self.freeze:
-                    gc.freeze()
             result = ReloadResult(True, reason, old.version, new.version, added, removed,
                                   changed, seconds=seconds)
             log.info("rules reloaded" if new.version != old.version else "rules unchanged",
@@ -239,11 +236,25 @@ class Reloader:
         return result
 
     def _load(self, old: RuleSet) -> tuple[LoadResult, tuple[tuple[str, ...], ...]]:
-        """In a worker thread: the new load, and what changed from `old` if it is valid."""
-        loaded = self.loader([str(self.path)])
-        if loaded.ruleset is None:
-            return loaded, ((), (), ())
-        return loaded, self._differ.diff(old, loaded.ruleset)
+        """In a worker thread: the new load, and what changed from `old` if it is valid.
+
+        With `freeze`, the collector stays off until what the load made is frozen:
+        switched back on with those objects pending, it ran a full collection
+        over them at once, holding the interpreter for tens of ms (events waited)."""
+        collecting = gc.isenabled()
+        if self.freeze:
+            gc.disable()
+        try:
+            loaded = self.loader([str(self.path)])
+            changes: tuple[tuple[str, ...], ...] = ((), (), ())
+            if loaded.ruleset is not None:
+                changes = self._differ.diff(old, loaded.ruleset)
+                if self.freeze:  # (not a failed load's leftovers: they may hold cycles)
+                    gc.freeze()
+        finally:
+            if self.freeze and collecting:
+                gc.enable()
+        return loaded, changes
 
     def trigger(self, reason: str = "SIGHUP") -> None:
         """Ask for a reload from a signal handler (coalesced with any running one)."""
