@@ -128,12 +128,6 @@ class Differ:
         return added, removed, changed
 
 
-def diff(old: RuleSet, new: RuleSet) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """(added, removed, changed) rule names between two rule sets (nothing when
-    their versions, hashes of their content, are equal)."""
-    return Differ().diff(old, new)
-
-
 def _exprs(rule: Rule) -> list[Expr]:
     out = [rule.match] if rule.match is not None else []
     for action in rule.actions:
