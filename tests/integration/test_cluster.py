@@ -146,6 +146,20 @@ def recorded(pg: pgserver.PgInfo) -> Counter[str]:
         store.close()
 
 
+async def streams_setup(stack: AsyncExitStack, cluster: ejcluster.ClusterInfo,
+                        pg: pgserver.PgInfo, tmp_path: Path
+                        ) -> tuple[BotProcess, RulebotClient, RulebotClient, RulebotClient,
+                                   Counter[str]]:
+    """Three workers; alice (node 0) and carol (node 1) resending until
+    confirmed; bob (node 0) reading: (bot, alice, carol, bob, what bob got)."""
+    bot = await start_workers(stack, cluster, pg, tmp_path)
+    alice = await user(stack, cluster, "alice", resend_after=3.0, confirm_deadline=DEADLINE)
+    carol = await user(stack, cluster, "carol", node=1, resend_after=3.0,
+                       confirm_deadline=DEADLINE)
+    bob = await user(stack, cluster, "bob")
+    return bot, alice, carol, bob, reading(stack, bob)
+
+
 def check_once(got: Counter[str], pg: pgserver.PgInfo, ids: set[str]) -> None:
     assert set(got) == ids  # nothing lost
     assert max(got.values()) == 1  # copies carry the same message id: dropped by the client
@@ -163,12 +177,7 @@ async def test_a_node_stopped_mid_stream_loses_nothing_and_the_other_keeps_servi
     # (node 1) to worker 1. Node 1 stops in the middle of carol's stream: her
     # session ends with it, her client reconnects when node 1 is back and
     # resends what was not confirmed; alice's stream goes on meanwhile.
-    bot = await start_workers(stack, cluster, pg, tmp_path)
-    alice = await user(stack, cluster, "alice", resend_after=3.0, confirm_deadline=DEADLINE)
-    carol = await user(stack, cluster, "carol", node=1, resend_after=3.0,
-                       confirm_deadline=DEADLINE)
-    bob = await user(stack, cluster, "bob")
-    got = reading(stack, bob)
+    bot, alice, carol, bob, got = await streams_setup(stack, cluster, pg, tmp_path)
     n = EVENTS
     quarter, stopping, stopped = asyncio.Event(), asyncio.Event(), asyncio.Event()
     stopped_at = 0
@@ -212,12 +221,7 @@ async def test_a_worker_killed_mid_stream_loses_nothing_on_a_cluster(
     # kill -9 of worker 0 (node 0) when bob has a quarter of alice's stream;
     # her events then go to worker 2, the other one on her node, while the
     # supervisor restarts worker 0; carol's (node 1, worker 1) go on as well.
-    bot = await start_workers(stack, cluster, pg, tmp_path)
-    alice = await user(stack, cluster, "alice", resend_after=3.0, confirm_deadline=DEADLINE)
-    carol = await user(stack, cluster, "carol", node=1, resend_after=3.0,
-                       confirm_deadline=DEADLINE)
-    bob = await user(stack, cluster, "bob")
-    got = reading(stack, bob)
+    bot, alice, carol, bob, got = await streams_setup(stack, cluster, pg, tmp_path)
     quarter, killed = asyncio.Event(), asyncio.Event()
     pid = next(e["pid"] for e in reversed(bot.logs)
                if e.get("event") == "worker_started" and e["worker"] == 0)
@@ -239,12 +243,7 @@ async def test_a_rolling_restart_under_load_loses_nothing(
     cluster: ejcluster.ClusterInfo, pg: pgserver.PgInfo, tmp_path: Path,
     stack: AsyncExitStack,
 ) -> None:
-    bot = await start_workers(stack, cluster, pg, tmp_path)
-    alice = await user(stack, cluster, "alice", resend_after=3.0, confirm_deadline=DEADLINE)
-    bob = await user(stack, cluster, "bob")
-    carol = await user(stack, cluster, "carol", node=1, resend_after=3.0,
-                       confirm_deadline=DEADLINE)
-    got = reading(stack, bob)
+    bot, alice, carol, bob, got = await streams_setup(stack, cluster, pg, tmp_path)
     n = 2 * EVENTS
     tenth = asyncio.Event()
     started = len([e for e in bot.logs if e.get("event") == "worker_started"])
