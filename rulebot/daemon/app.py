@@ -137,8 +137,9 @@ class Daemon:
         if self.ledger is not None:
             self.ledger.position = self.connection.stream_position
         # `cache`: what loading `ruleset` compiled, so the first reload is quick too.
+        # freeze: reloaded sets join the heap run() freezes (tune_collector).
         self.reloader = Reloader(config.rules, self.rules, self.on_reload, cache=cache,
-                                 freeze=cache is not None)
+                                 freeze=True)
         self.handled = 0
         self._reload_failing = False
         self.started = time.time()

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rulebot.engine.evaluate import envelope_data, evaluate
+from rulebot.engine.state import Buckets, LiveState, PresenceTable
 from rulebot.model import Envelope, Stanza
 from rulebot.rules.keytests import Dim
 from rulebot.rules.loader import parse_rules
@@ -159,6 +160,7 @@ other_parts = st.sampled_from([
     "abs(event.n) > `0`",  # raises for a string, null, ...
     "starts_with(event.room, 'r')",  # raises unless a string
     "regex_match('^r[01]$', event.room)",  # raises unless a string
+    "!over_limit('burst', sender)",  # stateful: takes a token each time it is evaluated
 ])
 parts = st.one_of(key_parts, key_parts, key_parts, other_parts)
 _joined = st.lists(parts, min_size=1, max_size=3).map(" && ".join)
@@ -187,7 +189,8 @@ events = st.fixed_dictionaries({}, optional={
 
 def _text(rules: list[tuple[str | None, str, bool, bool]]) -> str:
     lines = ["version: 1",
-             "lists: {friends: [Alice@x, bob@x], rooms: [r0, R1]}", "rules:"]
+             "lists: {friends: [Alice@x, bob@x], rooms: [r0, R1]}",
+             "rate_limits: {burst: {rate: 1, per: hour, burst: 2}}", "rules:"]
     for i, (match, action, cont, enabled) in enumerate(rules):
         lines.append(f"  - name: r{i}")
         if match is not None:
@@ -202,15 +205,20 @@ def _text(rules: list[tuple[str | None, str, bool, bool]]) -> str:
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(rules=rules_strategy, stream=st.lists(st.tuples(events, st.sampled_from(SENDERS),
                                                       st.sampled_from(["message", "presence"])),
-                                            min_size=1, max_size=8))
+                                            min_size=1, max_size=12))
 def test_index_decides_exactly_as_a_linear_scan(
         rules: list[tuple[str | None, str, bool, bool]],
         stream: list[tuple[dict[str, Any], str, str]]) -> None:
     rs = parse_rules(_text(rules))
     scan = rs.linear()
+    # Each side its own token buckets (a frozen clock): the index must evaluate
+    # a rate limit exactly when the scan does, or the buckets drift apart.
+    indexed_state, scan_state = (LiveState(None, PresenceTable(), Buckets(lambda: 0.0))
+                                 for _ in range(2))
     for event, sender, kind in stream:
         e = env(event, sender, kind)
-        assert evaluate(rs, e) == evaluate(scan, e), (event, sender, kind)
+        assert evaluate(rs, e, state=indexed_state) == evaluate(scan, e, state=scan_state), (
+            event, sender, kind)
 
 
 def test_the_property_exercises_the_index() -> None:
