@@ -73,14 +73,13 @@ Prints = dict[int, tuple[Expr, object]]
 
 
 def _canonical(value: object, prints: Prints) -> object:
-    """A comparable form of a rule's parts: an expression by its syntax tree (as
-    parsed, macros expanded), never by the repr of its compiled objects, which
-    differs from one load to the next."""
+    """A comparable form of a rule's parts: an expression by the digests of its
+    `&&`-parts' syntax trees (as parsed, macros expanded), never by the repr of
+    its compiled objects, which differs from one load to the next."""
     if isinstance(value, Expr):
         held = prints.get(id(value))
         if held is None or held[0] is not value:
-            held = prints[id(value)] = (
-                value, ("expr", repr(getattr(value.parsed, "parsed", value.source))))
+            held = prints[id(value)] = (value, ("expr", value.part_keys))
         return held[1]
     if isinstance(value, LiteralParam):
         return ("value", repr(value.value))

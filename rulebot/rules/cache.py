@@ -15,26 +15,28 @@ from dataclasses import astuple
 from rulebot.load.schema import schema_issues
 from rulebot.load.yamldoc import Document, load_document
 from rulebot.model import Issue
-from rulebot.rules.expr import Expr, ExprProblem
+from rulebot.rules.expr import Expr, ExprProblem, PartTable
 
 
 class LoadCache:
     """What a load can take from the load before it, by content: a file's parsed,
-    schema-checked document (by the hash of its text), and compiled expressions
-    (by their text and the names they can refer to). The daemon keeps one for its
+    schema-checked document (by the hash of its text), compiled expressions (by
+    their text and the names they can refer to) and their compiled `&&`-parts
+    (by their syntax trees' digests). The daemon keeps one for its
     reloads: a reload recompiles only what changed. Entries live one load: what
     the last load did not use is dropped, so the cache never outgrows a rule set.
     Not for use by two loads at once."""
 
     def __init__(self) -> None:
-        # Documents are kept marshalled: as objects, their positions took 6 kB
-        # a rule (60 MB for 10,000 rules); marshalled, a tenth of that, and
-        # unmarshalling is quick C.
+        # Documents are kept marshalled (Document.pack): as objects, their
+        # positions took 6 kB a rule (60 MB for 10,000 rules); marshalled, a
+        # tenth of that, and unmarshalling is quick C.
         self._docs: dict[tuple[str, bytes], bytes] = {}
         self._exprs: dict[tuple[str, str | None, bytes], Compiled] = {}
         self._next_docs: dict[tuple[str, bytes], bytes] = {}
         self._next_exprs: dict[tuple[str, str | None, bytes], Compiled] = {}
         self.hits = self.misses = 0  # expressions, for tests and the bench
+        self.parts = PartTable()  # expressions' `&&`-parts, shared by content
 
     def document(self, source: str, text: str
                  ) -> tuple[Document | None, list[Issue]]:
@@ -43,9 +45,10 @@ class LoadCache:
         if packed is not None:
             self._next_docs[key] = packed
             return _unpack(source, packed)
-        doc, issues = _read_document(source, text)
-        self._next_docs[key] = _pack(doc, issues)
-        return doc, issues
+        # The document is used as the cache gives it back: its objects made
+        # together, not among the parser's, which would pin that memory.
+        self._next_docs[key] = packed = _pack(*_read_document(source, text))
+        return _unpack(source, packed)
 
     def expr(self, key: tuple[str, str | None, bytes],
              compile_: Callable[[], Compiled]) -> Compiled:
@@ -55,6 +58,8 @@ class LoadCache:
             found = compile_()
         else:
             self.hits += 1
+            if found[0] is not None:
+                self.parts.keep(found[0])
         self._next_exprs[key] = found
         return found
 
@@ -62,6 +67,7 @@ class LoadCache:
         """End of one load: keep what it used, drop the rest."""
         self._docs, self._next_docs = self._next_docs, {}
         self._exprs, self._next_exprs = self._next_exprs, {}
+        self.parts = PartTable(self.parts.entries)
 
 
 #: A compiled expression: the Expr (None on problems), its problems, the lists it names.
@@ -69,20 +75,13 @@ Compiled = tuple[Expr | None, list[ExprProblem], frozenset[str]]
 
 
 def _pack(doc: Document | None, issues: list[Issue]) -> bytes:
-    fields = [astuple(i) for i in issues]
-    if doc is None:
-        return marshal.dumps((None, fields))
-    return marshal.dumps(((doc.value, doc.values, doc.keys, doc.content_col, doc.reported),
-                          fields))
+    return marshal.dumps((None if doc is None else doc.pack(), [astuple(i) for i in issues]))
 
 
 def _unpack(source: str, packed: bytes) -> tuple[Document | None, list[Issue]]:
-    parts, fields = marshal.loads(packed)
+    doc, fields = marshal.loads(packed)
     issues = [Issue(*f) for f in fields]
-    if parts is None:
-        return None, issues
-    value, values, keys, content_col, reported = parts
-    return Document(source, value, values, keys, content_col, reported), issues
+    return (None if doc is None else Document.unpack(source, doc)), issues
 
 
 def _read_document(source: str, text: str) -> tuple[Document | None, list[Issue]]:

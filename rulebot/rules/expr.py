@@ -20,7 +20,7 @@ from jmespath import exceptions as jp_exceptions
 from jmespath import parser as jp_parser
 
 from rulebot.rules.functions import RuleFunctions, check_pattern
-from rulebot.rules.jpcompile import Fn, Runtime, compile_ast
+from rulebot.rules.jpcompile import Fn, Runtime, and_chain, compile_ast
 
 Node = dict[str, Any]
 
@@ -31,21 +31,82 @@ FUNCTION_TABLE: Mapping[str, Any] = RuleFunctions({}).FUNCTION_TABLE
 
 @dataclass(frozen=True, slots=True)
 class Expr:
-    """A compiled expression; `source` is what the operator wrote."""
+    """A compiled expression; `source` is what the operator wrote.
+
+    It keeps its `&&`-parts (syntax trees, macros expanded), their digests and
+    their closures, not the whole syntax tree: the parts are shared by every
+    expression of the load that has them (see PartTable), which is most of a
+    large rule set's trees (10,000 per-room rules: 43 MB of trees as jmespath
+    parses them, one per rule)."""
 
     source: str
-    parsed: Any  # jmespath.parser.ParsedResult
     calls_functions: bool
-    fn: Fn  # the same expression as a closure (rulebot.rules.jpcompile)
-    # Its `&&`-parts, left to right, and digests of their canonical texts (what
-    # the shadowing check and the index compare; 16 bytes, not the ~300 of the
-    # text): made once per compiled text, which the loader's cache keeps.
+    fn: Fn  # the whole expression as a closure (rulebot.rules.jpcompile)
+    # Its `&&`-parts, left to right, digests of their canonical texts (what the
+    # shadowing check and the index compare; 16 bytes, not the ~300 of the
+    # text) and their closures (what the index's rests of matches are made of).
     parts: tuple[Node, ...] = ()
     part_keys: tuple[bytes, ...] = ()
+    part_fns: tuple[Fn, ...] = ()
 
     def run(self, data: Any, runtime: Runtime) -> Any:
-        """The expression's value on `data`, exactly as `parsed.search` would compute it."""
+        """The expression's value on `data`, exactly as jmespath's search would compute it."""
         return self.fn(data, runtime)
+
+    def tree(self) -> Node:
+        """The whole syntax tree, for tests and tools: as jmespath parses it, but
+        for `&&`s nested by parentheses, nested left to right (the same value)."""
+        tree = self.parts[0]
+        for part in self.parts[1:]:
+            tree = {"type": "and_expression", "children": [tree, part]}
+        return tree
+
+
+class PartTable:
+    """One syntax tree and one closure per distinct `&&`-part, by its digest: rules
+    that test the same thing (`event.type == 'chat'`, `in_list('members', sender)`)
+    share both. A closure depends only on its tree (lists and functions are looked
+    up when it runs), so sharing by the tree's digest changes no result. The
+    loader's cache keeps one across reloads."""
+
+    def __init__(self, previous: Mapping[bytes, tuple[Node, Fn]] | None = None) -> None:
+        self.entries: dict[bytes, tuple[Node, Fn]] = {}  # what this load used
+        self._previous = previous or {}  # what the load before used
+        # Subtrees of this load's new parts, shared too (`event.room` of every
+        # `event.room == 'room-K'`); dropped with the table at the end of the load.
+        self._nodes: dict[tuple[Any, ...], Node] = {}
+
+    def part(self, key: bytes, node: Node) -> tuple[Node, Fn]:
+        found = self.entries.get(key)
+        if found is None:
+            found = self._previous.get(key)
+            if found is None:
+                node = self._intern(node)
+                found = (node, compile_ast(node))
+            self.entries[key] = found
+        return found
+
+    def _intern(self, node: Node) -> Node:
+        """An equal tree made of the subtrees met before wherever they are equal."""
+        children = [self._intern(c) if isinstance(c, dict) else c
+                    for c in node.get("children", ())]
+        value = node.get("value")
+        # Tagged by type: 1, 1.0 and true are equal in Python, not in JMESPath.
+        if value is None or isinstance(value, str | int | float | bool):
+            shown: Any = (type(value).__name__, value)
+        else:  # a literal list or object
+            shown = json.dumps(value, sort_keys=True)
+        key = (node["type"], "value" in node, shown,
+               tuple(id(c) if isinstance(c, dict) else ("raw", repr(c)) for c in children))
+        found = self._nodes.get(key)
+        if found is None:
+            found = self._nodes[key] = {**node, "children": children}
+        return found
+
+    def keep(self, expr: Expr) -> None:
+        """Count an expression taken whole from the cache as using its parts."""
+        for key, node, fn in zip(expr.part_keys, expr.parts, expr.part_fns, strict=True):
+            self.entries.setdefault(key, (node, fn))
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +192,7 @@ def expand(text: str, macros: Mapping[str, str], stack: tuple[str, ...] = ()
 def compile_expr(
     text: str, macros: Mapping[str, str], lists: Mapping[str, object], name: str | None = None,
     limits: Mapping[str, object] | None = None, used_lists: set[str] | None = None,
+    table: PartTable | None = None,
 ) -> tuple[Expr | None, list[ExprProblem]]:
     """Compile one expression (the macro `name`'s text when given) and check what can be
     checked before any event."""
@@ -152,9 +214,13 @@ def compile_expr(
     tree: Node = parsed.parsed  # type: ignore[assignment]  # jmespath's TypedDict
     problems = list(_check_ast(tree, lists, text, limits or {}, used_lists))
     calls = any(node["type"] == "function_expression" for node in walk(tree))
+    shared = table if table is not None else PartTable()
     parts = _flatten_and(tree)
-    return Expr(text, parsed, calls, compile_ast(tree), parts,
-                tuple(part_key(p) for p in parts)), problems
+    keys = tuple(part_key(p) for p in parts)
+    entries = [shared.part(k, p) for k, p in zip(keys, parts, strict=True)]
+    fns = tuple(fn for _, fn in entries)
+    return Expr(text, calls, and_chain(fns), tuple(node for node, _ in entries), keys,
+                fns), problems
 
 
 def walk(node: Node) -> Iterator[Node]:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from rulebot.rules.expr import root_walk
@@ -117,11 +118,12 @@ def event_paths(tree: Node) -> Iterator[tuple[str, ...]]:
             yield tuple(path)
 
 
-def check_paths(tree: Node, seen: Served) -> list[FieldProblem]:
-    """Problems with the event paths of one expression, for a rule that sees `seen`."""
+def check_paths(parts: Iterable[Node], seen: Served) -> list[FieldProblem]:
+    """Problems with the event paths of one expression (its `&&`-parts), for a rule
+    that sees `seen`."""
     out: list[FieldProblem] = []
     reported: set[tuple[str, ...]] = set()
-    for path in event_paths(tree):
+    for path in chain.from_iterable(map(event_paths, parts)):
         if path in reported:
             continue
         problem = _check(path, seen)

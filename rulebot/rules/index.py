@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any, cast
 
-from rulebot.rules.jpcompile import Fn, Runtime, compile_ast
+from rulebot.rules.jpcompile import Fn, Runtime, and_chain, compile_ast
 from rulebot.rules.keytests import (
     KEYS,
     NOKEY,
@@ -185,10 +185,7 @@ class _Builder:
         key = tuple(match.part_keys[i] for i in left)
         fn = self.rests.get(key)
         if fn is None:
-            tree = parts[left[0]]
-            for i in left[1:]:
-                tree = {"type": "and_expression", "children": [tree, parts[i]]}
-            fn = self.rests[key] = compile_ast(tree)
+            fn = self.rests[key] = and_chain([match.part_fns[i] for i in left])
         return fn
 
     def build(self, items: list[tuple[int, dict[Dim, frozenset[Hashable]]]],

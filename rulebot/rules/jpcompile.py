@@ -178,7 +178,18 @@ def _comparator(node: Node) -> Fn:
 
 def _and(node: Node) -> Fn:
     left, right = (compile_ast(c) for c in node["children"])
+    return _and_fns(left, right)
 
+
+def and_chain(fns: Sequence[Fn]) -> Fn:
+    """`a && b && c` of compiled parts, nested as jmespath parses it ((a && b) && c)."""
+    fn = fns[0]
+    for right in fns[1:]:
+        fn = _and_fns(fn, right)
+    return fn
+
+
+def _and_fns(left: Fn, right: Fn) -> Fn:
     def run(value: Any, rt: Runtime) -> Any:
         matched = left(value, rt)
         if is_false(matched):

@@ -233,6 +233,7 @@ class _Compiler:
                 for i, raw in enumerate(rules):
                     if isinstance(raw, dict):
                         self._rule(doc, ("rules", i), raw)
+                    rules[i] = None
         if self.has_errors():
             return None
         self._unused()
@@ -271,7 +272,7 @@ class _Compiler:
             seen = views[i]
             if seen is None:
                 continue
-            for problem in check_paths(expr.parsed.parsed, seen):
+            for problem in check_paths(expr.parts, seen):
                 shown = ".".join(problem.path)
                 at = text.find(shown)
                 self.issues.append(doc.issue(path, problem.message, shown,
@@ -303,7 +304,7 @@ class _Compiler:
         def compile_() -> Compiled:
             used: set[str] = set()
             expr, problems = compile_expr(text, self.macros, self.lists, macro,
-                                          self.rate_limits, used)
+                                          self.rate_limits, used, self.cache.parts)
             return expr, problems, frozenset(used)
 
         expr, problems, used = self.cache.expr((text, macro, self.defs), compile_)
