@@ -232,6 +232,9 @@ class RulebotClient:
         self._online.set()
         self._disconnected.clear()
         self._session.set()
+        if self.resends is not None:
+            for msg in self.resends.unsent():  # written while offline
+                msg.send()
 
     def _on_disconnected(self, _reason: Any) -> None:
         self.online = False
@@ -315,10 +318,13 @@ class RulebotClient:
             msg["body"] = text
         if self.resends is not None:
             ET.SubElement(msg.xml, f"{{{RECEIPTS_NS}}}request")
-            self.resends.sent(msg["id"], msg)
             self._all_confirmed.clear()
             if self._resender is None or self._resender.done():
                 self._resender = asyncio.ensure_future(self._resend())
+            if not self.online:  # sent at the next session (Resends.held says why)
+                self.resends.held(msg["id"], msg)
+                return event_id, msg["id"]
+            self.resends.sent(msg["id"], msg)
         msg.send()
         return event_id, msg["id"]
 

@@ -18,7 +18,7 @@ T = TypeVar("T")
 @dataclass(slots=True)
 class _Waiting(Generic[T]):
     item: T
-    last: float  # when it was last sent
+    last: float | None  # when it was last sent; None: held, never sent
     deadline: float
 
 
@@ -43,6 +43,27 @@ class Resends(Generic[T]):
         now = self.clock()
         self._waiting[stanza_id] = _Waiting(item, now, now + self.deadline)
 
+    def held(self, stanza_id: str, item: T) -> None:
+        """An event written while offline: kept, not sent, until `unsent()` hands
+        it over at the next session (its deadline runs from now).
+
+        Why not let the XMPP library queue it: slixmpp sends what it queued
+        while offline at session start, and `due()` then found the same event
+        due again moments later; the two copies could reach two workers within
+        the time they take to see each other's records (idempotency.follow),
+        and both decided it."""
+        self._waiting[stanza_id] = _Waiting(item, None, self.clock() + self.deadline)
+
+    def unsent(self) -> list[T]:
+        """The held events, in the order written, now counted as sent."""
+        now = self.clock()
+        out = []
+        for w in self._waiting.values():
+            if w.last is None:
+                w.last = now
+                out.append(w.item)
+        return out
+
     def confirm(self, stanza_id: str) -> bool:
         """The bot's receipt for `stanza_id`; False if it was not waiting."""
         return self._waiting.pop(stanza_id, None) is not None
@@ -55,7 +76,7 @@ class Resends(Generic[T]):
         for stanza_id, w in self._waiting.items():
             if now >= w.deadline:
                 gone.append(stanza_id)
-            elif now - w.last >= self.after:
+            elif w.last is not None and now - w.last >= self.after:
                 w.last = now
                 again.append(w.item)
         dropped = [self._waiting.pop(s).item for s in gone]

@@ -42,3 +42,29 @@ def test_a_receipt_ends_the_wait() -> None:
     clock.now = 1.0
     assert r.due() == (["b"], [])
     assert len(r) == 1
+
+
+def test_an_event_held_while_offline_goes_once_at_the_session_then_waits_its_interval() -> None:
+    clock = Clock()
+    r: Resends[str] = Resends(after=3.0, deadline=20.0, clock=clock)
+    r.sent("s1", "sent")
+    clock.now = 1.0
+    r.held("s2", "held")
+    clock.now = 5.0
+    assert r.due() == (["sent"], [])  # a held event is not due: it was never sent
+    assert r.unsent() == ["held"]
+    assert r.unsent() == []  # handed over once
+    clock.now = 7.9
+    assert r.due() == ([], [])  # its interval runs from the session, not from held()
+    clock.now = 8.0
+    assert r.due() == (["sent", "held"], [])
+    assert r.resent == 3
+
+
+def test_a_held_event_keeps_its_deadline() -> None:
+    clock = Clock()
+    r: Resends[str] = Resends(after=1.0, deadline=5.0, clock=clock)
+    r.held("s1", "held")
+    clock.now = 5.0
+    assert r.due() == ([], ["held"])
+    assert r.unsent() == []
