@@ -26,6 +26,7 @@ from rulebot.bot.values import (
     Meta,
     Outbound,
     Outcome,
+    Overtaken,
     Recorded,
     Records,
     event_key,
@@ -193,6 +194,9 @@ class Dispatcher:
                     self.apply(changes)
                 elif records is not None and key is not None:
                     records.add(key, recorded)  # stored before the read's messages leave
+            except Overtaken as over:  # its changes were not applied: theirs were
+                return self.duplicate(Outcome("decided", event_id=eid_text, key=key),
+                                      over.recorded)
             except Exception as exc:
                 failed = self._store_failed(inbound, sender, eid, enc, decision.version, exc)
                 return Outcome("failed", failed.outbound, decision, failed.reason, eid_text, env,

@@ -94,13 +94,24 @@ class Recorded(NamedTuple):
     outbound: tuple[Outbound, ...]
 
 
+class Overtaken(Exception):  # an outcome, not an error: outside errors.RulebotError
+    """Raised by Records.commit: another worker recorded this event first (a
+    resend reached both); nothing of this decision was stored or applied.
+    `recorded` is the other worker's record, to be sent instead."""
+
+    def __init__(self, recorded: Recorded) -> None:
+        super().__init__("recorded first by another worker")
+        self.recorded = recorded
+
+
 class Records(Protocol):
     """The idempotency records (rulebot.daemon.ledger.Ledger). Before deciding, the
     dispatcher asks for an event's record (`recall`: an index in memory; the
     store is read only for a record found); after, a decision without
     relation changes is recorded with `add` (stored before the read's messages
     leave) and one with changes with `commit` (stored with the changes).
-    `recall` and `commit` raise on a failing store."""
+    `recall` and `commit` raise on a failing store; `commit` raises Overtaken
+    when another worker recorded the event first."""
 
     def recall(self, key: EventKey) -> Recorded | None: ...
     def add(self, key: EventKey, recorded: Recorded) -> None: ...

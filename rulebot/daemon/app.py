@@ -173,6 +173,7 @@ class Daemon:
             "idempotency_records": None if self.ledger is None else {
                 "written": self.ledger.written, "kept_in_memory": self.ledger.size(),
                 "from_other_workers": self.ledger.followed,
+                "recorded_first_elsewhere": self.ledger.claims_lost,
                 "window_seconds": self.ledger.window,
                 "retention_seconds": self.ledger.retention},
             "rules": {"version": rs.version, "count": len(rs.rules), "files": per_file},
@@ -249,6 +250,11 @@ class Daemon:
         done = ledger.flush() if ledger is not None else None
         failed = done.failed if done is not None else frozenset()
         texts = done.payload_json if done is not None else {}
+        if done is not None and done.theirs:  # another worker's claims (Ledger._write)
+            theirs = done.theirs
+            held = [(inbound, self.dispatcher.duplicate(outcome, theirs[outcome.key]), micros)
+                    if outcome.key in theirs else (inbound, outcome, micros)
+                    for inbound, outcome, micros in held]
         send = self.connection.send
         decisions = self.decisions
         for inbound, outcome, micros in held:

@@ -46,19 +46,20 @@ back from the store.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rulebot.bot.values import EventKey, Recorded
+from rulebot.bot.values import EventKey, Overtaken, Recorded
 from rulebot.daemon.batches import BatchWriter, decode, decode_batch
 from rulebot.logs import LOGGER, fields
 from rulebot.model import Relate, StateChange, directions
-from rulebot.store.base import RelationStore, StoreError
+from rulebot.store.base import Committed, RelationStore, StoreError, StoreUnavailable
 from rulebot.store.values import (
     Change,
     RecordBatch,
@@ -81,6 +82,16 @@ Position = tuple[str, int]
 SETTLE = 5.0
 #: A batch's `last` that no acknowledgement reaches (XEP-0198 counts to 2^32).
 UNCONFIRMABLE = 2**62
+#: Commits of one batch whose claims another worker took first (each attempt
+#: drops the events it lost: more than two means workers racing on every event).
+CLAIM_ATTEMPTS = 4
+
+
+def claim_key(key: EventKey) -> str:
+    """An event's unique key in the store's claims: a digest, so that any sender
+    and event id (NUL included, which PostgreSQL text refuses) fit 32 characters."""
+    return hashlib.blake2b(f"{key.sender}\x00{key.key}".encode("utf-8", "surrogatepass"),
+                           digest_size=16).hexdigest()
 
 
 def store_changes(changes: Sequence[StateChange]) -> list[Change]:
@@ -123,6 +134,9 @@ class Flushed:
     failed: frozenset[EventKey] = frozenset()
     #: the JSON text of each payload written, by the payload object's id()
     payload_json: dict[int, str] = field(default_factory=dict)
+    #: events of the read another worker had recorded first (claims): their
+    #: records, to be sent instead of this process's decisions
+    theirs: dict[EventKey, Recorded] = field(default_factory=dict)
 
 
 class Ledger:
@@ -148,10 +162,13 @@ class Ledger:
         self._cached: tuple[int, list[Any]] | None = None  # the last batch read back
         self.written = 0  # records stored by this process (status, tests)
         self.followed = 0  # records of other workers indexed (follow)
+        self.claims_lost = 0  # decisions dropped for another worker's record (claims)
         self.following = False  # set when follow() is called periodically
         self.last_follow = 0.0  # time.monotonic() of the last follow()
         self._overtaken: list[EventKey] = []  # pending, recorded by another worker first
         self._watermark = 0  # every batch id up to it is indexed or not needed
+        self._theirs: dict[EventKey, Recorded] = {}  # claims lost, until flush() returns them
+        self._mark: SessionMark | None = None  # the mark of the commit being written
         self._seen: dict[int, float] = {}  # ids above the watermark known -> when
 
     # -- start
@@ -293,7 +310,9 @@ class Ledger:
         if key is not None:
             self.add(key, recorded)
         try:
-            self._write(store_changes(changes), durable=True)
+            self._write(store_changes(changes), durable=True, committing=key)
+        except Overtaken:
+            raise  # `key` is no longer pending: take_over dropped it
         except BaseException:
             if key is not None:  # not stored: forget it (the sender is refused)
                 self._forget_last(key)
@@ -313,9 +332,8 @@ class Ledger:
         """Store the pending records (see Flushed)."""
         if not self._pending.entries and self._marked == self._confirmed:
             return Flushed()
-        writer = BatchWriter()
         try:
-            self._write([], durable=False, writer=writer)
+            writer = self._write([], durable=False)
         except StoreError as exc:
             failed = frozenset(k for k, _, _ in self._pending.entries or ())
             for key in failed:
@@ -323,8 +341,13 @@ class Ledger:
             self._pending = _Batch(self._pending.session, 0.0)
             log.error("idempotency records could not be stored; their events are refused",
                       extra=fields(event="store_failed", error=str(exc), count=len(failed)))
-            return Flushed(failed=failed)
-        return Flushed(payload_json=writer.texts)
+            return Flushed(failed=failed, theirs=self._claimed())
+        return Flushed(payload_json=writer.texts if writer is not None else {},
+                       theirs=self._claimed())
+
+    def _claimed(self) -> dict[EventKey, Recorded]:
+        theirs, self._theirs = self._theirs, {}
+        return theirs
 
     def confirm(self, session: str, position: int) -> None:
         """The server has processed the bot's acknowledgement of every position up
@@ -388,27 +411,82 @@ class Ledger:
     # -- internals
 
     def _write(self, changes: list[Change], durable: bool,
-               writer: BatchWriter | None = None) -> None:
+               committing: EventKey | None = None) -> BatchWriter | None:
+        """Store the pending records (and `changes`, the decision of `committing`)
+        in one transaction; returns the writer of the batch (None without one).
+
+        With several workers each record claims its event (claim_key): a claim
+        another worker's batch holds means that worker decided the event first
+        (a resend reached both before either saw the other's record). Nothing
+        is written then; the claimed events take the other's record (in
+        `_theirs`, for the caller to send instead) and the rest is written
+        again. If `committing` is one of them, its changes must not be applied:
+        Overtaken. Raises StoreError."""
+        for _attempt in range(CLAIM_ATTEMPTS):
+            writer, done = self._try_write(changes, durable)
+            if not done.taken:
+                self._wrote(done)
+                return writer
+            if self._take_claimed(done.taken) and committing is not None:
+                theirs = self._theirs.pop(committing, None)
+                if theirs is not None:
+                    # Not applied; the rest stays pending for the read's flush.
+                    raise Overtaken(theirs)
+        raise StoreUnavailable(f"{self.store.location}: the records' claims kept changing "
+                               f"hands ({CLAIM_ATTEMPTS} attempts)")
+
+    def _try_write(self, changes: list[Change], durable: bool
+                   ) -> tuple[BatchWriter | None, Committed]:
         pending = self._pending
         batch = None
+        writer = None
+        claims: list[str] = []
         if pending.entries:
             pending.created = self.clock()
-            writer = writer if writer is not None else BatchWriter()
+            writer = BatchWriter()
             add = writer.add
             for k, p, r in pending.entries:
                 add(k, p, r)
             batch = RecordBatch(pending.session, pending.last, int(pending.created * 1000),
                                 writer.text())
+            if self.following:
+                claims = [claim_key(k) for k, _, _ in pending.entries]
         mark = None
         unmarked = {s: p for s, p in self._confirmed.items() if self._marked.get(s) != p}
         if unmarked:
             session, confirmed = max(unmarked.items(), key=lambda sp: sp[1])
             mark = SessionMark(session, confirmed, int(self.clock() * 1000))
-        done = self.store.commit(batch, changes, mark=mark, durable=durable)
+        self._mark = mark
+        return writer, self.store.commit(batch, changes, mark=mark, durable=durable,
+                                         claims=claims)
+
+    def _take_claimed(self, taken: Mapping[str, int]) -> bool:
+        """Index the batches holding the claims a commit lost, and drop their
+        events from the pending records for those batches' records (in
+        `_theirs`). Returns whether any was found. Raises StoreError."""
+        entries = self._pending.entries
+        assert entries is not None
+        mine = {claim_key(k): k for k, _, _ in entries}
+        holders = sorted({b for c, b in taken.items() if c in mine})
+        found = False
+        for stored in self.store.record_batches_in(holders):
+            self._seen.setdefault(stored.id, self.clock())
+            self._take(stored, replace=False)  # marks pending events overtaken
+        for key, recorded in self.take_over().items():
+            self._theirs[key] = recorded
+            self.claims_lost += 1
+            found = True
+        log.info("events another worker recorded first: its records are sent instead",
+                 extra=fields(event="claims_lost", count=len(taken), holders=holders))
+        # A holder gone meanwhile (purged): the claim is free; the next attempt takes it.
+        return found
+
+    def _wrote(self, done: Committed) -> None:
+        mark = self._mark
+        pending = self._pending
         if mark is not None:
             self._marked[mark.session] = mark.confirmed
-        if batch is not None:
-            assert pending.entries is not None
+        if pending.entries:
             pending.keys = tuple(k for k, _, _ in pending.entries)
             pending.id = done.batch
             if self.following and done.batch is not None:

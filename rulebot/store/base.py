@@ -23,7 +23,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import IO, Any, Literal, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
@@ -58,10 +58,13 @@ Flags: TypeAlias = list[bool]
 @dataclass(frozen=True, slots=True)
 class Committed:
     """What one commit() did: a flag per change (as apply()), and the id of the
-    batch of records it wrote (None without one)."""
+    batch of records it wrote (None without one). Or, when some of its claims
+    were held by another worker's committed batch, nothing: `taken` is then
+    each such claim with the id of the batch holding it."""
 
     flags: Flags
     batch: int | None
+    taken: Mapping[str, int] = field(default_factory=dict)
 
 
 #: The table and columns both backends use (the same schema on each).
@@ -168,9 +171,15 @@ class RelationStore(RecordStoreMixin, SharedStateMixin, ABC):
         return self.commit(None, changes).flags
 
     def commit(self, batch: RecordBatch | None = None, changes: Sequence[Change] = (), *,
-               mark: SessionMark | None = None, durable: bool = True) -> Committed:
+               mark: SessionMark | None = None, durable: bool = True,
+               claims: Sequence[str] = ()) -> Committed:
         """Write a batch of idempotency records, apply relation changes and move a
         session's acknowledgement mark forward (never back), in one transaction.
+
+        `claims` (PostgreSQL only; several workers): a unique key per event of
+        the batch (claim_key). If another batch holds one of them, nothing is
+        written and Committed.taken names them; a claim another transaction
+        is writing waits for it to end.
 
         Returns apply()'s flags for the changes and the batch's id. With
         `durable` false and no changes, the commit survives the bot's process
@@ -181,9 +190,10 @@ class RelationStore(RecordStoreMixin, SharedStateMixin, ABC):
         rows = [change_row(c, stamp) for c in changes]
         if not rows and batch is None and mark is None:
             return Committed([], None)
+        if claims and batch is None:
+            raise ValueError("claims without a batch")
         with self._call("commit"):
-            flags, batch_id = self._write(rows, batch, mark, durable or bool(rows))
-        return Committed(flags, batch_id)
+            return self._write(rows, batch, mark, durable or bool(rows), claims)
 
     # -- export / import
 
@@ -316,11 +326,10 @@ class RelationStore(RecordStoreMixin, SharedStateMixin, ABC):
 
     @abstractmethod
     def _write(self, rows: Sequence[Row], batch: RecordBatch | None = None,
-               mark: SessionMark | None = None,
-               durable: bool = True) -> tuple[Flags, int | None]:
+               mark: SessionMark | None = None, durable: bool = True,
+               claims: Sequence[str] = ()) -> Committed:
         """Relate (attrs not None) / unrelate each row, in order, insert the batch
-        and upsert the mark, in one transaction. Returns the rows' flags and the
-        batch's id."""
+        with its claims and upsert the mark, in one transaction (see commit)."""
 
     @abstractmethod
     def _put(self, rows: Iterator[Row]) -> None:

@@ -24,15 +24,28 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from rulebot.model import Relation
-from rulebot.store.base import COLUMNS, PAGE, TABLE, Flags, RelationStore, StoreError, redact_url
-from rulebot.store.records import RECORDS, SESSIONS
+from rulebot.store.base import (
+    COLUMNS,
+    PAGE,
+    TABLE,
+    Committed,
+    Flags,
+    RelationStore,
+    StoreError,
+    redact_url,
+)
+from rulebot.store.records import CLAIMS, RECORDS, SESSIONS
 from rulebot.store.shared import BUCKETS, PRESENCE
 from rulebot.store.values import RecordBatch, Row, SessionMark, relation_of
 
 #: 1: relations; 2: + the idempotency records; 3: + the rate-limit buckets and
-#: presence shared by workers (each added to an older database on opening).
-SCHEMA_VERSION = 3
+#: presence shared by workers; 4: + the claims (each added to an older database
+#: on opening).
+SCHEMA_VERSION = 4
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
+#: How long a commit with claims waits for another transaction's rows (a
+#: commit normally takes milliseconds; see _write).
+CLAIM_WAIT_MS = 1000
 # Serialises schema creation between processes opening a fresh database at once.
 SCHEMA_LOCK = 0x72756C65626F74  # "rulebot"
 
@@ -88,6 +101,16 @@ BUCKETS_SCHEMA = [
     )""",
     "INSERT INTO rulebot_schema_version VALUES (3)",
 ]
+#: What version 4 adds: one row per event of the batches written with claims
+#: (several workers), deleted with its batch.
+CLAIMS_SCHEMA = [
+    f"""CREATE TABLE {CLAIMS} (
+        key   text COLLATE "C" PRIMARY KEY,
+        batch bigint NOT NULL
+    )""",
+    f"CREATE INDEX {CLAIMS}_batch ON {CLAIMS} (batch)",
+    "INSERT INTO rulebot_schema_version VALUES (4)",
+]
 
 # xmax = 0 only on a row this statement inserted (an update sets xmax to our
 # transaction): "was it new" in the same round trip as the upsert.
@@ -97,6 +120,17 @@ RELATE = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
 UNRELATE = f"DELETE FROM {TABLE} WHERE subject = %s AND kind = %s AND object = %s RETURNING 1"
 INSERT_BATCH = (f"INSERT INTO {RECORDS} (session, last, created, records) "
                 "VALUES (%s, %s, %s, %s) RETURNING id")
+# The batch and its claims in one statement: the claims won come back. A
+# claim another transaction holds uncommitted waits for it (the unique index).
+INSERT_CLAIMED = (f"WITH b AS (INSERT INTO {RECORDS} (session, last, created, records) "
+                  "VALUES (%s, %s, %s, %s) RETURNING id), "
+                  f"c AS (INSERT INTO {CLAIMS} (key, batch) SELECT k, b.id FROM b, "
+                  "unnest(%s::text[]) WITH ORDINALITY AS u(k, n) ORDER BY n "
+                  # a claim whose batch is gone (deleted by hand) is free
+                  f"ON CONFLICT (key) DO UPDATE SET batch = EXCLUDED.batch WHERE NOT EXISTS "
+                  f"(SELECT 1 FROM {RECORDS} r WHERE r.id = {CLAIMS}.batch) RETURNING key) "
+                  "SELECT (SELECT id FROM b), ARRAY(SELECT key FROM c)")
+HOLDERS = f"SELECT key, batch FROM {CLAIMS} WHERE key = ANY(%s)"
 UPSERT_MARK = (f"INSERT INTO {SESSIONS} (session, confirmed, updated) VALUES (%s, %s, %s) "
                f"ON CONFLICT (session) DO UPDATE SET confirmed = "
                f"GREATEST({SESSIONS}.confirmed, EXCLUDED.confirmed), updated = EXCLUDED.updated")
@@ -143,7 +177,7 @@ class PostgresStore(RelationStore):
                 raise StoreError(f"{self.location}: the database encoding is {encoding}, "
                                  "rulebot needs UTF8")
             if not (self._has(conn, TABLE) and self._has(conn, RECORDS)
-                    and self._has(conn, BUCKETS)):
+                    and self._has(conn, BUCKETS) and self._has(conn, CLAIMS)):
                 # A session lock taken before the transaction, not a transaction
                 # lock inside it: a transaction that waited for the lock would
                 # still look the tables up in the catalog as it was when the
@@ -161,6 +195,9 @@ class PostgresStore(RelationStore):
                                 conn.execute(statement)
                         if not self._has(conn, BUCKETS) and not self._newer(conn):
                             for statement in BUCKETS_SCHEMA:
+                                conn.execute(statement)
+                        if not self._has(conn, CLAIMS) and not self._newer(conn):
+                            for statement in CLAIMS_SCHEMA:
                                 conn.execute(statement)
                 finally:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
@@ -227,38 +264,71 @@ class PostgresStore(RelationStore):
     # -- writes
 
     def _write(self, rows: Sequence[Row], batch: RecordBatch | None = None,
-               mark: SessionMark | None = None,
-               durable: bool = True) -> tuple[Flags, int | None]:
+               mark: SessionMark | None = None, durable: bool = True,
+               claims: Sequence[str] = ()) -> Committed:
         conn = self._db
         cursors = []
         inserted = None
-        with conn.pipeline(), conn.transaction():
-            if not durable:
-                conn.execute("SET LOCAL synchronous_commit TO off")
-            for r in rows:
-                cur = conn.cursor()
-                if r.attrs is None:
-                    cur.execute(UNRELATE, (r.subject, r.kind, r.object))
-                else:
-                    cur.execute(RELATE, (r.subject, r.object, r.kind, r.attrs, r.created))
-                cursors.append((r.attrs is None, cur))
-            if batch is not None:
-                inserted = conn.execute(INSERT_BATCH, batch)  # its parameter tuple
-            if mark is not None:
-                conn.execute(UPSERT_MARK, mark)
+        # Sorted: two workers claiming overlapping keys wait for each other in
+        # the same order, never in a cycle (a deadlock PostgreSQL would break
+        # by failing one of them after deadlock_timeout).
+        keys = sorted(set(claims))
+        try:
+            with conn.pipeline(), conn.transaction():
+                if not durable:
+                    conn.execute("SET LOCAL synchronous_commit TO off")
+                if keys:
+                    # A claim held by a worker that hangs in its transaction
+                    # (SIGSTOP, a VM freeze) would stop this one too: give up
+                    # after CLAIM_WAIT (StoreUnavailable: the read is refused,
+                    # its senders resend).
+                    conn.execute(f"SET LOCAL lock_timeout = '{CLAIM_WAIT_MS}ms'")
+                for r in rows:
+                    cur = conn.cursor()
+                    if r.attrs is None:
+                        cur.execute(UNRELATE, (r.subject, r.kind, r.object))
+                    else:
+                        cur.execute(RELATE, (r.subject, r.object, r.kind, r.attrs, r.created))
+                    cursors.append((r.attrs is None, cur))
+                if batch is not None:
+                    inserted = conn.execute(INSERT_CLAIMED if keys else INSERT_BATCH,
+                                            (*batch, keys) if keys else batch)
+                if mark is not None:
+                    conn.execute(UPSERT_MARK, mark)
+                if keys:
+                    assert inserted is not None
+                    got = inserted.fetchone()  # in the transaction: it can still roll back
+                    won = set(got[1]) if got else set()
+                    if len(won) < len(keys):
+                        raise _Taken([k for k in keys if k not in won])
+        except _Taken as taken:  # rolled back: nothing of this commit was written
+            held = conn.execute(HOLDERS, (taken.keys,)).fetchall()
+            return Committed([], None, {str(k): int(b) for k, b in held})
         flags: Flags = []
         for unrelate, cur in cursors:
             row = cur.fetchone()
             flags.append(row is not None if unrelate else bool(row and row[0]))
         batch_id = None
         if inserted is not None:
-            got = inserted.fetchone()
-            batch_id = int(got[0]) if got else None
-        return flags, batch_id
+            if keys:
+                batch_id = int(got[0]) if got else None
+            else:
+                one = inserted.fetchone()
+                batch_id = int(one[0]) if one else None
+        return Committed(flags, batch_id)
 
     def _purge(self, sql: str, params: Sequence[object] | Mapping[str, object]) -> int:
         cur = self._db.execute(sql, params)
         return max(cur.rowcount, 0)
+
+    def _purge_batches(self, select: str, params: Sequence[object]) -> int:
+        # One statement: no claim outlives its batch, whoever purges at once.
+        cur = self._db.execute(
+            f"WITH gone AS (DELETE FROM {RECORDS} WHERE id IN ({select}) RETURNING id), "
+            f"c AS (DELETE FROM {CLAIMS} WHERE batch IN (SELECT id FROM gone)) "
+            "SELECT count(*) FROM gone", params)
+        row = cur.fetchone()
+        return int(row[0]) if row else 0
 
     def _write_one(self, sql: str, params: Mapping[str, object]) -> tuple[Any, ...] | None:
         row: tuple[Any, ...] | None = self._db.execute(sql, params).fetchone()
@@ -274,6 +344,14 @@ class PostgresStore(RelationStore):
     def _close(self) -> None:
         self._conn.close()
 
+
+
+class _Taken(Exception):
+    """Some claims of a commit are another batch's: roll the transaction back."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(f"{len(keys)} claims taken")
+        self.keys = keys
 
 
 def _secrets_of(url: str) -> list[str]:

@@ -25,6 +25,9 @@ from rulebot.store.values import StoredBatch
 
 RECORDS = "rulebot_inbound"
 SESSIONS = "rulebot_inbound_sessions"
+#: A unique key per event of the batches several workers write (Ledger,
+#: "claims"), deleted with their batch.
+CLAIMS = "rulebot_inbound_claims"
 
 class RecordStoreMixin:
     """Reads and purges of the idempotency records (see the module docstring)."""
@@ -39,6 +42,11 @@ class RecordStoreMixin:
 
     def _purge(self, sql: str, params: Sequence[object] | Mapping[str, object]) -> int:
         """Run one DELETE, in a transaction of its own; returns the rows deleted."""
+        raise NotImplementedError
+
+    def _purge_batches(self, select: str, params: Sequence[object]) -> int:
+        """Delete the batches whose ids `select` lists and their claims, in one
+        transaction; returns the batches deleted."""
         raise NotImplementedError
 
     def record_batches(self, window_since: int) -> list[StoredBatch]:
@@ -96,12 +104,12 @@ class RecordStoreMixin:
         the batches deleted."""
         p = self.PARAM
         with self._call("purge"):
-            n = self._purge(
-                f"DELETE FROM {RECORDS} WHERE id IN (SELECT b.id FROM {RECORDS} b "
+            n = self._purge_batches(
+                f"SELECT b.id FROM {RECORDS} b "
                 f"LEFT JOIN {SESSIONS} s ON s.session = b.session "
                 f"WHERE b.created < {p} OR (b.created < {p} AND "
                 f"(b.session = '' OR b.last <= COALESCE(s.confirmed, 0))) "
-                f"ORDER BY b.id LIMIT {p})", (retention_before, window_before, limit))
+                f"ORDER BY b.id LIMIT {p}", (retention_before, window_before, limit))
             self._purge(f"DELETE FROM {SESSIONS} WHERE updated < {p} AND NOT EXISTS "
                         f"(SELECT 1 FROM {RECORDS} b WHERE b.session = {SESSIONS}.session)",
                         (retention_before,))

@@ -25,15 +25,17 @@ from contextlib import contextmanager
 from typing import Any
 
 from rulebot.model import Relation
-from rulebot.store.base import COLUMNS, TABLE, Flags, RelationStore, StoreError
-from rulebot.store.records import RECORDS, SESSIONS
+from rulebot.store.base import COLUMNS, TABLE, Committed, Flags, RelationStore, StoreError
+from rulebot.store.records import CLAIMS, RECORDS, SESSIONS
 from rulebot.store.shared import BUCKETS, PRESENCE
 from rulebot.store.values import RecordBatch, Row, SessionMark, relation_of
 
 #: 1: relations; 2: + the idempotency records; 3: + the rate-limit buckets and
-#: presence shared by workers (each added to an older store on opening).
-SCHEMA_VERSION = 3
+#: presence shared by workers; 4: + the claims (each added to an older store on
+#: opening).
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT = 10.0
+CLAIMS_PER_QUERY = 500  # keys per IN (...): below SQLite's variable limit everywhere
 #: Seconds between background checkpoints; and the WAL size (pages) at which
 #: a commit checkpoints itself after all, should the thread fall behind.
 CHECKPOINT_INTERVAL = 1.0
@@ -68,6 +70,11 @@ CREATE TABLE IF NOT EXISTS {SESSIONS} (
     confirmed INTEGER NOT NULL,
     updated   INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {CLAIMS} (
+    key   TEXT PRIMARY KEY,
+    batch INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS {CLAIMS}_batch ON {CLAIMS} (batch);
 CREATE TABLE IF NOT EXISTS {BUCKETS} (
     name    TEXT NOT NULL,
     key     TEXT NOT NULL,
@@ -173,14 +180,27 @@ class SqliteStore(RelationStore):
     # -- writes
 
     def _write(self, rows: Sequence[Row], batch: RecordBatch | None = None,
-               mark: SessionMark | None = None,
-               durable: bool = True) -> tuple[Flags, int | None]:
+               mark: SessionMark | None = None, durable: bool = True,
+               claims: Sequence[str] = ()) -> Committed:
         if durable != self._durable:  # outside a transaction, as SQLite requires
             self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             self._durable = durable
         flags: Flags = []
         batch_id = None
+        keys = sorted(set(claims))
         with self._transaction() as cur:
+            if keys:
+                # Writers hold SQLite's one write lock: what is not claimed now
+                # cannot be claimed by another until this commits.
+                taken: dict[str, int] = {}
+                for i in range(0, len(keys), CLAIMS_PER_QUERY):
+                    part = keys[i:i + CLAIMS_PER_QUERY]
+                    taken.update(cur.execute(  # a claim whose batch is gone is free
+                        f"SELECT c.key, c.batch FROM {CLAIMS} c JOIN {RECORDS} r "
+                        f"ON r.id = c.batch WHERE c.key IN ({', '.join('?' * len(part))})",
+                        part).fetchall())
+                if taken:
+                    return Committed([], None, taken)  # nothing written yet: commits nothing
             for r in rows:
                 if r.attrs is None:
                     cur.execute(DELETE, (r.subject, r.kind, r.object))
@@ -194,14 +214,27 @@ class SqliteStore(RelationStore):
             if batch is not None:
                 cur.execute(INSERT_BATCH, batch)  # a RecordBatch is its parameter tuple
                 batch_id = cur.lastrowid
+                if keys:
+                    cur.executemany(f"INSERT OR REPLACE INTO {CLAIMS} (key, batch) VALUES (?, ?)",
+                                    [(k, batch_id) for k in keys])
             if mark is not None:
                 cur.execute(UPSERT_MARK, mark)
-        return flags, batch_id
+        return Committed(flags, batch_id)
 
     def _purge(self, sql: str, params: Sequence[object] | Mapping[str, object]) -> int:
         with self._transaction() as cur:
             cur.execute(sql, params)
             return max(cur.rowcount, 0)
+
+    def _purge_batches(self, select: str, params: Sequence[object]) -> int:
+        with self._transaction() as cur:
+            gone = [i for (i,) in cur.execute(
+                f"DELETE FROM {RECORDS} WHERE id IN ({select}) RETURNING id", params).fetchall()]
+            for i in range(0, len(gone), CLAIMS_PER_QUERY):
+                part = gone[i:i + CLAIMS_PER_QUERY]
+                cur.execute(f"DELETE FROM {CLAIMS} WHERE batch IN "
+                            f"({', '.join('?' * len(part))})", part)
+            return len(gone)
 
     def _write_one(self, sql: str, params: Mapping[str, object]) -> tuple[Any, ...] | None:
         with self._transaction() as cur:

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rulebot.bot.values import EventKey, Meta, Outbound, Recorded
+import pytest
+
+from rulebot.bot.values import EventKey, Meta, Outbound, Overtaken, Recorded
 from rulebot.daemon import ledger as ledger_module
 from rulebot.daemon.ledger import Ledger
+from rulebot.model import Relate
 from rulebot.store.open import open_store
 
 
@@ -89,16 +92,47 @@ def test_records_past_the_window_are_not_followed(tmp_path: Path) -> None:
     assert b.recall(key) is None
 
 
-def test_an_event_both_workers_recorded_keeps_the_followers_own_record(tmp_path: Path) -> None:
+def test_an_event_another_worker_recorded_first_gets_that_record_not_a_second(
+        tmp_path: Path) -> None:
+    # b decided the event before following a's record (a resend reached both
+    # within idempotency.follow): b's claim loses, its decision is not stored,
+    # and what b sends is a's record.
     clock = Clock()
     a, b = workers(tmp_path, clock)
     key, recorded = record(1)
     a.add(key, recorded)
     a.flush()
-    mine = Recorded("v2", ("other",), recorded.outbound)
-    b.add(key, mine)
-    b.flush()
-    b.follow()
+    other, other_recorded = record(2)
+    b.add(key, Recorded("v2", ("other",), recorded.outbound))
+    b.add(other, other_recorded)
+    done = b.flush()
+    assert not done.failed
+    assert list(done.theirs) == [key]
+    assert done.theirs[key].version == "v1"
     got = b.recall(key)
     assert got is not None
-    assert got.version == "v2"
+    assert got.version == "v1"
+    assert b.recall(other) is not None  # the rest of the read is stored
+    stored = [k for batch in b.store.record_batches(0)
+              for k, _, _ in ledger_module.stored_entries(batch)]
+    assert sorted(stored) == sorted([key, other])  # one record each
+    assert b.written == 1
+
+
+def test_a_decision_with_changes_another_worker_recorded_first_is_not_applied(
+        tmp_path: Path) -> None:
+    clock = Clock()
+    a, b = workers(tmp_path, clock)
+    key, recorded = record(1)
+    a.add(key, recorded)
+    a.flush()
+    pending, pending_recorded = record(2)
+    b.add(pending, pending_recorded)  # earlier in b's read
+    with pytest.raises(Overtaken) as over:
+        b.commit(key, Recorded("v2", ("relate",), ()),
+                 [Relate("alice@x", "bob@x", "friend", {}, False, "r")])
+    assert over.value.recorded.version == "v1"
+    assert b.store.get("alice@x", "bob@x", "friend") is None  # not applied
+    assert b.pending_count == 1  # the read's other record waits for its flush
+    assert not b.flush().theirs
+    assert b.recall(pending) is not None

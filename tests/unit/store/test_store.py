@@ -51,8 +51,8 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pgserver.Pg
 def reset_pg(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS rulebot_relations, rulebot_schema_version, "
-                     "rulebot_inbound, rulebot_inbound_sessions, rulebot_buckets, rulebot_presence "
-                     "CASCADE")
+                     "rulebot_inbound, rulebot_inbound_sessions, rulebot_buckets, "
+                     "rulebot_presence, rulebot_inbound_claims CASCADE")
         conn.execute("DROP FUNCTION IF EXISTS rulebot_test_fail() CASCADE")
 
 
@@ -575,6 +575,42 @@ def test_sqlite_commits_records_alone_without_fsync_and_changes_with(tmp_path: P
         assert conn.execute("PRAGMA synchronous").fetchone() == (2,)
 
 
+def test_a_claimed_event_cannot_be_claimed_again_until_its_batch_is_purged(
+        store: RelationStore) -> None:
+    first = store.commit(RecordBatch("", 0, 1, "a"), claims=["k1", "k2"])
+    assert first.batch is not None
+    assert not first.taken
+    second = store.commit(RecordBatch("", 0, 2, "b"), [RelateChange(A, B, "friend")],
+                          claims=["k3", "k2"])
+    assert dict(second.taken) == {"k2": first.batch}
+    assert second.batch is None
+    assert not store.related(A, B, "friend")  # nothing of it was written
+    assert [b.records for b in store.record_batches(0)] == ["a"]
+    third = store.commit(RecordBatch("", 0, 3, "c"), [RelateChange(A, B, "friend")],
+                         claims=["k3"])
+    assert not third.taken
+    assert store.related(A, B, "friend")
+    # purged with its batch: the claims are free again
+    assert store.purge_records(10, 10, 100) == 2
+    assert not store.commit(RecordBatch("", 0, 20, "d"), claims=["k1", "k2", "k3"]).taken
+
+
+def test_a_claim_whose_batch_is_gone_is_free(store: RelationStore, location: str) -> None:
+    first = store.commit(RecordBatch("", 0, 1, "a"), claims=["k1"])
+    # the batch deleted by hand (an operator), its claim left behind
+    if location.startswith("postgresql://"):
+        with psycopg.connect(location, autocommit=True) as pg:
+            pg.execute("DELETE FROM rulebot_inbound WHERE id = %s", (first.batch,))
+    else:
+        assert isinstance(store, SqliteStore)
+        store._conn.execute("DELETE FROM rulebot_inbound WHERE id = ?", (first.batch,))
+    again = store.commit(RecordBatch("", 0, 2, "b"), claims=["k1"])
+    assert not again.taken
+    assert again.batch is not None
+    assert dict(store.commit(RecordBatch("", 0, 3, "c"), claims=["k1"]).taken) == {
+        "k1": again.batch}
+
+
 # --------------------------------------------------------------------------
 # schema and opening
 
@@ -588,12 +624,12 @@ def test_schema_is_created_once_with_a_version(store: RelationStore, location: s
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
         rows = conn.execute("SELECT version FROM rulebot_schema_version").fetchall()
-        assert rows == [(3,)]
+        assert rows == [(4,)]
         assert Path(location).stat().st_mode & 0o777 == 0o600
     else:
         with psycopg.connect(location, autocommit=True) as pg:
             assert pg.execute("SELECT max(version) FROM rulebot_schema_version").fetchall() == [
-                (3,)]
+                (4,)]
             assert pg.execute("SELECT count(*) FROM pg_indexes WHERE tablename = "
                               "'rulebot_relations'").fetchone() == (2,)
         db = store._db  # type: ignore[attr-defined]
@@ -610,7 +646,7 @@ def test_a_version_1_store_gains_the_records_and_buckets_tables_and_keeps_its_re
     if location.startswith("postgresql://"):
         with psycopg.connect(location, autocommit=True) as pg:
             pg.execute("DROP TABLE rulebot_inbound, rulebot_inbound_sessions, rulebot_buckets, "
-                       "rulebot_presence")
+                       "rulebot_presence, rulebot_inbound_claims")
             pg.execute("DELETE FROM rulebot_schema_version WHERE version > 1")
     else:
         import sqlite3
@@ -620,6 +656,7 @@ def test_a_version_1_store_gains_the_records_and_buckets_tables_and_keeps_its_re
             lite.execute("DROP TABLE rulebot_inbound_sessions")
             lite.execute("DROP TABLE rulebot_buckets")
             lite.execute("DROP TABLE rulebot_presence")
+            lite.execute("DROP TABLE rulebot_inbound_claims")
             lite.execute("UPDATE rulebot_schema_version SET version = 1")
         lite.close()
     with open_store(location) as again:
@@ -628,13 +665,14 @@ def test_a_version_1_store_gains_the_records_and_buckets_tables_and_keeps_its_re
         assert done.batch is not None
         assert again.record_batch(done.batch) == "[]"
         assert again.take_token("chat", A, 1.0, 1, 5.0)
+        assert not again.commit(RecordBatch("sm-1", 2, 5, "[]"), claims=["k"]).taken
     if location.startswith("postgresql://"):
         with psycopg.connect(location, autocommit=True) as pg:
-            assert pg.execute("SELECT max(version) FROM rulebot_schema_version").fetchone() == (3,)
+            assert pg.execute("SELECT max(version) FROM rulebot_schema_version").fetchone() == (4,)
     else:
         with sqlite3.connect(location) as lite:
             assert lite.execute("SELECT max(version) FROM rulebot_schema_version").fetchone() == (
-                3,)
+                4,)
         lite.close()
 
 
