@@ -176,10 +176,10 @@ class RelationStore(RecordStoreMixin, SharedStateMixin, ABC):
         """Write a batch of idempotency records, apply relation changes and move a
         session's acknowledgement mark forward (never back), in one transaction.
 
-        `claims` (PostgreSQL only; several workers): a unique key per event of
-        the batch (claim_key). If another batch holds one of them, nothing is
-        written and Committed.taken names them; a claim another transaction
-        is writing waits for it to end.
+        `claims` (several workers): a unique key per event of the batch
+        (ledger.claim_key; no commas). If another batch holds one of them,
+        nothing is written and Committed.taken names them; a claim another
+        transaction is writing waits for it to end.
 
         Returns apply()'s flags for the changes and the batch's id. With
         `durable` false and no changes, the commit survives the bot's process

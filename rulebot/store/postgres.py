@@ -125,12 +125,14 @@ INSERT_BATCH = (f"INSERT INTO {RECORDS} (session, last, created, records) "
 INSERT_CLAIMED = (f"WITH b AS (INSERT INTO {RECORDS} (session, last, created, records) "
                   "VALUES (%s, %s, %s, %s) RETURNING id), "
                   f"c AS (INSERT INTO {CLAIMS} (key, batch) SELECT k, b.id FROM b, "
-                  "unnest(%s::text[]) WITH ORDINALITY AS u(k, n) ORDER BY n "
+                  "unnest(string_to_array(%s, ',')) WITH ORDINALITY AS u(k, n) ORDER BY n "
                   # a claim whose batch is gone (deleted by hand) is free
                   f"ON CONFLICT (key) DO UPDATE SET batch = EXCLUDED.batch WHERE NOT EXISTS "
                   f"(SELECT 1 FROM {RECORDS} r WHERE r.id = {CLAIMS}.batch) RETURNING key) "
-                  "SELECT (SELECT id FROM b), ARRAY(SELECT key FROM c)")
-HOLDERS = f"SELECT key, batch FROM {CLAIMS} WHERE key = ANY(%s)"
+                  "SELECT (SELECT id FROM b), (SELECT count(*) FROM c)")
+# The keys as one comma-separated text (claim keys are hex), not a text[]:
+# adapting a list costs the worker a Python call per element.
+HOLDERS = f"SELECT key, batch FROM {CLAIMS} WHERE key = ANY(string_to_array(%s, ','))"
 UPSERT_MARK = (f"INSERT INTO {SESSIONS} (session, confirmed, updated) VALUES (%s, %s, %s) "
                f"ON CONFLICT (session) DO UPDATE SET confirmed = "
                f"GREATEST({SESSIONS}.confirmed, EXCLUDED.confirmed), updated = EXCLUDED.updated")
@@ -292,17 +294,18 @@ class PostgresStore(RelationStore):
                     cursors.append((r.attrs is None, cur))
                 if batch is not None:
                     inserted = conn.execute(INSERT_CLAIMED if keys else INSERT_BATCH,
-                                            (*batch, keys) if keys else batch)
+                                            (*batch, ",".join(keys)) if keys else batch)
                 if mark is not None:
                     conn.execute(UPSERT_MARK, mark)
                 if keys:
                     assert inserted is not None
                     got = inserted.fetchone()  # in the transaction: it can still roll back
-                    won = set(got[1]) if got else set()
-                    if len(won) < len(keys):
-                        raise _Taken([k for k in keys if k not in won])
+                    if not got or got[1] < len(keys):
+                        raise _Taken(keys)
         except _Taken as taken:  # rolled back: nothing of this commit was written
-            held = conn.execute(HOLDERS, (taken.keys,)).fetchall()
+            # (a claim held by a transaction that rolled back meanwhile is not
+            # listed: it is free for the next attempt)
+            held = conn.execute(HOLDERS, (",".join(taken.keys),)).fetchall()
             return Committed([], None, {str(k): int(b) for k, b in held})
         flags: Flags = []
         for unrelate, cur in cursors:
