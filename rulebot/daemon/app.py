@@ -27,6 +27,7 @@ from rulebot.bot.values import Inbound, Meta, Outbound, Outcome
 from rulebot.config import Config
 from rulebot.daemon.audit import AuditLog
 from rulebot.daemon.decisions import DecisionLog, log_store_failure
+from rulebot.daemon.heap import release_free_memory
 from rulebot.daemon.httpd import StatusServer, json_page
 from rulebot.daemon.ledger import Ledger, store_changes
 from rulebot.daemon.metrics import Metrics
@@ -70,10 +71,11 @@ def tune_collector() -> None:
     """Collect start-up's garbage, then freeze what start-up built (modules, the
     rule set, slixmpp's tables: it lives as long as the process) out of the
     collector's sight, so that full collections walk only what the daemon made
-    since; and set GC_THRESHOLDS."""
+    since; set GC_THRESHOLDS; and give what start-up freed back to the system."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    release_free_memory()  # what loading freed (rulebot.daemon.heap)
 
 
 class Connection(Protocol):

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import watchfiles
 
+from rulebot.daemon.heap import release_free_memory
 from rulebot.logs import LOGGER, fields
 from rulebot.model import Issue
 from rulebot.rules.cache import LoadCache
@@ -247,6 +248,7 @@ class Reloader:
         finally:
             if self.freeze and collecting:
                 gc.enable()
+        release_free_memory()  # in this thread: the call releases the interpreter lock
         return loaded, changes
 
     def trigger(self, reason: str = "SIGHUP") -> None:
