@@ -90,6 +90,10 @@ class Envelope:
     from_: str  # full JID
     stanza: Stanza
     bot: str  # the bot's own bare JID (or component domain)
+    #: The decision's clock, seconds since 1970 (UTC): the daemon's time at
+    #: receipt, or the frozen clock of eval/explain/test. None: no clock (the
+    #: expressions' `now` is null and within() fails).
+    now: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

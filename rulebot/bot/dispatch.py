@@ -86,9 +86,12 @@ class Dispatcher:
                  apply: Callable[[Sequence[StateChange]], None] | None = None,
                  presence: Presence | None = None,
                  records: Records | None = None,
-                 buckets: TokenBuckets | None = None) -> None:
+                 buckets: TokenBuckets | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         """`buckets`: where rate limits take their tokens (default: in memory,
-        per process; the daemon passes the store's when several workers run)."""
+        per process; the daemon passes the store's when several workers run).
+        `clock`: the `now` each decision sees (seconds since 1970, UTC)."""
+        self.clock = clock
         self.config = config
         self.current = current
         self.apply = apply
@@ -161,7 +164,7 @@ class Dispatcher:
                 return self.duplicate(Outcome("decided", event_id=eid_text, key=key),
                                       recorded)
         env = Envelope(event, sender, inbound.from_,
-                       Stanza(inbound.kind, inbound.type, inbound.id), self.bot)
+                       Stanza(inbound.kind, inbound.type, inbound.id), self.bot, self.clock())
         try:
             decision = evaluate(ruleset, env, max_recipients=self.config.max_recipients,
                                 state=self.state)

@@ -12,12 +12,13 @@ import asyncio
 import json
 import signal
 import sys
+import time
 from typing import TextIO
 
 import click
 
 from rulebot import __version__
-from rulebot.cli.lines import read_events
+from rulebot.cli.lines import NOW_OPTION, read_events
 from rulebot.engine.evaluate import evaluate
 from rulebot.engine.render import decision_json
 from rulebot.errors import EventError
@@ -100,8 +101,9 @@ def schema(name: str) -> None:
 @click.option("--type", "stanza_type", default=None,
               help="Stanza type (default: chat for messages, available for presence).")
 @click.option("--bot", default="friend@localhost", show_default=True, help="The bot's JID.")
+@NOW_OPTION
 def eval_(rules: str, events: TextIO, sender: str, from_: str | None, kind: str,
-          stanza_type: str | None, bot: str) -> None:
+          stanza_type: str | None, bot: str, now: float | None) -> None:
     """Run events through RULES offline and print each decision as a JSON line.
 
     EVENTS is a file of JSON lines or one JSON object (default: stdin)."""
@@ -125,7 +127,8 @@ def eval_(rules: str, events: TextIO, sender: str, from_: str | None, kind: str,
                                         "path": exc.path}}
             click.echo(json.dumps(out, ensure_ascii=False))
             continue
-        env = Envelope(event, bare, full, Stanza(kind, stype, None), bot)  # type: ignore[arg-type]
+        env = Envelope(event, bare, full, Stanza(kind, stype, None), bot,  # type: ignore[arg-type]
+                       time.time() if now is None else now)
         click.echo(json.dumps(decision_json(evaluate(ruleset, env)), ensure_ascii=False))
     sys.exit(1 if failed else 0)
 
@@ -144,8 +147,10 @@ def eval_(rules: str, events: TextIO, sender: str, from_: str | None, kind: str,
 @click.option("--online", multiple=True, help="A JID to treat as online (repeatable).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
+@NOW_OPTION
 def explain(rules: str, event_file: TextIO, sender: str, from_: str | None, kind: str,
-            bot: str, relations_file: TextIO | None, online: tuple[str, ...], fmt: str) -> None:
+            bot: str, relations_file: TextIO | None, online: tuple[str, ...], fmt: str,
+            now: float | None) -> None:
     """Show, for one event, every rule in order: matched, not matched, error or shadowed,
     the value its match produced, and which rule won."""
     from rulebot.engine.explain import explain as run_explain
@@ -182,7 +187,7 @@ def explain(rules: str, event_file: TextIO, sender: str, from_: str | None, kind
     full = from_ or (sender if "/" in sender else f"{sender}/cli")
     env = Envelope(event, bare_jid(sender), full,
                    Stanza(kind, "chat" if kind == "message" else "available", None),  # type: ignore[arg-type]
-                   bot)
+                   bot, time.time() if now is None else now)
     explanation = run_explain(result.ruleset, env,
                               state=LiveState(MemoryRelations(rows), presence,
                                                Buckets(lambda: 0.0)))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from rulebot.cli.lines import NOW_OPTION
 from rulebot.ruletest.cases import coverage
 from rulebot.ruletest.report import json_report, junit_xml, run_paths, text_report, totals
 
@@ -24,15 +25,16 @@ from rulebot.ruletest.report import json_report, junit_xml, run_paths, text_repo
               help="Also write JUnit XML here (a testsuite per file, a testcase per case).")
 @click.option("--require-coverage", is_flag=True,
               help="Fail when a rule of a rule set under test was matched by no case.")
+@NOW_OPTION
 def test(paths: tuple[str, ...], fmt: str, junit_path: str | None,
-         require_coverage: bool) -> None:
+         require_coverage: bool, now: float | None) -> None:
     """Run rule test files against their rule sets (a directory: its *.test.yaml files).
 
     Prints PASS/FAIL per case with a diff of expected and got, the rules no
     case matched, and `N passed, M failed`. Exits 0 when everything passed,
     1 on a failure, an invalid test file or (--require-coverage) an uncovered
     rule, 2 on usage errors."""
-    results = run_paths(paths)
+    results = run_paths(paths, None if now is None else (lambda: now))
     if not results:
         raise click.UsageError("no *.test.yaml or *.test.yml files in the given directories")
     cover = coverage(results)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from typing import cast
 
 from jsonschema.exceptions import best_match
 
@@ -36,6 +37,7 @@ from rulebot.model import (
 from rulebot.rules.functions import RuleFunctions, StateView
 from rulebot.rules.jpcompile import Runtime, is_false
 from rulebot.rules.ruleset import ActionSpec, LiteralParam, Param, Rule, RuleSet
+from rulebot.rules.timefns import now_data
 
 #: Default cap on the recipients of one action (a broadcast to a huge list is
 #: an amplification attack or a mistake; either way refuse it visibly).
@@ -56,20 +58,28 @@ def envelope_data(ruleset: RuleSet, env: Envelope) -> dict[str, JSON]:
         "stanza": stanza,
         "lists": ruleset.lists,
         "bot": env.bot,
+        "now": None if env.now is None else now_data(env.now),
     }
 
 
-def runtime_for(ruleset: RuleSet, state: StateView | None) -> Runtime:
+def runtime_for(ruleset: RuleSet, state: StateView | None, now: float | None = None
+                ) -> Runtime:
     """What compiled expressions need for one evaluation: rulebot's functions
-    bound to the rule set's lists and rate limits and to the state view.
+    bound to the rule set's lists, rate limits and intervals, to the state view
+    and to the event's clock.
 
     Kept on the rule set per state view (the daemon passes the same one for
-    every event): building it was a tenth of a decision's time."""
+    every event): building it was a tenth of a decision's time. So the clock
+    is set on it for each evaluation (evaluations do not interleave)."""
     cache = ruleset.runtimes
     held = cache.get(id(state))
     if held is not None and held[0] is state:
+        cast(RuleFunctions, held[1].functions).now = now
         return held[1]
-    runtime = Runtime(RuleFunctions(ruleset.list_sets, state, ruleset.rate_limits))
+    functions = RuleFunctions(ruleset.list_sets, state, ruleset.rate_limits,
+                              ruleset.intervals)
+    functions.now = now
+    runtime = Runtime(functions)
     if len(cache) >= 4:  # a few views at most (tests make many): keep it small
         cache.clear()
     cache[id(state)] = (state, runtime)  # the view is held, so its id is not reused
@@ -97,7 +107,7 @@ def evaluate(ruleset: RuleSet, env: Envelope, *, max_recipients: int = MAX_RECIP
             return rejected
     data = envelope_data(ruleset, env)
     candidates = ruleset.index.candidates(data)
-    runtime = runtime_for(ruleset, state)
+    runtime = runtime_for(ruleset, state, env.now)
     matched: list[str] = []
     actions: list[Action] = []
     errors: list[RuleError] = []

@@ -63,7 +63,7 @@ def explain(ruleset: RuleSet, env: Envelope, *, state: StateView | None = None,
     rejected = not decision.matched and decision.actions and decision.actions[0].type == \
         "error" and decision.actions[0].rule is None and "no rule matched" not in decision.notes
     data = envelope_data(ruleset, env)
-    runtime = runtime_for(ruleset, state)
+    runtime = runtime_for(ruleset, state, env.now)
     traces: list[RuleTrace] = []
     stopped = False
     for i, rule in enumerate(ruleset.rules, 1):

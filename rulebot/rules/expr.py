@@ -12,7 +12,7 @@ import difflib
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from jmespath import parser as jp_parser
 
 from rulebot.rules.functions import RuleFunctions, check_pattern
 from rulebot.rules.jpcompile import Fn, Runtime, and_chain, compile_ast
+from rulebot.rules.timefns import TimeError, parse_duration, to_epoch, zone
 
 Node = dict[str, Any]
 
@@ -192,10 +193,11 @@ def expand(text: str, macros: Mapping[str, str], stack: tuple[str, ...] = ()
 def compile_expr(
     text: str, macros: Mapping[str, str], lists: Mapping[str, object], name: str | None = None,
     limits: Mapping[str, object] | None = None, used_lists: set[str] | None = None,
-    table: PartTable | None = None,
+    table: PartTable | None = None, intervals: Mapping[str, object] | None = None,
 ) -> tuple[Expr | None, list[ExprProblem]]:
     """Compile one expression (the macro `name`'s text when given) and check what can be
-    checked before any event."""
+    checked before any event. `used_lists` gains the lists it names, and
+    `interval:NAME` for each interval (names have no colon)."""
     expanded, problems = expand(text, macros, (name,) if name else ())
     if problems:
         return None, problems
@@ -212,7 +214,7 @@ def compile_expr(
     except jp_exceptions.JMESPathError as exc:
         return None, [ExprProblem(f"invalid JMESPath expression: {exc}", None, text)]
     tree: Node = parsed.parsed  # type: ignore[assignment]  # jmespath's TypedDict
-    problems = list(_check_ast(tree, lists, text, limits or {}, used_lists))
+    problems = list(_check_ast(tree, lists, text, limits or {}, used_lists, intervals or {}))
     calls = any(node["type"] == "function_expression" for node in walk(tree))
     shared = table if table is not None else PartTable()
     parts = _flatten_and(tree)
@@ -254,12 +256,13 @@ def _head_field(node: Node) -> str | None:
 
 
 #: The top-level names of the envelope every expression is evaluated against.
-ENVELOPE = frozenset({"event", "sender", "from", "stanza", "lists", "bot"})
+ENVELOPE = frozenset({"event", "sender", "from", "stanza", "lists", "bot", "now"})
 
 
 def _check_ast(tree: Node, lists: Mapping[str, object], text: str = "",
                limits: Mapping[str, object] | None = None,
-               used_lists: set[str] | None = None) -> Iterator[ExprProblem]:
+               used_lists: set[str] | None = None,
+               intervals: Mapping[str, object] | None = None) -> Iterator[ExprProblem]:
     used = used_lists if used_lists is not None else set()
     for node, at_root in root_walk(tree, True):
         kind = node["type"]
@@ -308,6 +311,43 @@ def _check_ast(tree: Node, lists: Mapping[str, object], text: str = "",
             err = check_pattern(literal)
             if err:
                 yield ExprProblem(err, None, literal)
+        yield from _check_time_call(name, args, intervals or {}, used)
+
+
+def _check_time_call(name: str, args: Sequence[Node], intervals: Mapping[str, object],
+                     used: set[str]) -> Iterator[ExprProblem]:
+    """Literal arguments of the time functions: known now, so checked now."""
+    def literal(i: int) -> object:
+        return args[i]["value"] if len(args) > i and args[i]["type"] == "literal" else None
+
+    if name in ("within", "within_at") and isinstance(literal(0), str):
+        interval = str(literal(0))
+        used.add(f"interval:{interval}")
+        if interval not in intervals:
+            close = difflib.get_close_matches(interval, sorted(intervals), n=1)
+            hint = f", did you mean {close[0]!r}?" if close else ""
+            yield ExprProblem(f"unknown interval {interval!r}{hint}", None, interval)
+    checks: list[tuple[int, Callable[[object], object]]] = []
+    if name == "duration":
+        checks = [(0, parse_duration)]
+    elif name == "time_add":
+        checks = [(0, to_epoch), (1, parse_duration)]
+    elif name in ("to_epoch", "to_iso"):
+        checks = [(0, to_epoch)]
+    elif name == "time_diff":
+        checks = [(0, to_epoch), (1, to_epoch)]
+    elif name in ("weekday", "hour", "date", "clock"):
+        checks = [(0, to_epoch), (1, zone)]
+    elif name == "within_at":
+        checks = [(1, to_epoch)]
+    for i, check in checks:
+        value = literal(i)
+        if value is None:
+            continue
+        try:
+            check(value)
+        except TimeError as exc:
+            yield ExprProblem(f"{name}: {exc}", None, value if isinstance(value, str) else name)
 
 
 def _check_arity(name: str, signature: Any, count: int) -> Iterator[ExprProblem]:

@@ -19,6 +19,20 @@ arguments and of the rule set's lists (and, later, a read-only state view).
 | relation(subject, object, kind) | {kind, attrs, created} of the relation, or null |
 | online(jid)                  | true when the bot has seen the user (or that resource) available |
 | over_limit(name, key)        | takes a token from bucket `name` for `key`; true if none left |
+| duration(d)                  | seconds of a duration (`'90s'`, `'1h30m'`, `'7d'`)  |
+| to_epoch(t), to_iso(t)       | an instant as seconds since 1970 / ISO 8601 UTC text |
+| time_add(t, d)               | the instant d after t, in seconds since 1970         |
+| time_diff(a, b)              | seconds from instant b to instant a (a - b)          |
+| weekday(t, tz), hour(t, tz)  | `mon`..`sun` / 0-23 at instant t in IANA zone tz     |
+| date(t, tz), clock(t, tz)    | `YYYY-MM-DD` / `HH:MM` at instant t in zone tz       |
+| within(name)                 | true when `now` is inside the named interval         |
+| within_at(name, t)           | true when instant t is inside the named interval     |
+
+Instants are numbers (`now.epoch`), ISO 8601 texts with an offset
+(`now.iso`, `relation(...).created`) or `now` itself; rulebot.rules.timefns
+has the rules.
+The functions read no clock: `within(name)` reads the event's `now`, which
+the caller put in the envelope.
 
 The relationship and presence functions read through a read-only StateView
 (StateView, below; rulebot.engine.state has the implementations) that the
@@ -38,15 +52,20 @@ from jmespath import functions
 
 from rulebot.jid import bare_jid, split_jid
 from rulebot.model import JSON
+from rulebot.rules.timefns import WEEKDAYS, Interval, local, parse_duration, to_epoch, to_iso
 
 #: Names of the functions this module adds (validate checks calls against them).
 CUSTOM_FUNCTIONS = frozenset(
     {"jid_bare", "jid_local", "jid_domain", "jid_resource", "regex_match", "in_list",
      "lower", "upper", "related", "mutual", "related_to", "related_from", "relation", "online",
-     "over_limit"}
+     "over_limit", "duration", "to_epoch", "to_iso", "time_add", "time_diff", "weekday",
+     "hour", "date", "clock", "within", "within_at"}
 )
 
+
 MAX_PATTERN = 1000
+#: What an instant argument may be: seconds, ISO 8601 text, or `now` itself.
+_INSTANT: Any = {"types": ["number", "string", "object"]}
 
 @functools.lru_cache(maxsize=512)
 def _compiled(pattern: str) -> re.Pattern[str]:
@@ -107,11 +126,16 @@ class RuleFunctions(functions.Functions):
     """JMESPath's built-ins plus rulebot's, bound to one rule set's lists and a state view."""
 
     def __init__(self, lists: Mapping[str, frozenset[str]], state: StateView | None = None,
-                 limits: Mapping[str, Any] | None = None) -> None:
+                 limits: Mapping[str, Any] | None = None,
+                 intervals: Mapping[str, Interval] | None = None) -> None:
         super().__init__()
         self._lists = lists
         self._state = state
         self._limits = limits or {}
+        self._intervals = intervals or {}
+        #: The event's `now` (seconds since 1970), set by the evaluation before
+        #: each event: the table is shared by every event of a rule set.
+        self.now: float | None = None
 
     def _view(self) -> StateView:
         if self._state is None:
@@ -186,3 +210,63 @@ class RuleFunctions(functions.Functions):
         if spec is None:
             raise jp_exceptions.JMESPathError(f"over_limit: no rate limit named {name!r}")
         return not self._view().take(name, str(key), spec.per_second, spec.burst)
+
+    # -- time (rulebot.rules.timefns): TimeError is a ValueError, which a
+    # rule's evaluation records as that rule's error
+
+    @functions.signature({"types": ["string", "number"]})
+    def _func_duration(self, value: Any) -> float:
+        return _whole(parse_duration(value))
+
+    @functions.signature(_INSTANT)
+    def _func_to_epoch(self, value: Any) -> float:
+        return _whole(to_epoch(value))
+
+    @functions.signature(_INSTANT)
+    def _func_to_iso(self, value: Any) -> str:
+        return to_iso(to_epoch(value))
+
+    @functions.signature(_INSTANT, {"types": ["string", "number"]})
+    def _func_time_add(self, t: Any, d: Any) -> float:
+        return _whole(to_epoch(to_epoch(t) + parse_duration(d)))
+
+    @functions.signature(_INSTANT, _INSTANT)
+    def _func_time_diff(self, a: Any, b: Any) -> float:
+        return _whole(to_epoch(a) - to_epoch(b))
+
+    @functions.signature(_INSTANT, {"types": ["string"]})
+    def _func_weekday(self, t: Any, tz: str) -> str:
+        return WEEKDAYS[local(t, tz).weekday()]
+
+    @functions.signature(_INSTANT, {"types": ["string"]})
+    def _func_hour(self, t: Any, tz: str) -> int:
+        return local(t, tz).hour
+
+    @functions.signature(_INSTANT, {"types": ["string"]})
+    def _func_date(self, t: Any, tz: str) -> str:
+        return local(t, tz).strftime("%Y-%m-%d")
+
+    @functions.signature(_INSTANT, {"types": ["string"]})
+    def _func_clock(self, t: Any, tz: str) -> str:
+        return local(t, tz).strftime("%H:%M")
+
+    @functions.signature({"types": ["string"]})
+    def _func_within(self, name: str) -> bool:
+        if self.now is None:
+            raise jp_exceptions.JMESPathError("within: the event has no `now` (no clock given)")
+        return self._interval("within", name).contains(self.now)
+
+    @functions.signature({"types": ["string"]}, _INSTANT)
+    def _func_within_at(self, name: str, t: Any) -> bool:
+        return self._interval("within_at", name).contains(to_epoch(t))
+
+    def _interval(self, fn: str, name: str) -> Interval:
+        found = self._intervals.get(name)
+        if found is None:
+            raise jp_exceptions.JMESPathError(f"{fn}: no interval named {name!r}")
+        return found
+
+
+def _whole(seconds: float) -> float:
+    """A whole number of seconds as an int (JSON shows 60, not 60.0)."""
+    return int(seconds) if seconds == int(seconds) else seconds

@@ -37,6 +37,7 @@ from rulebot.rules.ruleset import (
     Rule,
     RuleSet,
 )
+from rulebot.rules.timefns import Interval, TimeError, compile_interval
 
 _PER = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 
@@ -145,6 +146,8 @@ class _Compiler:
         self.lists: dict[str, list[str]] = {}
         self.macros: dict[str, str] = {}
         self.rate_limits: dict[str, RateSpec] = {}
+        self.intervals: dict[str, Interval] = {}
+        self.interval_names: dict[str, None] = {}  # defined, compiled or not
         self.broken: set[str] = set()  # macros that failed to compile
         self.used_lists: set[str] = set()  # referenced by some compiled expression
         self.used_macros: set[str] = set()  # reached from some rule's expression
@@ -193,6 +196,18 @@ class _Compiler:
                 burst = spec.get("burst")
                 self.rate_limits[name] = RateSpec(
                     rate / per, burst if isinstance(burst, int) else max(1, math.ceil(rate)))
+        for name, spec in _mapping(value.get("intervals")).items():
+            if isinstance(spec, dict) and self._define(doc, "interval", name,
+                                                       ("intervals", name)):
+                self.interval_names[name] = None  # a broken one is reported once, here
+                try:
+                    self.intervals[name] = compile_interval(name, spec)
+                except TimeError as exc:
+                    field = exc.field if exc.field is not None and exc.field in spec else None
+                    at: DocPath = ("intervals", name) if field is None \
+                        else ("intervals", name, field)
+                    self.issues.append(doc.issue(at, f"interval {name!r}: {exc}",
+                                                 None if field is None else spec[field]))
         for name, text_ in _mapping(value.get("macros")).items():
             if isinstance(text_, str) and self._define(doc, "macro", name, ("macros", name)):
                 self.macros[name] = text_
@@ -213,7 +228,8 @@ class _Compiler:
         # An expression's meaning and checks depend on the macros' texts and on
         # which lists and rate limits exist: its cache key includes them.
         self.defs = hashlib.sha256(json.dumps(
-            [sorted(self.macros.items()), sorted(self.lists), sorted(self.rate_limits)]
+            [sorted(self.macros.items()), sorted(self.lists), sorted(self.rate_limits),
+             sorted(self.interval_names)]
         ).encode()).digest()
         # Macros are checked once, in their own place, so a broken macro is
         # reported where it is written rather than at every use.
@@ -253,6 +269,7 @@ class _Compiler:
             files=tuple(source for source, _ in texts),
             list_sets={k: frozenset(x.casefold() for x in v) for k, v in self.lists.items()},
             rate_limits=dict(self.rate_limits),
+            intervals=dict(self.intervals),
             index=index,
             discriminator=discriminator,
         )
@@ -288,6 +305,10 @@ class _Compiler:
             if kind == "macro" and name not in self.used_macros:
                 self.issues.append(doc.issue(path, f"macro ${name} is never used", key=True,
                                              severity="warning"))
+            if kind == "interval" and f"interval:{name}" not in self.used_lists:
+                self.issues.append(doc.issue(path, f"interval {name!r} is never used "
+                                             "(within('NAME') or within_at('NAME', t))",
+                                             key=True, severity="warning"))
             if kind == "list" and name not in self.used_lists:
                 self.issues.append(doc.issue(path, f"list {name!r} is never used", key=True,
                                              severity="warning"))
@@ -304,7 +325,8 @@ class _Compiler:
         def compile_() -> Compiled:
             used: set[str] = set()
             expr, problems = compile_expr(text, self.macros, self.lists, macro,
-                                          self.rate_limits, used, self.cache.parts)
+                                          self.rate_limits, used, self.cache.parts,
+                                          self.interval_names)
             return expr, problems, frozenset(used)
 
         expr, problems, used = self.cache.expr((text, macro, self.defs), compile_)

@@ -15,6 +15,7 @@ from rulebot.model import JSON
 from rulebot.rules.expr import Expr
 from rulebot.rules.index import RuleIndex, linear_index
 from rulebot.rules.jpcompile import Runtime
+from rulebot.rules.timefns import Interval
 
 ActionKind = Literal["forward", "broadcast", "reply", "error", "drop", "relate", "unrelate"]
 
@@ -97,6 +98,8 @@ class RuleSet:
     # Which rules an event can match, found from its keys (rules.index).
     index: RuleIndex = field(repr=False, compare=False)
     discriminator: str = "type"
+    #: named time intervals (`intervals:`; within())
+    intervals: Mapping[str, Interval] = field(default_factory=dict, repr=False, compare=False)
     # engine.evaluate.runtime_for's cache: state view id -> (view, runtime). The
     # only mutable part, and only a memo of values computed from the rest.
     runtimes: dict[int, tuple[Any, Runtime]] = field(default_factory=dict, init=False,

@@ -1,7 +1,8 @@
 """Rule tests: YAML files of events with expectations about the decisions.
 
 `parse_test_file` and
-`check_names` are pure, `run_case`/`run_file`/`coverage` are pure;
+`check_names` are pure, `run_case`/`coverage` are pure, `run_file` reads the
+clock (injected) only when the file sets no `defaults.now`;
 `load_test_file` is the one thin I/O wrapper (it reads the test file and
 loads the rule set it names).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,6 +48,7 @@ from rulebot.model import (
 )
 from rulebot.rules.loader import LoadResult, check_rules
 from rulebot.rules.ruleset import Rule, RuleSet
+from rulebot.rules.timefns import TimeError, parse_duration, to_epoch
 from rulebot.ruletest.checks import CHECKS, Failure
 from rulebot.wire.decode import Limits, decode_event, presence_event
 
@@ -83,6 +86,8 @@ class Case:
     relations: tuple[Relation, ...]
     online: tuple[str, ...]
     expect: Mapping[str, JSON]
+    now: float | None = None  # the clock, when the case sets it
+    advance: float = 0.0  # seconds the clock moves from the previous case's first
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ class TestFile:
     rules: str  # the rule set path, relative to the current directory
     cases: tuple[Case, ...]
     document: Document = field(repr=False, compare=False)
+    now: float | None = None  # defaults.now: the first case's clock
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,8 @@ def parse_test_file(text: str, source: str) -> tuple[TestFile | None, list[Issue
     base_rel = _relations(fixtures.get("relations", []))
     base_online = tuple(fixtures.get("online", []))
     issues.extend(_check_from(doc, ("defaults",), defaults))
+    start = _instant(doc, ("defaults", "now"), defaults["now"], issues) \
+        if "now" in defaults else None
     if "stanza_type" in defaults:
         issues.extend(_check_stanza_type(doc, ("defaults", "stanza_type"),
                                          defaults.get("kind", "message"),
@@ -176,7 +184,7 @@ def parse_test_file(text: str, source: str) -> tuple[TestFile | None, list[Issue
     if issues:
         return None, sorted(issues, key=Issue.sort_key)
     rules = os.path.normpath(Path(source).parent / value["rules"])
-    return TestFile(source, rules, tuple(cases), doc), []
+    return TestFile(source, rules, tuple(cases), doc, start), []
 
 
 def _relations(raw: Iterable[Mapping[str, Any]]) -> tuple[Relation, ...]:
@@ -230,14 +238,36 @@ def _case(doc: Document, i: int, raw: dict[str, Any], defaults: dict[str, Any]
         issues.append(doc.issue((*path, "expect"), "expect needs at least one expectation "
                                 "(matched, not_matched, actions, error, drop, ...)"))
     issues.extend(_check_expect(doc, (*path, "expect"), raw["expect"]))
+    now = _instant(doc, (*path, "now"), raw["now"], issues) if "now" in raw else None
+    advance = 0.0
+    if "advance" in raw:
+        try:
+            advance = parse_duration(raw["advance"])
+        except TimeError as exc:
+            issues.append(doc.issue((*path, "advance"), str(exc), raw["advance"]))
+        if advance < 0:
+            issues.append(doc.issue((*path, "advance"), "the clock only moves forward",
+                                    raw["advance"]))
+        if "now" in raw:
+            issues.append(doc.issue((*path, "advance"), "give now or advance, not both",
+                                    key=True))
     if issues:
         return None, issues
     return Case(
         name=raw["name"], index=i, line=doc.where(path)[0], event=event, raw=raw.get("raw"),
         sender=bare_jid(from_), from_=from_, kind=kind, stanza_type=stype,
         bot=defaults.get("bot", DEFAULT_BOT), relations=_relations(raw.get("relations", [])),
-        online=tuple(raw.get("online", [])), expect=raw["expect"],
+        online=tuple(raw.get("online", [])), expect=raw["expect"], now=now, advance=advance,
     ), []
+
+
+def _instant(doc: Document, path: tuple[str | int, ...], value: Any, issues: list[Issue]
+             ) -> float | None:
+    try:
+        return to_epoch(value)
+    except TimeError as exc:
+        issues.append(doc.issue(path, str(exc), value))
+        return None
 
 
 def _check_from(doc: Document, path: tuple[str | int, ...], where: dict[str, Any]
@@ -294,7 +324,8 @@ def check_names(test: TestFile, ruleset: RuleSet) -> list[Issue]:
 
 
 def load_test_file(path: str | Path,
-                   load: Callable[[str], LoadResult] | None = None) -> FileResult:
+                   load: Callable[[str], LoadResult] | None = None,
+                   clock: Callable[[], float] | None = None) -> FileResult:
     """Read one test file and load its rule set (through `load`, e.g. a cache).
 
     Never raises for file content: problems come back as the result's issues."""
@@ -318,19 +349,28 @@ def load_test_file(path: str | Path,
     problems = check_names(test, loaded.ruleset)
     if problems:
         return FileResult(source, test.rules, loaded.ruleset, tuple(problems))
-    return run_file(test, loaded.ruleset)
+    return run_file(test, loaded.ruleset, clock or time.time)
 
 
 # --- running ---------------------------------------------------------------------
 
 
-def run_file(test: TestFile, ruleset: RuleSet) -> FileResult:
-    return FileResult(test.source, test.rules, ruleset, (),
-                      tuple(run_case(ruleset, case) for case in test.cases))
+def run_file(test: TestFile, ruleset: RuleSet,
+             clock: Callable[[], float] = time.time) -> FileResult:
+    """Run the cases in order on a stepped clock: defaults.now (else `clock()`),
+    set by a case's `now`, moved by its `advance`."""
+    at = test.now if test.now is not None else clock()
+    results = []
+    for case in test.cases:
+        at = case.now if case.now is not None else at + case.advance
+        results.append(run_case(ruleset, case, at))
+    return FileResult(test.source, test.rules, ruleset, (), tuple(results))
 
 
-def decide(ruleset: RuleSet, case: Case) -> tuple[Decision, MemoryRelations]:
-    """The decision on the case's event, and the fixture store after applying it."""
+def decide(ruleset: RuleSet, case: Case, now: float | None = None
+           ) -> tuple[Decision, MemoryRelations]:
+    """The decision on the case's event at `now` (default: the case's own clock),
+    and the fixture store after applying it."""
     store = MemoryRelations(case.relations)
     presence = PresenceTable()
     for jid in case.online:
@@ -345,14 +385,15 @@ def decide(ruleset: RuleSet, case: Case) -> tuple[Decision, MemoryRelations]:
     if case.kind == "presence":
         presence.update(case.from_, case.stanza_type == "available")
     stanza = Stanza("presence" if case.kind == "presence" else "message", case.stanza_type)
-    env = Envelope(event, case.sender, case.from_, stanza, case.bot)
+    env = Envelope(event, case.sender, case.from_, stanza, case.bot,
+                   case.now if now is None else now)
     decision = evaluate(ruleset, env, state=LiveState(store, presence, Buckets(lambda: 0.0)))
     store.apply([a for a in decision.actions if isinstance(a, Relate | Unrelate)])
     return decision, store
 
 
-def run_case(ruleset: RuleSet, case: Case) -> CaseResult:
-    decision, store = decide(ruleset, case)
+def run_case(ruleset: RuleSet, case: Case, now: float | None = None) -> CaseResult:
+    decision, store = decide(ruleset, case, now)
     failures = []
     for key, check in CHECKS.items():
         if key in case.expect or key == "errors":

@@ -5,7 +5,7 @@ text, JSON or JUnit XML. The command itself is rulebot.cli.test.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rulebot.engine.render import decision_json
@@ -31,8 +31,10 @@ def _expand(paths: Sequence[str]) -> list[Path]:
     return out
 
 
-def run_paths(paths: Sequence[str]) -> list[FileResult]:
-    """Run every test file; a rule set shared by several files is loaded once."""
+def run_paths(paths: Sequence[str], clock: Callable[[], float] | None = None
+              ) -> list[FileResult]:
+    """Run every test file; a rule set shared by several files is loaded once.
+    `clock`: where a file without defaults.now starts its clock (default: time.time)."""
     cache: dict[str, LoadResult] = {}
 
     def load(rules: str) -> LoadResult:
@@ -41,7 +43,7 @@ def run_paths(paths: Sequence[str]) -> list[FileResult]:
             cache[key] = check_rules([rules])
         return cache[key]
 
-    return [load_test_file(p, load) for p in _expand(paths)]
+    return [load_test_file(p, load, clock) for p in _expand(paths)]
 
 
 def totals(results: Sequence[FileResult]) -> tuple[int, int, int]:

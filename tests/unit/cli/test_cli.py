@@ -25,7 +25,7 @@ def test_validate_shipped_rules_ok() -> None:
     assert code == 0
     assert out == ""
     lines = err.splitlines()
-    assert lines[0].startswith(f"ok: {RULES}: 8 rules in 3 file(s), version ")
+    assert lines[0].startswith(f"ok: {RULES}: 10 rules in 3 file(s), version ")
     assert lines[1].startswith(f"ok: {RULES}/friends: 14 rules in 3 file(s), version ")
 
 

@@ -45,7 +45,9 @@ NAIVE = naive(SHIPPED)
 
 def test_shipped_rules_are_indexed_by_type() -> None:
     # Guards the next property from being vacuous.
-    assert {str(d) for d in SHIPPED.index.dims()} == {"stanza.kind", "event.type"}
+    dims = {str(d) for d in SHIPPED.index.dims()}
+    assert "event.type" in dims
+    assert len(dims) >= 2  # and one more, chosen by selectivity
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

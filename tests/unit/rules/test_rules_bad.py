@@ -102,7 +102,7 @@ CASES = [
     ], id="version_string"),
     pytest.param("unknown_top_key.yaml", [
         "2:1: rule: unknown key 'rule', did you mean 'rules'? "
-        "(allowed: default, events, lists, macros, rate_limits, rules, version)",
+        "(allowed: default, events, intervals, lists, macros, rate_limits, rules, version)",
     ], id="unknown_top_key"),
     pytest.param("default_bad_value.yaml", [
         "2:10: default: must be one of \"drop\", \"error\" (\"reject\")",
