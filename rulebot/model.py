@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeAlias
 
 #: Any value JSON can carry (what json.loads returns).
@@ -140,21 +141,36 @@ class Drop:
     to: tuple[str, ...] = ()
 
 
+#: How stores write times (`created`, `expires`): text that sorts as time does.
+STORE_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def stamp(epoch: float) -> str:
+    """Seconds since 1970 as a store time: 2026-12-01T09:00:00.000000Z."""
+    return datetime.fromtimestamp(epoch, UTC).strftime(STORE_TIME)
+
+
 @dataclass(frozen=True, slots=True)
 class Relation:
     """One stored, directed relation: the row type of every relationship store
     (SQLite, PostgreSQL, the in-memory one of eval and test). `created` is
-    ISO 8601 UTC, empty until a store writes the row."""
+    ISO 8601 UTC, empty until a store writes the row; `expires` too, or None
+    for a relation that does not expire (reads never return an expired one)."""
 
     subject: str
     object: str
     kind: str
     attrs: Mapping[str, JSON] = field(default_factory=dict)
     created: str = ""
+    expires: str | None = None
 
     def to_json(self) -> dict[str, JSON]:
-        return {"subject": self.subject, "object": self.object, "kind": self.kind,
-                "attrs": dict(self.attrs), "created": self.created}
+        out: dict[str, JSON] = {"subject": self.subject, "object": self.object,
+                                "kind": self.kind, "attrs": dict(self.attrs),
+                                "created": self.created}
+        if self.expires is not None:
+            out["expires"] = self.expires
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +185,7 @@ class Relate:
     rule: str
     type: Literal["relate"] = "relate"
     to: tuple[str, ...] = ()
+    expires: float | None = None  # seconds since 1970 (ttl/until); None: never
 
 
 @dataclass(frozen=True, slots=True)

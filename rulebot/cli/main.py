@@ -160,7 +160,8 @@ def explain(rules: str, event_file: TextIO, sender: str, from_: str | None, kind
         MemoryRelations,
         PresenceTable,
     )
-    from rulebot.model import Relation
+    from rulebot.model import Relation, stamp
+    from rulebot.rules.timefns import to_epoch
 
     result = check_rules([rules])
     if result.ruleset is None:
@@ -178,18 +179,21 @@ def explain(rules: str, event_file: TextIO, sender: str, from_: str | None, kind
             try:
                 r = json.loads(line)
                 rows.append(Relation(r["subject"], r["object"], r["kind"],
-                                           r.get("attrs") or {}))
-            except (ValueError, KeyError, TypeError) as exc:
+                                     r.get("attrs") or {}, r.get("created") or "",
+                                     None if r.get("expires") is None
+                                     else stamp(to_epoch(r["expires"]))))
+            except (ValueError, KeyError, TypeError) as exc:  # TimeError is a ValueError
                 raise click.UsageError(f"--relations line {n}: {exc}") from None
     presence = PresenceTable()
     for jid in online:
         presence.update(jid, True)
     full = from_ or (sender if "/" in sender else f"{sender}/cli")
+    at = time.time() if now is None else now
     env = Envelope(event, bare_jid(sender), full,
                    Stanza(kind, "chat" if kind == "message" else "available", None),  # type: ignore[arg-type]
-                   bot, time.time() if now is None else now)
+                   bot, at)
     explanation = run_explain(result.ruleset, env,
-                              state=LiveState(MemoryRelations(rows), presence,
+                              state=LiveState(MemoryRelations(rows, lambda: at), presence,
                                                Buckets(lambda: 0.0)))
     if fmt == "json":
         click.echo(json.dumps(explanation.to_json(), ensure_ascii=False, indent=2))

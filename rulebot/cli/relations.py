@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn, TextIO
@@ -28,7 +29,8 @@ import click
 import yaml
 
 from rulebot.jid import norm_bare
-from rulebot.model import JSON
+from rulebot.model import JSON, stamp
+from rulebot.rules.timefns import TimeError, parse_duration
 from rulebot.store.base import RelationStore, StoreError
 from rulebot.store.open import open_store, resolve_location
 from rulebot.store.values import Change, RelateChange, UnrelateChange
@@ -120,22 +122,37 @@ def _attrs(ctx: click.Context, param: click.Parameter, value: str | None) -> dic
     return attrs
 
 
+def _ttl(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except TimeError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if seconds <= 0:
+        raise click.BadParameter("must be more than zero")
+    return seconds
+
+
 @relations.command()
 @click.argument("subject")
 @click.argument("obj", metavar="OBJECT")
 @click.argument("kind")
 @click.option("--attrs", callback=_attrs, metavar="JSON", help="A JSON object stored with it.")
 @click.option("--mutual", is_flag=True, help="Also OBJECT → SUBJECT (in the same transaction).")
+@click.option("--ttl", callback=_ttl, metavar="DURATION",
+              help="It expires this long from now (90s, 10m, 7d); default never.")
 @click.pass_context
 def add(ctx: click.Context, subject: str, obj: str, kind: str, attrs: dict[str, JSON],
-        mutual: bool) -> None:
-    """Relate SUBJECT to OBJECT with KIND (or replace its attrs).
+        mutual: bool, ttl: float | None) -> None:
+    """Relate SUBJECT to OBJECT with KIND (or replace its attrs and expiry).
 
     Prints {"subject", "object", "kind", "result": "added"|"updated"} per row."""
     s, o = _bare(subject), _bare(obj)
-    changes: list[Change] = [RelateChange(s, o, kind, attrs)]
+    expires = None if ttl is None else stamp(time.time() + ttl)
+    changes: list[Change] = [RelateChange(s, o, kind, attrs, expires=expires)]
     if mutual:
-        changes.append(RelateChange(o, s, kind, attrs))
+        changes.append(RelateChange(o, s, kind, attrs, expires=expires))
     with _store(ctx) as store:
         for change, new in zip(changes, store.apply(changes), strict=True):
             _emit({"subject": change.subject, "object": change.object, "kind": change.kind,

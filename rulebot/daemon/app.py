@@ -65,6 +65,8 @@ PURGE_INTERVAL = 10.0
 #: mode, Prosody, 4,000 events): 10,000 to 13,000 instructions less per event,
 #: of ~40,000 that the idempotency records cost.
 GC_THRESHOLDS = (20_000, 20, 100)
+#: Expired relations deleted per statement (each a short write transaction).
+PURGE_STEP_RELATIONS = 500
 
 
 def tune_collector() -> None:
@@ -387,7 +389,7 @@ class Daemon:
     async def _keep_records(self) -> None:
         """Evict what no re-delivery can need from the records' index each second;
         every PURGE_INTERVAL, store the acknowledgement marks and purge the
-        store's batches (bounded steps)."""
+        store's batches and expired relations (bounded steps)."""
         ledger = self.ledger
         assert ledger is not None
         last_purge = time.monotonic()
@@ -402,6 +404,11 @@ class Daemon:
                     ledger.flush()  # acknowledgement marks, when no read wrote them
                 while ledger.purge() > 0:  # ~50 ms at most per round
                     await asyncio.sleep(0)  # events in between
+                if self.store is not None:
+                    # Reads hide expired relations already; this gives their room back.
+                    while self.store.purge_expired(PURGE_STEP_RELATIONS) == \
+                            PURGE_STEP_RELATIONS:
+                        await asyncio.sleep(0)
                 if self.config.workers > 1 and self.store is not None:
                     self.store.purge_buckets(time.time())
             except StoreError as exc:

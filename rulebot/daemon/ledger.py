@@ -58,7 +58,7 @@ from typing import Any
 from rulebot.bot.values import EventKey, Overtaken, Recorded
 from rulebot.daemon.batches import BatchWriter, decode, decode_batch
 from rulebot.logs import LOGGER, fields
-from rulebot.model import Relate, StateChange, directions
+from rulebot.model import Relate, StateChange, directions, stamp
 from rulebot.store.base import Committed, RelationStore, StoreError, StoreUnavailable
 from rulebot.store.values import (
     Change,
@@ -101,7 +101,9 @@ def store_changes(changes: Sequence[StateChange]) -> list[Change]:
         for subject, obj in directions(c):
             if isinstance(c, Relate):
                 attrs = c.attrs if isinstance(c.attrs, dict) else {}
-                out.append(RelateChange(subject, obj, c.kind, attrs))
+                out.append(RelateChange(subject, obj, c.kind, attrs,
+                                        expires=None if c.expires is None
+                                        else stamp(c.expires)))
             else:
                 out.append(UnrelateChange(subject, obj, c.kind))
     return out

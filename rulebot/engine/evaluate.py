@@ -37,7 +37,7 @@ from rulebot.model import (
 from rulebot.rules.functions import RuleFunctions, StateView
 from rulebot.rules.jpcompile import Runtime, is_false
 from rulebot.rules.ruleset import ActionSpec, LiteralParam, Param, Rule, RuleSet
-from rulebot.rules.timefns import now_data
+from rulebot.rules.timefns import TimeError, now_data, parse_duration, to_epoch
 
 #: Default cap on the recipients of one action (a broadcast to a huge list is
 #: an amplification attack or a mistake; either way refuse it visibly).
@@ -290,4 +290,24 @@ def _relation(spec: ActionSpec, rule: Rule, env: Envelope, data: Mapping[str, JS
         attrs = {}
     if not isinstance(attrs, dict):
         raise _RuleFailed(f"relate: attrs must be a JSON object, got {shorten(repr(attrs), 60)}")
-    return Relate(subject, obj, kind, attrs, spec.mutual, rule.name)
+    return Relate(subject, obj, kind, attrs, spec.mutual, rule.name,
+                  expires=_expires(spec, env, data, runtime))
+
+
+def _expires(spec: ActionSpec, env: Envelope, data: Mapping[str, JSON],
+             runtime: Runtime) -> float | None:
+    """When a relate's relation stops existing (seconds since 1970), or None."""
+    try:
+        if spec.ttl is not None:
+            ttl = parse_duration(_value(spec.ttl, data, runtime))
+            if ttl <= 0:
+                raise _RuleFailed(f"relate: ttl must be positive, got {ttl:g} s")
+            if env.now is None:
+                raise _RuleFailed("relate: ttl needs the clock (the event has no `now`)")
+            return env.now + ttl
+        if spec.until is not None:
+            return to_epoch(_value(spec.until, data, runtime))
+    except TimeError as exc:
+        raise _RuleFailed(f"relate: {'ttl' if spec.ttl is not None else 'until'}: {exc}"
+                          ) from None
+    return None

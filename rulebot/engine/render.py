@@ -6,6 +6,7 @@ Pure.
 from __future__ import annotations
 
 from rulebot.model import JSON, Action, Decision, Drop, ErrorReply, Relate, Unrelate
+from rulebot.rules.timefns import to_iso
 
 
 def action_json(action: Action) -> dict[str, JSON]:
@@ -22,6 +23,8 @@ def action_json(action: Action) -> dict[str, JSON]:
                    mutual=action.mutual)
         if isinstance(action, Relate):
             out["attrs"] = action.attrs
+            if action.expires is not None:
+                out["expires"] = to_iso(action.expires)
     else:
         out["payload"] = action.payload
     out["rule"] = action.rule

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from rulebot.jid import norm_bare
-from rulebot.model import JSON, Relate, Relation, StateChange, directions
+from rulebot.model import JSON, Relate, Relation, StateChange, directions, stamp
 from rulebot.rules.functions import StateView
 
 #: `created` of an in-memory row given without one (eval's --relations, test cases).
@@ -132,44 +132,61 @@ class LiveState:
         found = self._relations.get(norm_bare(subject), norm_bare(obj), kind)
         if found is None:
             return None
-        return {"kind": kind, "attrs": dict(found.attrs), "created": found.created}
+        return {"kind": kind, "attrs": dict(found.attrs), "created": found.created,
+                "expires": found.expires}
 
     def online(self, jid: str) -> bool:
         return self._presence.online(jid)
 
 
 class MemoryRelations:
-    """An in-memory relationship store with the same read and apply semantics."""
+    """An in-memory relationship store with the same read and apply semantics,
+    expiry included, on the clock it is given (`rulebot test`: the case's)."""
 
-    def __init__(self, rows: Iterable[Relation] = ()) -> None:
+    def __init__(self, rows: Iterable[Relation] = (),
+                 clock: Callable[[], float] | None = None) -> None:
         self._rows: dict[tuple[str, str, str], Relation] = {}
+        self.clock = clock
         for row in rows:
             key = (norm_bare(row.subject), norm_bare(row.object), row.kind)
-            self._rows[key] = Relation(*key, dict(row.attrs), row.created or EPOCH)
+            self._rows[key] = Relation(*key, dict(row.attrs), row.created or EPOCH, row.expires)
+
+    def _now(self) -> str:
+        # Only stores write these times, so text order is time order.
+        return stamp(self.clock()) if self.clock is not None else ""
+
+    def _live(self, row: Relation | None) -> Relation | None:
+        if row is None or row.expires is None or self.clock is None:
+            return row
+        return row if row.expires > self._now() else None
 
     def related(self, subject: str, obj: str, kind: str) -> bool:
-        return (subject, obj, kind) in self._rows
+        return self._live(self._rows.get((subject, obj, kind))) is not None
 
     def objects(self, subject: str, kind: str) -> list[str]:
-        return sorted(o for (s, o, k) in self._rows if s == subject and k == kind)
+        return sorted(o for (s, o, k), r in self._rows.items()
+                      if s == subject and k == kind and self._live(r))
 
     def subjects(self, obj: str, kind: str) -> list[str]:
-        return sorted(s for (s, o, k) in self._rows if o == obj and k == kind)
+        return sorted(s for (s, o, k), r in self._rows.items()
+                      if o == obj and k == kind and self._live(r))
 
     def get(self, subject: str, obj: str, kind: str) -> Relation | None:
-        return self._rows.get((subject, obj, kind))
+        return self._live(self._rows.get((subject, obj, kind)))
 
     def relate(self, subject: str, obj: str, kind: str,
-               attrs: Mapping[str, JSON] | None = None) -> None:
+               attrs: Mapping[str, JSON] | None = None, expires: float | None = None) -> None:
         key = (norm_bare(subject), norm_bare(obj), kind)
-        old = self._rows.get(key)
-        self._rows[key] = Relation(*key, dict(attrs or {}), old.created if old else EPOCH)
+        old = self._live(self._rows.get(key))
+        created = old.created if old else (stamp(self.clock()) if self.clock else EPOCH)
+        self._rows[key] = Relation(*key, dict(attrs or {}), created,
+                                   None if expires is None else stamp(expires))
 
     def unrelate(self, subject: str, obj: str, kind: str) -> None:
         self._rows.pop((norm_bare(subject), norm_bare(obj), kind), None)
 
     def rows(self) -> list[Relation]:
-        return list(self._rows.values())
+        return [r for r in self._rows.values() if self._live(r)]
 
     def apply(self, changes: Sequence[StateChange]) -> None:
         """Apply Relate/Unrelate actions (both directions when mutual)."""
@@ -177,7 +194,7 @@ class MemoryRelations:
             for subject, obj in directions(change):
                 if isinstance(change, Relate):
                     attrs = change.attrs if isinstance(change.attrs, dict) else {}
-                    self.relate(subject, obj, change.kind, attrs)
+                    self.relate(subject, obj, change.kind, attrs, change.expires)
                 else:
                     self.unrelate(subject, obj, change.kind)
 

@@ -16,7 +16,7 @@ arguments and of the rule set's lists (and, later, a read-only state view).
 | mutual(a, b, kind)           | true when a and b have `kind` to each other       |
 | related_to(subject, kind)    | JIDs the subject has `kind` to (sorted)           |
 | related_from(object, kind)   | JIDs that have `kind` to the object (sorted)      |
-| relation(subject, object, kind) | {kind, attrs, created} of the relation, or null |
+| relation(subject, object, kind) | {kind, attrs, created, expires} of it, or null |
 | online(jid)                  | true when the bot has seen the user (or that resource) available |
 | over_limit(name, key)        | takes a token from bucket `name` for `key`; true if none left |
 | duration(d)                  | seconds of a duration (`'90s'`, `'1h30m'`, `'7d'`)  |

@@ -37,7 +37,13 @@ from rulebot.rules.ruleset import (
     Rule,
     RuleSet,
 )
-from rulebot.rules.timefns import Interval, TimeError, compile_interval
+from rulebot.rules.timefns import (
+    Interval,
+    TimeError,
+    compile_interval,
+    parse_duration,
+    to_epoch,
+)
 
 _PER = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 
@@ -360,6 +366,34 @@ class _Compiler:
             return LiteralParam(value)
         return None  # the schema already reported it
 
+    def _time_param(self, doc: Document, path: DocPath, raw: Any,
+                    want: Literal["duration", "instant"]) -> Param | None:
+        """ttl and until: a duration or instant written as is (`ttl: 7d`,
+        `until: "2026-12-24T00:00:00Z"`: neither is a JMESPath expression, nor
+        is a number), a {value: ...} literal, or an expression computing one."""
+        parse = parse_duration if want == "duration" else to_epoch
+        if isinstance(raw, dict) and "value" in raw:
+            literal, at = raw["value"], (*path, "value")
+        elif isinstance(raw, int | float) and not isinstance(raw, bool):
+            literal, at = raw, path
+        elif isinstance(raw, str):
+            try:
+                parse(raw)
+            except TimeError:
+                return self._param(doc, path, raw)  # an expression, checked as one
+            literal, at = raw, path
+        else:
+            return None  # the schema reported it
+        try:
+            value = parse(literal)
+        except TimeError as exc:
+            self.issues.append(doc.issue(at, str(exc), literal))
+            return None
+        if want == "duration" and value <= 0:
+            self.issues.append(doc.issue(at, "a ttl of zero or less expires at once", literal))
+            return None
+        return LiteralParam(literal)
+
     def _rule(self, doc: Document, path: DocPath, raw: dict[str, Any]) -> None:
         self.rule_at = len(self.rules)
         try:
@@ -406,6 +440,9 @@ class _Compiler:
             return None
         if kind in ("relate", "unrelate"):
             rel = params.get("kind")
+            if "ttl" in params and "until" in params:
+                self.issues.append(doc.issue((*p, "until"), "give ttl or until, not both",
+                                             key=True))
             return ActionSpec(
                 kind,
                 subject=self._param(doc, (*p, "subject"), params["subject"], "jid")
@@ -416,6 +453,10 @@ class _Compiler:
                 attrs=self._param(doc, (*p, "attrs"), params["attrs"], "object")
                 if "attrs" in params else None,
                 mutual=params.get("mutual") is True,
+                ttl=self._time_param(doc, (*p, "ttl"), params["ttl"], "duration")
+                if "ttl" in params and kind == "relate" else None,
+                until=self._time_param(doc, (*p, "until"), params["until"], "instant")
+                if "until" in params and kind == "relate" else None,
             )
         if kind == "error":
             code, message = params.get("code"), params.get("message")

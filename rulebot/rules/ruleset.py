@@ -42,6 +42,8 @@ class ActionSpec:
     relation: str | None = None  # the relation kind
     attrs: Param | None = None
     mutual: bool = False
+    ttl: Param | None = None  # relate: a duration from the event's now
+    until: Param | None = None  # relate: an instant
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ from rulebot.model import (
     Relation,
     Stanza,
     Unrelate,
+    stamp,
 )
 from rulebot.rules.loader import LoadResult, check_rules
 from rulebot.rules.ruleset import Rule, RuleSet
@@ -65,7 +66,7 @@ _ACTION_KEYS = {
     "reply": {"to", "payload", "payload_contains", "rule"},
     "error": {"to", "code", "message", "path", "payload", "payload_contains", "rule"},
     "drop": {"reason", "rule"},
-    "relate": {"subject", "object", "kind", "attrs", "mutual", "rule"},
+    "relate": {"subject", "object", "kind", "attrs", "mutual", "rule", "expires"},
     "unrelate": {"subject", "object", "kind", "mutual", "rule"},
 }
 
@@ -155,6 +156,7 @@ def parse_test_file(text: str, source: str) -> tuple[TestFile | None, list[Issue
     defaults: dict[str, Any] = value.get("defaults", {}) if sound("defaults") else {}
     fixtures: dict[str, Any] = value.get("fixtures", {}) if sound("fixtures") else {}
     base_rel = _relations(fixtures.get("relations", []))
+    issues.extend(_check_relations(doc, ("fixtures", "relations"), fixtures.get("relations")))
     base_online = tuple(fixtures.get("online", []))
     issues.extend(_check_from(doc, ("defaults",), defaults))
     start = _instant(doc, ("defaults", "now"), defaults["now"], issues) \
@@ -188,8 +190,28 @@ def parse_test_file(text: str, source: str) -> tuple[TestFile | None, list[Issue
 
 
 def _relations(raw: Iterable[Mapping[str, Any]]) -> tuple[Relation, ...]:
+    # An unparsable expires is left to _check_relations (a located error).
     return tuple(Relation(norm_bare(r["subject"]), norm_bare(r["object"]), r["kind"],
-                                dict(r.get("attrs", {}))) for r in raw)
+                          dict(r.get("attrs", {})), "", _expires(r.get("expires")))
+                 for r in raw)
+
+
+def _expires(value: Any) -> str | None:
+    try:
+        return None if value is None else stamp(to_epoch(value))
+    except TimeError:
+        return None
+
+
+def _check_relations(doc: Document, path: tuple[str | int, ...], raw: Any) -> list[Issue]:
+    issues = []
+    for j, r in enumerate(raw if isinstance(raw, list) else []):
+        if isinstance(r, dict) and r.get("expires") is not None:
+            try:
+                to_epoch(r["expires"])
+            except TimeError as exc:
+                issues.append(doc.issue((*path, j, "expires"), str(exc), r["expires"]))
+    return issues
 
 
 def _full(jid: str) -> str:
@@ -238,6 +260,7 @@ def _case(doc: Document, i: int, raw: dict[str, Any], defaults: dict[str, Any]
         issues.append(doc.issue((*path, "expect"), "expect needs at least one expectation "
                                 "(matched, not_matched, actions, error, drop, ...)"))
     issues.extend(_check_expect(doc, (*path, "expect"), raw["expect"]))
+    issues.extend(_check_relations(doc, (*path, "relations"), raw.get("relations")))
     now = _instant(doc, (*path, "now"), raw["now"], issues) if "now" in raw else None
     advance = 0.0
     if "advance" in raw:
@@ -371,7 +394,9 @@ def decide(ruleset: RuleSet, case: Case, now: float | None = None
            ) -> tuple[Decision, MemoryRelations]:
     """The decision on the case's event at `now` (default: the case's own clock),
     and the fixture store after applying it."""
-    store = MemoryRelations(case.relations)
+    at = (case.now if now is None else now)
+    clock = time.time if at is None else (lambda: at)
+    store = MemoryRelations(case.relations, clock)
     presence = PresenceTable()
     for jid in case.online:
         presence.update(jid, True)
@@ -385,8 +410,7 @@ def decide(ruleset: RuleSet, case: Case, now: float | None = None
     if case.kind == "presence":
         presence.update(case.from_, case.stanza_type == "available")
     stanza = Stanza("presence" if case.kind == "presence" else "message", case.stanza_type)
-    env = Envelope(event, case.sender, case.from_, stanza, case.bot,
-                   case.now if now is None else now)
+    env = Envelope(event, case.sender, case.from_, stanza, case.bot, clock())
     decision = evaluate(ruleset, env, state=LiveState(store, presence, Buckets(lambda: 0.0)))
     store.apply([a for a in decision.actions if isinstance(a, Relate | Unrelate)])
     return decision, store

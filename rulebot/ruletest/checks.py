@@ -16,6 +16,7 @@ from rulebot.engine.render import action_json
 from rulebot.engine.state import MemoryRelations
 from rulebot.jid import norm_bare
 from rulebot.model import JSON, Action, Decision, Drop, ErrorReply, Relate, Relation, Unrelate
+from rulebot.rules.timefns import TimeError, to_epoch, to_iso
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,17 @@ def _want_action(want: Mapping[str, JSON]) -> dict[str, JSON]:
     for key in ("subject", "object"):
         if isinstance(out.get(key), str):
             out[key] = norm_bare(out[key])
+    if "expires" in out:
+        out["expires"] = _instant(out["expires"])
     return out
+
+
+def _instant(value: JSON) -> JSON:
+    """An instant as action_json and _row show it (ISO 8601 UTC to the second)."""
+    try:
+        return to_iso(to_epoch(value))
+    except TimeError:
+        return value  # compared as given: the difference is shown
 
 
 def _action_matches(want: Mapping[str, JSON], view: Mapping[str, JSON]) -> bool:
@@ -183,12 +194,15 @@ def _check_no_actions(want: bool, d: Decision, _: MemoryRelations) -> Failure | 
                    [action_view(a) for a in effective])
 
 
-def _row(rel: Relation | None, with_attrs: bool) -> dict[str, JSON] | None:
+def _row(rel: Relation | None, with_attrs: bool, with_expires: bool = False
+         ) -> dict[str, JSON] | None:
     if rel is None:
         return None
     row: dict[str, JSON] = {"subject": rel.subject, "object": rel.object, "kind": rel.kind}
     if with_attrs:
         row["attrs"] = dict(rel.attrs)
+    if with_expires:
+        row["expires"] = None if rel.expires is None else _instant(rel.expires)
     return row
 
 
@@ -200,7 +214,9 @@ def _check_relations_after(want: list[dict[str, JSON]], _: Decision, store: Memo
         expected = {"subject": key[0], "object": key[1], "kind": key[2]}
         if "attrs" in w:
             expected["attrs"] = w["attrs"]
-        found = _row(store.get(*key), "attrs" in w)
+        if "expires" in w:
+            expected["expires"] = _instant(w["expires"])
+        found = _row(store.get(*key), "attrs" in w, "expires" in w)
         wants.append(expected)
         got.append(found)
         if found is None or not same(found, expected):

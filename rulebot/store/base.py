@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -42,10 +43,10 @@ from rulebot.store.values import (
     SessionMark,
     UnrelateChange,
     change_row,
-    now,
     parse_line,
     relation_line,
     relation_of,
+    stamp,
 )
 
 PAGE = 1000  # rows per query of list() and per batch of import_jsonl()
@@ -69,18 +70,24 @@ class Committed:
 
 #: The table and columns both backends use (the same schema on each).
 TABLE = "rulebot_relations"
-COLUMNS = "subject, object, kind, attrs, created"
+COLUMNS = "subject, object, kind, attrs, created, expires"
 
 
 # --------------------------------------------------------------------------
 # SQL shared by the backends
 
 
+def live(mark: str) -> str:
+    """The condition of a relation that has not expired (its parameter: now, as text)."""
+    return f"(expires IS NULL OR expires > {mark})"
+
+
 def where_clause(subject: str | None, kind: str | None, obj: str | None,
-                 after: tuple[str, str, str] | None, mark: str) -> tuple[str, list[str]]:
-    """SQL ` WHERE ...` (or "") and its parameters for list(): the filters given and,
-    for the next page, the keyset condition (subject, kind, object) > after."""
-    clauses, params = [], []
+                 after: tuple[str, str, str] | None, mark: str,
+                 at: str) -> tuple[str, list[str]]:
+    """SQL ` WHERE ...` and its parameters for list(): live at `at`, the filters
+    given and, for the next page, the keyset condition (subject, kind, object) > after."""
+    clauses, params = [live(mark)], [at]
     for column, value in (("subject", subject), ("kind", kind), ("object", obj)):
         if value is not None:
             clauses.append(f"{column} = {mark}")
@@ -88,7 +95,7 @@ def where_clause(subject: str | None, kind: str | None, obj: str | None,
     if after is not None:
         clauses.append(f"(subject, kind, object) > ({mark}, {mark}, {mark})")
         params.extend(after)
-    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+    return " WHERE " + " AND ".join(clauses), params
 
 
 # --------------------------------------------------------------------------
@@ -104,6 +111,12 @@ class RelationStore(RecordStoreMixin, SharedStateMixin, ABC):
 
     #: Where the store is, for messages (a URL's password is masked).
     location: str
+    #: Seconds since 1970: what "now" is for expiry (reads hide what expired,
+    #: writes replace it). Tests set it.
+    clock: Callable[[], float] = staticmethod(time.time)
+
+    def _at(self) -> str:
+        return stamp(self.clock())
 
     def __init__(self, location: str) -> None:
         self.location = location
@@ -152,6 +165,16 @@ class RelationStore(RecordStoreMixin, SharedStateMixin, ABC):
         with self._call("count"):
             return self._count()
 
+    def purge_expired(self, limit: int = 1000) -> int:
+        """Delete up to `limit` expired relations (reads hide them already: this
+        only gives their room back). Returns how many."""
+        p = self.PARAM
+        with self._call("purge"):
+            return self._purge(f"DELETE FROM {TABLE} WHERE (subject, kind, object) IN "
+                               f"(SELECT subject, kind, object FROM {TABLE} WHERE expires "
+                               f"IS NOT NULL AND expires <= {p} LIMIT {p})",
+                               (self._at(), limit))
+
     # -- writes
 
     def relate(self, subject: str, obj: str, kind: str,
@@ -186,8 +209,8 @@ class RelationStore(RecordStoreMixin, SharedStateMixin, ABC):
         dying but may be lost with the machine's power (SQLite
         synchronous=NORMAL, PostgreSQL synchronous_commit off); relation
         changes are always flushed to disk."""
-        stamp = now()
-        rows = [change_row(c, stamp) for c in changes]
+        at = stamp(self.clock())
+        rows = [change_row(c, at) for c in changes]
         if not rows and batch is None and mark is None:
             return Committed([], None)
         if claims and batch is None:
@@ -297,31 +320,33 @@ class RelationStore(RecordStoreMixin, SharedStateMixin, ABC):
     def _exists(self, subject: str, obj: str, kind: str) -> bool:
         p = self.PARAM
         return bool(self._query(f"SELECT 1 FROM {TABLE} WHERE subject = {p} AND kind = {p} "
-                                f"AND object = {p}", (subject, kind, obj)))
+                                f"AND object = {p} AND {live(p)}",
+                                (subject, kind, obj, self._at())))
 
     def _column(self, want: Literal["object", "subject"], key: Literal["subject", "object"],
                 value: str, kind: str) -> Names:
         p = self.PARAM
         rows = self._query(f"SELECT {want} FROM {TABLE} WHERE {key} = {p} AND kind = {p} "
-                           f"ORDER BY {want}", (value, kind))
+                           f"AND {live(p)} ORDER BY {want}", (value, kind, self._at()))
         return [v for (v,) in rows]
 
     def _get(self, subject: str, obj: str, kind: str) -> Relation | None:
         p = self.PARAM
         rows = self._query(f"SELECT {COLUMNS} FROM {TABLE} WHERE subject = {p} AND kind = {p} "
-                           f"AND object = {p}", (subject, kind, obj))
+                           f"AND object = {p} AND {live(p)}", (subject, kind, obj, self._at()))
         return relation_of(rows[0]) if rows else None
 
     def _page(self, subject: str | None, kind: str | None, obj: str | None,
               after: tuple[str, str, str] | None, limit: int) -> Sequence[Relation]:
-        where, params = where_clause(subject, kind, obj, after, self.PARAM)
+        where, params = where_clause(subject, kind, obj, after, self.PARAM, self._at())
         rows = self._query(f"SELECT {COLUMNS} FROM {TABLE}{where} "
                            f"ORDER BY subject, kind, object LIMIT {self.PARAM}",
                            (*params, limit))
         return [relation_of(row) for row in rows]
 
     def _count(self) -> int:
-        rows = self._query(f"SELECT count(*) FROM {TABLE}")
+        rows = self._query(f"SELECT count(*) FROM {TABLE} WHERE {live(self.PARAM)}",
+                           (self._at(),))
         return int(rows[0][0]) if rows else 0
 
     @abstractmethod

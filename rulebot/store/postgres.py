@@ -32,6 +32,7 @@ from rulebot.store.base import (
     Flags,
     RelationStore,
     StoreError,
+    live,
     redact_url,
 )
 from rulebot.store.records import CLAIMS, RECORDS, SESSIONS
@@ -39,9 +40,9 @@ from rulebot.store.shared import BUCKETS, PRESENCE
 from rulebot.store.values import RecordBatch, Row, SessionMark, relation_of
 
 #: 1: relations; 2: + the idempotency records; 3: + the rate-limit buckets and
-#: presence shared by workers; 4: + the claims (each added to an older database
-#: on opening).
-SCHEMA_VERSION = 4
+#: presence shared by workers; 4: + the claims; 5: + relations' expiry (each
+#: added to an older database on opening).
+SCHEMA_VERSION = 5
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
 #: How long a commit with claims waits for another transaction's rows (a
 #: commit normally takes milliseconds; see _write).
@@ -112,11 +113,22 @@ CLAIMS_SCHEMA = [
     "INSERT INTO rulebot_schema_version VALUES (4)",
 ]
 
+#: What version 5 adds: the table of version 1 gains a column.
+EXPIRY_SCHEMA = [
+    f"ALTER TABLE {TABLE} ADD COLUMN expires text COLLATE \"C\"",
+    f"CREATE INDEX {TABLE}_expires ON {TABLE} (expires) WHERE expires IS NOT NULL",
+    "INSERT INTO rulebot_schema_version VALUES (5)",
+]
+# Before a write to a relation: an expired one is gone (so a relate creates
+# it anew, an unrelate finds nothing), whether or not the purge has run.
+DELETE_EXPIRED = (f"DELETE FROM {TABLE} WHERE subject = %s AND kind = %s AND object = %s "
+                  "AND expires IS NOT NULL AND expires <= %s")
+
 # xmax = 0 only on a row this statement inserted (an update sets xmax to our
 # transaction): "was it new" in the same round trip as the upsert.
-RELATE = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
-          "ON CONFLICT (subject, kind, object) DO UPDATE SET attrs = EXCLUDED.attrs "
-          "RETURNING (xmax = 0)")
+RELATE = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s) "
+          "ON CONFLICT (subject, kind, object) DO UPDATE SET attrs = EXCLUDED.attrs, "
+          "expires = EXCLUDED.expires RETURNING (xmax = 0)")
 UNRELATE = f"DELETE FROM {TABLE} WHERE subject = %s AND kind = %s AND object = %s RETURNING 1"
 INSERT_BATCH = (f"INSERT INTO {RECORDS} (session, last, created, records) "
                 "VALUES (%s, %s, %s, %s) RETURNING id")
@@ -136,9 +148,9 @@ HOLDERS = f"SELECT key, batch FROM {CLAIMS} WHERE key = ANY(string_to_array(%s, 
 UPSERT_MARK = (f"INSERT INTO {SESSIONS} (session, confirmed, updated) VALUES (%s, %s, %s) "
                f"ON CONFLICT (session) DO UPDATE SET confirmed = "
                f"GREATEST({SESSIONS}.confirmed, EXCLUDED.confirmed), updated = EXCLUDED.updated")
-UPSERT = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s) "
+UPSERT = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s) "
           "ON CONFLICT (subject, kind, object) DO UPDATE "
-          "SET attrs = EXCLUDED.attrs, created = EXCLUDED.created")
+          "SET attrs = EXCLUDED.attrs, created = EXCLUDED.created, expires = EXCLUDED.expires")
 
 
 class PostgresStore(RelationStore):
@@ -179,7 +191,8 @@ class PostgresStore(RelationStore):
                 raise StoreError(f"{self.location}: the database encoding is {encoding}, "
                                  "rulebot needs UTF8")
             if not (self._has(conn, TABLE) and self._has(conn, RECORDS)
-                    and self._has(conn, BUCKETS) and self._has(conn, CLAIMS)):
+                    and self._has(conn, BUCKETS) and self._has(conn, CLAIMS)
+                    and self._has_expiry(conn)):
                 # A session lock taken before the transaction, not a transaction
                 # lock inside it: a transaction that waited for the lock would
                 # still look the tables up in the catalog as it was when the
@@ -201,6 +214,9 @@ class PostgresStore(RelationStore):
                         if not self._has(conn, CLAIMS) and not self._newer(conn):
                             for statement in CLAIMS_SCHEMA:
                                 conn.execute(statement)
+                        if not self._has_expiry(conn) and not self._newer(conn):
+                            for statement in EXPIRY_SCHEMA:
+                                conn.execute(statement)
                 finally:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
             row = conn.execute("SELECT max(version) FROM rulebot_schema_version").fetchone()
@@ -217,6 +233,13 @@ class PostgresStore(RelationStore):
         # to_regclass, not CREATE ... IF NOT EXISTS: a role without CREATE
         # rights may still use tables that exist.
         row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+        return bool(row and row[0])
+
+    @staticmethod
+    def _has_expiry(conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
+        row = conn.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = "
+                           "to_regclass(%s) AND attname = 'expires' AND NOT attisdropped",
+                           (TABLE,)).fetchone()
         return bool(row and row[0])
 
     @staticmethod
@@ -255,7 +278,8 @@ class PostgresStore(RelationStore):
         # One statement, one snapshot, streamed row by row (no cursor held
         # in a transaction, no table in memory).
         cur = self._db.cursor()
-        stream = cur.stream(f"SELECT {COLUMNS} FROM {TABLE} ORDER BY subject, kind, object")
+        stream = cur.stream(f"SELECT {COLUMNS} FROM {TABLE} WHERE {live('%s')} "
+                            "ORDER BY subject, kind, object", (self._at(),))
         try:
             yield (relation_of(row) for row in stream)
         finally:
@@ -286,11 +310,13 @@ class PostgresStore(RelationStore):
                     # its senders resend).
                     conn.execute(f"SET LOCAL lock_timeout = '{CLAIM_WAIT_MS}ms'")
                 for r in rows:
+                    conn.execute(DELETE_EXPIRED, (r.subject, r.kind, r.object, r.created))
                     cur = conn.cursor()
                     if r.attrs is None:
                         cur.execute(UNRELATE, (r.subject, r.kind, r.object))
                     else:
-                        cur.execute(RELATE, (r.subject, r.object, r.kind, r.attrs, r.created))
+                        cur.execute(RELATE, (r.subject, r.object, r.kind, r.attrs, r.created,
+                                             r.expires))
                     cursors.append((r.attrs is None, cur))
                 if batch is not None:
                     inserted = conn.execute(INSERT_CLAIMED if keys else INSERT_BATCH,
@@ -341,7 +367,8 @@ class PostgresStore(RelationStore):
         conn = self._db
         with conn.transaction(), conn.cursor() as cur:
             while batch := list(islice(rows, PAGE)):
-                cur.executemany(UPSERT, [(r.subject, r.object, r.kind, r.attrs, r.created)
+                cur.executemany(UPSERT, [(r.subject, r.object, r.kind, r.attrs, r.created,
+                                          r.expires)
                                          for r in batch])
 
     def _close(self) -> None:

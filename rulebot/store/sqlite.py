@@ -25,15 +25,23 @@ from contextlib import contextmanager
 from typing import Any
 
 from rulebot.model import Relation
-from rulebot.store.base import COLUMNS, TABLE, Committed, Flags, RelationStore, StoreError
+from rulebot.store.base import (
+    COLUMNS,
+    TABLE,
+    Committed,
+    Flags,
+    RelationStore,
+    StoreError,
+    live,
+)
 from rulebot.store.records import CLAIMS, RECORDS, SESSIONS
 from rulebot.store.shared import BUCKETS, PRESENCE
 from rulebot.store.values import RecordBatch, Row, SessionMark, relation_of
 
 #: 1: relations; 2: + the idempotency records; 3: + the rate-limit buckets and
-#: presence shared by workers; 4: + the claims (each added to an older store on
-#: opening).
-SCHEMA_VERSION = 4
+#: presence shared by workers; 4: + the claims; 5: + relations' expiry (each
+#: added to an older store on opening).
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT = 10.0
 CLAIMS_PER_QUERY = 500  # keys per IN (...): below SQLite's variable limit everywhere
 #: Seconds between background checkpoints; and the WAL size (pages) at which
@@ -92,18 +100,29 @@ CREATE TABLE IF NOT EXISTS {PRESENCE} (
 ) WITHOUT ROWID;
 """
 
-INSERT_NEW = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+#: What version 5 adds (ALTER TABLE: the table of version 1 gains a column).
+EXPIRY_SCHEMA = [
+    f"ALTER TABLE {TABLE} ADD COLUMN expires TEXT",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_expires ON {TABLE} (expires) "
+    "WHERE expires IS NOT NULL",
+]
+# Before a write to a relation: an expired one is gone (so a relate creates
+# it anew, an unrelate finds nothing), whether or not the purge has run.
+DELETE_EXPIRED = (f"DELETE FROM {TABLE} WHERE subject = ? AND kind = ? AND object = ? "
+                  "AND expires IS NOT NULL AND expires <= ?")
+INSERT_NEW = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
               "ON CONFLICT (subject, kind, object) DO NOTHING")
-UPDATE_ATTRS = (f"UPDATE {TABLE} SET attrs = ? "
-                "WHERE subject = ? AND kind = ? AND object = ? AND attrs <> ?")
+UPDATE_ATTRS = (f"UPDATE {TABLE} SET attrs = ?, expires = ? "
+                "WHERE subject = ? AND kind = ? AND object = ? "
+                "AND (attrs <> ? OR expires IS NOT ?)")
 DELETE = f"DELETE FROM {TABLE} WHERE subject = ? AND kind = ? AND object = ?"
 INSERT_BATCH = f"INSERT INTO {RECORDS} (session, last, created, records) VALUES (?, ?, ?, ?)"
 UPSERT_MARK = (f"INSERT INTO {SESSIONS} (session, confirmed, updated) VALUES (?, ?, ?) "
                "ON CONFLICT (session) DO UPDATE SET "
                "confirmed = max(confirmed, excluded.confirmed), updated = excluded.updated")
-UPSERT = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+UPSERT = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
           "ON CONFLICT (subject, kind, object) DO UPDATE "
-          "SET attrs = excluded.attrs, created = excluded.created")
+          "SET attrs = excluded.attrs, created = excluded.created, expires = excluded.expires")
 
 
 class SqliteStore(RelationStore):
@@ -154,6 +173,10 @@ class SqliteStore(RelationStore):
         for statement in SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})")}
+        if "expires" not in columns:
+            for statement in EXPIRY_SCHEMA:
+                conn.execute(statement)
         if not versions or max(versions) < SCHEMA_VERSION:
             conn.execute("INSERT INTO rulebot_schema_version VALUES (?)", (SCHEMA_VERSION,))
         conn.execute("COMMIT")
@@ -171,7 +194,8 @@ class SqliteStore(RelationStore):
     @contextmanager
     def _snapshot(self) -> Iterator[Iterator[Relation]]:
         # One SELECT reads one snapshot (WAL); writers are not blocked meanwhile.
-        cur = self._conn.execute(f"SELECT {COLUMNS} FROM {TABLE} ORDER BY subject, kind, object")
+        cur = self._conn.execute(f"SELECT {COLUMNS} FROM {TABLE} WHERE {live('?')} "
+                                 "ORDER BY subject, kind, object", (self._at(),))
         try:
             yield (relation_of(row) for row in cur)
         finally:
@@ -202,14 +226,17 @@ class SqliteStore(RelationStore):
                 if taken:
                     return Committed([], None, taken)  # nothing written yet: commits nothing
             for r in rows:
+                cur.execute(DELETE_EXPIRED, (r.subject, r.kind, r.object, r.created))
                 if r.attrs is None:
                     cur.execute(DELETE, (r.subject, r.kind, r.object))
                     flags.append(cur.rowcount > 0)
                     continue
-                cur.execute(INSERT_NEW, (r.subject, r.object, r.kind, r.attrs, r.created))
+                cur.execute(INSERT_NEW, (r.subject, r.object, r.kind, r.attrs, r.created,
+                                         r.expires))
                 new = cur.rowcount > 0
                 if not new:
-                    cur.execute(UPDATE_ATTRS, (r.attrs, r.subject, r.kind, r.object, r.attrs))
+                    cur.execute(UPDATE_ATTRS, (r.attrs, r.expires, r.subject, r.kind, r.object,
+                                               r.attrs, r.expires))
                 flags.append(new)
             if batch is not None:
                 cur.execute(INSERT_BATCH, batch)  # a RecordBatch is its parameter tuple
@@ -246,7 +273,7 @@ class SqliteStore(RelationStore):
             self._conn.execute("PRAGMA synchronous = FULL")
             self._durable = True
         with self._transaction() as cur:
-            cur.executemany(UPSERT, ((r.subject, r.object, r.kind, r.attrs, r.created)
+            cur.executemany(UPSERT, ((r.subject, r.object, r.kind, r.attrs, r.created, r.expires)
                                      for r in rows))
 
     @contextmanager

@@ -13,22 +13,26 @@ from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, TypeAlias
 
 from rulebot.errors import StoreError
-from rulebot.model import JSON, Relation, shorten
+from rulebot.model import JSON, STORE_TIME, Relation, shorten
+from rulebot.model import stamp as stamp  # re-exported: part of this API
 
 KIND_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 MAX_JID = 3071
 MAX_ATTRS_BYTES = 4096
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+TIME_FORMAT = STORE_TIME
 
 @dataclass(frozen=True, slots=True)
 class RelateChange:
-    """Create the relation, or replace the attrs of an existing one (keeping `created`)."""
+    """Create the relation, or replace the attrs and expiry of an existing one
+    (keeping `created`; an expired one is replaced as new)."""
 
     subject: str
     object: str
     kind: str
     attrs: Mapping[str, JSON] = field(default_factory=dict)
     op: Literal["relate"] = "relate"
+    #: when it stops existing (ISO 8601 UTC), or None: never
+    expires: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,7 @@ class Row:
     kind: str
     attrs: str | None  # canonical JSON; None for an unrelate
     created: str
+    expires: str | None = None  # TIME_FORMAT; None: never
 
 
 def now() -> str:
@@ -121,7 +126,7 @@ def encode_attrs(value: object) -> str:
     return text
 
 
-def check_created(value: object) -> str:
+def check_created(value: object, what: str = "created") -> str:
     """An ISO 8601 UTC time in the store's own format. Raises StoreError."""
     try:
         when = datetime.fromisoformat(value) if isinstance(value, str) else None
@@ -129,7 +134,7 @@ def check_created(value: object) -> str:
         when = None
     offset = None if when is None else when.utcoffset()
     if when is None or offset is None or offset.total_seconds() != 0:
-        raise StoreError(f"created must be an ISO 8601 UTC time like 2025-01-31T12:00:00Z, "
+        raise StoreError(f"{what} must be an ISO 8601 UTC time like 2025-01-31T12:00:00Z, "
                          f"not {show(value)}")
     return when.astimezone(UTC).strftime(TIME_FORMAT)
 
@@ -139,7 +144,8 @@ def change_row(change: Change, created: str) -> Row:
     obj = check_jid(change.object, "object")
     kind = check_kind(change.kind)
     if isinstance(change, RelateChange):
-        return Row(subject, obj, kind, encode_attrs(change.attrs), created)
+        expires = None if change.expires is None else check_created(change.expires, "expires")
+        return Row(subject, obj, kind, encode_attrs(change.attrs), created, expires)
     if isinstance(change, UnrelateChange):
         return Row(subject, obj, kind, None, created)
     raise StoreError(f"not a change: {show(change)}")
@@ -153,7 +159,7 @@ def parse_line(text: str) -> Row:
         raise StoreError(f"not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise StoreError(f"expected a JSON object, got {show(value)}")
-    unknown = sorted(set(value) - {"subject", "object", "kind", "attrs", "created"})
+    unknown = sorted(set(value) - {"subject", "object", "kind", "attrs", "created", "expires"})
     if unknown:
         raise StoreError(f"unknown key(s) {', '.join(unknown)}")
     missing = [k for k in ("subject", "object", "kind") if k not in value]
@@ -161,7 +167,9 @@ def parse_line(text: str) -> Row:
         raise StoreError(f"missing key(s) {', '.join(missing)}")
     return Row(check_jid(value["subject"], "subject"), check_jid(value["object"], "object"),
                check_kind(value["kind"]), encode_attrs(value.get("attrs")),
-               check_created(value["created"]) if "created" in value else now())
+               check_created(value["created"]) if "created" in value else now(),
+               None if value.get("expires") is None
+               else check_created(value["expires"], "expires"))
 
 
 def relation_line(relation: Relation) -> str:
@@ -170,7 +178,7 @@ def relation_line(relation: Relation) -> str:
 
 def relation_of(row: Sequence[Any]) -> Relation:
     """A Relation from a row of COLUMNS (attrs stored as JSON text)."""
-    return Relation(row[0], row[1], row[2], json.loads(row[3]), row[4])
+    return Relation(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
 
 
 def show(value: object, limit: int = 60) -> str:

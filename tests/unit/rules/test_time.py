@@ -286,3 +286,86 @@ cases:
     assert test is None
     assert any(message in i.message and i.line >= 5 for i in issues), \
         [i.format() for i in issues]
+
+
+RELATE = """version: 1
+rules:
+  - name: mute
+    match: "event.type == 'mute'"
+    actions:
+      - relate: {object: event.to, kind: muted, ttl: 1h}
+  - name: mute-for
+    match: "event.type == 'mute-for'"
+    actions:
+      - relate: {object: event.to, kind: muted, ttl: event.for}
+  - name: mute-until
+    match: "event.type == 'mute-until'"
+    actions:
+      - relate: {object: event.to, kind: muted, until: event.until}
+  - name: forever
+    match: "event.type == 'forever'"
+    actions:
+      - relate: {object: event.to, kind: muted}
+"""
+
+
+def relate(tmp_path: Path, event: dict[str, object], now: float | None = TUESDAY_10_PARIS
+           ) -> tuple[object, tuple[object, ...]]:
+    loaded = check_rules([str(rules_at(tmp_path, RELATE))])
+    assert loaded.ruleset is not None, [i.format() for i in loaded.issues]
+    d = evaluate(loaded.ruleset, Envelope(event, "a@x", "a@x/r", Stanza("message", "chat"),
+                                          "bot@x", now))
+    expires = getattr(d.actions[0], "expires", "no relate")
+    return expires, d.errors
+
+
+@pytest.mark.parametrize(("event", "expires"), [
+    ({"type": "mute", "to": "b@x"}, TUESDAY_10_PARIS + 3600),
+    ({"type": "mute-for", "to": "b@x", "for": "90s"}, TUESDAY_10_PARIS + 90),
+    ({"type": "mute-for", "to": "b@x", "for": 30}, TUESDAY_10_PARIS + 30),
+    ({"type": "mute-until", "to": "b@x", "until": "2026-12-24T00:00:00Z"},
+     to_epoch("2026-12-24T00:00:00Z")),
+    ({"type": "forever", "to": "b@x"}, None),
+])
+def test_relate_computes_its_expiry_from_the_event_clock(
+        tmp_path: Path, event: dict[str, object], expires: float | None) -> None:
+    assert relate(tmp_path, event) == (expires, ())
+
+
+@pytest.mark.parametrize(("event", "now", "message"), [
+    ({"type": "mute-for", "to": "b@x", "for": "soon"}, TUESDAY_10_PARIS,
+     "relate: ttl: not a duration: 'soon'"),
+    ({"type": "mute-for", "to": "b@x", "for": 0}, TUESDAY_10_PARIS,
+     "relate: ttl must be positive"),
+    ({"type": "mute-until", "to": "b@x", "until": "tomorrow"}, TUESDAY_10_PARIS,
+     "relate: until: not an ISO 8601 instant"),
+    ({"type": "mute", "to": "b@x"}, None, "relate: ttl needs the clock"),
+])
+def test_a_bad_expiry_at_run_time_is_the_rule_s_error(
+        tmp_path: Path, event: dict[str, object], now: float | None, message: str) -> None:
+    _, errors = relate(tmp_path, event, now)
+    assert len(errors) == 1
+    assert message in getattr(errors[0], "message", "")
+
+
+def test_validate_locates_bad_literal_expiries(tmp_path: Path) -> None:
+    text = """version: 1
+rules:
+  - name: a
+    match: "`true`"
+    actions:
+      - relate: {object: event.to, kind: muted, ttl: 0s}
+      - relate: {object: event.to, kind: muted, ttl: {value: 7x}}
+      - relate: {object: event.to, kind: muted, until: {value: "2026-12-24"}}
+      - relate: {object: event.to, kind: muted, ttl: 1h, until: "2026-12-24T00:00:00Z"}
+      - relate: {object: event.to, kind: muted, ttl: "event.x +"}
+"""
+    loaded = check_rules([str(rules_at(tmp_path, text))])
+    assert loaded.ruleset is None
+    shown = [f"{i.line}:{i.path}: {i.message}" for i in loaded.issues]
+    for want in ["6:rules[0].actions[0].relate.ttl: a ttl of zero or less expires at once",
+                 "7:rules[0].actions[1].relate.ttl.value: not a duration: '7x'",
+                 "8:rules[0].actions[2].relate.until.value: instant without a UTC offset",
+                 "9:rules[0].actions[3].relate.until: give ttl or until, not both",
+                 "10:rules[0].actions[4].relate.ttl: invalid JMESPath expression"]:
+        assert any(line.startswith(want) for line in shown), (want, shown)

@@ -28,6 +28,7 @@ from rulebot.store.values import (
     Relation,
     SessionMark,
     UnrelateChange,
+    stamp,
 )
 from scripts import pgserver
 
@@ -612,6 +613,95 @@ def test_a_claim_whose_batch_is_gone_is_free(store: RelationStore, location: str
 
 
 # --------------------------------------------------------------------------
+# expiry
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+T0 = 1_796_115_600.0  # 2026-12-01T09:00:00Z
+
+
+def test_an_expired_relation_is_invisible_to_every_read_at_once(
+        store: RelationStore) -> None:
+    clock = Clock(T0)
+    store.clock = clock  # type: ignore[method-assign]
+    store.apply([RelateChange(A, B, "muted", {"by": "rule"}, expires=stamp(T0 + 3600)),
+                 RelateChange(A, C, "muted"), RelateChange(B, A, "muted",
+                                                           expires=stamp(T0 + 60))])
+    got = store.get(A, B, "muted")
+    assert got is not None
+    assert got.expires == "2026-12-01T10:00:00.000000Z"
+    assert store.count() == 3
+    clock.now = T0 + 3600  # the instant it expires: gone
+    assert not store.related(A, B, "muted")
+    assert store.get(A, B, "muted") is None
+    assert store.objects(A, "muted") == [C]
+    assert store.subjects(B, "muted") == []
+    assert [(r.subject, r.object) for r in store.list()] == [(A, C)]
+    assert store.count() == 1
+    out = io.StringIO()
+    assert store.export_jsonl(out) == 1
+    # nothing purged yet: the rows are there, only hidden
+    clock.now = T0
+    assert store.related(A, B, "muted")
+
+
+def test_writing_an_expired_relation_starts_it_anew(store: RelationStore) -> None:
+    clock = Clock(T0)
+    store.clock = clock  # type: ignore[method-assign]
+    assert store.apply([RelateChange(A, B, "muted", expires=stamp(T0 + 60))]) == [True]
+    first = store.get(A, B, "muted")
+    assert first is not None
+    assert store.apply([RelateChange(A, B, "muted", expires=stamp(T0 + 120))]) == [False]
+    refreshed = store.get(A, B, "muted")
+    assert refreshed is not None
+    assert refreshed.created == first.created  # a refresh keeps created
+    assert refreshed.expires == stamp(T0 + 120)
+    clock.now = T0 + 500
+    assert store.apply([UnrelateChange(A, B, "muted")]) == [False]  # nothing visible to remove
+    assert store.apply([RelateChange(A, B, "muted")]) == [True]  # new, and permanent now
+    again = store.get(A, B, "muted")
+    assert again is not None
+    assert again.expires is None
+    assert again.created == stamp(T0 + 500)
+
+
+def test_expired_relations_are_purged_in_steps(store: RelationStore) -> None:
+    clock = Clock(T0)
+    store.clock = clock  # type: ignore[method-assign]
+    store.apply([RelateChange(A, f"u{i}@example.com", "muted", expires=stamp(T0 + i))
+                 for i in range(1, 6)] + [RelateChange(A, B, "friend")])
+    clock.now = T0 + 4  # four expired
+    assert store.purge_expired(limit=3) == 3
+    assert store.purge_expired(limit=3) == 1
+    assert store.purge_expired(limit=3) == 0
+    clock.now = T0
+    assert store.objects(A, "muted") == ["u5@example.com"]
+    assert store.related(A, B, "friend")
+
+
+def test_expiry_round_trips_through_export_and_import(store: RelationStore) -> None:
+    store.apply([RelateChange(A, B, "muted", expires="2999-01-01T00:00:00Z")])
+    out = io.StringIO()
+    store.export_jsonl(out)
+    assert '"expires":"2999-01-01T00:00:00.000000Z"' in out.getvalue()
+    store.unrelate(A, B, "muted")
+    assert store.import_jsonl(io.StringIO(out.getvalue())) == 1
+    got = store.get(A, B, "muted")
+    assert got is not None
+    assert got.expires == "2999-01-01T00:00:00.000000Z"
+    with pytest.raises(StoreError, match="expires must be an ISO 8601 UTC time"):
+        store.import_jsonl(io.StringIO('{"subject": "a@x", "object": "b@x", "kind": "k", '
+                                       '"expires": "soon"}\n'))
+
+
+# --------------------------------------------------------------------------
 # schema and opening
 
 
@@ -624,14 +714,14 @@ def test_schema_is_created_once_with_a_version(store: RelationStore, location: s
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
         rows = conn.execute("SELECT version FROM rulebot_schema_version").fetchall()
-        assert rows == [(4,)]
+        assert rows == [(5,)]
         assert Path(location).stat().st_mode & 0o777 == 0o600
     else:
         with psycopg.connect(location, autocommit=True) as pg:
             assert pg.execute("SELECT max(version) FROM rulebot_schema_version").fetchall() == [
-                (4,)]
+                (5,)]
             assert pg.execute("SELECT count(*) FROM pg_indexes WHERE tablename = "
-                              "'rulebot_relations'").fetchone() == (2,)
+                              "'rulebot_relations'").fetchone() == (3,)  # + expires
         db = store._db  # type: ignore[attr-defined]
         assert db.execute("SHOW synchronous_commit").fetchone() == ("on",)
         assert db.autocommit  # reads never leave the session idle in transaction
@@ -647,6 +737,7 @@ def test_a_version_1_store_gains_the_records_and_buckets_tables_and_keeps_its_re
         with psycopg.connect(location, autocommit=True) as pg:
             pg.execute("DROP TABLE rulebot_inbound, rulebot_inbound_sessions, rulebot_buckets, "
                        "rulebot_presence, rulebot_inbound_claims")
+            pg.execute("ALTER TABLE rulebot_relations DROP COLUMN expires")
             pg.execute("DELETE FROM rulebot_schema_version WHERE version > 1")
     else:
         import sqlite3
@@ -657,6 +748,8 @@ def test_a_version_1_store_gains_the_records_and_buckets_tables_and_keeps_its_re
             lite.execute("DROP TABLE rulebot_buckets")
             lite.execute("DROP TABLE rulebot_presence")
             lite.execute("DROP TABLE rulebot_inbound_claims")
+            lite.execute("DROP INDEX rulebot_relations_expires")
+            lite.execute("ALTER TABLE rulebot_relations DROP COLUMN expires")
             lite.execute("UPDATE rulebot_schema_version SET version = 1")
         lite.close()
     with open_store(location) as again:
@@ -666,13 +759,17 @@ def test_a_version_1_store_gains_the_records_and_buckets_tables_and_keeps_its_re
         assert again.record_batch(done.batch) == "[]"
         assert again.take_token("chat", A, 1.0, 1, 5.0)
         assert not again.commit(RecordBatch("sm-1", 2, 5, "[]"), claims=["k"]).taken
+        again.apply([RelateChange(A, C, "muted", expires="2999-01-01T00:00:00Z")])
+        got = again.get(A, C, "muted")
+        assert got is not None
+        assert got.expires == "2999-01-01T00:00:00.000000Z"
     if location.startswith("postgresql://"):
         with psycopg.connect(location, autocommit=True) as pg:
-            assert pg.execute("SELECT max(version) FROM rulebot_schema_version").fetchone() == (4,)
+            assert pg.execute("SELECT max(version) FROM rulebot_schema_version").fetchone() == (5,)
     else:
         with sqlite3.connect(location) as lite:
             assert lite.execute("SELECT max(version) FROM rulebot_schema_version").fetchone() == (
-                4,)
+                5,)
         lite.close()
 
 
