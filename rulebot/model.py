@@ -199,11 +199,39 @@ class Unrelate:
     to: tuple[str, ...] = ()
 
 
-Action: TypeAlias = Forward | Broadcast | Reply | ErrorReply | Drop | Relate | Unrelate
-StateChange: TypeAlias = Relate | Unrelate
+@dataclass(frozen=True, slots=True)
+class Count:
+    """Add `by` to windowed counter `counter` for `key` (each count ages out of
+    the counter's window; see rules.ruleset.CounterSpec)."""
+
+    counter: str
+    key: str
+    by: int
+    rule: str
+    type: Literal["count"] = "count"
+    to: tuple[str, ...] = ()
 
 
-def directions(change: StateChange) -> list[tuple[str, str]]:
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """Forget every count of counter `counter` for `key`."""
+
+    counter: str
+    key: str
+    rule: str
+    type: Literal["reset"] = "reset"
+    to: tuple[str, ...] = ()
+
+
+Action: TypeAlias = (Forward | Broadcast | Reply | ErrorReply | Drop | Relate | Unrelate
+                     | Count | Reset)
+#: What a decision changes in the store: relations and counters (applied with
+#: the decision's idempotency record, in one transaction).
+StateChange: TypeAlias = Relate | Unrelate | Count | Reset
+CHANGE_TYPES = (Relate, Unrelate, Count, Reset)
+
+
+def directions(change: Relate | Unrelate) -> list[tuple[str, str]]:
     """The (subject, object) rows a change touches: a mutual relation is two rows."""
     pairs = [(change.subject, change.object)]
     if change.mutual:

@@ -43,14 +43,17 @@ from rulebot.engine.state import (
 from rulebot.errors import EventError, StoreUnavailable
 from rulebot.jid import bare_jid, split_jid
 from rulebot.model import (
+    CHANGE_TYPES,
     JSON,
     Broadcast,
+    Count,
     Drop,
     Envelope,
     ErrorReply,
     Forward,
     Relate,
     Reply,
+    Reset,
     Stanza,
     StateChange,
     Unrelate,
@@ -178,11 +181,11 @@ class Dispatcher:
             elif isinstance(action, ErrorReply):
                 payload = error_payload(action.code, action.message, action.path, eid)
             else:
-                assert isinstance(action, Drop | Relate | Unrelate)
+                assert isinstance(action, Drop | Relate | Unrelate | Count | Reset)
                 continue
             for to in action.to:
                 out.append(self._out(inbound, to, payload, enc, meta, len(out)))
-        changes = [a for a in decision.actions if isinstance(a, Relate | Unrelate)]
+        changes = [a for a in decision.actions if isinstance(a, CHANGE_TYPES)]
         if changes or key is not None:
             recorded = Recorded(decision.version, decision.matched, tuple(out))
             try:

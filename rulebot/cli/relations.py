@@ -33,7 +33,7 @@ from rulebot.model import JSON, stamp
 from rulebot.rules.timefns import TimeError, parse_duration
 from rulebot.store.base import RelationStore, StoreError
 from rulebot.store.open import open_store, resolve_location
-from rulebot.store.values import Change, RelateChange, UnrelateChange
+from rulebot.store.values import RelateChange, RelationChange, UnrelateChange
 
 DEFAULT_STORE = "rulebot.sqlite3"
 
@@ -150,7 +150,7 @@ def add(ctx: click.Context, subject: str, obj: str, kind: str, attrs: dict[str, 
     Prints {"subject", "object", "kind", "result": "added"|"updated"} per row."""
     s, o = _bare(subject), _bare(obj)
     expires = None if ttl is None else stamp(time.time() + ttl)
-    changes: list[Change] = [RelateChange(s, o, kind, attrs, expires=expires)]
+    changes: list[RelationChange] = [RelateChange(s, o, kind, attrs, expires=expires)]
     if mutual:
         changes.append(RelateChange(o, s, kind, attrs, expires=expires))
     with _store(ctx) as store:
@@ -170,7 +170,7 @@ def remove(ctx: click.Context, subject: str, obj: str, kind: str, mutual: bool) 
 
     Prints {"subject", "object", "kind", "result": "removed"|"absent"} per row."""
     s, o = _bare(subject), _bare(obj)
-    changes: list[Change] = [UnrelateChange(s, o, kind)]
+    changes: list[RelationChange] = [UnrelateChange(s, o, kind)]
     if mutual:
         changes.append(UnrelateChange(o, s, kind))
     with _store(ctx) as store:

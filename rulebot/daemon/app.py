@@ -389,7 +389,7 @@ class Daemon:
     async def _keep_records(self) -> None:
         """Evict what no re-delivery can need from the records' index each second;
         every PURGE_INTERVAL, store the acknowledgement marks and purge the
-        store's batches and expired relations (bounded steps)."""
+        store's batches, expired relations and old counts (bounded steps)."""
         ledger = self.ledger
         assert ledger is not None
         last_purge = time.monotonic()
@@ -407,6 +407,10 @@ class Daemon:
                 if self.store is not None:
                     # Reads hide expired relations already; this gives their room back.
                     while self.store.purge_expired(PURGE_STEP_RELATIONS) == \
+                            PURGE_STEP_RELATIONS:
+                        await asyncio.sleep(0)
+                    windows = self.rules.get().counters  # counts past their window
+                    while self.store.purge_counts(windows, PURGE_STEP_RELATIONS) == \
                             PURGE_STEP_RELATIONS:
                         await asyncio.sleep(0)
                 if self.config.workers > 1 and self.store is not None:

@@ -58,12 +58,14 @@ from typing import Any
 from rulebot.bot.values import EventKey, Overtaken, Recorded
 from rulebot.daemon.batches import BatchWriter, decode, decode_batch
 from rulebot.logs import LOGGER, fields
-from rulebot.model import Relate, StateChange, directions, stamp
+from rulebot.model import Count, Relate, Reset, StateChange, directions, stamp
 from rulebot.store.base import Committed, RelationStore, StoreError, StoreUnavailable
 from rulebot.store.values import (
     Change,
+    CountChange,
     RecordBatch,
     RelateChange,
+    ResetChange,
     SessionMark,
     StoredBatch,
     UnrelateChange,
@@ -95,9 +97,16 @@ def claim_key(key: EventKey) -> str:
 
 
 def store_changes(changes: Sequence[StateChange]) -> list[Change]:
-    """The engine's relation actions as store changes (mutual ones in both directions)."""
+    """The engine's relation and counter actions as store changes (mutual ones
+    in both directions)."""
     out: list[Change] = []
     for c in changes:
+        if isinstance(c, Count):
+            out.append(CountChange(c.counter, c.key, c.by))
+            continue
+        if isinstance(c, Reset):
+            out.append(ResetChange(c.counter, c.key))
+            continue
         for subject, obj in directions(c):
             if isinstance(c, Relate):
                 attrs = c.attrs if isinstance(c.attrs, dict) else {}

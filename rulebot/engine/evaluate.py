@@ -23,6 +23,7 @@ from rulebot.model import (
     JSON,
     Action,
     Broadcast,
+    Count,
     Decision,
     Drop,
     Envelope,
@@ -30,11 +31,12 @@ from rulebot.model import (
     Forward,
     Relate,
     Reply,
+    Reset,
     RuleError,
     Unrelate,
     shorten,
 )
-from rulebot.rules.functions import RuleFunctions, StateView
+from rulebot.rules.functions import RuleFunctions, StateView, counter_key
 from rulebot.rules.jpcompile import Runtime, is_false
 from rulebot.rules.ruleset import ActionSpec, LiteralParam, Param, Rule, RuleSet
 from rulebot.rules.timefns import TimeError, now_data, parse_duration, to_epoch
@@ -77,7 +79,7 @@ def runtime_for(ruleset: RuleSet, state: StateView | None, now: float | None = N
         cast(RuleFunctions, held[1].functions).now = now
         return held[1]
     functions = RuleFunctions(ruleset.list_sets, state, ruleset.rate_limits,
-                              ruleset.intervals)
+                              ruleset.intervals, ruleset.counters)
     functions.now = now
     runtime = Runtime(functions)
     if len(cache) >= 4:  # a few views at most (tests make many): keep it small
@@ -264,6 +266,16 @@ def _action(spec: ActionSpec, rule: Rule, env: Envelope, data: Mapping[str, JSON
         return Reply((env.from_,), _payload(spec, env, data, runtime), rule.name)
     if kind in ("relate", "unrelate"):
         return _relation(spec, rule, env, data, runtime)
+    if kind in ("count", "reset"):
+        assert spec.counter is not None
+        assert spec.key is not None
+        key = _value(spec.key, data, runtime)
+        if not isinstance(key, str | int | float) or isinstance(key, bool) or key == "":
+            raise _RuleFailed(f"{kind}: the key must be a non-empty text or a number, got "
+                              f"{shorten(repr(key), 60)}")
+        if kind == "reset":
+            return Reset(spec.counter, counter_key(key), rule.name)
+        return Count(spec.counter, counter_key(key), spec.by, rule.name)
     if kind == "error":
         code = spec.code or "rejected"
         return ErrorReply((env.from_,), code, spec.message or code, None, rule.name)

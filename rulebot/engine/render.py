@@ -5,7 +5,17 @@ Pure.
 
 from __future__ import annotations
 
-from rulebot.model import JSON, Action, Decision, Drop, ErrorReply, Relate, Unrelate
+from rulebot.model import (
+    JSON,
+    Action,
+    Count,
+    Decision,
+    Drop,
+    ErrorReply,
+    Relate,
+    Reset,
+    Unrelate,
+)
 from rulebot.rules.timefns import to_iso
 
 
@@ -18,6 +28,10 @@ def action_json(action: Action) -> dict[str, JSON]:
         out["payload"] = {"error": error}
     elif isinstance(action, Drop):
         out["reason"] = action.reason
+    elif isinstance(action, Count):
+        out.update(counter=action.counter, key=action.key, by=action.by)
+    elif isinstance(action, Reset):
+        out.update(counter=action.counter, key=action.key)
     elif isinstance(action, Relate | Unrelate):
         out.update(subject=action.subject, object=action.object, kind=action.kind,
                    mutual=action.mutual)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from rulebot.jid import norm_bare
-from rulebot.model import JSON, Relate, Relation, StateChange, directions, stamp
+from rulebot.model import JSON, Count, Relate, Relation, Reset, StateChange, directions, stamp
 from rulebot.rules.functions import StateView
 
 #: `created` of an in-memory row given without one (eval's --relations, test cases).
@@ -30,6 +30,7 @@ class RelationReader(Protocol):
     def objects(self, subject: str, kind: str) -> list[str]: ...
     def subjects(self, obj: str, kind: str) -> list[str]: ...
     def get(self, subject: str, obj: str, kind: str) -> Relation | None: ...
+    def count_since(self, name: str, key: str, since: float) -> int: ...
 
 
 class TokenBuckets(Protocol):
@@ -138,6 +139,9 @@ class LiveState:
     def online(self, jid: str) -> bool:
         return self._presence.online(jid)
 
+    def count(self, name: str, key: str, since: float) -> int:
+        return self._relations.count_since(name, key, since) if self._relations else 0
+
 
 class MemoryRelations:
     """An in-memory relationship store with the same read and apply semantics,
@@ -147,6 +151,8 @@ class MemoryRelations:
                  clock: Callable[[], float] | None = None) -> None:
         self._rows: dict[tuple[str, str, str], Relation] = {}
         self.clock = clock
+        #: (counter, key) -> [(at, n)], the counts made (rulebot test: on its clock)
+        self.counts: dict[tuple[str, str], list[tuple[float, int]]] = {}
         for row in rows:
             key = (norm_bare(row.subject), norm_bare(row.object), row.kind)
             self._rows[key] = Relation(*key, dict(row.attrs), row.created or EPOCH, row.expires)
@@ -188,9 +194,19 @@ class MemoryRelations:
     def rows(self) -> list[Relation]:
         return [r for r in self._rows.values() if self._live(r)]
 
+    def count_since(self, name: str, key: str, since: float) -> int:
+        return sum(n for at, n in self.counts.get((name, key), ()) if at > since)
+
     def apply(self, changes: Sequence[StateChange]) -> None:
-        """Apply Relate/Unrelate actions (both directions when mutual)."""
+        """Apply Relate/Unrelate (both directions when mutual) and Count/Reset actions."""
         for change in changes:
+            if isinstance(change, Count):
+                at = self.clock() if self.clock is not None else 0.0
+                self.counts.setdefault((change.counter, change.key), []).append((at, change.by))
+                continue
+            if isinstance(change, Reset):
+                self.counts.pop((change.counter, change.key), None)
+                continue
             for subject, obj in directions(change):
                 if isinstance(change, Relate):
                     attrs = change.attrs if isinstance(change.attrs, dict) else {}
@@ -222,3 +238,6 @@ class PeekState:
 
     def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
         return True
+
+    def count(self, name: str, key: str, since: float) -> int:
+        return self._inner.count(name, key, since)

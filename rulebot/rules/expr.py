@@ -194,10 +194,12 @@ def compile_expr(
     text: str, macros: Mapping[str, str], lists: Mapping[str, object], name: str | None = None,
     limits: Mapping[str, object] | None = None, used_lists: set[str] | None = None,
     table: PartTable | None = None, intervals: Mapping[str, object] | None = None,
+    counters: Mapping[str, object] | None = None,
 ) -> tuple[Expr | None, list[ExprProblem]]:
     """Compile one expression (the macro `name`'s text when given) and check what can be
     checked before any event. `used_lists` gains the lists it names, and
-    `interval:NAME` for each interval (names have no colon)."""
+    `interval:NAME` / `counter:NAME` for each interval and counter (names have
+    no colon)."""
     expanded, problems = expand(text, macros, (name,) if name else ())
     if problems:
         return None, problems
@@ -214,7 +216,8 @@ def compile_expr(
     except jp_exceptions.JMESPathError as exc:
         return None, [ExprProblem(f"invalid JMESPath expression: {exc}", None, text)]
     tree: Node = parsed.parsed  # type: ignore[assignment]  # jmespath's TypedDict
-    problems = list(_check_ast(tree, lists, text, limits or {}, used_lists, intervals or {}))
+    problems = list(_check_ast(tree, lists, text, limits or {}, used_lists, intervals or {},
+                               counters or {}))
     calls = any(node["type"] == "function_expression" for node in walk(tree))
     shared = table if table is not None else PartTable()
     parts = _flatten_and(tree)
@@ -262,7 +265,8 @@ ENVELOPE = frozenset({"event", "sender", "from", "stanza", "lists", "bot", "now"
 def _check_ast(tree: Node, lists: Mapping[str, object], text: str = "",
                limits: Mapping[str, object] | None = None,
                used_lists: set[str] | None = None,
-               intervals: Mapping[str, object] | None = None) -> Iterator[ExprProblem]:
+               intervals: Mapping[str, object] | None = None,
+               counters: Mapping[str, object] | None = None) -> Iterator[ExprProblem]:
     used = used_lists if used_lists is not None else set()
     for node, at_root in root_walk(tree, True):
         kind = node["type"]
@@ -312,6 +316,12 @@ def _check_ast(tree: Node, lists: Mapping[str, object], text: str = "",
             if err:
                 yield ExprProblem(err, None, literal)
         yield from _check_time_call(name, args, intervals or {}, used)
+        if name == "counter" and isinstance(literal, str):
+            used.add(f"counter:{literal}")
+            if literal not in (counters or {}):
+                close = difflib.get_close_matches(literal, sorted(counters or {}), n=1)
+                hint = f", did you mean {close[0]!r}?" if close else ""
+                yield ExprProblem(f"unknown counter {literal!r}{hint}", None, literal)
 
 
 def _check_time_call(name: str, args: Sequence[Node], intervals: Mapping[str, object],

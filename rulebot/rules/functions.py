@@ -27,6 +27,7 @@ arguments and of the rule set's lists (and, later, a read-only state view).
 | date(t, tz), clock(t, tz)    | `YYYY-MM-DD` / `HH:MM` at instant t in zone tz       |
 | within(name)                 | true when `now` is inside the named interval         |
 | within_at(name, t)           | true when instant t is inside the named interval     |
+| counter(name, key)           | the counts of counter `name` for `key` in its window |
 
 Instants are numbers (`now.epoch`), ISO 8601 texts with an offset
 (`now.iso`, `relation(...).created`) or `now` itself; rulebot.rules.timefns
@@ -43,6 +44,7 @@ bare JIDs.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -59,7 +61,7 @@ CUSTOM_FUNCTIONS = frozenset(
     {"jid_bare", "jid_local", "jid_domain", "jid_resource", "regex_match", "in_list",
      "lower", "upper", "related", "mutual", "related_to", "related_from", "relation", "online",
      "over_limit", "duration", "to_epoch", "to_iso", "time_add", "time_diff", "weekday",
-     "hour", "date", "clock", "within", "within_at"}
+     "hour", "date", "clock", "within", "within_at", "counter"}
 )
 
 
@@ -95,6 +97,7 @@ class StateView(Protocol):
     def relation(self, subject: str, obj: str, kind: str) -> dict[str, JSON] | None: ...
     def online(self, jid: str) -> bool: ...
     def take(self, name: str, key: str, per_second: float, burst: int) -> bool: ...
+    def count(self, name: str, key: str, since: float) -> int: ...
 
 
 class NoState:
@@ -118,6 +121,9 @@ class NoState:
     def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
         return True  # no limiter: never over the limit
 
+    def count(self, name: str, key: str, since: float) -> int:
+        return 0
+
 
 NO_STATE = NoState()
 
@@ -127,12 +133,14 @@ class RuleFunctions(functions.Functions):
 
     def __init__(self, lists: Mapping[str, frozenset[str]], state: StateView | None = None,
                  limits: Mapping[str, Any] | None = None,
-                 intervals: Mapping[str, Interval] | None = None) -> None:
+                 intervals: Mapping[str, Interval] | None = None,
+                 counters: Mapping[str, float] | None = None) -> None:
         super().__init__()
         self._lists = lists
         self._state = state
         self._limits = limits or {}
         self._intervals = intervals or {}
+        self._counters = counters or {}  # name -> window (seconds)
         #: The event's `now` (seconds since 1970), set by the evaluation before
         #: each event: the table is shared by every event of a rule set.
         self.now: float | None = None
@@ -260,11 +268,28 @@ class RuleFunctions(functions.Functions):
     def _func_within_at(self, name: str, t: Any) -> bool:
         return self._interval("within_at", name).contains(to_epoch(t))
 
+    @functions.signature({"types": ["string"]}, {"types": ["string", "number"]})
+    def _func_counter(self, name: str, key: Any) -> int:
+        window = self._counters.get(name)
+        if window is None:
+            raise jp_exceptions.JMESPathError(f"counter: no counter named {name!r}")
+        if self.now is None:
+            raise jp_exceptions.JMESPathError("counter: the event has no `now` (no clock given)")
+        return self._view().count(name, counter_key(key), self.now - window)
+
     def _interval(self, fn: str, name: str) -> Interval:
         found = self._intervals.get(name)
         if found is None:
             raise jp_exceptions.JMESPathError(f"{fn}: no interval named {name!r}")
         return found
+
+
+def counter_key(key: object) -> str:
+    """A counter's key as stored: text as is, a number as its JSON text (a
+    count action and counter() agree on `sender`, `event.room` or `42`)."""
+    if isinstance(key, str):
+        return key
+    return json.dumps(key)
 
 
 def _whole(seconds: float) -> float:

@@ -7,6 +7,7 @@ and `load_rules` are the thin I/O wrappers. `rulebot validate` and
 
 from __future__ import annotations
 
+import difflib
 import gc
 import hashlib
 import json
@@ -154,6 +155,8 @@ class _Compiler:
         self.rate_limits: dict[str, RateSpec] = {}
         self.intervals: dict[str, Interval] = {}
         self.interval_names: dict[str, None] = {}  # defined, compiled or not
+        self.counters: dict[str, float] = {}  # name -> window (seconds)
+        self.counter_names: dict[str, None] = {}  # defined, valid or not
         self.broken: set[str] = set()  # macros that failed to compile
         self.used_lists: set[str] = set()  # referenced by some compiled expression
         self.used_macros: set[str] = set()  # reached from some rule's expression
@@ -214,6 +217,22 @@ class _Compiler:
                         else ("intervals", name, field)
                     self.issues.append(doc.issue(at, f"interval {name!r}: {exc}",
                                                  None if field is None else spec[field]))
+        for name, spec in _mapping(value.get("counters")).items():
+            if isinstance(spec, dict) and self._define(doc, "counter", name, ("counters", name)):
+                self.counter_names[name] = None
+                window = spec.get("window")
+                try:
+                    seconds = parse_duration(window)
+                except TimeError as exc:
+                    self.issues.append(doc.issue(("counters", name, "window"),
+                                                 f"counter {name!r}: {exc}", window))
+                    continue
+                if seconds <= 0:
+                    self.issues.append(doc.issue(("counters", name, "window"),
+                                                 f"counter {name!r}: a window of zero counts "
+                                                 "nothing", window))
+                    continue
+                self.counters[name] = seconds
         for name, text_ in _mapping(value.get("macros")).items():
             if isinstance(text_, str) and self._define(doc, "macro", name, ("macros", name)):
                 self.macros[name] = text_
@@ -235,7 +254,7 @@ class _Compiler:
         # which lists and rate limits exist: its cache key includes them.
         self.defs = hashlib.sha256(json.dumps(
             [sorted(self.macros.items()), sorted(self.lists), sorted(self.rate_limits),
-             sorted(self.interval_names)]
+             sorted(self.interval_names), sorted(self.counter_names)]
         ).encode()).digest()
         # Macros are checked once, in their own place, so a broken macro is
         # reported where it is written rather than at every use.
@@ -276,6 +295,7 @@ class _Compiler:
             list_sets={k: frozenset(x.casefold() for x in v) for k, v in self.lists.items()},
             rate_limits=dict(self.rate_limits),
             intervals=dict(self.intervals),
+            counters=dict(self.counters),
             index=index,
             discriminator=discriminator,
         )
@@ -311,6 +331,10 @@ class _Compiler:
             if kind == "macro" and name not in self.used_macros:
                 self.issues.append(doc.issue(path, f"macro ${name} is never used", key=True,
                                              severity="warning"))
+            if kind == "counter" and f"counter:{name}" not in self.used_lists:
+                self.issues.append(doc.issue(path, f"counter {name!r} is never used "
+                                             "(count, reset or counter('NAME', key))",
+                                             key=True, severity="warning"))
             if kind == "interval" and f"interval:{name}" not in self.used_lists:
                 self.issues.append(doc.issue(path, f"interval {name!r} is never used "
                                              "(within('NAME') or within_at('NAME', t))",
@@ -332,7 +356,7 @@ class _Compiler:
             used: set[str] = set()
             expr, problems = compile_expr(text, self.macros, self.lists, macro,
                                           self.rate_limits, used, self.cache.parts,
-                                          self.interval_names)
+                                          self.interval_names, self.counter_names)
             return expr, problems, frozenset(used)
 
         expr, problems, used = self.cache.expr((text, macro, self.defs), compile_)
@@ -458,6 +482,21 @@ class _Compiler:
                 until=self._time_param(doc, (*p, "until"), params["until"], "instant")
                 if "until" in params and kind == "relate" else None,
             )
+        if kind in ("count", "reset"):
+            counter = params.get("counter")
+            if not isinstance(counter, str) or "key" not in params:
+                return None  # the schema reported it
+            self.used_lists.add(f"counter:{counter}")
+            if counter not in self.counter_names:
+                close = difflib.get_close_matches(counter, sorted(self.counter_names), n=1)
+                self.issues.append(doc.issue((*p, "counter"), f"unknown counter {counter!r}"
+                                             + (f", did you mean {close[0]!r}?" if close
+                                                else " (declare it under counters:)"),
+                                             counter))
+            by = params.get("by", 1)
+            return ActionSpec(kind, counter=counter,
+                              key=self._param(doc, (*p, "key"), params["key"]),
+                              by=by if isinstance(by, int) else 1)
         if kind == "error":
             code, message = params.get("code"), params.get("message")
             return ActionSpec("error", code=code if isinstance(code, str) else "rejected",

@@ -17,7 +17,8 @@ from rulebot.rules.index import RuleIndex, linear_index
 from rulebot.rules.jpcompile import Runtime
 from rulebot.rules.timefns import Interval
 
-ActionKind = Literal["forward", "broadcast", "reply", "error", "drop", "relate", "unrelate"]
+ActionKind = Literal["forward", "broadcast", "reply", "error", "drop", "relate", "unrelate",
+                     "count", "reset"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,9 @@ class ActionSpec:
     mutual: bool = False
     ttl: Param | None = None  # relate: a duration from the event's now
     until: Param | None = None  # relate: an instant
+    counter: str | None = None  # count/reset: the counter's name
+    key: Param | None = None  # count/reset: the key (an expression)
+    by: int = 1  # count: how much
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +106,8 @@ class RuleSet:
     discriminator: str = "type"
     #: named time intervals (`intervals:`; within())
     intervals: Mapping[str, Interval] = field(default_factory=dict, repr=False, compare=False)
+    #: windowed counters (`counters:`): name -> window in seconds
+    counters: Mapping[str, float] = field(default_factory=dict, repr=False, compare=False)
     # engine.evaluate.runtime_for's cache: state view id -> (view, runtime). The
     # only mutable part, and only a memo of values computed from the rest.
     runtimes: dict[int, tuple[Any, Runtime]] = field(default_factory=dict, init=False,

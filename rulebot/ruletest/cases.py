@@ -36,17 +36,17 @@ from rulebot.jid import bare_jid, norm_bare
 from rulebot.load.schema import schema_issues
 from rulebot.load.yamldoc import Document, load_document
 from rulebot.model import (
+    CHANGE_TYPES,
     JSON,
     Decision,
     Envelope,
     ErrorReply,
     Issue,
-    Relate,
     Relation,
     Stanza,
-    Unrelate,
     stamp,
 )
+from rulebot.rules.functions import counter_key
 from rulebot.rules.loader import LoadResult, check_rules
 from rulebot.rules.ruleset import Rule, RuleSet
 from rulebot.rules.timefns import TimeError, parse_duration, to_epoch
@@ -68,6 +68,8 @@ _ACTION_KEYS = {
     "drop": {"reason", "rule"},
     "relate": {"subject", "object", "kind", "attrs", "mutual", "rule", "expires"},
     "unrelate": {"subject", "object", "kind", "mutual", "rule"},
+    "count": {"counter", "key", "by", "rule"},
+    "reset": {"counter", "key", "rule"},
 }
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class Case:
     expect: Mapping[str, JSON]
     now: float | None = None  # the clock, when the case sets it
     advance: float = 0.0  # seconds the clock moves from the previous case's first
+    #: counts made before the case: (counter, key, n, seconds before its clock)
+    counts: tuple[tuple[str, str, int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,7 @@ def parse_test_file(text: str, source: str) -> tuple[TestFile | None, list[Issue
     base_rel = _relations(fixtures.get("relations", []))
     issues.extend(_check_relations(doc, ("fixtures", "relations"), fixtures.get("relations")))
     base_online = tuple(fixtures.get("online", []))
+    base_counts = _counts(doc, ("fixtures", "counts"), fixtures.get("counts"), issues)
     issues.extend(_check_from(doc, ("defaults",), defaults))
     start = _instant(doc, ("defaults", "now"), defaults["now"], issues) \
         if "now" in defaults else None
@@ -182,7 +187,8 @@ def parse_test_file(text: str, source: str) -> tuple[TestFile | None, list[Issue
         issues.extend(problems)
         if case is not None:
             cases.append(replace(case, relations=base_rel + case.relations,
-                                 online=base_online + case.online))
+                                 online=base_online + case.online,
+                                 counts=base_counts + case.counts))
     if issues:
         return None, sorted(issues, key=Issue.sort_key)
     rules = os.path.normpath(Path(source).parent / value["rules"])
@@ -261,6 +267,7 @@ def _case(doc: Document, i: int, raw: dict[str, Any], defaults: dict[str, Any]
                                 "(matched, not_matched, actions, error, drop, ...)"))
     issues.extend(_check_expect(doc, (*path, "expect"), raw["expect"]))
     issues.extend(_check_relations(doc, (*path, "relations"), raw.get("relations")))
+    counts = _counts(doc, (*path, "counts"), raw.get("counts"), issues)
     now = _instant(doc, (*path, "now"), raw["now"], issues) if "now" in raw else None
     advance = 0.0
     if "advance" in raw:
@@ -281,7 +288,23 @@ def _case(doc: Document, i: int, raw: dict[str, Any], defaults: dict[str, Any]
         sender=bare_jid(from_), from_=from_, kind=kind, stanza_type=stype,
         bot=defaults.get("bot", DEFAULT_BOT), relations=_relations(raw.get("relations", [])),
         online=tuple(raw.get("online", [])), expect=raw["expect"], now=now, advance=advance,
+        counts=counts,
     ), []
+
+
+def _counts(doc: Document, path: tuple[str | int, ...], raw: Any, issues: list[Issue]
+            ) -> tuple[tuple[str, str, int, float], ...]:
+    out = []
+    for j, c in enumerate(raw if isinstance(raw, list) else []):
+        if not isinstance(c, dict):
+            continue
+        ago = 0.0
+        try:
+            ago = parse_duration(c.get("ago", 0))
+        except TimeError as exc:
+            issues.append(doc.issue((*path, j, "ago"), str(exc), c.get("ago")))
+        out.append((str(c["counter"]), counter_key(c["key"]), int(c.get("n", 1)), ago))
+    return tuple(out)
 
 
 def _instant(doc: Document, path: tuple[str | int, ...], value: Any, issues: list[Issue]
@@ -397,6 +420,9 @@ def decide(ruleset: RuleSet, case: Case, now: float | None = None
     at = (case.now if now is None else now)
     clock = time.time if at is None else (lambda: at)
     store = MemoryRelations(case.relations, clock)
+    made = clock()
+    for counter, key, n, ago in case.counts:
+        store.counts.setdefault((counter, key), []).append((made - ago, n))
     presence = PresenceTable()
     for jid in case.online:
         presence.update(jid, True)
@@ -412,7 +438,7 @@ def decide(ruleset: RuleSet, case: Case, now: float | None = None
     stanza = Stanza("presence" if case.kind == "presence" else "message", case.stanza_type)
     env = Envelope(event, case.sender, case.from_, stanza, case.bot, clock())
     decision = evaluate(ruleset, env, state=LiveState(store, presence, Buckets(lambda: 0.0)))
-    store.apply([a for a in decision.actions if isinstance(a, Relate | Unrelate)])
+    store.apply([a for a in decision.actions if isinstance(a, CHANGE_TYPES)])
     return decision, store
 
 

@@ -15,7 +15,15 @@ from typing import Any
 from rulebot.engine.render import action_json
 from rulebot.engine.state import MemoryRelations
 from rulebot.jid import norm_bare
-from rulebot.model import JSON, Action, Decision, Drop, ErrorReply, Relate, Relation, Unrelate
+from rulebot.model import (
+    CHANGE_TYPES,
+    JSON,
+    Action,
+    Decision,
+    Drop,
+    ErrorReply,
+    Relation,
+)
 from rulebot.rules.timefns import TimeError, to_epoch, to_iso
 
 
@@ -181,7 +189,7 @@ def _check_reason(want: str | None, d: Decision, _: MemoryRelations) -> Failure 
 
 
 def _effective(d: Decision) -> list[Action]:
-    return [a for a in d.actions if a.to or isinstance(a, Relate | Unrelate)]
+    return [a for a in d.actions if a.to or isinstance(a, CHANGE_TYPES)]
 
 
 def _check_no_actions(want: bool, d: Decision, _: MemoryRelations) -> Failure | None:

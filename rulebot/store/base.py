@@ -37,12 +37,16 @@ from rulebot.store.records import RecordStoreMixin
 from rulebot.store.shared import SharedStateMixin
 from rulebot.store.values import (
     Change,
+    CountChange,
+    CountOp,
     RecordBatch,
     RelateChange,
+    ResetChange,
     Row,
     SessionMark,
     UnrelateChange,
     change_row,
+    count_op,
     parse_line,
     relation_line,
     relation_of,
@@ -70,6 +74,8 @@ class Committed:
 
 #: The table and columns both backends use (the same schema on each).
 TABLE = "rulebot_relations"
+#: The windowed counters: a row per count (name, key, at, n); no primary key.
+COUNTS = "rulebot_counts"
 COLUMNS = "subject, object, kind, attrs, created, expires"
 
 
@@ -165,6 +171,38 @@ class RelationStore(RecordStoreMixin, SharedStateMixin, ABC):
         with self._call("count"):
             return self._count()
 
+    def count_since(self, name: str, key: str, since: float) -> int:
+        """The sum of counter `name`'s counts for `key` made after `since`
+        (seconds since 1970)."""
+        p = self.PARAM
+        with self._call("read a counter"):
+            rows = self._query(f"SELECT COALESCE(SUM(n), 0) FROM {COUNTS} WHERE name = {p} "
+                               f"AND key = {p} AND at > {p}", (name, key, since))
+        return int(rows[0][0]) if rows else 0
+
+    def purge_counts(self, windows: Mapping[str, float], limit: int = 1000,
+                     keep: float = 30 * 86400) -> int:
+        """Delete up to `limit` counts older than their counter's window (a
+        counter the rules no longer name: older than `keep` seconds)."""
+        p = self.PARAM
+        now = self.clock()
+        total = 0
+        with self._call("purge"):
+            for name, window in sorted(windows.items()):
+                total += self._purge(
+                    f"DELETE FROM {COUNTS} WHERE (name, key, at) IN (SELECT name, key, at "
+                    f"FROM {COUNTS} WHERE name = {p} AND at <= {p} LIMIT {p})",
+                    (name, now - window, limit - total))
+                if total >= limit:
+                    return total
+            named = sorted(windows)
+            others = f" AND name NOT IN ({', '.join([p] * len(named))})" if named else ""
+            total += self._purge(
+                f"DELETE FROM {COUNTS} WHERE (name, key, at) IN (SELECT name, key, at "
+                f"FROM {COUNTS} WHERE at <= {p}{others} LIMIT {p})",
+                (now - keep, *named, limit - total))
+        return total
+
     def purge_expired(self, limit: int = 1000) -> int:
         """Delete up to `limit` expired relations (reads hide them already: this
         only gives their room back). Returns how many."""
@@ -209,14 +247,23 @@ class RelationStore(RecordStoreMixin, SharedStateMixin, ABC):
         dying but may be lost with the machine's power (SQLite
         synchronous=NORMAL, PostgreSQL synchronous_commit off); relation
         changes are always flushed to disk."""
-        at = stamp(self.clock())
-        rows = [change_row(c, at) for c in changes]
-        if not rows and batch is None and mark is None:
+        clock = self.clock()
+        at = stamp(clock)
+        rows = [change_row(c, at) for c in changes
+                if isinstance(c, RelateChange | UnrelateChange)]
+        counts = [count_op(c, clock) for c in changes if isinstance(c, CountChange | ResetChange)]
+        if not rows and not counts and batch is None and mark is None:
             return Committed([], None)
         if claims and batch is None:
             raise ValueError("claims without a batch")
         with self._call("commit"):
-            return self._write(rows, batch, mark, durable or bool(rows), claims)
+            done = self._write(rows, batch, mark, durable or bool(rows) or bool(counts), claims,
+                               counts)
+        if counts and not done.taken:  # a flag per change, counters' True
+            flags = iter(done.flags)
+            return Committed([next(flags) if isinstance(c, RelateChange | UnrelateChange)
+                              else True for c in changes], done.batch)
+        return done
 
     # -- export / import
 
@@ -352,9 +399,10 @@ class RelationStore(RecordStoreMixin, SharedStateMixin, ABC):
     @abstractmethod
     def _write(self, rows: Sequence[Row], batch: RecordBatch | None = None,
                mark: SessionMark | None = None, durable: bool = True,
-               claims: Sequence[str] = ()) -> Committed:
-        """Relate (attrs not None) / unrelate each row, in order, insert the batch
-        with its claims and upsert the mark, in one transaction (see commit)."""
+               claims: Sequence[str] = (), counts: Sequence[CountOp] = ()) -> Committed:
+        """Relate (attrs not None) / unrelate each row, in order, apply the
+        counters' ops, insert the batch with its claims and upsert the mark, in
+        one transaction (see commit)."""
 
     @abstractmethod
     def _put(self, rows: Iterator[Row]) -> None:

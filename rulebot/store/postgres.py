@@ -26,6 +26,7 @@ from psycopg.conninfo import conninfo_to_dict
 from rulebot.model import Relation
 from rulebot.store.base import (
     COLUMNS,
+    COUNTS,
     PAGE,
     TABLE,
     Committed,
@@ -37,7 +38,7 @@ from rulebot.store.base import (
 )
 from rulebot.store.records import CLAIMS, RECORDS, SESSIONS
 from rulebot.store.shared import BUCKETS, PRESENCE
-from rulebot.store.values import RecordBatch, Row, SessionMark, relation_of
+from rulebot.store.values import CountOp, RecordBatch, Row, SessionMark, relation_of
 
 #: 1: relations; 2: + the idempotency records; 3: + the rate-limit buckets and
 #: presence shared by workers; 4: + the claims; 5: + relations' expiry (each
@@ -119,6 +120,18 @@ EXPIRY_SCHEMA = [
     f"CREATE INDEX {TABLE}_expires ON {TABLE} (expires) WHERE expires IS NOT NULL",
     "INSERT INTO rulebot_schema_version VALUES (5)",
 ]
+#: The windowed counters (created with version 5's expiry when missing).
+COUNTS_SCHEMA = [
+    f"""CREATE TABLE {COUNTS} (
+        name text COLLATE "C" NOT NULL,
+        key  text COLLATE "C" NOT NULL,
+        at   double precision NOT NULL,
+        n    integer NOT NULL
+    )""",
+    f"CREATE INDEX {COUNTS}_key ON {COUNTS} (name, key, at)",
+]
+ADD_COUNT = f"INSERT INTO {COUNTS} (name, key, at, n) VALUES (%s, %s, %s, %s)"
+RESET_COUNT = f"DELETE FROM {COUNTS} WHERE name = %s AND key = %s"
 # Before a write to a relation: an expired one is gone (so a relate creates
 # it anew, an unrelate finds nothing), whether or not the purge has run.
 DELETE_EXPIRED = (f"DELETE FROM {TABLE} WHERE subject = %s AND kind = %s AND object = %s "
@@ -192,7 +205,7 @@ class PostgresStore(RelationStore):
                                  "rulebot needs UTF8")
             if not (self._has(conn, TABLE) and self._has(conn, RECORDS)
                     and self._has(conn, BUCKETS) and self._has(conn, CLAIMS)
-                    and self._has_expiry(conn)):
+                    and self._has_expiry(conn) and self._has(conn, COUNTS)):
                 # A session lock taken before the transaction, not a transaction
                 # lock inside it: a transaction that waited for the lock would
                 # still look the tables up in the catalog as it was when the
@@ -216,6 +229,9 @@ class PostgresStore(RelationStore):
                                 conn.execute(statement)
                         if not self._has_expiry(conn) and not self._newer(conn):
                             for statement in EXPIRY_SCHEMA:
+                                conn.execute(statement)
+                        if not self._has(conn, COUNTS) and not self._newer(conn):
+                            for statement in COUNTS_SCHEMA:
                                 conn.execute(statement)
                 finally:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
@@ -291,7 +307,7 @@ class PostgresStore(RelationStore):
 
     def _write(self, rows: Sequence[Row], batch: RecordBatch | None = None,
                mark: SessionMark | None = None, durable: bool = True,
-               claims: Sequence[str] = ()) -> Committed:
+               claims: Sequence[str] = (), counts: Sequence[CountOp] = ()) -> Committed:
         conn = self._db
         cursors = []
         inserted = None
@@ -318,6 +334,11 @@ class PostgresStore(RelationStore):
                         cur.execute(RELATE, (r.subject, r.object, r.kind, r.attrs, r.created,
                                              r.expires))
                     cursors.append((r.attrs is None, cur))
+                for name, key, n, at in counts:
+                    if n is None:
+                        conn.execute(RESET_COUNT, (name, key))
+                    else:
+                        conn.execute(ADD_COUNT, (name, key, at, n))
                 if batch is not None:
                     inserted = conn.execute(INSERT_CLAIMED if keys else INSERT_BATCH,
                                             (*batch, ",".join(keys)) if keys else batch)

@@ -27,6 +27,7 @@ from typing import Any
 from rulebot.model import Relation
 from rulebot.store.base import (
     COLUMNS,
+    COUNTS,
     TABLE,
     Committed,
     Flags,
@@ -36,7 +37,7 @@ from rulebot.store.base import (
 )
 from rulebot.store.records import CLAIMS, RECORDS, SESSIONS
 from rulebot.store.shared import BUCKETS, PRESENCE
-from rulebot.store.values import RecordBatch, Row, SessionMark, relation_of
+from rulebot.store.values import CountOp, RecordBatch, Row, SessionMark, relation_of
 
 #: 1: relations; 2: + the idempotency records; 3: + the rate-limit buckets and
 #: presence shared by workers; 4: + the claims; 5: + relations' expiry (each
@@ -83,6 +84,13 @@ CREATE TABLE IF NOT EXISTS {CLAIMS} (
     batch INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS {CLAIMS}_batch ON {CLAIMS} (batch);
+CREATE TABLE IF NOT EXISTS {COUNTS} (
+    name TEXT NOT NULL,
+    key  TEXT NOT NULL,
+    at   REAL NOT NULL,
+    n    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS {COUNTS}_key ON {COUNTS} (name, key, at);
 CREATE TABLE IF NOT EXISTS {BUCKETS} (
     name    TEXT NOT NULL,
     key     TEXT NOT NULL,
@@ -116,6 +124,8 @@ UPDATE_ATTRS = (f"UPDATE {TABLE} SET attrs = ?, expires = ? "
                 "WHERE subject = ? AND kind = ? AND object = ? "
                 "AND (attrs <> ? OR expires IS NOT ?)")
 DELETE = f"DELETE FROM {TABLE} WHERE subject = ? AND kind = ? AND object = ?"
+ADD_COUNT = f"INSERT INTO {COUNTS} (name, key, at, n) VALUES (?, ?, ?, ?)"
+RESET_COUNT = f"DELETE FROM {COUNTS} WHERE name = ? AND key = ?"
 INSERT_BATCH = f"INSERT INTO {RECORDS} (session, last, created, records) VALUES (?, ?, ?, ?)"
 UPSERT_MARK = (f"INSERT INTO {SESSIONS} (session, confirmed, updated) VALUES (?, ?, ?) "
                "ON CONFLICT (session) DO UPDATE SET "
@@ -205,7 +215,7 @@ class SqliteStore(RelationStore):
 
     def _write(self, rows: Sequence[Row], batch: RecordBatch | None = None,
                mark: SessionMark | None = None, durable: bool = True,
-               claims: Sequence[str] = ()) -> Committed:
+               claims: Sequence[str] = (), counts: Sequence[CountOp] = ()) -> Committed:
         if durable != self._durable:  # outside a transaction, as SQLite requires
             self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             self._durable = durable
@@ -238,6 +248,11 @@ class SqliteStore(RelationStore):
                     cur.execute(UPDATE_ATTRS, (r.attrs, r.expires, r.subject, r.kind, r.object,
                                                r.attrs, r.expires))
                 flags.append(new)
+            for name, key, n, at in counts:
+                if n is None:
+                    cur.execute(RESET_COUNT, (name, key))
+                else:
+                    cur.execute(ADD_COUNT, (name, key, at, n))
             if batch is not None:
                 cur.execute(INSERT_BATCH, batch)  # a RecordBatch is its parameter tuple
                 batch_id = cur.lastrowid

@@ -45,7 +45,30 @@ class UnrelateChange:
     op: Literal["unrelate"] = "unrelate"
 
 
-Change: TypeAlias = RelateChange | UnrelateChange
+@dataclass(frozen=True, slots=True)
+class CountChange:
+    """Add `n` to counter `name` for `key`, counted at the store's clock."""
+
+    name: str
+    key: str
+    n: int = 1
+    op: Literal["count"] = "count"
+
+
+@dataclass(frozen=True, slots=True)
+class ResetChange:
+    """Forget every count of counter `name` for `key`."""
+
+    name: str
+    key: str
+    op: Literal["reset"] = "reset"
+
+
+RelationChange: TypeAlias = RelateChange | UnrelateChange
+Change: TypeAlias = RelateChange | UnrelateChange | CountChange | ResetChange
+#: The counters' ops as the backends write them: (name, key, n, at); n None: reset.
+CountOp: TypeAlias = tuple[str, str, int | None, float]
+MAX_COUNTER_KEY = 1024
 
 
 class RecordBatch(NamedTuple):
@@ -139,7 +162,23 @@ def check_created(value: object, what: str = "created") -> str:
     return when.astimezone(UTC).strftime(TIME_FORMAT)
 
 
-def change_row(change: Change, created: str) -> Row:
+def count_op(change: CountChange | ResetChange, at: float) -> CountOp:
+    """A validated counter op. Raises StoreError."""
+    if not isinstance(change.name, str) or not 0 < len(change.name) <= 128 \
+            or "\x00" in change.name:
+        raise StoreError(f"not a counter name: {show(change.name)}")
+    if not isinstance(change.key, str) or len(change.key) > MAX_COUNTER_KEY \
+            or "\x00" in change.key:
+        raise StoreError(f"a counter key is a text of at most {MAX_COUNTER_KEY} characters, "
+                         f"not {show(change.key)}")
+    if isinstance(change, ResetChange):
+        return (change.name, change.key, None, at)
+    if not isinstance(change.n, int) or isinstance(change.n, bool) or not 0 < change.n <= 10**6:
+        raise StoreError(f"a count is a whole number from 1 to 1,000,000, not {show(change.n)}")
+    return (change.name, change.key, change.n, at)
+
+
+def change_row(change: RelateChange | UnrelateChange, created: str) -> Row:
     subject = check_jid(change.subject, "subject")
     obj = check_jid(change.object, "object")
     kind = check_kind(change.kind)

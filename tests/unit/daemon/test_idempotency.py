@@ -386,6 +386,10 @@ HEADER = (b"<stream:stream xmlns='jabber:component:accept' "
 
 
 def daemon(tmp_path: Path, store: RelationStore) -> tuple[Daemon, RecordingTransport]:
+    """A component-mode daemon over `store`, where alice and bob are friends: their
+    chats are forwards, decisions without changes (recorded at the read's end)."""
+    store.relate("alice@localhost", "bob@localhost", "friend")
+    store.relate("bob@localhost", "alice@localhost", "friend")
     config = parse_config(json.dumps({
         "jid": "friend.localhost", "mode": "component", "rules": str(ROOT / "rules/friends"),
         "server": {"host": "127.0.0.1", "port": 5347}}), base=tmp_path)
@@ -429,7 +433,7 @@ def test_a_read_s_messages_leave_after_its_records_are_stored(tmp_path: Path) ->
     store.commit = spy  # type: ignore[method-assign]
     d.connection.xmpp.data_received(chats(30))
     assert writes_at_commit == [0]  # one commit for the whole read, before any write
-    assert len(written_ids(transport)) == 30  # the refusals: alice and bob are no friends
+    assert len(written_ids(transport)) == 30  # the forwards to bob
     assert store.count_record_batches() == 1  # one batch for the read
     store.close()
 
@@ -454,10 +458,32 @@ def test_when_the_records_cannot_be_stored_the_read_s_events_are_refused(tmp_pat
     d.connection.xmpp.data_received(chats(3))
     text = b"".join(transport.writes).decode()
     assert text.count("store-unavailable") == 3
-    assert text.count('to="alice@localhost/p"') == 3  # each to its sender, nothing to bob
+    assert text.count('to="alice@localhost/p"') == 3  # each to its sender
+    assert 'to="bob@localhost"' not in text  # nothing to bob
     store.fail = False
     transport.writes.clear()
     d.connection.xmpp.data_received(chats(3))  # sent again: decided now, not duplicates
     assert "store-unavailable" not in b"".join(transport.writes).decode()
     assert store.count_record_batches() == 1
     store.close()
+
+
+def test_a_strike_delivered_again_is_counted_once_with_its_record(store: RelationStore) -> None:
+    # chat-strangers counts a strike: a count is a change, stored in the same
+    # transaction as the decision's record, so a re-delivery finds the record
+    # and counts nothing again.
+    d = friends_dispatcher(store)
+    chat = Inbound("message", "alice@localhost/phone", "chat", "s1",
+                   json.dumps({"type": "chat", "to": "bob@localhost", "text": "hi", "id": "c1"}))
+    first = deliver(d, chat)
+    assert first[0] == "decided"
+    assert store.count_since("strikes", "alice@localhost", 0) == 1
+    again = deliver(d, chat)
+    assert again == ("duplicate", first[1])
+    assert store.count_since("strikes", "alice@localhost", 0) == 1
+    for n in (2, 3):  # two more strikes: the third refused chat starts a timeout
+        deliver(d, Inbound("message", "alice@localhost/phone", "chat", f"s{n}",
+                           json.dumps({"type": "chat", "to": "bob@localhost", "text": "hi",
+                                       "id": f"c{n}"})))
+    assert store.related("alice@localhost", "friend@localhost", "timeout")
+    assert store.count_since("strikes", "alice@localhost", 0) == 0  # reset by the third

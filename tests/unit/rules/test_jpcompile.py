@@ -606,12 +606,17 @@ EVENTS: list[Any] = [
 SENDERS = ["alice@localhost", "admin@localhost", "mallory@localhost", "x@elsewhere"]
 
 
+#: Clocks: none, a Tuesday in Paris office hours, a Saturday night.
+NOWS = [None, 1_796_115_600.0, 1_796_598_000.0]
+
+
 def envelopes() -> Iterator[Envelope]:
     for event in EVENTS:
         for sender in SENDERS:
             for kind in ("message", "presence"):
-                yield Envelope(event, sender, sender + "/r", Stanza(kind, "chat", "id1"),
-                               "friend@localhost")
+                for now in NOWS:
+                    yield Envelope(event, sender, sender + "/r", Stanza(kind, "chat", "id1"),
+                                   "friend@localhost", now)
 
 
 @pytest.mark.parametrize("path", sorted(SHIPPED))
@@ -622,9 +627,11 @@ def test_every_shipped_expression_evaluates_like_the_interpreter(path: str) -> N
     kinds: set[str] = set()
     for env in envelopes():
         data = envelope_data(ruleset, env)
-        runtime = runtime_for(ruleset, None)
+        runtime = runtime_for(ruleset, None, env.now)
         for where, expr in exprs:
-            reference = RuleFunctions(ruleset.list_sets, None, ruleset.rate_limits)
+            reference = RuleFunctions(ruleset.list_sets, None, ruleset.rate_limits,
+                                      ruleset.intervals, ruleset.counters)
+            reference.now = env.now
             tree = expr.tree()  # macros expanded, parts shared with other rules
             want = outcome(interpret, tree, data, reference)
             got = outcome(expr.run, data, runtime)

@@ -102,7 +102,8 @@ CASES = [
     ], id="version_string"),
     pytest.param("unknown_top_key.yaml", [
         "2:1: rule: unknown key 'rule', did you mean 'rules'? "
-        "(allowed: default, events, intervals, lists, macros, rate_limits, rules, version)",
+        "(allowed: counters, default, events, intervals, lists, macros, rate_limits, rules, "
+        "version)",
     ], id="unknown_top_key"),
     pytest.param("default_bad_value.yaml", [
         "2:10: default: must be one of \"drop\", \"error\" (\"reject\")",
@@ -166,11 +167,12 @@ CASES = [
     ], id="empty_actions"),
     pytest.param("two_actions_in_one_item.yaml", [
         "5:9: rules[0].actions[0]: must have exactly one of: forward, broadcast, reply, "
-        "error, drop, relate, unrelate ({\"drop\": {}, \"forward\": {\"to\": \"event.to\"}})",
+        "error, drop, relate, unrelate, count, reset "
+        "({\"drop\": {}, \"forward\": {\"to\": \"event.to\"}})",
     ], id="two_actions_in_one_item"),
     pytest.param("unknown_action.yaml", [
         "5:9: rules[0].actions[0].foward: unknown key 'foward', did you mean 'forward'? "
-        "(allowed: broadcast, drop, error, forward, relate, reply, unrelate)",
+        "(allowed: broadcast, count, drop, error, forward, relate, reply, reset, unrelate)",
     ], id="unknown_action"),
     pytest.param("forward_without_to.yaml", [
         "5:18: rules[0].actions[0].forward: missing required key 'to'",
@@ -276,7 +278,7 @@ SEVERAL_LINES = [
     f"{SEVERAL}:12:25: rules[1].actions[0].broadcast.to: unknown list 'members' "
     "(\"lists.members\")",
     f"{SEVERAL}:15:9: rules[2].actions[0]: must have exactly one of: forward, broadcast, "
-    "reply, error, drop, relate, unrelate "
+    "reply, error, drop, relate, unrelate, count, reset "
     "({\"drop\": {}, \"reply\": {\"payload\": \"{type: 'pong'}\"}})",
     f"{SEVERAL}:19:5: rules[3].match: duplicate key 'match' (\"match\")",
     f"{SEVERAL}:21:23: rules[3].actions[0].error.code: does not match the pattern "

@@ -23,9 +23,11 @@ from rulebot.store.sqlite import SqliteStore
 from rulebot.store.values import (
     MAX_ATTRS_BYTES,
     MAX_JID,
+    CountChange,
     RecordBatch,
     RelateChange,
     Relation,
+    ResetChange,
     SessionMark,
     UnrelateChange,
     stamp,
@@ -53,7 +55,7 @@ def reset_pg(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS rulebot_relations, rulebot_schema_version, "
                      "rulebot_inbound, rulebot_inbound_sessions, rulebot_buckets, "
-                     "rulebot_presence, rulebot_inbound_claims CASCADE")
+                     "rulebot_presence, rulebot_inbound_claims, rulebot_counts CASCADE")
         conn.execute("DROP FUNCTION IF EXISTS rulebot_test_fail() CASCADE")
 
 
@@ -701,6 +703,42 @@ def test_expiry_round_trips_through_export_and_import(store: RelationStore) -> N
                                        '"expires": "soon"}\n'))
 
 
+def test_counters_sum_the_counts_of_their_window_and_reset(store: RelationStore) -> None:
+    clock = Clock(T0)
+    store.clock = clock  # type: ignore[method-assign]
+    assert store.apply([CountChange("strikes", A), CountChange("strikes", B, 3)]) == [True, True]
+    clock.now = T0 + 60
+    store.apply([CountChange("strikes", A), RelateChange(A, B, "friend")])
+    assert store.count_since("strikes", A, T0 - 1) == 2
+    assert store.count_since("strikes", A, T0) == 1  # the window starts after T0
+    assert store.count_since("strikes", B, T0 - 1) == 3
+    assert store.count_since("other", A, 0) == 0
+    store.apply([ResetChange("strikes", A)])
+    assert store.count_since("strikes", A, 0) == 0
+    assert store.count_since("strikes", B, 0) == 3
+
+
+def test_counts_are_purged_after_their_window(store: RelationStore) -> None:
+    clock = Clock(T0)
+    store.clock = clock  # type: ignore[method-assign]
+    store.apply([CountChange("strikes", A), CountChange("gone", A)])
+    clock.now = T0 + 100
+    store.apply([CountChange("strikes", A)])
+    assert store.purge_counts({"strikes": 50.0}, keep=1000) == 1  # the first strike
+    assert store.count_since("strikes", A, 0) == 1
+    assert store.count_since("gone", A, 0) == 1  # a counter not named: kept for `keep`
+    clock.now = T0 + 2000
+    assert store.purge_counts({"strikes": 5000.0}, keep=1000) == 1
+    assert store.count_since("gone", A, 0) == 0
+
+
+@pytest.mark.parametrize("bad", [CountChange("", A), CountChange("c", "k" * 2000),
+                                 CountChange("c", A, 0), CountChange("c", A, True)])
+def test_bad_counts_are_refused(store: RelationStore, bad: CountChange) -> None:
+    with pytest.raises(StoreError):
+        store.apply([bad])
+
+
 # --------------------------------------------------------------------------
 # schema and opening
 
@@ -736,7 +774,7 @@ def test_a_version_1_store_gains_the_records_and_buckets_tables_and_keeps_its_re
     if location.startswith("postgresql://"):
         with psycopg.connect(location, autocommit=True) as pg:
             pg.execute("DROP TABLE rulebot_inbound, rulebot_inbound_sessions, rulebot_buckets, "
-                       "rulebot_presence, rulebot_inbound_claims")
+                       "rulebot_presence, rulebot_inbound_claims, rulebot_counts")
             pg.execute("ALTER TABLE rulebot_relations DROP COLUMN expires")
             pg.execute("DELETE FROM rulebot_schema_version WHERE version > 1")
     else:
@@ -748,6 +786,7 @@ def test_a_version_1_store_gains_the_records_and_buckets_tables_and_keeps_its_re
             lite.execute("DROP TABLE rulebot_buckets")
             lite.execute("DROP TABLE rulebot_presence")
             lite.execute("DROP TABLE rulebot_inbound_claims")
+            lite.execute("DROP TABLE rulebot_counts")
             lite.execute("DROP INDEX rulebot_relations_expires")
             lite.execute("ALTER TABLE rulebot_relations DROP COLUMN expires")
             lite.execute("UPDATE rulebot_schema_version SET version = 1")
@@ -763,6 +802,8 @@ def test_a_version_1_store_gains_the_records_and_buckets_tables_and_keeps_its_re
         got = again.get(A, C, "muted")
         assert got is not None
         assert got.expires == "2999-01-01T00:00:00.000000Z"
+        again.apply([CountChange("strikes", A)])
+        assert again.count_since("strikes", A, 0) == 1
     if location.startswith("postgresql://"):
         with psycopg.connect(location, autocommit=True) as pg:
             assert pg.execute("SELECT max(version) FROM rulebot_schema_version").fetchone() == (5,)
