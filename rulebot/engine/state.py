@@ -43,7 +43,9 @@ class TokenBuckets(Protocol):
 class Buckets:
     """Token buckets per (limit name, key), on an injected clock; bounded in size.
 
-    Not durable: a restart refills every bucket (documented)."""
+    The daemon saves them to its store now and then and at exit, and restores
+    them at start (export/restore), so a restart does not refill them; a
+    kill -9 loses what was taken since the last save."""
 
     def __init__(self, clock: Callable[[], float], max_keys: int = 100_000) -> None:
         self._clock = clock
@@ -65,6 +67,20 @@ class Buckets:
 
     def __len__(self) -> int:
         return len(self._state)
+
+    def export(self) -> list[tuple[str, str, float, float]]:
+        """(name, key, tokens, seconds since the bucket was last used) of each."""
+        now = self._clock()
+        return [(name, key, tokens, max(0.0, now - last))
+                for (name, key), (tokens, last) in self._state.items()]
+
+    def restore(self, rows: Iterable[tuple[str, str, float, float]]) -> None:
+        """Buckets as export() gave them (their refill continues from there)."""
+        now = self._clock()
+        for name, key, tokens, age in rows:
+            self._state[(name, key)] = (tokens, now - age)
+            if len(self._state) > self._max:
+                self._state.popitem(last=False)
 
 
 class Presence(Protocol):

@@ -371,6 +371,14 @@ class PostgresStore(RelationStore):
         cur = self._db.execute(sql, params)
         return max(cur.rowcount, 0)
 
+    def _replace_buckets(self, rows: Sequence[tuple[str, str, float, float]]) -> None:
+        conn = self._db
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(f"DELETE FROM {BUCKETS}")
+            # full_at 0: to purge_buckets (several workers) a saved bucket is full
+            cur.executemany(f"INSERT INTO {BUCKETS} (name, key, tokens, updated, full_at, ok) "
+                            "VALUES (%s, %s, %s, %s, 0, 1)", rows)
+
     def _purge_batches(self, select: str, params: Sequence[object]) -> int:
         # One statement: no claim outlives its batch, whoever purges at once.
         cur = self._db.execute(

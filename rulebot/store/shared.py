@@ -74,6 +74,25 @@ class SharedStateMixin:
                 f"DELETE FROM {BUCKETS} WHERE (name, key) IN (SELECT name, key FROM {BUCKETS} "
                 f"WHERE full_at < {n('now')} LIMIT {n('limit')})", {"now": now, "limit": limit})
 
+    # -- one process's buckets, saved and restored (engine.state.Buckets)
+
+    def save_buckets(self, rows: Sequence[tuple[str, str, float, float]]) -> int:
+        """Replace the saved buckets with these (name, key, tokens, last used at,
+        Unix seconds), in one transaction: one process owns the table then.
+        Returns how many. Raises StoreError."""
+        with self._call("save the rate-limit buckets"):
+            self._replace_buckets(rows)
+        return len(rows)
+
+    def load_buckets(self) -> list[tuple[str, str, float, float]]:
+        """The saved buckets: (name, key, tokens, last used at). Raises StoreError."""
+        with self._call("read the rate-limit buckets"):
+            rows = self._query(f"SELECT name, key, tokens, updated FROM {BUCKETS}")
+        return [(str(n), str(k), float(t), float(u)) for n, k, t, u in rows]
+
+    def _replace_buckets(self, rows: Sequence[tuple[str, str, float, float]]) -> None:
+        raise NotImplementedError
+
     # -- presence: which resources of which users are online
 
     def presence_update(self, bare: str, resource: str, available: bool, now: float) -> None:

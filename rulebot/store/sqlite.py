@@ -268,6 +268,13 @@ class SqliteStore(RelationStore):
             cur.execute(sql, params)
             return max(cur.rowcount, 0)
 
+    def _replace_buckets(self, rows: Sequence[tuple[str, str, float, float]]) -> None:
+        with self._transaction() as cur:
+            cur.execute(f"DELETE FROM {BUCKETS}")
+            # full_at 0: to purge_buckets (several workers) a saved bucket is full
+            cur.executemany(f"INSERT INTO {BUCKETS} (name, key, tokens, updated, full_at, ok) "
+                            "VALUES (?, ?, ?, ?, 0, 1)", rows)
+
     def _purge_batches(self, select: str, params: Sequence[object]) -> int:
         with self._transaction() as cur:
             gone = [i for (i,) in cur.execute(

@@ -315,3 +315,54 @@ def test_a_worker_that_was_not_paused_keeps_its_decisions(
     assert a.ledger is not None
     assert a.ledger.written == 1
     assert conn_a.sent[0].to == "bob@localhost"
+
+
+LIMITED = """version: 1
+rate_limits:
+  chat: {rate: 1, per: hour, burst: 2}
+rules:
+  - name: too-fast
+    match: "over_limit('chat', sender)"
+    actions:
+      - error: {code: rate-limited, message: slow down}
+  - name: ok
+    match: "`true`"
+    actions:
+      - reply: {payload: "{ok: `true`}"}
+"""
+
+
+async def test_rate_limit_buckets_survive_a_restart(tmp_path: Path) -> None:
+    # One process keeps its buckets in memory and saves them at exit; the next
+    # run restores them, so a restart does not hand every sender a full bucket.
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "limits.yaml").write_text(LIMITED, encoding="utf-8")
+    config = config_for(tmp_path, rules)
+
+    async def run_once(sends: int) -> list[str]:
+        store = open_store(config.store)
+        made: list[FakeConnection] = []
+
+        def connect(_config: Config, _secret: str, on_inbound: Callable[[Inbound], None],
+                    on_read_done: Callable[[], None],
+                    on_confirmed: Callable[[str, int], None] | None) -> FakeConnection:
+            made.append(FakeConnection(on_inbound, on_read_done, on_confirmed))
+            return made[0]
+
+        daemon = Daemon(config, "secret", load_rules(rules), store, connect=connect)
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(daemon.run(stop))
+        await asyncio.wait_for(made[0].up.wait(), 5)
+        got = []
+        for i in range(sends):
+            outcome = daemon.dispatcher.handle(Inbound(
+                "message", "alice@localhost/p", "chat", f"s{i}-{sends}",
+                json.dumps({"type": "x", "id": f"e{i}-{sends}"})))
+            got.append(outcome.decision.matched[0] if outcome.decision else "?")
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        return got
+
+    assert await run_once(1) == ["ok"]
+    assert await run_once(2) == ["ok", "too-fast"]  # one token left of two, not a full bucket
