@@ -1,0 +1,120 @@
+"""Time in rules on a real server, with the shipped friends rules: a windowed
+counter that survives a kill -9 of the bot (three strikes, a 24-hour timeout),
+and a relation that expires by itself (a mute, shortened to seconds here)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import time
+from contextlib import AsyncExitStack
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, connect_user, receive, run_bot, write_config
+
+from rulebot.client import RequestError, RulebotClient
+from rulebot.store.open import open_store
+from scripts import xmppserver
+
+pytestmark = pytest.mark.integration
+
+FRIENDS = ROOT / "rules" / "friends"
+BOT = "friend@localhost"
+
+
+async def refused(client: RulebotClient, event: dict[str, object]) -> str:
+    with pytest.raises(RequestError) as caught:
+        await client.request(event, timeout=10)
+    return caught.value.code
+
+
+async def answered(client: RulebotClient, attempts: int = 5) -> None:
+    """Probe until the bot answers (after a restart the first event can wait in
+    offline storage for the bot's sweep: test_relations_live.bot_answers)."""
+    for _ in range(attempts):
+        try:
+            await client.request({"type": "hello"}, timeout=3)
+        except RequestError:
+            return
+        except TimeoutError:
+            continue
+    raise AssertionError("the bot did not answer")
+
+
+@pytest.mark.parametrize("server_kind", ["prosody"])
+async def test_strikes_survive_a_kill_9_and_the_third_starts_a_timeout(
+    server: xmppserver.ServerInfo, tmp_path: Path, stack: AsyncExitStack
+) -> None:
+    store_path = tmp_path / "relations.sqlite3"
+    config = write_config(server, "client", tmp_path / "rulebot.yaml", rules=FRIENDS,
+                          store=str(store_path))
+    bot = await run_bot(stack, config)
+    carol = await connect_user(stack, server, "carol", BOT)
+    for text in ("hi", "hello?"):  # two chats to a stranger: two strikes
+        assert await refused(carol, {"type": "chat", "to": "bob@localhost",
+                                     "text": text}) == "not-friends"
+    # Killed right after the second refusal reached carol: its count was
+    # committed with the decision's record, before the refusal was sent.
+    assert await bot.stop(signal.SIGKILL) != 0
+    with open_store(str(store_path)) as store:
+        assert store.count_since("strikes", "carol@localhost", time.time() - 600) == 2
+    await run_bot(stack, config)
+    await answered(carol)
+    started = time.time()
+    assert await refused(carol, {"type": "chat", "to": "bob@localhost",
+                                 "text": "third"}) == "timeout"
+    with open_store(str(store_path)) as store:
+        timeout = store.get("carol@localhost", BOT, "timeout")
+        assert timeout is not None
+        assert timeout.expires is not None
+        hours = (datetime.fromisoformat(timeout.expires).timestamp() - started) / 3600
+        assert 23.9 < hours < 24.1
+        assert store.count_since("strikes", "carol@localhost", 0) == 0  # reset
+    # in a timeout even a friend's chat is refused
+    assert await refused(carol, {"type": "chat", "to": "dave@localhost",
+                                 "text": "x"}) == "timeout"
+
+
+@pytest.mark.parametrize("server_kind", ["prosody"])
+async def test_a_mute_ends_by_itself(
+    server: xmppserver.ServerInfo, tmp_path: Path, stack: AsyncExitStack
+) -> None:
+    rules = tmp_path / "friends"
+    shutil.copytree(FRIENDS, rules)
+    relations = rules / "10-relations.yaml"
+    text = relations.read_text(encoding="utf-8")
+    assert "kind: muted, ttl: 1h}" in text
+    relations.write_text(text.replace("kind: muted, ttl: 1h}", "kind: muted, ttl: 3s}")
+                         .replace("time_add(now, '1h')", "time_add(now, '3s')"),
+                         encoding="utf-8")
+    store_path = tmp_path / "relations.sqlite3"
+    with open_store(str(store_path)) as store:
+        store.relate("alice@localhost", "bob@localhost", "friend")
+        store.relate("bob@localhost", "alice@localhost", "friend")
+    config = write_config(server, "client", tmp_path / "rulebot.yaml", rules=rules,
+                          store=str(store_path))
+    await run_bot(stack, config)
+    alice = await connect_user(stack, server, "alice", BOT)
+    bob = await connect_user(stack, server, "bob", BOT)
+
+    muted = await bob.request({"type": "mute", "to": "alice@localhost"})
+    assert muted.payload["type"] == "muted"
+    alice.send_event({"type": "chat", "to": "bob@localhost", "text": "muted?"})
+    # What the bot did with that chat is settled once it has answered later
+    # events of alice and of bob (each stream is handled in order).
+    await answered(alice)
+    await answered(bob)
+    assert bob._incoming.empty(), bob._incoming.get_nowait()  # dropped
+    # The mute expires 3 s after it was made: it is gone from every read then,
+    # without anything deleting it.
+    deadline = time.monotonic() + 20
+    with open_store(str(store_path)) as store:
+        while store.related("bob@localhost", "alice@localhost", "muted"):
+            assert time.monotonic() < deadline, "the mute did not expire"
+            await asyncio.sleep(0.2)
+    alice.send_event({"type": "chat", "to": "bob@localhost", "text": "back"})
+    got = await receive(bob)
+    assert (got.payload["text"], got.rule) == ("back", "chat-friends")
