@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from rulebot.client import Received, RulebotClient
+from rulebot.client import Received, RequestError, RulebotClient
 from scripts import pgserver, xmppserver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,3 +212,20 @@ async def nothing_more(client: RulebotClient, bot: BotProcess, sender: RulebotCl
     pong = await sender.request({"type": "ping"}, timeout=TIMEOUT)
     assert pong.payload["type"] == "pong"
     assert client._incoming.empty(), client._incoming.get_nowait()
+
+
+async def bot_answers(client: RulebotClient, attempts: int = 5) -> None:
+    """Send an unknown event type until the bot's error reply comes back. On
+    ejabberd under CPU load the first event sent right after a bot restart can
+    land in offline storage and come back only with the offline sweep, ~2 s
+    later (README, Status), longer than one request waits."""
+    for _ in range(attempts):
+        try:
+            await client.request({"type": "hello"}, timeout=3)
+        except RequestError as exc:
+            if exc.code != "unknown-event-type":
+                raise
+            return
+        except TimeoutError:
+            continue
+    raise AssertionError(f"the bot did not answer {attempts} probes")

@@ -6,29 +6,15 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, connect_user, receive, run_bot, write_config
+from conftest import ROOT, bot_answers, connect_user, receive, run_bot, write_config
 
-from rulebot.client import RequestError, RulebotClient
+from rulebot.client import RequestError
 from rulebot.store.open import open_store
 from scripts import xmppserver
 
 pytestmark = pytest.mark.integration
 
 FRIENDS = ROOT / "rules" / "friends"
-
-
-async def bot_answers(client: RulebotClient, attempts: int = 5) -> None:
-    """Send an unknown event type until the bot's error reply comes back."""
-    for _ in range(attempts):
-        try:
-            await client.request({"type": "hello"}, timeout=3)
-        except RequestError as exc:
-            if exc.code != "unknown-event-type":
-                raise
-            return
-        except TimeoutError:
-            continue
-    raise AssertionError(f"the bot did not answer {attempts} probes")
 
 
 @pytest.mark.parametrize("server_kind", ["prosody", "ejabberd"])

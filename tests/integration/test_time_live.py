@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, connect_user, receive, run_bot, write_config
+from conftest import ROOT, bot_answers, connect_user, receive, run_bot, write_config
 
 from rulebot.client import RequestError, RulebotClient
 from rulebot.store.open import open_store
@@ -29,19 +29,6 @@ async def refused(client: RulebotClient, event: dict[str, object]) -> str:
     with pytest.raises(RequestError) as caught:
         await client.request(event, timeout=10)
     return caught.value.code
-
-
-async def answered(client: RulebotClient, attempts: int = 5) -> None:
-    """Probe until the bot answers (after a restart the first event can wait in
-    offline storage for the bot's sweep: test_relations_live.bot_answers)."""
-    for _ in range(attempts):
-        try:
-            await client.request({"type": "hello"}, timeout=3)
-        except RequestError:
-            return
-        except TimeoutError:
-            continue
-    raise AssertionError("the bot did not answer")
 
 
 @pytest.mark.parametrize("server_kind", ["prosody"])
@@ -62,7 +49,7 @@ async def test_strikes_survive_a_kill_9_and_the_third_starts_a_timeout(
     with open_store(str(store_path)) as store:
         assert store.count_since("strikes", "carol@localhost", time.time() - 600) == 2
     await run_bot(stack, config)
-    await answered(carol)
+    await bot_answers(carol)
     started = time.time()
     assert await refused(carol, {"type": "chat", "to": "bob@localhost",
                                  "text": "third"}) == "timeout"
@@ -105,8 +92,8 @@ async def test_a_mute_ends_by_itself(
     alice.send_event({"type": "chat", "to": "bob@localhost", "text": "muted?"})
     # What the bot did with that chat is settled once it has answered later
     # events of alice and of bob (each stream is handled in order).
-    await answered(alice)
-    await answered(bob)
+    await bot_answers(alice)
+    await bot_answers(bob)
     assert bob._incoming.empty(), bob._incoming.get_nowait()  # dropped
     # The mute expires 3 s after it was made: it is gone from every read then,
     # without anything deleting it.

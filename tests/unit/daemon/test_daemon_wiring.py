@@ -100,6 +100,16 @@ def config_for(tmp_path: Path, rules: Path) -> Config:
     return parse_config(text, base=tmp_path)
 
 
+def fake_connector(made: list[FakeConnection]) -> Callable[..., FakeConnection]:
+    """A Daemon's `connect`: the fake connection it makes goes into `made`."""
+    def connect(_config: Config, _secret: str, on_inbound: Callable[[Inbound], None],
+                on_read_done: Callable[[], None],
+                on_confirmed: Callable[[str, int], None] | None) -> FakeConnection:
+        made.append(FakeConnection(on_inbound, on_read_done, on_confirmed))
+        return made[-1]
+    return connect
+
+
 @pytest.fixture
 async def running(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Running]:
     rules = tmp_path / "rules"
@@ -107,14 +117,7 @@ async def running(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
     config = config_for(tmp_path, rules)
     store = open_store(config.store)
     made: list[FakeConnection] = []
-
-    def connect(_config: Config, _secret: str, on_inbound: Callable[[Inbound], None],
-                on_read_done: Callable[[], None],
-                on_confirmed: Callable[[str, int], None] | None) -> FakeConnection:
-        made.append(FakeConnection(on_inbound, on_read_done, on_confirmed))
-        return made[0]
-
-    daemon = Daemon(config, "secret", load_rules(rules), store, connect=connect)
+    daemon = Daemon(config, "secret", load_rules(rules), store, connect=fake_connector(made))
     conn = made[0]
     assert daemon.ledger is not None
     ledger = daemon.ledger
@@ -343,14 +346,8 @@ async def test_rate_limit_buckets_survive_a_restart(tmp_path: Path) -> None:
     async def run_once(sends: int) -> list[str]:
         store = open_store(config.store)
         made: list[FakeConnection] = []
-
-        def connect(_config: Config, _secret: str, on_inbound: Callable[[Inbound], None],
-                    on_read_done: Callable[[], None],
-                    on_confirmed: Callable[[str, int], None] | None) -> FakeConnection:
-            made.append(FakeConnection(on_inbound, on_read_done, on_confirmed))
-            return made[0]
-
-        daemon = Daemon(config, "secret", load_rules(rules), store, connect=connect)
+        daemon = Daemon(config, "secret", load_rules(rules), store,
+                        connect=fake_connector(made))
         stop = asyncio.Event()
         task = asyncio.ensure_future(daemon.run(stop))
         await asyncio.wait_for(made[0].up.wait(), 5)
