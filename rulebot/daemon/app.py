@@ -405,7 +405,7 @@ class Daemon:
         now = time.time()
         try:
             self.store.save_buckets([(n, k, t, now - age) for n, k, t, age
-                                     in self.buckets.export()])
+                                     in self.buckets.export()], now)
         except StoreError as exc:
             log.warning("saving the rate-limit buckets failed", extra=fields(
                 event="buckets_save_failed", error=str(exc)))

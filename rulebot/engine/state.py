@@ -51,6 +51,7 @@ class Buckets:
         self._clock = clock
         self._max = max_keys
         self._state: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
+        self._dirty: set[tuple[str, str]] = set()  # taken from since the last export
 
     def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
         """Take one token; False when the bucket is empty."""
@@ -61,18 +62,22 @@ class Buckets:
         if allowed:
             tokens -= 1.0
         self._state[(name, key)] = (tokens, now)
+        self._dirty.add((name, key))
         if len(self._state) > self._max:
-            self._state.popitem(last=False)  # the least recently used key
+            self._dirty.discard(self._state.popitem(last=False)[0])  # the least recently used
         return allowed
 
     def __len__(self) -> int:
         return len(self._state)
 
     def export(self) -> list[tuple[str, str, float, float]]:
-        """(name, key, tokens, seconds since the bucket was last used) of each."""
+        """(name, key, tokens, seconds since it was last used) of each bucket
+        taken from since the last export (what a save must write)."""
         now = self._clock()
-        return [(name, key, tokens, max(0.0, now - last))
-                for (name, key), (tokens, last) in self._state.items()]
+        dirty, self._dirty = self._dirty, set()
+        state = self._state
+        return [(name, key, state[(name, key)][0], max(0.0, now - state[(name, key)][1]))
+                for name, key in dirty if (name, key) in state]
 
     def restore(self, rows: Iterable[tuple[str, str, float, float]]) -> None:
         """Buckets as export() gave them (their refill continues from there)."""

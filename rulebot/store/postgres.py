@@ -132,6 +132,11 @@ COUNTS_SCHEMA = [
 ]
 ADD_COUNT = f"INSERT INTO {COUNTS} (name, key, at, n) VALUES (%s, %s, %s, %s)"
 RESET_COUNT = f"DELETE FROM {COUNTS} WHERE name = %s AND key = %s"
+# One process's buckets, saved over the last save (full_at 0: to purge_buckets,
+# which several workers run, a saved bucket is full).
+SAVE_BUCKET = (f"INSERT INTO {BUCKETS} (name, key, tokens, updated, full_at, ok) "
+               "VALUES (%s, %s, %s, %s, 0, 1) ON CONFLICT (name, key) DO UPDATE "
+               "SET tokens = EXCLUDED.tokens, updated = EXCLUDED.updated")
 # Before a write to a relation: an expired one is gone (so a relate creates
 # it anew, an unrelate finds nothing), whether or not the purge has run.
 DELETE_EXPIRED = (f"DELETE FROM {TABLE} WHERE subject = %s AND kind = %s AND object = %s "
@@ -371,13 +376,12 @@ class PostgresStore(RelationStore):
         cur = self._db.execute(sql, params)
         return max(cur.rowcount, 0)
 
-    def _replace_buckets(self, rows: Sequence[tuple[str, str, float, float]]) -> None:
+    def _replace_buckets(self, rows: Sequence[tuple[str, str, float, float]],
+                         before: float) -> None:
         conn = self._db
         with conn.transaction(), conn.cursor() as cur:
-            cur.execute(f"DELETE FROM {BUCKETS}")
-            # full_at 0: to purge_buckets (several workers) a saved bucket is full
-            cur.executemany(f"INSERT INTO {BUCKETS} (name, key, tokens, updated, full_at, ok) "
-                            "VALUES (%s, %s, %s, %s, 0, 1)", rows)
+            cur.execute(f"DELETE FROM {BUCKETS} WHERE updated < %s", (before,))
+            cur.executemany(SAVE_BUCKET, rows)
 
     def _purge_batches(self, select: str, params: Sequence[object]) -> int:
         # One statement: no claim outlives its batch, whoever purges at once.

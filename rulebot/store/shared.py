@@ -76,12 +76,14 @@ class SharedStateMixin:
 
     # -- one process's buckets, saved and restored (engine.state.Buckets)
 
-    def save_buckets(self, rows: Sequence[tuple[str, str, float, float]]) -> int:
-        """Replace the saved buckets with these (name, key, tokens, last used at,
-        Unix seconds), in one transaction: one process owns the table then.
-        Returns how many. Raises StoreError."""
+    def save_buckets(self, rows: Sequence[tuple[str, str, float, float]], now: float,
+                     keep: float = 86400.0) -> int:
+        """Save these buckets (name, key, tokens, last used at, Unix seconds) over
+        the saved ones, and forget the saved ones unused for `keep` seconds (full
+        again long ago), in one transaction: one process owns the table then.
+        Returns how many were written. Raises StoreError."""
         with self._call("save the rate-limit buckets"):
-            self._replace_buckets(rows)
+            self._replace_buckets(rows, now - keep)
         return len(rows)
 
     def load_buckets(self) -> list[tuple[str, str, float, float]]:
@@ -90,7 +92,8 @@ class SharedStateMixin:
             rows = self._query(f"SELECT name, key, tokens, updated FROM {BUCKETS}")
         return [(str(n), str(k), float(t), float(u)) for n, k, t, u in rows]
 
-    def _replace_buckets(self, rows: Sequence[tuple[str, str, float, float]]) -> None:
+    def _replace_buckets(self, rows: Sequence[tuple[str, str, float, float]],
+                         before: float) -> None:
         raise NotImplementedError
 
     # -- presence: which resources of which users are online

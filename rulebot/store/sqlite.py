@@ -118,6 +118,11 @@ EXPIRY_SCHEMA = [
 # it anew, an unrelate finds nothing), whether or not the purge has run.
 DELETE_EXPIRED = (f"DELETE FROM {TABLE} WHERE subject = ? AND kind = ? AND object = ? "
                   "AND expires IS NOT NULL AND expires <= ?")
+# One process's buckets, saved over the last save (full_at 0: to purge_buckets,
+# which several workers run, a saved bucket is full).
+SAVE_BUCKET = (f"INSERT INTO {BUCKETS} (name, key, tokens, updated, full_at, ok) "
+               "VALUES (?, ?, ?, ?, 0, 1) ON CONFLICT (name, key) DO UPDATE "
+               "SET tokens = EXCLUDED.tokens, updated = EXCLUDED.updated")
 INSERT_NEW = (f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
               "ON CONFLICT (subject, kind, object) DO NOTHING")
 UPDATE_ATTRS = (f"UPDATE {TABLE} SET attrs = ?, expires = ? "
@@ -268,12 +273,11 @@ class SqliteStore(RelationStore):
             cur.execute(sql, params)
             return max(cur.rowcount, 0)
 
-    def _replace_buckets(self, rows: Sequence[tuple[str, str, float, float]]) -> None:
+    def _replace_buckets(self, rows: Sequence[tuple[str, str, float, float]],
+                         before: float) -> None:
         with self._transaction() as cur:
-            cur.execute(f"DELETE FROM {BUCKETS}")
-            # full_at 0: to purge_buckets (several workers) a saved bucket is full
-            cur.executemany(f"INSERT INTO {BUCKETS} (name, key, tokens, updated, full_at, ok) "
-                            "VALUES (?, ?, ?, ?, 0, 1)", rows)
+            cur.execute(f"DELETE FROM {BUCKETS} WHERE updated < ?", (before,))
+            cur.executemany(SAVE_BUCKET, rows)
 
     def _purge_batches(self, select: str, params: Sequence[object]) -> int:
         with self._transaction() as cur:

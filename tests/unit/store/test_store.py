@@ -739,6 +739,14 @@ def test_bad_counts_are_refused(store: RelationStore, bad: CountChange) -> None:
         store.apply([bad])
 
 
+def test_saved_buckets_are_upserted_and_old_ones_forgotten(store: RelationStore) -> None:
+    assert store.save_buckets([("chat", A, 1.5, T0), ("chat", B, 0.0, T0 - 10)], T0) == 2
+    store.save_buckets([("chat", A, 0.5, T0 + 5)], T0 + 5)  # A again: replaced
+    assert sorted(store.load_buckets()) == [("chat", A, 0.5, T0 + 5), ("chat", B, 0.0, T0 - 10)]
+    store.save_buckets([], T0 + 86400)  # B unused for a day: full again, forgotten
+    assert store.load_buckets() == [("chat", A, 0.5, T0 + 5)]
+
+
 # --------------------------------------------------------------------------
 # schema and opening
 
