@@ -56,6 +56,9 @@ class Config:
     idempotency_window: float = 30.0  # seconds every record is kept
     idempotency_retention: float = 604_800.0  # seconds unconfirmed ones are; 0: no records
     idempotency_follow: float = 0.0  # seconds between reads of other workers' records; 0: none
+    timers_per_sender: int = 100  # timers one sender's events may have scheduled at once
+    timers_total: int = 100_000  # timers in the store at once
+    timers_poll: float = 0.5  # seconds between looks for due timers
     workers: int = 1  # processes serving this identity (component mode, PostgreSQL)
     servers: tuple[tuple[str, int], ...] = ()  # cluster nodes: worker I takes I mod len
     base_dir: str = "."
@@ -157,6 +160,9 @@ def parse_config(text: str, source: str = "<inline>", base: Path | None = None) 
         offline_sweep=sweep,
         sm_state_file=path(raw.get("sm_state_file", "rulebot.sm.json")),
         store=raw.get("store", "rulebot.sqlite3"),
+        timers_per_sender=int(raw.get("timers", {}).get("per_sender", 100)),
+        timers_total=int(raw.get("timers", {}).get("total", 100_000)),
+        timers_poll=float(raw.get("timers", {}).get("poll", 0.5)),
         idempotency_window=float(raw.get("idempotency", {}).get("window", 30.0)),
         idempotency_retention=float(raw.get("idempotency", {}).get("retention", 604_800.0)),
         idempotency_follow=float(raw.get("idempotency", {}).get(

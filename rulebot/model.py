@@ -66,7 +66,8 @@ def show_value(value: object, limit: int = 60) -> str:
     return shorten(text, limit)
 
 
-StanzaKind = Literal["message", "presence"]
+#: "timer": not a stanza, a timer the rules scheduled, fed back when due.
+StanzaKind = Literal["message", "presence", "timer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +96,8 @@ class Envelope:
     #: receipt, or the frozen clock of eval/explain/test. None: no clock (the
     #: expressions' `now` is null and within() fails).
     now: float | None = None
+    #: A timer's envelope: {key, due, scheduled, rule} (stanza.kind "timer"); else None.
+    timer: Mapping[str, JSON] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,12 +226,36 @@ class Reset:
     to: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Feed `event` back into the rules at `due` (seconds since 1970), as a
+    timer of the deciding event's sender; a timer of the same key is replaced."""
+
+    key: str
+    due: float
+    event: JSON
+    rule: str
+    sender: str = ""  # whose timer: the deciding event's sender (bare JID)
+    type: Literal["schedule"] = "schedule"
+    to: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Forget the timer of that key, if there is one."""
+
+    key: str
+    rule: str
+    type: Literal["cancel"] = "cancel"
+    to: tuple[str, ...] = ()
+
+
 Action: TypeAlias = (Forward | Broadcast | Reply | ErrorReply | Drop | Relate | Unrelate
-                     | Count | Reset)
-#: What a decision changes in the store: relations and counters (applied with
-#: the decision's idempotency record, in one transaction).
-StateChange: TypeAlias = Relate | Unrelate | Count | Reset
-CHANGE_TYPES = (Relate, Unrelate, Count, Reset)
+                     | Count | Reset | Schedule | Cancel)
+#: What a decision changes in the store: relations, counters and timers (applied
+#: with the decision's idempotency record, in one transaction).
+StateChange: TypeAlias = Relate | Unrelate | Count | Reset | Schedule | Cancel
+CHANGE_TYPES = (Relate, Unrelate, Count, Reset, Schedule, Cancel)
 
 
 def directions(change: Relate | Unrelate) -> list[tuple[str, str]]:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal, Protocol
 
 from rulebot.bot.values import (
+    EventKey,
     Inbound,
     Meta,
     Outbound,
@@ -46,17 +47,13 @@ from rulebot.model import (
     CHANGE_TYPES,
     JSON,
     Broadcast,
-    Count,
     Drop,
     Envelope,
     ErrorReply,
     Forward,
-    Relate,
     Reply,
-    Reset,
     Stanza,
     StateChange,
-    Unrelate,
 )
 from rulebot.rules.ruleset import RuleSet
 from rulebot.wire.decode import Limits, decode_event, event_id, presence_event
@@ -79,6 +76,10 @@ class Settings(Protocol):
     def message_type(self) -> str: ...
     @property
     def encoding(self) -> Literal["same", "body", "json"]: ...
+    @property
+    def timers_per_sender(self) -> int: ...
+    @property
+    def timers_total(self) -> int: ...
 
 
 class Dispatcher:
@@ -101,7 +102,8 @@ class Dispatcher:
         self.records = records
         self.presence: Presence = presence if presence is not None else PresenceTable()
         self.state = LiveState(relations, self.presence,
-                               buckets if buckets is not None else Buckets(time.monotonic))
+                               buckets if buckets is not None else Buckets(time.monotonic),
+                               (config.timers_per_sender, config.timers_total))
         self.bot = config.jid
         self.bot_bare = bare_jid(config.jid)
         self.allowed = frozenset(d.lower() for d in config.allowed_domains)
@@ -130,6 +132,14 @@ class Dispatcher:
                 return self._store_failed(inbound, sender, None, self._encoding("body"),
                                           ruleset.version, exc)
             return self._decide(inbound, sender, event, self._encoding("body"), ruleset)
+        if inbound.kind == "timer":
+            # A timer the rules scheduled, fed back: its event was checked when
+            # it was scheduled; decoding it again keeps the limits.
+            try:
+                event = decode_event(inbound.body or "{}", self.config.limits)
+            except EventError:
+                return Outcome("ignored", reason="timer-unreadable")
+            return self._decide(inbound, sender, event, self._encoding("body"), ruleset)
         if inbound.type in ("error", "groupchat"):
             return Outcome("ignored", reason=f"{inbound.type}-message")
         if inbound.json is not None:
@@ -155,8 +165,13 @@ class Dispatcher:
         # Presence is state, not an event to answer once: a re-delivered presence
         # is decided again (its broadcast goes to the friends of now), and a
         # client re-using a presence id must not have its update swallowed.
-        key = None if records is None or inbound.kind != "message" else event_key(
-            sender, inbound.from_, eid, inbound.id)
+        key = None
+        if records is not None and inbound.kind == "message":
+            key = event_key(sender, inbound.from_, eid, inbound.id)
+        elif records is not None and inbound.kind == "timer":
+            # One firing of one timer: a re-fire (its taker died before
+            # forgetting it) is answered from the record of the first.
+            key = EventKey(sender, f"t:{inbound.id}")
         if key is not None:
             assert records is not None
             try:
@@ -167,7 +182,8 @@ class Dispatcher:
                 return self.duplicate(Outcome("decided", event_id=eid_text, key=key),
                                       recorded)
         env = Envelope(event, sender, inbound.from_,
-                       Stanza(inbound.kind, inbound.type, inbound.id), self.bot, self.clock())
+                       Stanza(inbound.kind, inbound.type, inbound.id), self.bot, self.clock(),
+                       inbound.timer)
         try:
             decision = evaluate(ruleset, env, max_recipients=self.config.max_recipients,
                                 state=self.state)
@@ -181,7 +197,7 @@ class Dispatcher:
             elif isinstance(action, ErrorReply):
                 payload = error_payload(action.code, action.message, action.path, eid)
             else:
-                assert isinstance(action, Drop | Relate | Unrelate | Count | Reset)
+                assert isinstance(action, (Drop, *CHANGE_TYPES))
                 continue
             for to in action.to:
                 out.append(self._out(inbound, to, payload, enc, meta, len(out)))

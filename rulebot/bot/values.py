@@ -8,7 +8,7 @@ rulebot.bot.dispatch decides, rulebot.daemon logs, counts and records them.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
@@ -20,8 +20,8 @@ from rulebot.wire.encode import Encoding
 class Inbound:
     """A stanza addressed to the bot, as plain values (built by xmpp/stanzas.py)."""
 
-    kind: Literal["message", "presence"]
-    from_: str  # full JID, server-stamped
+    kind: Literal["message", "presence", "timer"]
+    from_: str  # full JID, server-stamped (a timer: its sender's bare JID)
     type: str
     id: str | None = None
     body: str | None = None
@@ -32,6 +32,8 @@ class Inbound:
     #: the message asked for an XEP-0184 receipt: sent once its outcome is
     #: acted on (the end-to-end acknowledgement of component mode, protocol.md)
     receipt: bool = False
+    #: a timer: {key, due, scheduled, rule} (body: its event's JSON text)
+    timer: Mapping[str, JSON] | None = None
 
 
 @dataclass(frozen=True, slots=True)

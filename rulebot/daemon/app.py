@@ -41,7 +41,9 @@ from rulebot.logs import LOG_FLUSH_SECONDS, LOGGER, fields, flush_logs
 from rulebot.model import JSON, StateChange
 from rulebot.rules.cache import LoadCache
 from rulebot.rules.ruleset import RuleSet
+from rulebot.rules.timefns import to_iso
 from rulebot.store.base import RelationStore, StoreError
+from rulebot.store.values import Timer
 from rulebot.xmpp.connection import BotConnection
 
 log = logging.getLogger(LOGGER)
@@ -67,6 +69,10 @@ PURGE_INTERVAL = 10.0
 GC_THRESHOLDS = (20_000, 20, 100)
 #: Expired relations deleted per statement (each a short write transaction).
 PURGE_STEP_RELATIONS = 500
+#: Timers taken per poll, and how long a taken one is held from other workers
+#: (a firing takes milliseconds; a worker that dies holds its timers this long).
+TIMERS_PER_POLL = 100
+TIMER_LEASE = 30.0
 
 
 def tune_collector() -> None:
@@ -324,7 +330,7 @@ class Daemon:
                                           mode=self.config.mode, host=self.config.host,
                                           port=self.config.port, rules=self.config.rules,
                                           version=rs.version, rule_count=len(rs.rules)))
-        purger = follower = None
+        purger = follower = timers = None
         if self.store is not None:
             self.store.start_housekeeping()
         if self.ledger is not None:
@@ -340,6 +346,7 @@ class Daemon:
                                                                    kept=kept))
             self._restore_buckets()
             purger = asyncio.ensure_future(self._keep_records())
+            timers = asyncio.ensure_future(self._fire_timers())
             if self.config.idempotency_follow > 0:
                 self.ledger.following = True
                 follower = asyncio.ensure_future(self._follow_records())
@@ -364,6 +371,8 @@ class Daemon:
             flusher.cancel()
             if purger is not None:
                 purger.cancel()
+            if timers is not None:
+                timers.cancel()
             if follower is not None:
                 follower.cancel()
             if watcher is not None:
@@ -383,6 +392,56 @@ class Daemon:
                 self.audit.close()
         log.info("stopped", extra=fields(event="exit", handled=self.handled))
         return EXIT_OK
+
+    async def _fire_timers(self) -> None:
+        """Every timers.poll seconds while connected: take the due timers (each
+        leased for TIMER_LEASE seconds, so that another worker skips it), feed
+        each back into the rules as a `timer` event of its sender, send what it
+        produced (its record stored first, as for any event), then forget it.
+
+        Exactly once in effect: a taker that dies before forgetting a timer
+        leaves it due again when the lease ends; the next firing finds the
+        first one's idempotency record (keyed by timer and due time) and sends
+        the same messages under the same ids. Missed while the bot was down:
+        fired at start, late."""
+        store = self.store
+        assert store is not None
+        while True:
+            await asyncio.sleep(self.config.timers_poll)
+            if not self.connection.online:
+                continue  # its messages could not leave; the timers wait
+            try:
+                due = store.due_timers(time.time(), TIMERS_PER_POLL, TIMER_LEASE)
+            except StoreError as exc:
+                log.warning("reading due timers failed", extra=fields(
+                    event="timers_failed", error=str(exc)))
+                continue
+            for timer in due:
+                self._fire(timer)
+                await asyncio.sleep(0)  # events in between
+
+    def _fire(self, timer: Timer) -> None:
+        inbound = Inbound("timer", timer.sender, "timer", f"{timer.key}@{timer.due!r}",
+                          body=timer.event,
+                          timer={"key": timer.key, "due": to_iso(timer.due),
+                                 "scheduled": to_iso(timer.created), "rule": timer.rule})
+        started = time.perf_counter()
+        try:
+            outcome = self.dispatcher.handle(inbound)
+        except Exception:  # a bug must cost one timer, never the daemon
+            log.exception("internal error while firing a timer", extra=fields(
+                event="internal_error", timer=timer.key))
+            return
+        self._release([(inbound, outcome, (time.perf_counter() - started) * 1e6)])
+        if outcome.status == "failed":
+            return  # not stored: due again when its lease ends
+        try:
+            store = self.store
+            assert store is not None
+            store.fired(timer.key, timer.due)
+        except StoreError as exc:  # fired again later: answered from its record
+            log.warning("forgetting a fired timer failed", extra=fields(
+                event="timers_failed", timer=timer.key, error=str(exc)))
 
     def _restore_buckets(self) -> None:
         """The rate-limit buckets the last run saved (one process)."""

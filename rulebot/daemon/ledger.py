@@ -58,14 +58,25 @@ from typing import Any
 from rulebot.bot.values import EventKey, Overtaken, Recorded
 from rulebot.daemon.batches import BatchWriter, decode, decode_batch
 from rulebot.logs import LOGGER, fields
-from rulebot.model import Count, Relate, Reset, StateChange, directions, stamp
+from rulebot.model import (
+    Cancel,
+    Count,
+    Relate,
+    Reset,
+    Schedule,
+    StateChange,
+    directions,
+    stamp,
+)
 from rulebot.store.base import Committed, RelationStore, StoreError, StoreUnavailable
 from rulebot.store.values import (
+    CancelChange,
     Change,
     CountChange,
     RecordBatch,
     RelateChange,
     ResetChange,
+    ScheduleChange,
     SessionMark,
     StoredBatch,
     UnrelateChange,
@@ -106,6 +117,13 @@ def store_changes(changes: Sequence[StateChange]) -> list[Change]:
             continue
         if isinstance(c, Reset):
             out.append(ResetChange(c.counter, c.key))
+            continue
+        if isinstance(c, Schedule):
+            event = c.event if isinstance(c.event, dict) else {}
+            out.append(ScheduleChange(c.key, c.due, c.sender, event, c.rule))
+            continue
+        if isinstance(c, Cancel):
+            out.append(CancelChange(c.key))
             continue
         for subject, obj in directions(c):
             if isinstance(c, Relate):

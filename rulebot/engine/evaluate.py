@@ -12,6 +12,7 @@ recorded on the decision and that rule counts as not matching.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Mapping
 from typing import cast
 
@@ -23,6 +24,7 @@ from rulebot.model import (
     JSON,
     Action,
     Broadcast,
+    Cancel,
     Count,
     Decision,
     Drop,
@@ -33,6 +35,7 @@ from rulebot.model import (
     Reply,
     Reset,
     RuleError,
+    Schedule,
     Unrelate,
     shorten,
 )
@@ -61,6 +64,7 @@ def envelope_data(ruleset: RuleSet, env: Envelope) -> dict[str, JSON]:
         "lists": ruleset.lists,
         "bot": env.bot,
         "now": None if env.now is None else now_data(env.now),
+        "timer": env.timer,
     }
 
 
@@ -266,6 +270,8 @@ def _action(spec: ActionSpec, rule: Rule, env: Envelope, data: Mapping[str, JSON
         return Reply((env.from_,), _payload(spec, env, data, runtime), rule.name)
     if kind in ("relate", "unrelate"):
         return _relation(spec, rule, env, data, runtime)
+    if kind in ("schedule", "cancel"):
+        return _timer(spec, rule, env, data, runtime)
     if kind in ("count", "reset"):
         assert spec.counter is not None
         assert spec.key is not None
@@ -304,6 +310,45 @@ def _relation(spec: ActionSpec, rule: Rule, env: Envelope, data: Mapping[str, JS
         raise _RuleFailed(f"relate: attrs must be a JSON object, got {shorten(repr(attrs), 60)}")
     return Relate(subject, obj, kind, attrs, spec.mutual, rule.name,
                   expires=_expires(spec, env, data, runtime))
+
+
+#: A timer's key and event: bounded like a relation's attrs.
+MAX_TIMER_KEY = 256
+MAX_TIMER_EVENT = 4096
+
+
+def _timer(spec: ActionSpec, rule: Rule, env: Envelope, data: Mapping[str, JSON],
+           runtime: Runtime) -> Action:
+    assert spec.key is not None  # the loader's
+    key = _value(spec.key, data, runtime)
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_TIMER_KEY:
+        raise _RuleFailed(f"{spec.kind}: the key must be a text of 1 to {MAX_TIMER_KEY} "
+                          f"characters, got {shorten(repr(key), 60)}")
+    if spec.kind == "cancel":
+        return Cancel(key, rule.name)
+    try:
+        if spec.after is not None:
+            after = parse_duration(_value(spec.after, data, runtime))
+            if after <= 0:
+                raise _RuleFailed(f"schedule: after must be positive, got {after:g} s")
+            if env.now is None:
+                raise _RuleFailed("schedule: after needs the clock (the event has no `now`)")
+            due = env.now + after
+        else:
+            assert spec.at is not None
+            due = to_epoch(_value(spec.at, data, runtime))
+    except TimeError as exc:
+        raise _RuleFailed(f"schedule: {'after' if spec.after is not None else 'at'}: {exc}"
+                          ) from None
+    event = env.event if spec.event is None else _value(spec.event, data, runtime)
+    if not isinstance(event, dict):
+        raise _RuleFailed(f"schedule: event must be a JSON object, got {shorten(repr(event), 60)}")
+    if len(json.dumps(event, ensure_ascii=False)) > MAX_TIMER_EVENT:
+        raise _RuleFailed(f"schedule: the event is larger than {MAX_TIMER_EVENT} characters")
+    full = cast(RuleFunctions, runtime.functions).view().timer_room(env.sender)
+    if full is not None:
+        raise _RuleFailed(f"schedule: {full}")
+    return Schedule(key, due, dict(event), rule.name, env.sender)
 
 
 def _expires(spec: ActionSpec, env: Envelope, data: Mapping[str, JSON],

@@ -8,12 +8,14 @@ from __future__ import annotations
 from rulebot.model import (
     JSON,
     Action,
+    Cancel,
     Count,
     Decision,
     Drop,
     ErrorReply,
     Relate,
     Reset,
+    Schedule,
     Unrelate,
 )
 from rulebot.rules.timefns import to_iso
@@ -28,6 +30,10 @@ def action_json(action: Action) -> dict[str, JSON]:
         out["payload"] = {"error": error}
     elif isinstance(action, Drop):
         out["reason"] = action.reason
+    elif isinstance(action, Schedule):
+        out.update(key=action.key, due=to_iso(action.due), event=action.event)
+    elif isinstance(action, Cancel):
+        out.update(key=action.key)
     elif isinstance(action, Count):
         out.update(counter=action.counter, key=action.key, by=action.by)
     elif isinstance(action, Reset):

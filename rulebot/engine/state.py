@@ -16,7 +16,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from rulebot.jid import norm_bare
-from rulebot.model import JSON, Count, Relate, Relation, Reset, StateChange, directions, stamp
+from rulebot.model import (
+    JSON,
+    Cancel,
+    Count,
+    Relate,
+    Relation,
+    Reset,
+    Schedule,
+    StateChange,
+    directions,
+    stamp,
+)
 from rulebot.rules.functions import StateView
 
 #: `created` of an in-memory row given without one (eval's --relations, test cases).
@@ -31,6 +42,7 @@ class RelationReader(Protocol):
     def subjects(self, obj: str, kind: str) -> list[str]: ...
     def get(self, subject: str, obj: str, kind: str) -> Relation | None: ...
     def count_since(self, name: str, key: str, since: float) -> int: ...
+    def timer_count(self, sender: str | None = None) -> int: ...
 
 
 class TokenBuckets(Protocol):
@@ -130,10 +142,13 @@ class LiveState:
     """A StateView over a relationship store and the presence table."""
 
     def __init__(self, relations: RelationReader | None, presence: Presence,
-                 buckets: TokenBuckets) -> None:
+                 buckets: TokenBuckets,
+                 timer_limits: tuple[int, int] = (100, 100_000)) -> None:
         self._relations = relations
         self._presence = presence
         self._buckets = buckets
+        #: (per sender, in total): what a schedule may not exceed
+        self.timer_limits = timer_limits
 
     def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
         return self._buckets.take(name, key, per_second, burst)
@@ -163,6 +178,17 @@ class LiveState:
     def count(self, name: str, key: str, since: float) -> int:
         return self._relations.count_since(name, key, since) if self._relations else 0
 
+    def timer_room(self, sender: str) -> str | None:
+        """Why `sender` may schedule no more timers (a limit reached), or None."""
+        if not self._relations:
+            return "no store keeps timers"
+        per_sender, total = self.timer_limits
+        if self._relations.timer_count(sender) >= per_sender:
+            return f"{sender} has {per_sender} timers (the limit per sender)"
+        if self._relations.timer_count() >= total:
+            return f"the bot has {total} timers (the limit)"
+        return None
+
 
 class MemoryRelations:
     """An in-memory relationship store with the same read and apply semantics,
@@ -174,6 +200,8 @@ class MemoryRelations:
         self.clock = clock
         #: (counter, key) -> [(at, n)], the counts made (rulebot test: on its clock)
         self.counts: dict[tuple[str, str], list[tuple[float, int]]] = {}
+        #: key -> the timer scheduled (rulebot test)
+        self.timers: dict[str, Schedule] = {}
         for row in rows:
             key = (norm_bare(row.subject), norm_bare(row.object), row.kind)
             self._rows[key] = Relation(*key, dict(row.attrs), row.created or EPOCH, row.expires)
@@ -218,6 +246,9 @@ class MemoryRelations:
     def count_since(self, name: str, key: str, since: float) -> int:
         return sum(n for at, n in self.counts.get((name, key), ()) if at > since)
 
+    def timer_count(self, sender: str | None = None) -> int:
+        return sum(1 for t in self.timers.values() if sender is None or t.sender == sender)
+
     def apply(self, changes: Sequence[StateChange]) -> None:
         """Apply Relate/Unrelate (both directions when mutual) and Count/Reset actions."""
         for change in changes:
@@ -227,6 +258,12 @@ class MemoryRelations:
                 continue
             if isinstance(change, Reset):
                 self.counts.pop((change.counter, change.key), None)
+                continue
+            if isinstance(change, Schedule):
+                self.timers[change.key] = change
+                continue
+            if isinstance(change, Cancel):
+                self.timers.pop(change.key, None)
                 continue
             for subject, obj in directions(change):
                 if isinstance(change, Relate):
@@ -262,3 +299,6 @@ class PeekState:
 
     def count(self, name: str, key: str, since: float) -> int:
         return self._inner.count(name, key, since)
+
+    def timer_room(self, sender: str) -> str | None:
+        return self._inner.timer_room(sender)

@@ -259,7 +259,7 @@ def _head_field(node: Node) -> str | None:
 
 
 #: The top-level names of the envelope every expression is evaluated against.
-ENVELOPE = frozenset({"event", "sender", "from", "stanza", "lists", "bot", "now"})
+ENVELOPE = frozenset({"event", "sender", "from", "stanza", "lists", "bot", "now", "timer"})
 
 
 def _check_ast(tree: Node, lists: Mapping[str, object], text: str = "",

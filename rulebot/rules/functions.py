@@ -98,6 +98,7 @@ class StateView(Protocol):
     def online(self, jid: str) -> bool: ...
     def take(self, name: str, key: str, per_second: float, burst: int) -> bool: ...
     def count(self, name: str, key: str, since: float) -> int: ...
+    def timer_room(self, sender: str) -> str | None: ...
 
 
 class NoState:
@@ -124,6 +125,9 @@ class NoState:
     def count(self, name: str, key: str, since: float) -> int:
         return 0
 
+    def timer_room(self, sender: str) -> str | None:
+        return "no store keeps timers"
+
 
 NO_STATE = NoState()
 
@@ -144,6 +148,10 @@ class RuleFunctions(functions.Functions):
         #: The event's `now` (seconds since 1970), set by the evaluation before
         #: each event: the table is shared by every event of a rule set.
         self.now: float | None = None
+
+    def view(self) -> StateView:
+        """The state the functions read (the evaluation's actions consult it too)."""
+        return self._view()
 
     def _view(self) -> StateView:
         if self._state is None:

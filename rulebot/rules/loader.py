@@ -414,7 +414,8 @@ class _Compiler:
             self.issues.append(doc.issue(at, str(exc), literal))
             return None
         if want == "duration" and value <= 0:
-            self.issues.append(doc.issue(at, "a ttl of zero or less expires at once", literal))
+            self.issues.append(doc.issue(at, "must be more than zero (it would be over at once)",
+                                         literal))
             return None
         return LiteralParam(literal)
 
@@ -482,6 +483,23 @@ class _Compiler:
                 until=self._time_param(doc, (*p, "until"), params["until"], "instant")
                 if "until" in params and kind == "relate" else None,
             )
+        if kind in ("schedule", "cancel"):
+            if "key" not in params:
+                return None  # the schema reported it
+            if kind == "cancel":
+                return ActionSpec("cancel", key=self._param(doc, (*p, "key"), params["key"]))
+            if ("after" in params) == ("at" in params):
+                self.issues.append(doc.issue(p, "a timer needs after or at (one of them)",
+                                             key=True))
+                return None
+            return ActionSpec(
+                "schedule", key=self._param(doc, (*p, "key"), params["key"]),
+                after=self._time_param(doc, (*p, "after"), params["after"], "duration")
+                if "after" in params else None,
+                at=self._time_param(doc, (*p, "at"), params["at"], "instant")
+                if "at" in params else None,
+                event=self._param(doc, (*p, "event"), params["event"], "object")
+                if "event" in params else None)
         if kind in ("count", "reset"):
             counter = params.get("counter")
             if not isinstance(counter, str) or "key" not in params:

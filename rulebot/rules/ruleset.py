@@ -18,7 +18,7 @@ from rulebot.rules.jpcompile import Runtime
 from rulebot.rules.timefns import Interval
 
 ActionKind = Literal["forward", "broadcast", "reply", "error", "drop", "relate", "unrelate",
-                     "count", "reset"]
+                     "count", "reset", "schedule", "cancel"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +46,11 @@ class ActionSpec:
     ttl: Param | None = None  # relate: a duration from the event's now
     until: Param | None = None  # relate: an instant
     counter: str | None = None  # count/reset: the counter's name
-    key: Param | None = None  # count/reset: the key (an expression)
+    key: Param | None = None  # count/reset/schedule/cancel: the key (an expression)
     by: int = 1  # count: how much
+    after: Param | None = None  # schedule: a duration from the event's now
+    at: Param | None = None  # schedule: an instant
+    event: Param | None = None  # schedule: what is fed back (default: the event)
 
 
 @dataclass(frozen=True, slots=True)

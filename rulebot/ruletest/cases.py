@@ -49,14 +49,14 @@ from rulebot.model import (
 from rulebot.rules.functions import counter_key
 from rulebot.rules.loader import LoadResult, check_rules
 from rulebot.rules.ruleset import Rule, RuleSet
-from rulebot.rules.timefns import TimeError, parse_duration, to_epoch
+from rulebot.rules.timefns import TimeError, parse_duration, to_epoch, to_iso
 from rulebot.ruletest.checks import CHECKS, Failure
 from rulebot.wire.decode import Limits, decode_event, presence_event
 
 DEFAULT_SENDER = "alice@localhost"
 DEFAULT_BOT = "friend@localhost"
 DEFAULT_RESOURCE = "test"
-STANZA_TYPES = {"message": ("chat", "normal", "headline"),
+STANZA_TYPES = {"message": ("chat", "normal", "headline"), "timer": ("timer",),
                 "presence": ("available", "unavailable")}
 
 # Keys an action expectation may use besides `type`, per action type.
@@ -70,6 +70,8 @@ _ACTION_KEYS = {
     "unrelate": {"subject", "object", "kind", "mutual", "rule"},
     "count": {"counter", "key", "by", "rule"},
     "reset": {"counter", "key", "rule"},
+    "schedule": {"key", "due", "event", "rule"},
+    "cancel": {"key", "rule"},
 }
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ class Case:
     advance: float = 0.0  # seconds the clock moves from the previous case's first
     #: counts made before the case: (counter, key, n, seconds before its clock)
     counts: tuple[tuple[str, str, int, float], ...] = ()
+    #: a timer case: the envelope's timer ({key, rule}; due and scheduled are the clock)
+    timer: Mapping[str, JSON] | None = None
 
 
 @dataclass(frozen=True)
@@ -258,10 +262,16 @@ def _case(doc: Document, i: int, raw: dict[str, Any], defaults: dict[str, Any]
     elif "raw" in raw and kind == "presence":
         issues.append(doc.issue((*path, "raw"), "raw is for message events (the bot builds "
                                 "presence events itself)", key=True))
+    elif "raw" in raw and kind == "timer":
+        issues.append(doc.issue((*path, "raw"), "raw is for message events (a timer's "
+                                "event is an object the rules scheduled)", key=True))
     elif "event" not in raw and "raw" not in raw:
-        if kind == "message":
-            issues.append(doc.issue(path, "a message case needs event or raw"))
+        if kind in ("message", "timer"):
+            issues.append(doc.issue(path, f"a {kind} case needs event"
+                                    + (" or raw" if kind == "message" else "")))
         event = presence_event(stype, None, None, None)
+    if "timer" in raw and kind != "timer":
+        issues.append(doc.issue((*path, "timer"), "timer is for kind: timer cases", key=True))
     if not raw["expect"]:
         issues.append(doc.issue((*path, "expect"), "expect needs at least one expectation "
                                 "(matched, not_matched, actions, error, drop, ...)"))
@@ -289,6 +299,7 @@ def _case(doc: Document, i: int, raw: dict[str, Any], defaults: dict[str, Any]
         bot=defaults.get("bot", DEFAULT_BOT), relations=_relations(raw.get("relations", [])),
         online=tuple(raw.get("online", [])), expect=raw["expect"], now=now, advance=advance,
         counts=counts,
+        timer=dict(raw.get("timer") or {"key": raw["name"]}) if kind == "timer" else None,
     ), []
 
 
@@ -435,8 +446,16 @@ def decide(ruleset: RuleSet, case: Case, now: float | None = None
             store
     if case.kind == "presence":
         presence.update(case.from_, case.stanza_type == "available")
-    stanza = Stanza("presence" if case.kind == "presence" else "message", case.stanza_type)
-    env = Envelope(event, case.sender, case.from_, stanza, case.bot, clock())
+    moment = clock()
+    timer: dict[str, JSON] | None = None
+    if case.kind == "timer":  # as the daemon fires one: from its sender, due now
+        assert case.timer is not None
+        timer = {"key": str(case.timer.get("key")), "due": to_iso(moment),
+                 "scheduled": to_iso(moment), "rule": str(case.timer.get("rule", ""))}
+    stanza = Stanza(case.kind, case.stanza_type,  # type: ignore[arg-type]
+                    None if timer is None else f"{timer['key']}@{moment!r}")
+    env = Envelope(event, case.sender, case.sender if timer else case.from_, stanza, case.bot,
+                   moment, timer)
     decision = evaluate(ruleset, env, state=LiveState(store, presence, Buckets(lambda: 0.0)))
     store.apply([a for a in decision.actions if isinstance(a, CHANGE_TYPES)])
     return decision, store

@@ -96,8 +96,9 @@ def _want_action(want: Mapping[str, JSON]) -> dict[str, JSON]:
     for key in ("subject", "object"):
         if isinstance(out.get(key), str):
             out[key] = norm_bare(out[key])
-    if "expires" in out:
-        out["expires"] = _instant(out["expires"])
+    for key in ("expires", "due"):
+        if key in out:
+            out[key] = _instant(out[key])
     return out
 
 

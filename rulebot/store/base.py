@@ -36,6 +36,7 @@ from rulebot.model import Relation as Relation  # re-exported: part of this API
 from rulebot.store.records import RecordStoreMixin
 from rulebot.store.shared import SharedStateMixin
 from rulebot.store.values import (
+    CancelChange,
     Change,
     CountChange,
     CountOp,
@@ -43,7 +44,10 @@ from rulebot.store.values import (
     RelateChange,
     ResetChange,
     Row,
+    ScheduleChange,
     SessionMark,
+    Timer,
+    TimerOp,
     UnrelateChange,
     change_row,
     count_op,
@@ -51,6 +55,7 @@ from rulebot.store.values import (
     relation_line,
     relation_of,
     stamp,
+    timer_op,
 )
 
 PAGE = 1000  # rows per query of list() and per batch of import_jsonl()
@@ -58,6 +63,7 @@ _PASSWORD_PARAM = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 # `list` is a method of RelationStore, so its annotations cannot say list[...]
 Names: TypeAlias = list[str]
+Timers: TypeAlias = list[Timer]
 Flags: TypeAlias = list[bool]
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +82,8 @@ class Committed:
 TABLE = "rulebot_relations"
 #: The windowed counters: a row per count (name, key, at, n); no primary key.
 COUNTS = "rulebot_counts"
+#: The timers the rules scheduled: one row per key.
+TIMERS = "rulebot_timers"
 COLUMNS = "subject, object, kind, attrs, created, expires"
 
 
@@ -203,6 +211,41 @@ class RelationStore(RecordStoreMixin, SharedStateMixin, ABC):
                 (now - keep, *named, limit - total))
         return total
 
+    # -- timers
+
+    def timer_count(self, sender: str | None = None) -> int:
+        """How many timers `sender` has (None: everybody)."""
+        p = self.PARAM
+        with self._call("count timers"):
+            rows = self._query(f"SELECT count(*) FROM {TIMERS}" + (
+                f" WHERE sender = {p}" if sender is not None else ""),
+                (sender,) if sender is not None else ())
+        return int(rows[0][0]) if rows else 0
+
+    def timer(self, key: str) -> Timer | None:
+        p = self.PARAM
+        with self._call("read a timer"):
+            rows = self._query(f"SELECT key, due, sender, event, rule, created FROM {TIMERS} "
+                               f"WHERE key = {p}", (key,))
+        return Timer(*rows[0]) if rows else None
+
+    def due_timers(self, now: float, limit: int, lease: float) -> Timers:
+        """Take up to `limit` timers due at `now` that no process holds: each is
+        leased for `lease` seconds (another worker skips it meanwhile; if the
+        taker dies, it is due again when the lease ends). Earliest first."""
+        with self._call("take due timers"):
+            return self._take_timers(now, limit, lease)
+
+    def fired(self, key: str, due: float) -> bool:
+        """Forget a timer that was fired (unless it was rescheduled meanwhile)."""
+        p = self.PARAM
+        with self._call("forget a fired timer"):
+            return self._purge(f"DELETE FROM {TIMERS} WHERE key = {p} AND due = {p}",
+                               (key, due)) > 0
+
+    @abstractmethod
+    def _take_timers(self, now: float, limit: int, lease: float) -> Timers: ...
+
     def purge_expired(self, limit: int = 1000) -> int:
         """Delete up to `limit` expired relations (reads hide them already: this
         only gives their room back). Returns how many."""
@@ -252,14 +295,17 @@ class RelationStore(RecordStoreMixin, SharedStateMixin, ABC):
         rows = [change_row(c, at) for c in changes
                 if isinstance(c, RelateChange | UnrelateChange)]
         counts = [count_op(c, clock) for c in changes if isinstance(c, CountChange | ResetChange)]
-        if not rows and not counts and batch is None and mark is None:
+        timers = [timer_op(c, clock) for c in changes
+                  if isinstance(c, ScheduleChange | CancelChange)]
+        if not rows and not counts and not timers and batch is None and mark is None:
             return Committed([], None)
         if claims and batch is None:
             raise ValueError("claims without a batch")
         with self._call("commit"):
-            done = self._write(rows, batch, mark, durable or bool(rows) or bool(counts), claims,
-                               counts)
-        if counts and not done.taken:  # a flag per change, counters' True
+            done = self._write(rows, batch, mark,
+                               durable or bool(rows) or bool(counts) or bool(timers), claims,
+                               counts, timers)
+        if (counts or timers) and not done.taken:  # a flag per change, the others' True
             flags = iter(done.flags)
             return Committed([next(flags) if isinstance(c, RelateChange | UnrelateChange)
                               else True for c in changes], done.batch)
@@ -399,10 +445,11 @@ class RelationStore(RecordStoreMixin, SharedStateMixin, ABC):
     @abstractmethod
     def _write(self, rows: Sequence[Row], batch: RecordBatch | None = None,
                mark: SessionMark | None = None, durable: bool = True,
-               claims: Sequence[str] = (), counts: Sequence[CountOp] = ()) -> Committed:
+               claims: Sequence[str] = (), counts: Sequence[CountOp] = (),
+               timers: Sequence[TimerOp] = ()) -> Committed:
         """Relate (attrs not None) / unrelate each row, in order, apply the
-        counters' ops, insert the batch with its claims and upsert the mark, in
-        one transaction (see commit)."""
+        counters' and timers' ops, insert the batch with its claims and upsert
+        the mark, in one transaction (see commit)."""
 
     @abstractmethod
     def _put(self, rows: Iterator[Row]) -> None:

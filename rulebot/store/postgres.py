@@ -29,6 +29,7 @@ from rulebot.store.base import (
     COUNTS,
     PAGE,
     TABLE,
+    TIMERS,
     Committed,
     Flags,
     RelationStore,
@@ -38,7 +39,15 @@ from rulebot.store.base import (
 )
 from rulebot.store.records import CLAIMS, RECORDS, SESSIONS
 from rulebot.store.shared import BUCKETS, PRESENCE
-from rulebot.store.values import CountOp, RecordBatch, Row, SessionMark, relation_of
+from rulebot.store.values import (
+    CountOp,
+    RecordBatch,
+    Row,
+    SessionMark,
+    Timer,
+    TimerOp,
+    relation_of,
+)
 
 #: 1: relations; 2: + the idempotency records; 3: + the rate-limit buckets and
 #: presence shared by workers; 4: + the claims; 5: + relations' expiry (each
@@ -130,6 +139,31 @@ COUNTS_SCHEMA = [
     )""",
     f"CREATE INDEX {COUNTS}_key ON {COUNTS} (name, key, at)",
 ]
+#: The timers (created with version 5 when missing).
+TIMERS_SCHEMA = [
+    f"""CREATE TABLE {TIMERS} (
+        key     text COLLATE "C" PRIMARY KEY,
+        due     double precision NOT NULL,
+        sender  text COLLATE "C" NOT NULL,
+        event   text NOT NULL,
+        rule    text NOT NULL,
+        created double precision NOT NULL,
+        lease   double precision NOT NULL DEFAULT 0
+    )""",
+    f"CREATE INDEX {TIMERS}_due ON {TIMERS} (due)",
+    f"CREATE INDEX {TIMERS}_sender ON {TIMERS} (sender)",
+]
+# A timer scheduled again (the same key) starts afresh: a new due, no lease.
+SCHEDULE = (f"INSERT INTO {TIMERS} (key, due, sender, event, rule, created, lease) "
+            "VALUES (%s, %s, %s, %s, %s, %s, 0) ON CONFLICT (key) DO UPDATE SET "
+            "due = EXCLUDED.due, sender = EXCLUDED.sender, event = EXCLUDED.event, "
+            "rule = EXCLUDED.rule, created = EXCLUDED.created, lease = 0")
+CANCEL = f"DELETE FROM {TIMERS} WHERE key = %s"
+# SKIP LOCKED: workers polling at once take different timers, none waits.
+TAKE_TIMERS = (f"UPDATE {TIMERS} SET lease = %(until)s WHERE key IN (SELECT key FROM "
+               f"{TIMERS} WHERE due <= %(now)s AND lease <= %(now)s ORDER BY due "
+               "LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+               "RETURNING key, due, sender, event, rule, created")
 ADD_COUNT = f"INSERT INTO {COUNTS} (name, key, at, n) VALUES (%s, %s, %s, %s)"
 RESET_COUNT = f"DELETE FROM {COUNTS} WHERE name = %s AND key = %s"
 # One process's buckets, saved over the last save (full_at 0: to purge_buckets,
@@ -210,7 +244,8 @@ class PostgresStore(RelationStore):
                                  "rulebot needs UTF8")
             if not (self._has(conn, TABLE) and self._has(conn, RECORDS)
                     and self._has(conn, BUCKETS) and self._has(conn, CLAIMS)
-                    and self._has_expiry(conn) and self._has(conn, COUNTS)):
+                    and self._has_expiry(conn) and self._has(conn, COUNTS)
+                    and self._has(conn, TIMERS)):
                 # A session lock taken before the transaction, not a transaction
                 # lock inside it: a transaction that waited for the lock would
                 # still look the tables up in the catalog as it was when the
@@ -237,6 +272,9 @@ class PostgresStore(RelationStore):
                                 conn.execute(statement)
                         if not self._has(conn, COUNTS) and not self._newer(conn):
                             for statement in COUNTS_SCHEMA:
+                                conn.execute(statement)
+                        if not self._has(conn, TIMERS) and not self._newer(conn):
+                            for statement in TIMERS_SCHEMA:
                                 conn.execute(statement)
                 finally:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
@@ -312,7 +350,8 @@ class PostgresStore(RelationStore):
 
     def _write(self, rows: Sequence[Row], batch: RecordBatch | None = None,
                mark: SessionMark | None = None, durable: bool = True,
-               claims: Sequence[str] = (), counts: Sequence[CountOp] = ()) -> Committed:
+               claims: Sequence[str] = (), counts: Sequence[CountOp] = (),
+               timers: Sequence[TimerOp] = ()) -> Committed:
         conn = self._db
         cursors = []
         inserted = None
@@ -344,6 +383,11 @@ class PostgresStore(RelationStore):
                         conn.execute(RESET_COUNT, (name, key))
                     else:
                         conn.execute(ADD_COUNT, (name, key, at, n))
+                for op in timers:
+                    if op[1] is None:
+                        conn.execute(CANCEL, (op[0],))
+                    else:
+                        conn.execute(SCHEDULE, op)
                 if batch is not None:
                     inserted = conn.execute(INSERT_CLAIMED if keys else INSERT_BATCH,
                                             (*batch, ",".join(keys)) if keys else batch)
@@ -375,6 +419,11 @@ class PostgresStore(RelationStore):
     def _purge(self, sql: str, params: Sequence[object] | Mapping[str, object]) -> int:
         cur = self._db.execute(sql, params)
         return max(cur.rowcount, 0)
+
+    def _take_timers(self, now: float, limit: int, lease: float) -> list[Timer]:
+        rows = self._db.execute(TAKE_TIMERS, {"now": now, "until": now + lease,
+                                              "limit": limit}).fetchall()
+        return sorted((Timer(*r) for r in rows), key=lambda t: t.due)
 
     def _replace_buckets(self, rows: Sequence[tuple[str, str, float, float]],
                          before: float) -> None:

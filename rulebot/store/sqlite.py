@@ -29,6 +29,7 @@ from rulebot.store.base import (
     COLUMNS,
     COUNTS,
     TABLE,
+    TIMERS,
     Committed,
     Flags,
     RelationStore,
@@ -37,7 +38,15 @@ from rulebot.store.base import (
 )
 from rulebot.store.records import CLAIMS, RECORDS, SESSIONS
 from rulebot.store.shared import BUCKETS, PRESENCE
-from rulebot.store.values import CountOp, RecordBatch, Row, SessionMark, relation_of
+from rulebot.store.values import (
+    CountOp,
+    RecordBatch,
+    Row,
+    SessionMark,
+    Timer,
+    TimerOp,
+    relation_of,
+)
 
 #: 1: relations; 2: + the idempotency records; 3: + the rate-limit buckets and
 #: presence shared by workers; 4: + the claims; 5: + relations' expiry (each
@@ -91,6 +100,17 @@ CREATE TABLE IF NOT EXISTS {COUNTS} (
     n    INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS {COUNTS}_key ON {COUNTS} (name, key, at);
+CREATE TABLE IF NOT EXISTS {TIMERS} (
+    key     TEXT PRIMARY KEY,
+    due     REAL NOT NULL,
+    sender  TEXT NOT NULL,
+    event   TEXT NOT NULL,
+    rule    TEXT NOT NULL,
+    created REAL NOT NULL,
+    lease   REAL NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS {TIMERS}_due ON {TIMERS} (due);
+CREATE INDEX IF NOT EXISTS {TIMERS}_sender ON {TIMERS} (sender);
 CREATE TABLE IF NOT EXISTS {BUCKETS} (
     name    TEXT NOT NULL,
     key     TEXT NOT NULL,
@@ -129,6 +149,12 @@ UPDATE_ATTRS = (f"UPDATE {TABLE} SET attrs = ?, expires = ? "
                 "WHERE subject = ? AND kind = ? AND object = ? "
                 "AND (attrs <> ? OR expires IS NOT ?)")
 DELETE = f"DELETE FROM {TABLE} WHERE subject = ? AND kind = ? AND object = ?"
+# A timer scheduled again (the same key) starts afresh: a new due, no lease.
+SCHEDULE = (f"INSERT INTO {TIMERS} (key, due, sender, event, rule, created, lease) "
+            "VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (key) DO UPDATE SET due = excluded.due, "
+            "sender = excluded.sender, event = excluded.event, rule = excluded.rule, "
+            "created = excluded.created, lease = 0")
+CANCEL = f"DELETE FROM {TIMERS} WHERE key = ?"
 ADD_COUNT = f"INSERT INTO {COUNTS} (name, key, at, n) VALUES (?, ?, ?, ?)"
 RESET_COUNT = f"DELETE FROM {COUNTS} WHERE name = ? AND key = ?"
 INSERT_BATCH = f"INSERT INTO {RECORDS} (session, last, created, records) VALUES (?, ?, ?, ?)"
@@ -220,7 +246,8 @@ class SqliteStore(RelationStore):
 
     def _write(self, rows: Sequence[Row], batch: RecordBatch | None = None,
                mark: SessionMark | None = None, durable: bool = True,
-               claims: Sequence[str] = (), counts: Sequence[CountOp] = ()) -> Committed:
+               claims: Sequence[str] = (), counts: Sequence[CountOp] = (),
+               timers: Sequence[TimerOp] = ()) -> Committed:
         if durable != self._durable:  # outside a transaction, as SQLite requires
             self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             self._durable = durable
@@ -258,6 +285,11 @@ class SqliteStore(RelationStore):
                     cur.execute(RESET_COUNT, (name, key))
                 else:
                     cur.execute(ADD_COUNT, (name, key, at, n))
+            for op in timers:
+                if op[1] is None:
+                    cur.execute(CANCEL, (op[0],))
+                else:
+                    cur.execute(SCHEDULE, op)
             if batch is not None:
                 cur.execute(INSERT_BATCH, batch)  # a RecordBatch is its parameter tuple
                 batch_id = cur.lastrowid
@@ -272,6 +304,16 @@ class SqliteStore(RelationStore):
         with self._transaction() as cur:
             cur.execute(sql, params)
             return max(cur.rowcount, 0)
+
+    def _take_timers(self, now: float, limit: int, lease: float) -> list[Timer]:
+        # One process per SQLite file: the write lock is all the exclusion needed.
+        with self._transaction() as cur:
+            rows = cur.execute(f"SELECT key, due, sender, event, rule, created FROM {TIMERS} "
+                               "WHERE due <= ? AND lease <= ? ORDER BY due LIMIT ?",
+                               (now, now, limit)).fetchall()
+            cur.executemany(f"UPDATE {TIMERS} SET lease = ? WHERE key = ?",
+                            [(now + lease, r[0]) for r in rows])
+        return [Timer(*r) for r in rows]
 
     def _replace_buckets(self, rows: Sequence[tuple[str, str, float, float]],
                          before: float) -> None:

@@ -64,8 +64,44 @@ class ResetChange:
     op: Literal["reset"] = "reset"
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduleChange:
+    """Store a timer (replacing one of the same key): `event` fed back at `due`."""
+
+    key: str
+    due: float  # seconds since 1970
+    sender: str
+    event: Mapping[str, JSON]
+    rule: str
+    op: Literal["schedule"] = "schedule"
+
+
+@dataclass(frozen=True, slots=True)
+class CancelChange:
+    """Forget the timer of that key."""
+
+    key: str
+    op: Literal["cancel"] = "cancel"
+
+
+class Timer(NamedTuple):
+    """A stored timer, as the daemon fires it."""
+
+    key: str
+    due: float
+    sender: str
+    event: str  # JSON text
+    rule: str
+    created: float
+
+
 RelationChange: TypeAlias = RelateChange | UnrelateChange
-Change: TypeAlias = RelateChange | UnrelateChange | CountChange | ResetChange
+Change: TypeAlias = (RelateChange | UnrelateChange | CountChange | ResetChange
+                     | ScheduleChange | CancelChange)
+#: The timers' ops as the backends write them: (key, due, sender, event JSON,
+#: rule, created); for a cancel, (key, None, "", "", "", 0).
+TimerOp: TypeAlias = tuple[str, float | None, str, str, str, float]
+MAX_TIMER_KEY = 256
 #: The counters' ops as the backends write them: (name, key, n, at); n None: reset.
 CountOp: TypeAlias = tuple[str, str, int | None, float]
 MAX_COUNTER_KEY = 1024
@@ -176,6 +212,19 @@ def count_op(change: CountChange | ResetChange, at: float) -> CountOp:
     if not isinstance(change.n, int) or isinstance(change.n, bool) or not 0 < change.n <= 10**6:
         raise StoreError(f"a count is a whole number from 1 to 1,000,000, not {show(change.n)}")
     return (change.name, change.key, change.n, at)
+
+
+def timer_op(change: ScheduleChange | CancelChange, at: float) -> TimerOp:
+    """A validated timer op. Raises StoreError."""
+    if not isinstance(change.key, str) or not 0 < len(change.key) <= MAX_TIMER_KEY \
+            or "\x00" in change.key:
+        raise StoreError(f"a timer key is a text of 1 to {MAX_TIMER_KEY} characters, "
+                         f"not {show(change.key)}")
+    if isinstance(change, CancelChange):
+        return (change.key, None, "", "", "", 0.0)
+    text = encode_attrs(change.event)  # a JSON object, canonical, at most 4 KiB
+    return (change.key, float(change.due), check_jid(change.sender, "sender"), text,
+            change.rule, at)
 
 
 def change_row(change: RelateChange | UnrelateChange, created: str) -> Row:

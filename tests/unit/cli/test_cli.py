@@ -26,7 +26,7 @@ def test_validate_shipped_rules_ok() -> None:
     assert out == ""
     lines = err.splitlines()
     assert lines[0].startswith(f"ok: {RULES}: 10 rules in 3 file(s), version ")
-    assert lines[1].startswith(f"ok: {RULES}/friends: 19 rules in 3 file(s), version ")
+    assert lines[1].startswith(f"ok: {RULES}/friends: 21 rules in 3 file(s), version ")
 
 
 def test_validate_checks_each_path_as_its_own_rule_set(tmp_path: Path) -> None:

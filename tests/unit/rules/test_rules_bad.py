@@ -167,12 +167,13 @@ CASES = [
     ], id="empty_actions"),
     pytest.param("two_actions_in_one_item.yaml", [
         "5:9: rules[0].actions[0]: must have exactly one of: forward, broadcast, reply, "
-        "error, drop, relate, unrelate, count, reset "
+        "error, drop, relate, unrelate, count, reset, schedule, cancel "
         "({\"drop\": {}, \"forward\": {\"to\": \"event.to\"}})",
     ], id="two_actions_in_one_item"),
     pytest.param("unknown_action.yaml", [
         "5:9: rules[0].actions[0].foward: unknown key 'foward', did you mean 'forward'? "
-        "(allowed: broadcast, count, drop, error, forward, relate, reply, reset, unrelate)",
+        "(allowed: broadcast, cancel, count, drop, error, forward, relate, reply, reset, "
+        "schedule, unrelate)",
     ], id="unknown_action"),
     pytest.param("forward_without_to.yaml", [
         "5:18: rules[0].actions[0].forward: missing required key 'to'",
@@ -278,7 +279,7 @@ SEVERAL_LINES = [
     f"{SEVERAL}:12:25: rules[1].actions[0].broadcast.to: unknown list 'members' "
     "(\"lists.members\")",
     f"{SEVERAL}:15:9: rules[2].actions[0]: must have exactly one of: forward, broadcast, "
-    "reply, error, drop, relate, unrelate, count, reset "
+    "reply, error, drop, relate, unrelate, count, reset, schedule, cancel "
     "({\"drop\": {}, \"reply\": {\"payload\": \"{type: 'pong'}\"}})",
     f"{SEVERAL}:19:5: rules[3].match: duplicate key 'match' (\"match\")",
     f"{SEVERAL}:21:23: rules[3].actions[0].error.code: does not match the pattern "

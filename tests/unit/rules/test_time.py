@@ -363,7 +363,7 @@ rules:
     loaded = check_rules([str(rules_at(tmp_path, text))])
     assert loaded.ruleset is None
     shown = [f"{i.line}:{i.path}: {i.message}" for i in loaded.issues]
-    for want in ["6:rules[0].actions[0].relate.ttl: a ttl of zero or less expires at once",
+    for want in ["6:rules[0].actions[0].relate.ttl: must be more than zero",
                  "7:rules[0].actions[1].relate.ttl.value: not a duration: '7x'",
                  "8:rules[0].actions[2].relate.until.value: instant without a UTC offset",
                  "9:rules[0].actions[3].relate.until: give ttl or until, not both",
