@@ -23,11 +23,13 @@ from rulebot.store.sqlite import SqliteStore
 from rulebot.store.values import (
     MAX_ATTRS_BYTES,
     MAX_JID,
+    CancelChange,
     CountChange,
     RecordBatch,
     RelateChange,
     Relation,
     ResetChange,
+    ScheduleChange,
     SessionMark,
     UnrelateChange,
     stamp,
@@ -55,7 +57,8 @@ def reset_pg(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS rulebot_relations, rulebot_schema_version, "
                      "rulebot_inbound, rulebot_inbound_sessions, rulebot_buckets, "
-                     "rulebot_presence, rulebot_inbound_claims, rulebot_counts CASCADE")
+                     "rulebot_presence, rulebot_inbound_claims, rulebot_counts, "
+                     "rulebot_timers CASCADE")
         conn.execute("DROP FUNCTION IF EXISTS rulebot_test_fail() CASCADE")
 
 
@@ -747,6 +750,27 @@ def test_saved_buckets_are_upserted_and_old_ones_forgotten(store: RelationStore)
     assert store.load_buckets() == [("chat", A, 0.5, T0 + 5)]
 
 
+def test_the_store_keeps_one_timer_per_key_and_leases_due_ones(store: RelationStore) -> None:
+    store.clock = lambda: T0  # type: ignore[method-assign]
+    store.apply([ScheduleChange("k1", T0 + 10, "a@x", {"n": 1}, "r"),
+                 ScheduleChange("k2", T0 + 5, "a@x", {"n": 2}, "r"),
+                 ScheduleChange("k3", T0 + 50, "b@x", {"n": 3}, "r")])
+    store.apply([ScheduleChange("k1", T0 + 20, "a@x", {"n": 9}, "r")])  # rescheduled
+    assert store.timer_count("a@x") == 2
+    assert store.timer_count() == 3
+    assert store.due_timers(T0 + 4, 10, 30) == []
+    due = store.due_timers(T0 + 25, 10, 30)
+    assert [(t.key, t.event) for t in due] == [("k2", '{"n":2}'), ("k1", '{"n":9}')]
+    assert store.due_timers(T0 + 26, 10, 30) == []  # leased: another taker skips them
+    assert [t.key for t in store.due_timers(T0 + 56, 10, 30)] == ["k2", "k1", "k3"]  # lease over
+    assert store.fired("k2", due[0].due)
+    assert not store.fired("k1", T0 + 10)  # not that due time: rescheduled meanwhile
+    store.apply([CancelChange("k1")])
+    assert store.timer("k1") is None
+    assert store.timer_count() == 1
+
+
+
 # --------------------------------------------------------------------------
 # schema and opening
 
@@ -782,7 +806,8 @@ def test_a_version_1_store_gains_the_records_and_buckets_tables_and_keeps_its_re
     if location.startswith("postgresql://"):
         with psycopg.connect(location, autocommit=True) as pg:
             pg.execute("DROP TABLE rulebot_inbound, rulebot_inbound_sessions, rulebot_buckets, "
-                       "rulebot_presence, rulebot_inbound_claims, rulebot_counts")
+                       "rulebot_presence, rulebot_inbound_claims, rulebot_counts, "
+                       "rulebot_timers")
             pg.execute("ALTER TABLE rulebot_relations DROP COLUMN expires")
             pg.execute("DELETE FROM rulebot_schema_version WHERE version > 1")
     else:
@@ -795,6 +820,7 @@ def test_a_version_1_store_gains_the_records_and_buckets_tables_and_keeps_its_re
             lite.execute("DROP TABLE rulebot_presence")
             lite.execute("DROP TABLE rulebot_inbound_claims")
             lite.execute("DROP TABLE rulebot_counts")
+            lite.execute("DROP TABLE rulebot_timers")
             lite.execute("DROP INDEX rulebot_relations_expires")
             lite.execute("ALTER TABLE rulebot_relations DROP COLUMN expires")
             lite.execute("UPDATE rulebot_schema_version SET version = 1")
