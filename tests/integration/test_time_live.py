@@ -105,3 +105,52 @@ async def test_a_mute_ends_by_itself(
     alice.send_event({"type": "chat", "to": "bob@localhost", "text": "back"})
     got = await receive(bob)
     assert (got.payload["text"], got.rule) == ("back", "chat-friends")
+
+
+@pytest.mark.parametrize("server_kind", ["prosody"])
+async def test_a_reminder_survives_a_restart_and_one_due_during_a_kill_fires_once(
+    server: xmppserver.ServerInfo, tmp_path: Path, stack: AsyncExitStack
+) -> None:
+    # The shipped request reminder, due 2 s after the request instead of a day.
+    rules = tmp_path / "friends"
+    shutil.copytree(FRIENDS, rules)
+    relations = rules / "10-relations.yaml"
+    text = relations.read_text(encoding="utf-8")
+    assert "after: 1d" in text
+    relations.write_text(text.replace("after: 1d", "after: 2s"), encoding="utf-8")
+    store_path = tmp_path / "relations.sqlite3"
+    config = write_config(server, "client", tmp_path / "rulebot.yaml", rules=rules,
+                          store=str(store_path))
+    bot = await run_bot(stack, config)
+    alice = await connect_user(stack, server, "alice", BOT)
+    await connect_user(stack, server, "bob", BOT)
+    await connect_user(stack, server, "carol", BOT)
+
+    # 1. A restart between scheduling and firing: the timer is in the store.
+    sent = await alice.request({"type": "friend-request", "to": "bob@localhost"})
+    assert sent.payload["type"] == "friend-request-sent"
+    assert await bot.stop() == 0
+    with open_store(str(store_path)) as store:
+        assert store.timer("remind:alice@localhost:bob@localhost") is not None
+    bot = await run_bot(stack, config)
+    reminder = await receive(alice, timeout=20)
+    assert (reminder.payload["type"], reminder.payload["to"], reminder.rule) == (
+        "friend-request-pending", "bob@localhost", "request-reminder")
+
+    # 2. A kill -9 with a timer scheduled: it falls due while the bot is dead
+    # and fires once at start.
+    await alice.request({"type": "friend-request", "to": "carol@localhost"})
+    assert await bot.stop(signal.SIGKILL) != 0
+    with open_store(str(store_path)) as store:
+        timer = store.timer("remind:alice@localhost:carol@localhost")
+        assert timer is not None
+    while time.time() < timer.due + 0.5:  # due while nothing runs
+        await asyncio.sleep(0.1)
+    await run_bot(stack, config)
+    late = await receive(alice, timeout=20)
+    assert (late.payload["type"], late.payload["to"]) == ("friend-request-pending",
+                                                          "carol@localhost")
+    await bot_answers(alice)  # anything else the bot sent alice has arrived by now
+    assert alice._incoming.empty(), alice._incoming.get_nowait()  # not a second reminder
+    with open_store(str(store_path)) as store:
+        assert store.timer_count() == 0  # both forgotten once fired
