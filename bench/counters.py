@@ -1,4 +1,5 @@
-"""The per-event cost of a windowed counter, in SQLite and PostgreSQL.
+"""The per-event cost of a windowed counter, and timers scheduled and fired per
+second, in SQLite and PostgreSQL.
 
 Run: `.venv/bin/python -m bench.counters [--quick]` (or `make bench-counters`).
 
@@ -14,6 +15,14 @@ one stanza). Three rule shapes, measured in the same run:
             relate is), with its record;
   read      the forward guarded by `counter('msgs', sender) < 1000000`: one
             counter read (an indexed SUM over the window) per event.
+
+  schedule  the forward plus a `schedule` (a timer per event, due in an hour):
+            a durable commit per event, like count.
+
+Then timers fired per second: that many timers already due, taken in pages
+of 100 (Store.due_timers, leased), each decided as a `timer` event whose rule
+replies, recorded, and forgotten (Store.fired) -- the daemon's _fire without
+the network.
 
 Ratios are against `forward` on the same backend. PostgreSQL is a private
 server on loopback (scripts/pgserver.py), fsync on as packaged.
@@ -67,6 +76,18 @@ rules:
     actions:
       - count: {counter: msgs, key: sender}
 """,
+    "schedule": """version: 1
+rules:
+  - name: fired
+    match: "stanza.kind == 'timer'"
+    actions:
+      - reply: {payload: "{type: 'later', n: event.n}"}
+  - name: chat
+    match: "event.type == 'chat'"
+    actions:
+      - schedule: {key: "join(':', ['t', event.id])", after: 1h, event: "{n: event.id}"}
+      - forward: {to: event.to, payload: "{text: event.text}"}
+""",
 }
 
 
@@ -75,7 +96,8 @@ def measure(store: RelationStore, shape: str, events: int, tmp: Path) -> float:
     rules_file = tmp / f"{shape}.yaml"
     rules_file.write_text(RULES[shape], encoding="utf-8")
     ruleset = load_rules(rules_file)
-    config = parse_config(json.dumps({"jid": "friend@localhost", "rules": str(rules_file)}),
+    config = parse_config(json.dumps({"jid": "friend@localhost", "rules": str(rules_file),
+                                      "timers": {"per_sender": 10**6, "total": 10**7}}),
                           base=tmp)
     ledger = Ledger(store, 30, 3600)
     d = Dispatcher(config, lambda: ruleset, relations=store, records=ledger)
@@ -87,6 +109,39 @@ def measure(store: RelationStore, shape: str, events: int, tmp: Path) -> float:
         outcome = d.handle(stanza)
         assert outcome.status == "decided", outcome
         assert not ledger.flush().failed
+    return events / (time.perf_counter() - started)
+
+
+def fire_rate(store: RelationStore, events: int, tmp: Path) -> float:
+    """Timers fired per second, `events` of them due at once."""
+    from rulebot.rules.timefns import to_iso
+    from rulebot.store.values import ScheduleChange
+
+    rules_file = tmp / "fire.yaml"
+    rules_file.write_text(RULES["schedule"], encoding="utf-8")
+    ruleset = load_rules(rules_file)
+    config = parse_config(json.dumps({"jid": "friend@localhost", "rules": str(rules_file),
+                                      "timers": {"per_sender": 10**6, "total": 10**7}}),
+                          base=tmp)
+    ledger = Ledger(store, 30, 3600)
+    d = Dispatcher(config, lambda: ruleset, relations=store, records=ledger)
+    now = time.time()
+    for i in range(0, events, 500):
+        store.apply([ScheduleChange(f"f{j}", now - 1, f"u{j % 50}@localhost", {"n": j}, "r")
+                     for j in range(i, min(events, i + 500))])
+    started = time.perf_counter()
+    fired = 0
+    while due := store.due_timers(time.time(), 100, 30):
+        for t in due:
+            inbound = Inbound("timer", t.sender, "timer", f"{t.key}@{t.due!r}", body=t.event,
+                              timer={"key": t.key, "due": to_iso(t.due),
+                                     "scheduled": to_iso(t.created), "rule": t.rule})
+            outcome = d.handle(inbound)
+            assert outcome.status == "decided", outcome
+            assert not ledger.flush().failed
+            store.fired(t.key, t.due)
+            fired += 1
+    assert fired == events
     return events / (time.perf_counter() - started)
 
 
@@ -102,12 +157,17 @@ def main() -> None:
         try:
             for backend, location in (("SQLite", str(tmp / "s.sqlite3")), ("PostgreSQL", pg.url)):
                 rates = {}
-                for shape in ("forward", "count", "read"):
+                for shape in ("forward", "count", "read", "schedule"):
                     store = open_store(location)
                     try:
                         rates[shape] = measure(store, shape, events, tmp)
                     finally:
                         store.close()
+                store = open_store(location)
+                try:
+                    rates["fire a timer"] = fire_rate(store, events, tmp)
+                finally:
+                    store.close()
                 for shape, rate in rates.items():
                     rows.append((backend, shape, rate, rate / rates["forward"],
                                  1e6 / rate - 1e6 / rates["forward"]))

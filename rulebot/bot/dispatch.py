@@ -103,7 +103,8 @@ class Dispatcher:
         self.presence: Presence = presence if presence is not None else PresenceTable()
         self.state = LiveState(relations, self.presence,
                                buckets if buckets is not None else Buckets(time.monotonic),
-                               (config.timers_per_sender, config.timers_total))
+                               (config.timers_per_sender, config.timers_total),
+                               time.monotonic)
         self.bot = config.jid
         self.bot_bare = bare_jid(config.jid)
         self.allowed = frozenset(d.lower() for d in config.allowed_domains)

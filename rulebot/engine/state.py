@@ -143,12 +143,17 @@ class LiveState:
 
     def __init__(self, relations: RelationReader | None, presence: Presence,
                  buckets: TokenBuckets,
-                 timer_limits: tuple[int, int] = (100, 100_000)) -> None:
+                 timer_limits: tuple[int, int] = (100, 100_000),
+                 clock: Callable[[], float] | None = None) -> None:
         self._relations = relations
         self._presence = presence
         self._buckets = buckets
         #: (per sender, in total): what a schedule may not exceed
         self.timer_limits = timer_limits
+        # The total is a count over the whole table: with `clock` (monotonic
+        # seconds) it is read at most once a second.
+        self._clock = clock
+        self._total: tuple[float, int] | None = None
 
     def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
         return self._buckets.take(name, key, per_second, burst)
@@ -185,9 +190,18 @@ class LiveState:
         per_sender, total = self.timer_limits
         if self._relations.timer_count(sender) >= per_sender:
             return f"{sender} has {per_sender} timers (the limit per sender)"
-        if self._relations.timer_count() >= total:
+        if self._timer_total() >= total:
             return f"the bot has {total} timers (the limit)"
         return None
+
+    def _timer_total(self) -> int:
+        assert self._relations is not None
+        if self._clock is None:
+            return self._relations.timer_count()
+        now = self._clock()
+        if self._total is None or now - self._total[0] >= 1.0:
+            self._total = (now, self._relations.timer_count())
+        return self._total[1]
 
 
 class MemoryRelations:
