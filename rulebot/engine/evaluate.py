@@ -312,7 +312,7 @@ def _relation(spec: ActionSpec, rule: Rule, env: Envelope, data: Mapping[str, JS
                   expires=_expires(spec, env, data, runtime))
 
 
-#: A timer's key and event: bounded like a relation's attrs.
+#: A timer's key and event: bounded like a relation's attrs (store.values).
 MAX_TIMER_KEY = 256
 MAX_TIMER_EVENT = 4096
 
@@ -343,8 +343,10 @@ def _timer(spec: ActionSpec, rule: Rule, env: Envelope, data: Mapping[str, JSON]
     event = env.event if spec.event is None else _value(spec.event, data, runtime)
     if not isinstance(event, dict):
         raise _RuleFailed(f"schedule: event must be a JSON object, got {shorten(repr(event), 60)}")
-    if len(json.dumps(event, ensure_ascii=False)) > MAX_TIMER_EVENT:
-        raise _RuleFailed(f"schedule: the event is larger than {MAX_TIMER_EVENT} characters")
+    # As the store writes it (compact UTF-8 JSON), so that a commit cannot refuse it.
+    if len(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()) \
+            > MAX_TIMER_EVENT:
+        raise _RuleFailed(f"schedule: the event is larger than {MAX_TIMER_EVENT} bytes as JSON")
     full = cast(RuleFunctions, runtime.functions).view().timer_room(env.sender)
     if full is not None:
         raise _RuleFailed(f"schedule: {full}")

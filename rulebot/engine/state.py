@@ -186,7 +186,7 @@ class LiveState:
     def timer_room(self, sender: str) -> str | None:
         """Why `sender` may schedule no more timers (a limit reached), or None."""
         if not self._relations:
-            return "no store keeps timers"
+            return None  # no store: the change itself is refused (Dispatcher)
         per_sender, total = self.timer_limits
         if self._relations.timer_count(sender) >= per_sender:
             return f"{sender} has {per_sender} timers (the limit per sender)"

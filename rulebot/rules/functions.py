@@ -126,7 +126,7 @@ class NoState:
         return 0
 
     def timer_room(self, sender: str) -> str | None:
-        return "no store keeps timers"
+        return None  # offline (eval, explain): no limits to reach
 
 
 NO_STATE = NoState()
