@@ -57,6 +57,9 @@ CONNECT_TIMEOUT = 10  # seconds, unless the URL says otherwise
 #: How long a commit with claims waits for another transaction's rows (a
 #: commit normally takes milliseconds; see _write).
 CLAIM_WAIT_MS = 1000
+#: How long the server lets this connection sit in a transaction it does not
+#: finish (rulebot's transactions take milliseconds; see _setup).
+IDLE_IN_TRANSACTION_MS = 5000
 # Serialises schema creation between processes opening a fresh database at once.
 SCHEMA_LOCK = 0x72756C65626F74  # "rulebot"
 
@@ -238,6 +241,12 @@ class PostgresStore(RelationStore):
     def _setup(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
         try:
             conn.execute("SET synchronous_commit TO on")
+            # A process stopped in the middle of a transaction (SIGSTOP, a VM
+            # freeze) would hold its rows, the claims among them, for as long
+            # as it is stopped: every other worker's commit of those events
+            # waits, fails after CLAIM_WAIT_MS and is refused, resend after
+            # resend. The server ends such a session after IDLE_IN_TRANSACTION_MS.
+            conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}")
             (encoding,) = conn.execute("SHOW server_encoding").fetchone() or ("?",)
             if encoding != "UTF8":
                 raise StoreError(f"{self.location}: the database encoding is {encoding}, "

@@ -236,3 +236,58 @@ async def test_relations_and_rate_limits_hold_whichever_worker_decides(
     await bot.wait_log(lambda _e: len({e.get("worker") for e in bot.logs
                                        if e.get("event") == "stanza"
                                        and e.get("event_id") in ids}) >= 2)
+
+
+TIMERS = """version: 1
+rules:
+  - name: fired
+    match: "stanza.kind == 'timer'"
+    actions:
+      - reply: {payload: "{type: 'later', n: event.n, key: timer.key}"}
+  - name: later
+    match: "event.type == 'later'"
+    actions:
+      - schedule: {key: "join(':', ['later', to_string(event.n)])", after: 1s,
+                   event: "{n: event.n}"}
+"""
+
+
+async def test_each_due_timer_is_fired_by_one_worker_once(
+    ejabberd: xmppserver.ServerInfo, pg: pgserver.PgInfo, tmp_path: Path,
+    stack: AsyncExitStack,
+) -> None:
+    # 60 timers due within a second of each other, three workers polling the
+    # same PostgreSQL: each timer is taken by one of them (SKIP LOCKED and a
+    # lease) and its reply reaches alice once.
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "timers.yaml").write_text(TIMERS)
+    bot, _ = await start_workers(stack, ejabberd, pg, tmp_path, rules=str(rules))
+    alice = await connect_user(stack, ejabberd, "alice", ejabberd.component_jid)
+    n = 60
+    for i in range(n):
+        alice.send_event({"type": "later", "n": i})
+    got: Counter[int] = Counter()
+
+    async def collect() -> None:
+        async for received in alice:
+            got[int(received.payload["n"])] += 1
+            if len(got) >= n:
+                return
+
+    await asyncio.wait_for(collect(), DEADLINE)
+    assert sorted(got) == list(range(n))
+    assert max(got.values()) == 1
+    assert alice.duplicates == 0  # no worker sent a firing twice
+    firers = Counter(e.get("worker") for e in bot.logs
+                     if e.get("event") == "stanza" and e.get("kind") == "timer")
+    store = open_store(pg.url)
+    try:
+        assert store.timer_count() == 0  # every one forgotten once fired
+        fired = Counter(k.key for b in store.record_batches(0) for k, _, _ in stored_entries(b)
+                        if k.key.startswith("t:later:"))
+    finally:
+        store.close()
+    assert len(fired) == n
+    assert max(fired.values()) == 1  # each firing decided once, by one worker
+    print(f"\n{n} timers fired, by worker: {dict(firers)}")
