@@ -91,8 +91,8 @@ rules:
 }
 
 
-def measure(store: RelationStore, shape: str, events: int, tmp: Path) -> float:
-    """Decisions per second of `events` chats from 50 senders."""
+def dispatcher(store: RelationStore, shape: str, tmp: Path) -> tuple[Dispatcher, Ledger]:
+    """The daemon's decision path over `store` with the rules of `shape`."""
     rules_file = tmp / f"{shape}.yaml"
     rules_file.write_text(RULES[shape], encoding="utf-8")
     ruleset = load_rules(rules_file)
@@ -100,7 +100,12 @@ def measure(store: RelationStore, shape: str, events: int, tmp: Path) -> float:
                                       "timers": {"per_sender": 10**6, "total": 10**7}}),
                           base=tmp)
     ledger = Ledger(store, 30, 3600)
-    d = Dispatcher(config, lambda: ruleset, relations=store, records=ledger)
+    return Dispatcher(config, lambda: ruleset, relations=store, records=ledger), ledger
+
+
+def measure(store: RelationStore, shape: str, events: int, tmp: Path) -> float:
+    """Decisions per second of `events` chats from 50 senders."""
+    d, ledger = dispatcher(store, shape, tmp)
     inbound = [Inbound("message", f"u{i % 50}@localhost/r", "chat", f"{shape}-{i}",
                        json.dumps({"type": "chat", "id": f"{shape}-{i}", "to": "bob@localhost",
                                    "text": "hello"})) for i in range(events)]
@@ -117,14 +122,7 @@ def fire_rate(store: RelationStore, events: int, tmp: Path) -> float:
     from rulebot.rules.timefns import to_iso
     from rulebot.store.values import ScheduleChange
 
-    rules_file = tmp / "fire.yaml"
-    rules_file.write_text(RULES["schedule"], encoding="utf-8")
-    ruleset = load_rules(rules_file)
-    config = parse_config(json.dumps({"jid": "friend@localhost", "rules": str(rules_file),
-                                      "timers": {"per_sender": 10**6, "total": 10**7}}),
-                          base=tmp)
-    ledger = Ledger(store, 30, 3600)
-    d = Dispatcher(config, lambda: ruleset, relations=store, records=ledger)
+    d, ledger = dispatcher(store, "schedule", tmp)
     now = time.time()
     for i in range(0, events, 500):
         store.apply([ScheduleChange(f"f{j}", now - 1, f"u{j % 50}@localhost", {"n": j}, "r")

@@ -31,6 +31,20 @@ async def refused(client: RulebotClient, event: dict[str, object]) -> str:
     return caught.value.code
 
 
+def friends_with(tmp_path: Path, replacements: dict[str, str]) -> Path:
+    """A copy of the shipped friends rules with its times shortened (each text
+    of 10-relations.yaml replaced must be there)."""
+    rules = tmp_path / "friends"
+    shutil.copytree(FRIENDS, rules)
+    relations = rules / "10-relations.yaml"
+    text = relations.read_text(encoding="utf-8")
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    relations.write_text(text, encoding="utf-8")
+    return rules
+
+
 @pytest.mark.parametrize("server_kind", ["prosody"])
 async def test_strikes_survive_a_kill_9_and_the_third_starts_a_timeout(
     server: xmppserver.ServerInfo, tmp_path: Path, stack: AsyncExitStack
@@ -69,14 +83,8 @@ async def test_strikes_survive_a_kill_9_and_the_third_starts_a_timeout(
 async def test_a_mute_ends_by_itself(
     server: xmppserver.ServerInfo, tmp_path: Path, stack: AsyncExitStack
 ) -> None:
-    rules = tmp_path / "friends"
-    shutil.copytree(FRIENDS, rules)
-    relations = rules / "10-relations.yaml"
-    text = relations.read_text(encoding="utf-8")
-    assert "kind: muted, ttl: 1h}" in text
-    relations.write_text(text.replace("kind: muted, ttl: 1h}", "kind: muted, ttl: 3s}")
-                         .replace("time_add(now, '1h')", "time_add(now, '3s')"),
-                         encoding="utf-8")
+    rules = friends_with(tmp_path, {"kind: muted, ttl: 1h}": "kind: muted, ttl: 3s}",
+                                    "time_add(now, '1h')": "time_add(now, '3s')"})
     store_path = tmp_path / "relations.sqlite3"
     with open_store(str(store_path)) as store:
         store.relate("alice@localhost", "bob@localhost", "friend")
@@ -112,12 +120,7 @@ async def test_a_reminder_survives_a_restart_and_one_due_during_a_kill_fires_onc
     server: xmppserver.ServerInfo, tmp_path: Path, stack: AsyncExitStack
 ) -> None:
     # The shipped request reminder, due 2 s after the request instead of a day.
-    rules = tmp_path / "friends"
-    shutil.copytree(FRIENDS, rules)
-    relations = rules / "10-relations.yaml"
-    text = relations.read_text(encoding="utf-8")
-    assert "after: 1d" in text
-    relations.write_text(text.replace("after: 1d", "after: 2s"), encoding="utf-8")
+    rules = friends_with(tmp_path, {"after: 1d": "after: 2s"})
     store_path = tmp_path / "relations.sqlite3"
     config = write_config(server, "client", tmp_path / "rulebot.yaml", rules=rules,
                           store=str(store_path))
