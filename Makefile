@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint unit integration system-deps venv bench bench-engine bench-reload bench-relations bench-counters bench-memory bench-scale bench-xmpp soak fuzz clean
+.PHONY: test demo lint unit integration system-deps venv bench bench-engine bench-reload bench-relations bench-counters bench-shadow bench-memory bench-scale bench-xmpp soak fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,10 @@ bench-relations: system-deps $(STAMP)
 bench-counters: system-deps $(STAMP)
 	$(PY) -m bench.counters
 
+# Shadow mode and the inbound archive on the decision path; rulebot replay's rate.
+bench-shadow: $(STAMP)
+	$(PY) -m bench.shadow
+
 # Resident memory of `rulebot run` with 10,000 rules and 100,000 relations (private Prosody).
 bench-memory: system-deps $(STAMP)
 	$(PY) -m bench.memory
@@ -66,7 +70,7 @@ bench-memory: system-deps $(STAMP)
 bench-scale: system-deps $(STAMP)
 	$(PY) -m bench.scale --quota 0.05
 
-bench: bench-engine bench-reload bench-relations bench-counters bench-xmpp bench-scale
+bench: bench-engine bench-reload bench-relations bench-counters bench-shadow bench-xmpp bench-scale
 
 # Long runs, not part of `make test`: kill -9 at points chosen by what users
 # received, two kills per 2,000-event run, over an offline backlog at login,

@@ -68,6 +68,14 @@ class Config:
     audit_max_bytes: int = 10_000_000
     audit_backups: int = 5
     audit_payloads: bool = False
+    # The inbound archive (rulebot replay): off unless a path is set.
+    archive_path: str | None = None
+    archive_max_bytes: int = 100_000_000
+    archive_backups: int = 10
+    archive_drop: tuple[str, ...] = ()  # event fields not archived (event.text)
+    archive_hash: tuple[str, ...] = ()  # event fields archived as salted digests
+    archive_salt_env: str = "RULEBOT_ARCHIVE_SALT"
+    shadow: str | None = None  # a candidate rule set decided beside the live one
     trace_senders: tuple[str, ...] = ()
     watch: bool = True
     debounce_ms: int = 300
@@ -176,6 +184,13 @@ def parse_config(text: str, source: str = "<inline>", base: Path | None = None) 
         audit_max_bytes=raw.get("audit", {}).get("max_bytes", 10_000_000),
         audit_backups=raw.get("audit", {}).get("backups", 5),
         audit_payloads=raw.get("audit", {}).get("payloads", False),
+        archive_path=path(raw.get("archive", {}).get("path")),
+        archive_max_bytes=raw.get("archive", {}).get("max_bytes", 100_000_000),
+        archive_backups=raw.get("archive", {}).get("backups", 10),
+        archive_drop=tuple(raw.get("archive", {}).get("drop", ())),
+        archive_hash=tuple(raw.get("archive", {}).get("hash", ())),
+        archive_salt_env=raw.get("archive", {}).get("salt_env", "RULEBOT_ARCHIVE_SALT"),
+        shadow=path(raw.get("shadow")),
         trace_senders=tuple(j.lower() for j in raw.get("trace_senders", ())),
         watch=raw.get("reload", {}).get("watch", True),
         debounce_ms=raw.get("reload", {}).get("debounce_ms", 300),
@@ -217,6 +232,21 @@ def read_secret(config: Config, environ: Mapping[str, str] | None = None) -> str
     return value
 
 
+def archive_salt(config: Config, environ: Mapping[str, str] | None = None) -> str:
+    """The salt of the archive's hashed fields, from the variable archive.salt_env.
+
+    Raises ConfigError when fields are to be hashed and it is not set: an
+    unsalted digest of a short value (a phone number) is undone by trying them all."""
+    if not (config.archive_path and config.archive_hash):
+        return ""
+    value = (os.environ if environ is None else environ).get(config.archive_salt_env)
+    if not value:
+        raise ConfigError([Issue(config.source, 0, 0, "archive.hash",
+                                 f"environment variable {config.archive_salt_env} is not set "
+                                 "(the salt of the archive's hashed fields)")])
+    return value
+
+
 def with_workers(config: Config, workers: int) -> Config:
     """`config` with `workers` set (rulebot run --workers); ConfigError as parse_config."""
     problems: list[Issue] = []
@@ -235,14 +265,16 @@ def with_workers(config: Config, workers: int) -> Config:
 def worker_config(config: Config, index: int) -> Config:
     """What worker `index` of several runs with: its server (servers[index mod
     length], when servers is set), its own status port (the configured one +
-    index) and audit file (`.wINDEX` appended), the same rest."""
+    index) and audit and archive files (`.wINDEX` appended), the same rest."""
     status = config.status_listen
     if status is not None:
         listen_host, _, listen_port = status.rpartition(":")
         status = f"{listen_host}:{int(listen_port) + index}" if int(listen_port) else status
     audit = f"{config.audit_path}.w{index}" if config.audit_path and config.workers > 1 \
         else config.audit_path
+    archive = f"{config.archive_path}.w{index}" if config.archive_path and \
+        config.workers > 1 else config.archive_path
     server = config.servers[index % len(config.servers)] if config.servers else \
         (config.host, config.port)
-    return dataclasses.replace(config, status_listen=status, audit_path=audit, host=server[0],
-                               port=server[1])
+    return dataclasses.replace(config, status_listen=status, audit_path=audit,
+                               archive_path=archive, host=server[0], port=server[1])

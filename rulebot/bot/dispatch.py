@@ -32,6 +32,7 @@ from rulebot.bot.values import (
     Records,
     event_key,
 )
+from rulebot.engine.compare import Difference, compare, view
 from rulebot.engine.evaluate import evaluate
 from rulebot.engine.state import (
     Buckets,
@@ -39,6 +40,7 @@ from rulebot.engine.state import (
     Presence,
     PresenceTable,
     RelationReader,
+    ShadowState,
     TokenBuckets,
 )
 from rulebot.errors import EventError, StoreUnavailable
@@ -47,6 +49,7 @@ from rulebot.model import (
     CHANGE_TYPES,
     JSON,
     Broadcast,
+    Decision,
     Drop,
     Envelope,
     ErrorReply,
@@ -82,6 +85,10 @@ class Settings(Protocol):
     def timers_total(self) -> int: ...
 
 
+#: The difference of two decisions that match and act alike.
+SAME = Difference((), (), (), (), ())
+
+
 class Dispatcher:
     """Turns inbound stanzas into outbound messages using the current rule set."""
 
@@ -91,11 +98,16 @@ class Dispatcher:
                  presence: Presence | None = None,
                  records: Records | None = None,
                  buckets: TokenBuckets | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 shadow: Callable[[], RuleSet | None] | None = None) -> None:
         """`buckets`: where rate limits take their tokens (default: in memory,
         per process; the daemon passes the store's when several workers run).
-        `clock`: the `now` each decision sees (seconds since 1970, UTC)."""
+        `clock`: the `now` each decision sees (seconds since 1970, UTC).
+        `shadow`: the candidate rule set (shadow mode), decided beside the live
+        one on every event the rules decide and never enforced; the outcome
+        carries the difference."""
         self.clock = clock
+        self.shadow = shadow
         self.config = config
         self.current = current
         self.apply = apply
@@ -105,6 +117,7 @@ class Dispatcher:
                                buckets if buckets is not None else Buckets(time.monotonic),
                                (config.timers_per_sender, config.timers_total),
                                time.monotonic)
+        self.shadow_state = ShadowState(self.state, time.monotonic)
         self.bot = config.jid
         self.bot_bare = bare_jid(config.jid)
         self.allowed = frozenset(d.lower() for d in config.allowed_domains)
@@ -190,6 +203,8 @@ class Dispatcher:
                                 state=self.state)
         except StoreUnavailable as exc:
             return self._store_failed(inbound, sender, eid, enc, ruleset.version, exc)
+        # Before this decision's changes are stored: both sets see the same state.
+        shadow = self._shadow(env, decision) if self.shadow is not None else None
         out: list[Outbound] = []
         for action in decision.actions:
             meta = Meta(sender, action.rule, decision.version, eid_text, inbound.id)
@@ -230,7 +245,21 @@ class Dispatcher:
                 and decision.actions[0].rule is None:
             status, reason = "rejected", decision.actions[0].code
         return Outcome(status, tuple(out), decision, reason, eid_text, env,
-                       key if records is not None else None)
+                       key if records is not None else None, shadow=shadow)
+
+    def _shadow(self, env: Envelope, decision: Decision) -> Difference | None:
+        assert self.shadow is not None
+        candidate = self.shadow()
+        if candidate is None:
+            return None
+        try:
+            other = evaluate(candidate, env, max_recipients=self.config.max_recipients,
+                             state=self.shadow_state)
+        except StoreUnavailable:
+            return None  # the live decision meets the same store, and fails alone
+        if other.matched == decision.matched and other.actions == decision.actions:
+            return SAME  # the usual case, without rendering either decision
+        return compare(view(decision), view(other))
 
     def _store_failed(self, inbound: Inbound, sender: str, eid: str | int | None,
                       enc: Encoding, version: str, exc: BaseException) -> Outcome:

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
+from rulebot.engine.compare import Difference
 from rulebot.model import JSON, Decision, Envelope, StateChange
 from rulebot.wire.encode import Encoding
 
@@ -134,6 +135,9 @@ class Outcome:
     key: EventKey | None = None  # its idempotency record's key, when one was made
     recorded: Recorded | None = None  # a duplicate's record
     error: str | None = None  # why the store failed ("failed": the daemon logs it)
+    #: shadow mode: how the candidate rule set's decision differs (None: no
+    #: candidate decided this event; empty: it decided the same)
+    shadow: Difference | None = None
 
 
 def summary(outcome: Outcome) -> dict[str, object]:

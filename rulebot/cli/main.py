@@ -41,7 +41,8 @@ def main() -> None:
               show_default=True, help="text: one issue a line; json: a list of issues.")
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              help="Also check a daemon config file (rulebot.yaml) and the rules it names.")
+              help="Also check a daemon config file (rulebot.yaml) and the rules (and shadow "
+                   "rules) it names.")
 def validate(paths: tuple[str, ...], fmt: str, strict: bool, config_path: str | None) -> None:
     """Check rule files or directories: YAML, schema, expressions, names.
 
@@ -54,7 +55,10 @@ def validate(paths: tuple[str, ...], fmt: str, strict: bool, config_path: str | 
     config_issues: tuple[Issue, ...] = ()
     if config_path:
         try:
-            targets.append(load_config(config_path).rules)
+            config = load_config(config_path)
+            targets.append(config.rules)
+            if config.shadow:  # the candidate is a rule set of its own
+                targets.append(config.shadow)
         except ConfigError as exc:
             config_issues = exc.issues
     if not targets and not config_issues:
@@ -245,7 +249,13 @@ def run(config_path: str, workers: int | None, worker: int | None) -> None:
     password_env (default RULEBOT_PASSWORD) or from password_file.
     Exit codes: 0 clean stop, 1 invalid config or rules, 3 cannot connect,
     4 the store cannot be opened or read at start."""
-    from rulebot.config import load_config, read_secret, with_workers, worker_config
+    from rulebot.config import (
+        archive_salt,
+        load_config,
+        read_secret,
+        with_workers,
+        worker_config,
+    )
     from rulebot.daemon.app import Daemon
     from rulebot.errors import ConfigError, RuleSetError
     from rulebot.logs import LOG_FLUSH_SECONDS, fields, setup_logging
@@ -257,6 +267,7 @@ def run(config_path: str, workers: int | None, worker: int | None) -> None:
         if workers is not None and workers != config.workers:
             config = with_workers(config, workers)
         secret = read_secret(config)
+        salt = archive_salt(config)
     except ConfigError as exc:
         for issue in exc.issues:
             click.echo(issue.format(), err=True)
@@ -299,8 +310,8 @@ def run(config_path: str, workers: int | None, worker: int | None) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        daemon = Daemon(config, secret, ruleset, store, cache=cache)
-        loop.add_signal_handler(signal.SIGHUP, daemon.reloader.trigger)
+        daemon = Daemon(config, secret, ruleset, store, cache=cache, archive_salt=salt)
+        loop.add_signal_handler(signal.SIGHUP, daemon.trigger_reload)
         return await daemon.run(stop)
 
     sys.exit(asyncio.run(main_loop()))
@@ -310,10 +321,11 @@ def _register() -> None:
     # Commands that live in their own modules (one job each).
     from rulebot.cli.init import init
     from rulebot.cli.relations import relations
+    from rulebot.cli.replay import replay
     from rulebot.cli.talk import listen, send
     from rulebot.cli.test import test
 
-    for command in (send, listen, relations, test, init):
+    for command in (send, listen, relations, test, init, replay):
         main.add_command(command)
 
 

@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from rulebot.bot.dispatch import Dispatcher
 from rulebot.bot.values import Inbound, Meta, Outbound, Outcome
 from rulebot.config import Config
+from rulebot.daemon.archive import ArchiveLog
 from rulebot.daemon.audit import AuditLog
 from rulebot.daemon.decisions import DecisionLog, log_store_failure
 from rulebot.daemon.heap import release_free_memory
@@ -33,6 +34,7 @@ from rulebot.daemon.ledger import Ledger, store_changes
 from rulebot.daemon.metrics import Metrics
 from rulebot.daemon.reload import Reloader, ReloadResult, RuleRef
 from rulebot.daemon.shared import SharedBuckets, SharedPresence
+from rulebot.engine.archive import Privacy
 from rulebot.engine.explain import explain
 from rulebot.engine.state import Buckets, PeekState
 from rulebot.errors import ConnectError
@@ -40,6 +42,7 @@ from rulebot.jid import norm_bare
 from rulebot.logs import LOG_FLUSH_SECONDS, LOGGER, fields, flush_logs
 from rulebot.model import JSON, StateChange
 from rulebot.rules.cache import LoadCache
+from rulebot.rules.loader import check_rules
 from rulebot.rules.ruleset import RuleSet
 from rulebot.rules.timefns import to_iso
 from rulebot.store.base import RelationStore, StoreError
@@ -73,6 +76,8 @@ PURGE_STEP_RELATIONS = 500
 #: (a firing takes milliseconds; a worker that dies holds its timers this long).
 TIMERS_PER_POLL = 100
 TIMER_LEASE = 30.0
+#: At most one "shadow rules decide differently" line per this many seconds.
+SHADOW_LOG_SECONDS = 5.0
 
 
 def tune_collector() -> None:
@@ -127,9 +132,19 @@ class Daemon:
     def __init__(self, config: Config, secret: str, ruleset: RuleSet,
                  store: RelationStore | None = None,
                  connect: ConnectionFactory = bot_connection,
-                 cache: LoadCache | None = None) -> None:
+                 cache: LoadCache | None = None, archive_salt: str = "") -> None:
         self.config = config
         self.rules = RuleRef(ruleset)
+        # Shadow mode: a candidate set decided beside the live one, never enforced.
+        self.shadow: RuleRef | None = None
+        self.shadow_ready = False  # a valid candidate was loaded
+        self.shadow_reloader: Reloader | None = None
+        self.shadow_decided = 0
+        self.shadow_differed = 0
+        self._shadow_unlogged = 0  # differences since the last sampled line
+        self._shadow_logged = 0.0  # time.monotonic() of that line
+        if config.shadow:
+            self._load_shadow(config.shadow, ruleset)
         self.store = store
         self.ledger = (Ledger(store, config.idempotency_window, config.idempotency_retention)
                        if store is not None and config.idempotency_retention > 0 else None)
@@ -141,7 +156,8 @@ class Daemon:
                                      apply=self._apply if store else None,
                                      records=self.ledger,
                                      buckets=SharedBuckets(shared) if shared else self.buckets,
-                                     presence=SharedPresence(shared) if shared else None)
+                                     presence=SharedPresence(shared) if shared else None,
+                                     shadow=self._shadow_rules if config.shadow else None)
         # Outcomes of the read being handled, sent when it is done (_read_done),
         # with the microseconds each decision took.
         self._held: list[tuple[Inbound, Outcome, float]] = []
@@ -162,12 +178,67 @@ class Daemon:
         self.metrics.observe_ruleset(ruleset)
         self.audit = (AuditLog(config.audit_path, config.audit_max_bytes, config.audit_backups,
                                config.audit_payloads) if config.audit_path else None)
+        self.archive = (ArchiveLog(config.archive_path, config.archive_max_bytes,
+                                   config.archive_backups,
+                                   Privacy(config.archive_drop, config.archive_hash,
+                                           archive_salt))
+                        if config.archive_path else None)
         self.trace = frozenset(config.trace_senders)
         self.decisions = DecisionLog()  # after logging is set up (cli)
         self.status_server: StatusServer | None = None
         #: seconds without a follow after which an event waits for one
         self._stale = max(1.0, 4 * config.idempotency_follow)
         self._read_began = 0.0  # time.monotonic() of the read's first event
+
+    def _load_shadow(self, path: str, live: RuleSet) -> None:
+        """The candidate set at `path`. Invalid at start: the daemon runs without
+        one (the live service must not depend on a candidate) until a reload
+        of it is valid."""
+        loaded = check_rules([path])
+        if loaded.ruleset is None:
+            log.error("shadow rules invalid; deciding without them until they are fixed",
+                      extra=fields(event="shadow_invalid",
+                                   errors=[i.format() for i in loaded.errors]))
+        self.shadow_ready = loaded.ruleset is not None
+        self.shadow = RuleRef(loaded.ruleset or live)  # the live set only as a placeholder
+        self.shadow_reloader = Reloader(path, self.shadow, self._on_shadow_reload,
+                                        label="shadow rules")
+
+    def _shadow_rules(self) -> RuleSet | None:
+        return self.shadow.get() if self.shadow is not None and self.shadow_ready else None
+
+    def _on_shadow_reload(self, result: ReloadResult) -> None:
+        if result.ok:
+            self.shadow_ready = True
+
+    def trigger_reload(self) -> None:
+        """SIGHUP: reload the rules, and the shadow rules when configured."""
+        self.reloader.trigger()
+        if self.shadow_reloader is not None:
+            self.shadow_reloader.trigger()
+
+    def _observe_shadow(self, inbound: Inbound, outcome: Outcome) -> None:
+        """Count a shadow decision; a sampled line for differences (the first,
+        then at most one per SHADOW_LOG_SECONDS, saying how many it stands for)."""
+        diff = outcome.shadow
+        if diff is None:
+            return
+        self.shadow_decided += 1
+        self.metrics.observe_shadow(diff)
+        if not diff:
+            return
+        self.shadow_differed += 1
+        self._shadow_unlogged += 1
+        now = time.monotonic()
+        if now - self._shadow_logged < SHADOW_LOG_SECONDS and self._shadow_logged:
+            return
+        assert self.shadow is not None
+        log.info("shadow rules decide differently", extra=fields(
+            event="shadow_diff", from_=inbound.from_, stanza_id=inbound.id,
+            event_id=outcome.event_id, version=self.rules.get().version,
+            shadow_version=self.shadow.get().version, differences=self._shadow_unlogged,
+            **diff.to_json()))
+        self._shadow_logged, self._shadow_unlogged = now, 0
 
     def status(self) -> dict[str, JSON]:
         """What is live right now (the /status page and `rulebot status`)."""
@@ -192,6 +263,23 @@ class Daemon:
             "rules": {"version": rs.version, "count": len(rs.rules), "files": per_file},
             "last_reload": None if last is None else {
                 "ok": last.ok, "reason": last.reason, "version": last.new_version,
+                "errors": [i.format() for i in last.errors]},
+            "shadow": self._shadow_status(),
+            "archive": None if self.archive is None else {
+                "path": self.config.archive_path, "written": self.archive.written},
+        }
+
+    def _shadow_status(self) -> JSON:
+        if self.shadow is None or self.shadow_reloader is None:
+            return None
+        last = self.shadow_reloader.last
+        return {
+            "path": self.config.shadow, "loaded": self.shadow_ready,
+            "version": self.shadow.get().version if self.shadow_ready else None,
+            "decided": self.shadow_decided, "differed": self.shadow_differed,
+            "by_rule": {k[0]: v for k, v in sorted(self.metrics.hot.shadow_diff.values.items())},
+            "last_reload": None if last is None else {
+                "ok": last.ok, "version": last.new_version,
                 "errors": [i.format() for i in last.errors]},
         }
 
@@ -285,6 +373,10 @@ class Daemon:
             self.metrics.observe(inbound.kind, outcome, micros / 1e6, len(outcome.outbound))
             if self.audit is not None:
                 self.audit.record(inbound, outcome)
+            if self.archive is not None:
+                self.archive.record(outcome)
+            if outcome.shadow is not None:
+                self._observe_shadow(inbound, outcome)
             if self.trace and norm_bare(inbound.from_) in self.trace:
                 self._log_trace(inbound, outcome)
 
@@ -351,6 +443,8 @@ class Daemon:
                 self.ledger.following = True
                 follower = asyncio.ensure_future(self._follow_records())
         watcher = asyncio.ensure_future(self._watch(stop)) if self.config.watch else None
+        shadow_watcher = (asyncio.ensure_future(self._watch(stop, self.shadow_reloader))
+                          if self.config.watch and self.shadow_reloader is not None else None)
         flusher = asyncio.ensure_future(self._flush_logs())
         if self.config.status_listen:
             host, _, port = self.config.status_listen.rpartition(":")
@@ -375,11 +469,14 @@ class Daemon:
                 timers.cancel()
             if follower is not None:
                 follower.cancel()
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+            for task in (watcher, shadow_watcher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await self.reloader.close()
+            if self.shadow_reloader is not None:
+                await self.shadow_reloader.close()
             if self.ledger is not None:
                 with contextlib.suppress(StoreError):
                     self.ledger.flush()  # the last acknowledgement marks
@@ -390,6 +487,8 @@ class Daemon:
                 await self.status_server.close()
             if self.audit is not None:
                 self.audit.close()
+            if self.archive is not None:
+                self.archive.close()
         log.info("stopped", extra=fields(event="exit", handled=self.handled))
         return EXIT_OK
 
@@ -528,9 +627,9 @@ class Daemon:
             else:
                 failing = False
 
-    async def _watch(self, stop: asyncio.Event) -> None:
+    async def _watch(self, stop: asyncio.Event, reloader: Reloader | None = None) -> None:
         try:
-            await self.reloader.watch(stop, self.config.debounce_ms)
+            await (reloader or self.reloader).watch(stop, self.config.debounce_ms)
         except Exception:  # watching is a convenience; SIGHUP still works without it
             log.exception("watching the rules path failed; reload with SIGHUP",
                           extra=fields(event="watch_failed"))

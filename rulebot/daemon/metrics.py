@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from rulebot.bot.values import Outcome
 from rulebot.daemon.reload import ReloadResult
+from rulebot.engine.compare import Difference
 from rulebot.model import ErrorReply
 from rulebot.rules.ruleset import RuleSet
 
@@ -57,6 +58,10 @@ class _HotMetrics(Collector):
         self.errors = _Counts("rulebot_error_replies", "Error replies, by code", ("code",))
         self.rule_errors = _Counts("rulebot_rule_errors", "Runtime errors inside rules (the "
                                    "rule counted as not matching)", ("rule",))
+        self.shadow_decisions = _Counts("rulebot_shadow_decisions", "Events the shadow rule "
+                                        "set decided beside the live one", ())
+        self.shadow_diff = _Counts("rulebot_shadow_diff", "Events the shadow rule set "
+                                   "decides differently, by rule that differs", ("rule",))
         self.sent = 0
         self.latency_counts = [0] * (len(DECISION_BUCKETS) + 1)  # the last one is +Inf
         self.latency_sum = 0.0
@@ -64,6 +69,9 @@ class _HotMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         yield self.events.family()
         yield self.matches.family()
+        if self.shadow_decisions.values:  # only with a shadow set
+            yield self.shadow_decisions.family()
+            yield self.shadow_diff.family()
         yield self.actions.family()
         yield CounterMetricFamily("rulebot_messages_sent", "Messages handed to the connection",
                                   value=self.sent)
@@ -143,6 +151,11 @@ class Metrics:
                 hot.errors.inc(action.code)
         for error in decision.errors:
             hot.rule_errors.inc(error.rule)
+
+    def observe_shadow(self, diff: Difference) -> None:
+        self.hot.shadow_decisions.inc()
+        for rule in diff.rules:
+            self.hot.shadow_diff.inc(rule)
 
     def observe_ruleset(self, ruleset: RuleSet) -> None:
         self.ruleset.info({"version": ruleset.version, "files": ",".join(ruleset.files)})

@@ -142,8 +142,10 @@ class Reloader:
     def __init__(self, path: str | Path, ref: RuleRef,
                  on_result: Callable[[ReloadResult], None] | None = None,
                  loader: Callable[[list[str | Path]], LoadResult] | None = None,
-                 cache: LoadCache | None = None, freeze: bool = False) -> None:
+                 cache: LoadCache | None = None, freeze: bool = False,
+                 label: str = "rules") -> None:
         self.path = Path(path)
+        self.label = label  # in its log lines: "rules" or "shadow rules"
         self.ref = ref
         self.on_result = on_result
         # Reloads recompile only what changed: the cache keeps the last load's
@@ -208,9 +210,11 @@ class Reloader:
         if loaded.ruleset is None:
             result = ReloadResult(False, reason, old.version, old.version,
                                   errors=loaded.errors, seconds=seconds)
-            log.error("rules reload failed, keeping the rules in force", extra=fields(
-                event="reload", ok=False, reason=reason, version=old.version,
-                errors=[i.format() for i in loaded.errors], seconds=round(seconds, 4)))
+            log.error(f"{self.label} reload failed, keeping the {self.label} in force",
+                      extra=fields(event="reload", rules=self.label, ok=False, reason=reason,
+                                   version=old.version,
+                                   errors=[i.format() for i in loaded.errors],
+                                   seconds=round(seconds, 4)))
         else:
             new = loaded.ruleset
             added, removed, changed = changes
@@ -218,8 +222,9 @@ class Reloader:
                 self.ref.swap(new)  # the one step that changes behaviour
             result = ReloadResult(True, reason, old.version, new.version, added, removed,
                                   changed, seconds=seconds)
-            log.info("rules reloaded" if new.version != old.version else "rules unchanged",
-                     extra=fields(event="reload", ok=True, reason=reason,
+            log.info(f"{self.label} reloaded" if new.version != old.version
+                     else f"{self.label} unchanged",
+                     extra=fields(event="reload", rules=self.label, ok=True, reason=reason,
                                   old_version=old.version, version=new.version,
                                   rule_count=len(new.rules), added=list(added),
                                   removed=list(removed), changed=list(changed),

@@ -316,3 +316,15 @@ class PeekState:
 
     def timer_room(self, sender: str) -> str | None:
         return self._inner.timer_room(sender)
+
+
+class ShadowState(PeekState):
+    """What a shadow rule set decides with: the live state's reads, and rate
+    limits of its own (its takes must not spend the live set's tokens)."""
+
+    def __init__(self, inner: StateView, clock: Callable[[], float]) -> None:
+        super().__init__(inner)
+        self._buckets = Buckets(clock)
+
+    def take(self, name: str, key: str, per_second: float, burst: int) -> bool:
+        return self._buckets.take(name, key, per_second, burst)

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from rulebot.cli.main import main
-from rulebot.config import parse_config, read_secret, with_workers, worker_config
+from rulebot.config import archive_salt, parse_config, read_secret, with_workers, worker_config
 from rulebot.errors import ConfigError
 
 
@@ -123,3 +123,38 @@ def test_workers_on_the_command_line_are_checked_like_the_config() -> None:
         "several workers need a postgresql:// store", "several workers need component mode"]
     one = with_workers(c, 1)
     assert (one.workers, one.idempotency_follow) == (1, 0.0)
+
+
+def test_archive_and_shadow_keys(tmp_path: Path) -> None:
+    c = parse_config("jid: friend@example.com\nrules: rules\nshadow: candidate\n"
+                     "archive: {path: archive.jsonl, max_bytes: 100000, backups: 2,\n"
+                     "          drop: [event.text], hash: [event.to], salt_env: SALT}\n",
+                     "c.yaml", tmp_path)
+    assert (c.shadow, c.archive_path) == (str(tmp_path / "candidate"),
+                                          str(tmp_path / "archive.jsonl"))
+    assert (c.archive_max_bytes, c.archive_backups) == (100_000, 2)
+    assert (c.archive_drop, c.archive_hash, c.archive_salt_env) == (
+        ("event.text",), ("event.to",), "SALT")
+    assert archive_salt(c, {"SALT": "pepper"}) == "pepper"
+    with pytest.raises(ConfigError, match="SALT is not set"):
+        archive_salt(c, {})
+    # no hashed fields: no salt needed
+    plain = parse_config("jid: f@example.com\nrules: r\narchive: {path: a.jsonl}\n")
+    assert (archive_salt(plain, {}), plain.archive_max_bytes, plain.archive_backups) == (
+        "", 100_000_000, 10)
+
+
+@pytest.mark.parametrize("archive", ["{drop: [text]}", "{path: a, hash: [event.x.]}",
+                                     "{path: a, backups: -1}", "{path: a, keep: 3}"])
+def test_bad_archive_settings_are_located(archive: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"jid: f@example.com\nrules: r\narchive: {archive}\n", "c.yaml")
+    assert "c.yaml:3" in str(err.value)
+
+
+def test_each_worker_gets_its_archive_file() -> None:
+    c = with_workers(parse_config(
+        "mode: component\njid: friend.example.com\nrules: r\n"
+        "store: postgresql://rulebot@127.0.0.1/rulebot\narchive: {path: /var/a.jsonl}\n"), 2)
+    assert [worker_config(c, i).archive_path for i in range(2)] == ["/var/a.jsonl.w0",
+                                                                   "/var/a.jsonl.w1"]

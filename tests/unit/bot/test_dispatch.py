@@ -12,7 +12,7 @@ from rulebot.bot.dispatch import Dispatcher
 from rulebot.bot.values import Inbound
 from rulebot.config import parse_config
 from rulebot.errors import StoreUnavailable
-from rulebot.rules.loader import load_rules
+from rulebot.rules.loader import load_rules, parse_rules
 
 
 def test_chat_is_forwarded_with_metadata() -> None:
@@ -164,3 +164,40 @@ def test_a_store_failing_while_the_rules_read_it_refuses_the_event(
     assert [(o.to, o.payload["error"]["code"]) for o in outcome.outbound] == [
         ("alice@localhost/phone", "store-unavailable")]
     assert "connection lost" in (outcome.error or "")
+
+
+RATED = """
+version: 1
+rate_limits:
+  chat: {rate: 1, per: minute, burst: 2}
+rules:
+  - name: too-fast
+    match: "over_limit('chat', sender)"
+    actions: [{error: {code: rate-limited, message: slow down}}]
+  - name: ok
+    actions: [{reply: {payload: "{ok: `true`}"}}]
+"""
+
+
+def test_shadow_decides_beside_the_live_set_without_spending_its_tokens() -> None:
+    live = parse_rules(RATED)
+    candidate = parse_rules(RATED.replace("burst: 2", "burst: 1"))
+    d = Dispatcher(parse_config(json.dumps({"jid": "friend@localhost", "rules": "r"})),
+                   lambda: live, shadow=lambda: candidate)
+    outcomes = [d.handle(msg(CHAT)) for _ in range(3)]
+    # The live set allows two (its burst) whatever the candidate takes ...
+    assert [o.decision.matched for o in outcomes if o.decision] == [("ok",), ("ok",),
+                                                                    ("too-fast",)]
+    # ... and the candidate, with its own buckets, refuses from the second on.
+    diffs = [o.shadow for o in outcomes]
+    assert [bool(x) for x in diffs] == [False, True, False]
+    assert diffs[1] is not None
+    assert diffs[1].newly_matched == ("too-fast",)
+    assert diffs[1].stopped_matching == ("ok",)
+
+
+def test_no_shadow_set_loaded_means_no_shadow_decision() -> None:
+    d = Dispatcher(parse_config(json.dumps({"jid": "friend@localhost", "rules": "r"})),
+                   lambda: RULESET, shadow=lambda: None)
+    assert d.handle(msg(CHAT)).shadow is None
+    assert dispatcher().handle(msg(CHAT)).shadow is None

@@ -363,3 +363,72 @@ async def test_rate_limit_buckets_survive_a_restart(tmp_path: Path) -> None:
 
     assert await run_once(1) == ["ok"]
     assert await run_once(2) == ["ok", "too-fast"]  # one token left of two, not a full bucket
+
+
+@pytest.fixture
+async def shadowed(tmp_path: Path) -> AsyncIterator[Running]:
+    """The daemon with the shipped rules live, a copy as the shadow set and an archive."""
+    rules, candidate = tmp_path / "rules", tmp_path / "candidate"
+    shutil.copytree(ROOT / "rules", rules)
+    shutil.copytree(ROOT / "rules", candidate)
+    config = dataclasses.replace(config_for(tmp_path, rules), shadow=str(candidate),
+                                 archive_path=str(tmp_path / "archive.jsonl"),
+                                 archive_drop=("event.text",))
+    store = open_store(config.store)
+    made: list[FakeConnection] = []
+    daemon = Daemon(config, "secret", load_rules(rules), store, connect=fake_connector(made))
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(daemon.run(stop))
+    await asyncio.wait_for(made[0].up.wait(), 5)
+    yield Running(daemon, made[0], store, stop, task)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_shadow_rules_are_counted_and_never_enforced(shadowed: Running,
+                                                           tmp_path: Path) -> None:
+    conn, daemon = shadowed.conn, shadowed.daemon
+    conn.read(chat(1))
+    status = daemon.status()["shadow"]
+    assert isinstance(status, dict)
+    assert (status["loaded"], status["decided"], status["differed"]) == (True, 1, 0)
+    # The candidate stops forwarding chats to members; the live rules still do.
+    service = tmp_path / "candidate" / "20-service.yaml"
+    service.write_text(service.read_text().replace(
+        "  - name: chat-to-member\n", "  - name: chat-to-member\n    enabled: false\n"))
+    assert daemon.shadow_reloader is not None
+    result = await daemon.shadow_reloader.reload("test")
+    assert result.ok, result.errors
+    conn.read(chat(2), chat(3, to="nobody@localhost"))
+    assert [o.to for o in conn.sent] == ["bob@localhost", "bob@localhost",
+                                         "alice@localhost/phone"]
+    status = daemon.status()["shadow"]
+    assert isinstance(status, dict)
+    assert (status["decided"], status["differed"]) == (3, 1)
+    # chat 2 stops matching chat-to-member and falls to chat-to-stranger
+    assert status["by_rule"] == {"chat-to-member": 1, "chat-to-stranger": 1}
+    assert status["version"] == result.new_version != daemon.rules.get().version
+    text = daemon.metrics.render().decode()
+    assert 'rulebot_shadow_diff_total{rule="chat-to-member"} 1.0' in text
+    assert "rulebot_shadow_decisions_total 3.0" in text
+    # A broken candidate keeps the last good one, like the live rules do.
+    service.write_text("version: 1\nrules: [{name: x, match: 'a ==='}]\n")
+    assert not (await daemon.shadow_reloader.reload("test")).ok
+    conn.read(chat(4))
+    status = daemon.status()["shadow"]
+    assert isinstance(status, dict)
+    assert (status["decided"], status["differed"]) == (4, 2)
+
+
+async def test_the_archive_holds_every_decided_event_for_replay(shadowed: Running,
+                                                                tmp_path: Path) -> None:
+    conn = shadowed.conn
+    conn.read(chat(1), chat(2, to="nobody@localhost"))
+    conn.read(chat(1))  # a duplicate is not decided again, nor archived again
+    conn.read(Inbound("message", "alice@localhost/phone", "chat", "s9", "{oops"))
+    assert shadowed.daemon.archive is not None
+    assert shadowed.daemon.archive.written == 2
+    lines = (tmp_path / "archive.jsonl").read_text().splitlines()
+    assert [json.loads(line)["envelope"]["event"]["id"] for line in lines] == ["e1", "e2"]
+    assert all("hello" not in line for line in lines)  # event.text dropped, payloads digested
+    assert json.loads(lines[0])["version"] == shadowed.daemon.rules.get().version
