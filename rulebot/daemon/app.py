@@ -204,6 +204,14 @@ class Daemon:
         self.shadow_reloader = Reloader(path, self.shadow, self._on_shadow_reload,
                                         label="shadow rules")
 
+    def _ready(self) -> tuple[int, str, bytes]:
+        """/readyz: 200 while the XMPP session is up (events flow), 503 while it
+        is not (connecting, reconnecting, stopping). /healthz only says the
+        process answers: a restart does not cure a server that is down."""
+        if self.connection.online:
+            return 200, "text/plain", b"ready\n"
+        return 503, "text/plain", b"not connected to the XMPP server\n"
+
     def _shadow_rules(self) -> RuleSet | None:
         return self.shadow.get() if self.shadow is not None and self.shadow_ready else None
 
@@ -452,6 +460,7 @@ class Daemon:
                 "/metrics": lambda: (200, CONTENT_TYPE_LATEST, self.metrics.render()),
                 "/status": json_page(self.status),
                 "/healthz": lambda: (200, "text/plain", b"ok\n"),
+                "/readyz": self._ready,
             })
             bound = await self.status_server.start()
             log.info("status endpoint", extra=fields(event="status_listen", host=host,

@@ -1,4 +1,5 @@
-"""A tiny HTTP endpoint for operators: /metrics (Prometheus), /status (JSON), /healthz.
+"""A tiny HTTP endpoint for operators: /metrics (Prometheus), /status (JSON),
+/healthz (the process answers), /readyz (the XMPP session is up).
 
 GET only, one request per connection, loopback by default: this is a scrape
 and inspection port, not a web server.
@@ -50,7 +51,8 @@ class StatusServer:
                     status, ctype, body = 404, "text/plain", b"not found\n"
                 else:
                     status, ctype, body = page()
-            reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}.get(status, "")
+            reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed",
+                      503: "Service Unavailable"}.get(status, "")
             writer.write(f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
                          f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
                          + body)

@@ -10,10 +10,19 @@ import bisect
 import math
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Info, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from rulebot import __version__
 from rulebot.bot.values import Outcome
 from rulebot.daemon.reload import ReloadResult
 from rulebot.engine.compare import Difference
@@ -96,6 +105,22 @@ class _ReadCounter(Collector):
         yield CounterMetricFamily(self.name, self.doc, value=self.read())
 
 
+def build_info() -> dict[str, str]:
+    """rulebot_build_info's labels. Versions are read from the installed
+    distributions' metadata, not by importing (this layer does not import slixmpp)."""
+    import platform
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {"version": __version__, "python": platform.python_version(),
+            "slixmpp": version("slixmpp"), "jmespath": version("jmespath")}
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -122,6 +147,11 @@ class Metrics:
             "the periodic XEP-0013 sweep (each was handled late)")
         r.register(self.recovered)
         self.last_reload_ok.set(1)
+        Info("rulebot_build", "The running rulebot: its version and the Python and "
+             "library versions it runs on", registry=r).info(build_info())
+        # process_* (CPU, resident memory, open files, start time) and python_info
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
 
     def bind(self, connected: Callable[[], bool], queue_depth: Callable[[], int],
              unacked: Callable[[], int] = lambda: 0,

@@ -108,3 +108,34 @@ def test_shipped_systemd_unit_runs_the_daemon() -> None:
     unit = (ROOT / "docs" / "rulebot.service").read_text()
     assert "ExecStart=/usr/local/bin/rulebot run -c /etc/rulebot/rulebot.yaml" in unit
     assert "ExecReload=/bin/kill -HUP $MAINPID" in unit
+
+
+def http_status(url: str) -> tuple[int, str]:
+    import urllib.error
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
+
+
+async def test_readyz_follows_the_xmpp_session_and_healthz_the_process(
+    server: xmppserver.ServerInfo, tmp_path: Path, stack: AsyncExitStack
+) -> None:
+    config = write_config(server, "client", tmp_path / "rulebot.yaml",
+                          status={"listen": "127.0.0.1:0"})
+    bot = await run_bot(stack, config)
+    port = (await bot.wait_log(lambda e: e.get("event") == "status_listen"))["port"]
+    base = f"http://127.0.0.1:{port}"
+    assert await asyncio.to_thread(http_status, f"{base}/readyz") == (200, "ready\n")
+    mark = len(bot.logs)
+    xmppserver.stop_server(server.workdir)  # the server goes away; the bot stays up
+    await bot.wait_log(lambda e: e.get("event") == "disconnected", start=mark)
+    code, text = await asyncio.to_thread(http_status, f"{base}/readyz")
+    assert (code, text) == (503, "not connected to the XMPP server\n")
+    assert await asyncio.to_thread(http_status, f"{base}/healthz") == (200, "ok\n")
+    metrics = await asyncio.to_thread(fetch, f"{base}/metrics")
+    assert "rulebot_connected 0.0" in metrics
+    assert 'rulebot_build_info{' in metrics
+    assert "process_resident_memory_bytes" in metrics
