@@ -283,3 +283,38 @@ class Decision:
     actions: tuple[Action, ...] = ()
     errors: tuple[RuleError, ...] = ()
     notes: tuple[str, ...] = field(default=())  # e.g. "default applied"
+    #: ids of the silences that changed this decision (a muted rule that
+    #: matched and was skipped, or the event dropped before any rule)
+    silenced: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """An operator's mute (rulebot silence add, docs/silences.md): until
+    `ends`, a rule (`rule`), the events of a sender (`sender`), of an
+    expression (`match`, JMESPath over the envelope), or a rule for some of
+    them only (`rule` with `sender` or `match`). Times are Unix seconds."""
+
+    id: str
+    ends: float
+    author: str
+    comment: str
+    rule: str | None = None
+    sender: str | None = None  # a bare JID
+    match: str | None = None
+    starts: float = 0.0
+    created: float = 0.0
+
+    def active(self, now: float) -> bool:
+        return self.starts <= now < self.ends
+
+    def to_json(self) -> dict[str, JSON]:
+        out: dict[str, JSON] = {"id": self.id}
+        for key in ("rule", "sender", "match"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        out.update({"starts": stamp(self.starts), "ends": stamp(self.ends),
+                    "author": self.author, "comment": self.comment,
+                    "created": stamp(self.created)})
+        return out

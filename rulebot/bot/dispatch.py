@@ -59,6 +59,7 @@ from rulebot.model import (
     StateChange,
 )
 from rulebot.rules.ruleset import RuleSet
+from rulebot.rules.silences import Muting
 from rulebot.wire.decode import Limits, decode_event, event_id, presence_event
 from rulebot.wire.encode import Encoding, error_payload
 
@@ -99,7 +100,8 @@ class Dispatcher:
                  records: Records | None = None,
                  buckets: TokenBuckets | None = None,
                  clock: Callable[[], float] = time.time,
-                 shadow: Callable[[], RuleSet | None] | None = None) -> None:
+                 shadow: Callable[[], RuleSet | None] | None = None,
+                 silences: Callable[[], Sequence[Muting]] | None = None) -> None:
         """`buckets`: where rate limits take their tokens (default: in memory,
         per process; the daemon passes the store's when several workers run).
         `clock`: the `now` each decision sees (seconds since 1970, UTC).
@@ -108,6 +110,8 @@ class Dispatcher:
         carries the difference."""
         self.clock = clock
         self.shadow = shadow
+        #: the silences in force (the daemon's, read from the store)
+        self.silences: Callable[[], Sequence[Muting]] = silences or (lambda: ())
         self.config = config
         self.current = current
         self.apply = apply
@@ -200,6 +204,7 @@ class Dispatcher:
                        inbound.timer)
         try:
             decision = evaluate(ruleset, env, max_recipients=self.config.max_recipients,
+                                silences=self.silences(),
                                 state=self.state)
         except StoreUnavailable as exc:
             return self._store_failed(inbound, sender, eid, enc, ruleset.version, exc)
@@ -254,6 +259,7 @@ class Dispatcher:
             return None
         try:
             other = evaluate(candidate, env, max_recipients=self.config.max_recipients,
+                             silences=self.silences(),
                              state=self.shadow_state)
         except StoreUnavailable:
             return None  # the live decision meets the same store, and fails alone

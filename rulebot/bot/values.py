@@ -158,4 +158,6 @@ def summary(outcome: Outcome) -> dict[str, object]:
         if decision.errors:
             info["rule_errors"] = [{"rule": e.rule, "message": e.message}
                                    for e in decision.errors]
+        if decision.silenced:
+            info["silenced"] = list(decision.silenced)
     return info

@@ -13,7 +13,8 @@ import json
 import signal
 import sys
 import time
-from typing import TextIO
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
@@ -27,6 +28,9 @@ from rulebot.load.schema import SCHEMA_NAMES, schema_text
 from rulebot.model import Envelope, Issue, Stanza, shorten
 from rulebot.rules.loader import check_rules
 from rulebot.wire.decode import Limits, decode_event
+
+if TYPE_CHECKING:
+    from rulebot.rules.silences import Muting
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -149,12 +153,15 @@ def eval_(rules: str, events: TextIO, sender: str, from_: str | None, kind: str,
 @click.option("--relations", "relations_file", type=click.File("r", encoding="utf-8"),
               help="Relationship fixtures: JSON lines {subject, object, kind, attrs}.")
 @click.option("--online", multiple=True, help="A JID to treat as online (repeatable).")
+@click.option("--silences", "silences_from", metavar="URL_OR_PATH",
+              help="Apply the silences of this store, as the daemon would "
+                   "(rulebot silence list shows them).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True)
 @NOW_OPTION
 def explain(rules: str, event_file: TextIO, sender: str, from_: str | None, kind: str,
-            bot: str, relations_file: TextIO | None, online: tuple[str, ...], fmt: str,
-            now: float | None) -> None:
+            bot: str, relations_file: TextIO | None, online: tuple[str, ...],
+            silences_from: str | None, fmt: str, now: float | None) -> None:
     """Show, for one event, every rule in order: matched, not matched, error or shadowed,
     the value its match produced, and which rule won."""
     from rulebot.engine.explain import explain as run_explain
@@ -196,9 +203,10 @@ def explain(rules: str, event_file: TextIO, sender: str, from_: str | None, kind
     env = Envelope(event, bare_jid(sender), full,
                    Stanza(kind, "chat" if kind == "message" else "available", None),  # type: ignore[arg-type]
                    bot, at)
+    mutings = _silences(silences_from, result.ruleset.lists) if silences_from else ()
     explanation = run_explain(result.ruleset, env,
                               state=LiveState(MemoryRelations(rows, lambda: at), presence,
-                                               Buckets(lambda: 0.0)))
+                                               Buckets(lambda: 0.0)), silences=mutings)
     if fmt == "json":
         click.echo(json.dumps(explanation.to_json(), ensure_ascii=False, indent=2))
         return
@@ -214,6 +222,25 @@ def explain(rules: str, event_file: TextIO, sender: str, from_: str | None, kind
         click.echo(f"action: {json.dumps(action, ensure_ascii=False)}")
     for note in d.notes:
         click.echo(f"note: {note}")
+    for silence_id in d.silenced:
+        click.echo(f"silenced by: {silence_id}")
+
+
+def _silences(location: str, lists: Mapping[str, object]) -> tuple[Muting, ...]:
+    """The silences stored at `location` not ended now, compiled."""
+    from rulebot.rules.silences import compile_silences
+    from rulebot.store.base import StoreError
+    from rulebot.store.open import open_store
+
+    try:
+        with open_store(location) as store:
+            stored = store.silences(time.time())
+    except StoreError as exc:
+        raise click.UsageError(f"--silences: {exc}") from exc
+    good, bad = compile_silences(stored, lists)
+    for silence, problems in bad:
+        click.echo(f"silence {silence.id} not applied: {'; '.join(problems)}", err=True)
+    return good
 
 
 @main.command()
@@ -322,10 +349,11 @@ def _register() -> None:
     from rulebot.cli.init import init
     from rulebot.cli.relations import relations
     from rulebot.cli.replay import replay
+    from rulebot.cli.silence import silence
     from rulebot.cli.talk import listen, send
     from rulebot.cli.test import test
 
-    for command in (send, listen, relations, test, init, replay):
+    for command in (send, listen, relations, test, init, replay, silence):
         main.add_command(command)
 
 

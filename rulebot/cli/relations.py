@@ -49,30 +49,33 @@ def relations(ctx: click.Context, location: str | None, config_path: str | None)
     if config_path is not None:
         if location is not None and source is not click.core.ParameterSource.ENVIRONMENT:
             raise click.UsageError("give --store or --config, not both")
-        location = _from_config(Path(config_path))
+        location = store_from_config(Path(config_path))
     if not location:
         raise click.UsageError("give --store URL_OR_PATH (or set RULEBOT_STORE) or --config FILE")
     ctx.obj = location
 
 
-def _from_config(path: Path) -> str:
+def store_from_config(path: Path, command: str = "relations") -> str:
+    """The store location a rulebot.yaml names (its `store` key, resolved as
+    the daemon does); a message and exit 1 when it cannot be read."""
     # Only `store` is read, not the whole config through config.load_config:
     # an operator repairing relations must get at the store even while the
     # rest of rulebot.yaml (a new key, a typo) does not validate.
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        _fail(f"cannot read {path}: {' '.join(str(exc).split())}")
+        fail(f"cannot read {path}: {' '.join(str(exc).split())}", command)
     if not isinstance(doc, dict):
-        _fail(f"{path}: not a rulebot config (expected a mapping)")
+        fail(f"{path}: not a rulebot config (expected a mapping)", command)
     value = doc.get("store", DEFAULT_STORE)
     if not isinstance(value, str) or not value:
-        _fail(f"{path}: store must be a SQLite path or a postgresql:// URL, not {value!r}")
+        fail(f"{path}: store must be a SQLite path or a postgresql:// URL, not {value!r}",
+             command)
     return resolve_location(value, path.resolve().parent)
 
 
-def _fail(message: str) -> NoReturn:
-    click.echo(f"rulebot relations: {message}", err=True)
+def fail(message: str, command: str = "relations") -> NoReturn:
+    click.echo(f"rulebot {command}: {message}", err=True)
     sys.exit(1)
 
 
@@ -83,9 +86,9 @@ def _store(ctx: click.Context) -> Iterator[RelationStore]:
         with open_store(ctx.obj) as store:
             yield store
     except StoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except OSError as exc:  # writing an export, reading an import
-        _fail(f"{exc.filename or 'I/O'}: {exc.strerror or exc}")
+        fail(f"{exc.filename or 'I/O'}: {exc.strerror or exc}")
 
 
 def _bare(jid: str) -> str:

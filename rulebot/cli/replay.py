@@ -188,6 +188,8 @@ def text_report(report: Report, version: str, files: int, show: int) -> list[str
            f"changed: {report.changed_count:,} ({share:.1f} %), "
            f"unchanged: {report.events - report.changed_count:,}"
            + (f", bad lines skipped: {len(report.bad):,}" if report.bad else "")]
+    if report.silenced:
+        out.append(f"  not compared: {report.silenced:,} decided live under a silence")
     if report.changed_redacted:
         out.append(f"  of the changed, {report.changed_redacted:,} were archived with fields "
                    "dropped or hashed: a rule or event schema reading them decides "

@@ -44,6 +44,7 @@ from rulebot.model import JSON, StateChange
 from rulebot.rules.cache import LoadCache
 from rulebot.rules.loader import check_rules
 from rulebot.rules.ruleset import RuleSet
+from rulebot.rules.silences import Muting, compile_silences
 from rulebot.rules.timefns import to_iso
 from rulebot.store.base import RelationStore, StoreError
 from rulebot.store.values import Timer
@@ -76,6 +77,9 @@ PURGE_STEP_RELATIONS = 500
 #: (a firing takes milliseconds; a worker that dies holds its timers this long).
 TIMERS_PER_POLL = 100
 TIMER_LEASE = 30.0
+#: Seconds between two reads of the silences in the store (rulebot silence
+#: add/expire take effect within this; a silence's end is applied at once).
+SILENCE_POLL = 2.0
 #: At most one "shadow rules decide differently" line per this many seconds.
 SHADOW_LOG_SECONDS = 5.0
 
@@ -146,6 +150,10 @@ class Daemon:
         if config.shadow:
             self._load_shadow(config.shadow, ruleset)
         self.store = store
+        # Silences: those not ended when last read, compiled (the engine skips
+        # the ones not yet started or ended since by each event's clock).
+        self.mutings: tuple[Muting, ...] = ()
+        self._silence_ids: frozenset[str] = frozenset()
         self.ledger = (Ledger(store, config.idempotency_window, config.idempotency_retention)
                        if store is not None and config.idempotency_retention > 0 else None)
         shared = store if config.workers > 1 else None  # the workers share state in it
@@ -157,7 +165,8 @@ class Daemon:
                                      records=self.ledger,
                                      buckets=SharedBuckets(shared) if shared else self.buckets,
                                      presence=SharedPresence(shared) if shared else None,
-                                     shadow=self._shadow_rules if config.shadow else None)
+                                     shadow=self._shadow_rules if config.shadow else None,
+                                     silences=lambda: self.mutings)
         # Outcomes of the read being handled, sent when it is done (_read_done),
         # with the microseconds each decision took.
         self._held: list[tuple[Inbound, Outcome, float]] = []
@@ -174,7 +183,8 @@ class Daemon:
         self.started = time.time()
         self.metrics = Metrics()
         self.metrics.bind(lambda: self.connection.online, lambda: len(self.connection.queue),
-                          self.connection.unacked, self.connection.recovered)
+                          self.connection.unacked, self.connection.recovered,
+                          lambda: sum(m.silence.active(time.time()) for m in self.mutings))
         self.metrics.observe_ruleset(ruleset)
         self.audit = (AuditLog(config.audit_path, config.audit_max_bytes, config.audit_backups,
                                config.audit_payloads) if config.audit_path else None)
@@ -273,6 +283,8 @@ class Daemon:
                 "ok": last.ok, "reason": last.reason, "version": last.new_version,
                 "errors": [i.format() for i in last.errors]},
             "shadow": self._shadow_status(),
+            "silences": [m.silence.to_json() for m in self.mutings
+                         if m.silence.active(time.time())],
             "archive": None if self.archive is None else {
                 "path": self.config.archive_path, "written": self.archive.written},
         }
@@ -417,7 +429,7 @@ class Daemon:
         if outcome.envelope is None:
             return
         # After the read: relation changes of its events are visible; no tokens are taken.
-        explanation = explain(self.rules.get(), outcome.envelope,
+        explanation = explain(self.rules.get(), outcome.envelope, silences=self.mutings,
                               state=PeekState(self.dispatcher.state))
         log.info("trace", extra=fields(event="trace", from_=inbound.from_,
                                        stanza_id=inbound.id,
@@ -430,7 +442,7 @@ class Daemon:
                                           mode=self.config.mode, host=self.config.host,
                                           port=self.config.port, rules=self.config.rules,
                                           version=rs.version, rule_count=len(rs.rules)))
-        purger = follower = timers = None
+        purger = follower = timers = silencer = None
         if self.store is not None:
             self.store.start_housekeeping()
         if self.ledger is not None:
@@ -450,6 +462,9 @@ class Daemon:
             if self.config.idempotency_follow > 0:
                 self.ledger.following = True
                 follower = asyncio.ensure_future(self._follow_records())
+        if self.store is not None:
+            self.read_silences()
+            silencer = asyncio.ensure_future(self._follow_silences())
         watcher = asyncio.ensure_future(self._watch(stop)) if self.config.watch else None
         shadow_watcher = (asyncio.ensure_future(self._watch(stop, self.shadow_reloader))
                           if self.config.watch and self.shadow_reloader is not None else None)
@@ -476,6 +491,8 @@ class Daemon:
                 purger.cancel()
             if timers is not None:
                 timers.cancel()
+            if silencer is not None:
+                silencer.cancel()
             if follower is not None:
                 follower.cancel()
             for task in (watcher, shadow_watcher):
@@ -608,6 +625,7 @@ class Daemon:
                     while self.store.purge_expired(PURGE_STEP_RELATIONS) == \
                             PURGE_STEP_RELATIONS:
                         await asyncio.sleep(0)
+                    self.store.purge_silences(time.time())  # ended a week ago
                     windows = self.rules.get().counters  # counts past their window
                     while self.store.purge_counts(windows, PURGE_STEP_RELATIONS) == \
                             PURGE_STEP_RELATIONS:
@@ -617,6 +635,34 @@ class Daemon:
             except StoreError as exc:
                 log.warning("purging idempotency records failed", extra=fields(
                     event="purge_failed", error=str(exc)))
+
+    def read_silences(self) -> None:
+        """Read the silences not ended from the store and compile them; log
+        what changed. Raises nothing: an unreadable store keeps the last read."""
+        if self.store is None:
+            return
+        try:
+            stored = self.store.silences(time.time())
+        except StoreError as exc:
+            log.warning("cannot read the silences; keeping the last read",
+                        extra=fields(event="silences_failed", error=str(exc)))
+            return
+        good, bad = compile_silences(stored, self.rules.get().lists)
+        ids = frozenset(m.silence.id for m in good)
+        if ids != self._silence_ids:
+            log.info("silences changed", extra=fields(
+                event="silences", active=sorted(ids), added=sorted(ids - self._silence_ids),
+                ended=sorted(self._silence_ids - ids)))
+        for silence, problems in bad:
+            if silence.id not in self._silence_ids:
+                log.warning("silence not applied", extra=fields(
+                    event="silence_invalid", id=silence.id, problems=problems))
+        self.mutings, self._silence_ids = good, ids
+
+    async def _follow_silences(self) -> None:
+        while True:
+            await asyncio.sleep(SILENCE_POLL)
+            self.read_silences()
 
     async def _follow_records(self) -> None:
         """With several workers: index what the others record, every

@@ -67,6 +67,8 @@ class _HotMetrics(Collector):
         self.errors = _Counts("rulebot_error_replies", "Error replies, by code", ("code",))
         self.rule_errors = _Counts("rulebot_rule_errors", "Runtime errors inside rules (the "
                                    "rule counted as not matching)", ("rule",))
+        self.silenced = _Counts("rulebot_silenced", "Decisions a silence changed: a muted "
+                                "rule skipped or an event dropped, by silence", ("silence",))
         self.shadow_decisions = _Counts("rulebot_shadow_decisions", "Events the shadow rule "
                                         "set decided beside the live one", ())
         self.shadow_diff = _Counts("rulebot_shadow_diff", "Events the shadow rule set "
@@ -82,6 +84,7 @@ class _HotMetrics(Collector):
             yield self.shadow_decisions.family()
             yield self.shadow_diff.family()
         yield self.actions.family()
+        yield self.silenced.family()
         yield CounterMetricFamily("rulebot_messages_sent", "Messages handed to the connection",
                                   value=self.sent)
         yield self.errors.family()
@@ -147,6 +150,8 @@ class Metrics:
             "the periodic XEP-0013 sweep (each was handled late)")
         r.register(self.recovered)
         self.last_reload_ok.set(1)
+        self.silences = Gauge("rulebot_silences_active", "Silences in force (rulebot "
+                              "silence list)", registry=r)
         Info("rulebot_build", "The running rulebot: its version and the Python and "
              "library versions it runs on", registry=r).info(build_info())
         # process_* (CPU, resident memory, open files, start time) and python_info
@@ -155,12 +160,14 @@ class Metrics:
 
     def bind(self, connected: Callable[[], bool], queue_depth: Callable[[], int],
              unacked: Callable[[], int] = lambda: 0,
-             recovered: Callable[[], int] = lambda: 0) -> None:
+             recovered: Callable[[], int] = lambda: 0,
+             silences: Callable[[], int] = lambda: 0) -> None:
         """Read connection state, queue depths and recovered messages at scrape time."""
         self.connected.set_function(lambda: 1.0 if connected() else 0.0)
         self.queue.set_function(lambda: float(queue_depth()))
         self.unacked.set_function(lambda: float(unacked()))
         self.recovered.read = recovered
+        self.silences.set_function(lambda: float(silences()))
 
     def observe(self, kind: str, outcome: Outcome, seconds: float, sent: int) -> None:
         hot = self.hot
@@ -181,6 +188,8 @@ class Metrics:
                 hot.errors.inc(action.code)
         for error in decision.errors:
             hot.rule_errors.inc(error.rule)
+        for silence in decision.silenced:
+            hot.silenced.inc(silence)
 
     def observe_shadow(self, diff: Difference) -> None:
         self.hot.shadow_decisions.inc()

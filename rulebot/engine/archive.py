@@ -137,6 +137,8 @@ def entry(env: Envelope, decision: Decision, stamp: str,
     }
     if done:
         out["privacy"] = done
+    if decision.silenced:  # an operator's mute decided it: replay does not compare it
+        out["silenced"] = list(decision.silenced)
     return out
 
 
@@ -152,6 +154,7 @@ class Archived:
     #: event fields the archive dropped or hashed (Privacy): a candidate that
     #: reads them, or an event schema that requires them, cannot decide as live
     redacted: tuple[str, ...] = ()
+    silenced: tuple[str, ...] = ()  # the silences that changed the recorded decision
 
 
 class BadLine(ValueError):
@@ -182,7 +185,8 @@ def parse(line: str) -> Archived:
         done = raw.get("privacy") or {}
         redacted = tuple(str(p) for key in ("dropped", "hashed") for p in done.get(key, ()))
         return Archived(envelope, recorded, str(raw.get("version", "")),
-                        str(raw.get("time", "")), changes, redacted)
+                        str(raw.get("time", "")), changes, redacted,
+                        tuple(str(i) for i in raw.get("silenced", ())))
     except BadLine:
         raise
     except (KeyError, TypeError, ValueError, TimeError) as exc:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 from jsonschema.exceptions import best_match
@@ -42,6 +42,7 @@ from rulebot.model import (
 from rulebot.rules.functions import RuleFunctions, StateView, counter_key
 from rulebot.rules.jpcompile import Runtime, is_false
 from rulebot.rules.ruleset import ActionSpec, LiteralParam, Param, Rule, RuleSet
+from rulebot.rules.silences import Muting
 from rulebot.rules.timefns import TimeError, now_data, parse_duration, to_epoch
 
 #: Default cap on the recipients of one action (a broadcast to a huge list is
@@ -100,20 +101,33 @@ def truthy(value: JSON) -> bool:
 
 
 def evaluate(ruleset: RuleSet, env: Envelope, *, max_recipients: int = MAX_RECIPIENTS,
-             state: StateView | None = None) -> Decision:
+             state: StateView | None = None, silences: Sequence[Muting] = ()) -> Decision:
     """Decide what to do with one event. Never raises for any event content.
 
     `state` is the read-only view of relationships and presence that the
-    relationship functions read; changes come back as Relate/Unrelate actions."""
+    relationship functions read; changes come back as Relate/Unrelate actions.
+    `silences`: the operators' mutes; one without a rule that selects the
+    event drops it before any rule (and before its schema is checked: a muted
+    flood gets no answers), one with a rule skips that rule."""
     event = env.event
+    data: dict[str, JSON] | None = None
+    muted: Mapping[str, str] = {}
+    if silences:
+        data = envelope_data(ruleset, env)
+        dropped, muted = applying(silences, env, data, runtime_for(ruleset, state, env.now))
+        if dropped is not None:
+            return Decision(ruleset.version, (), (Drop(f"silenced: {dropped}", None),), (),
+                            ("silenced",), (dropped,))
     disc_value = event.get(ruleset.discriminator) if isinstance(event, Mapping) else None
     if ruleset.events is not None and env.stanza.kind == "message":
         rejected = _check_type(ruleset, env, disc_value)
         if rejected is not None:
             return rejected
-    data = envelope_data(ruleset, env)
+    if data is None:
+        data = envelope_data(ruleset, env)
     candidates = ruleset.index.candidates(data)
     runtime = runtime_for(ruleset, state, env.now)
+    silenced: list[str] = []
     matched: list[str] = []
     actions: list[Action] = []
     errors: list[RuleError] = []
@@ -123,6 +137,9 @@ def evaluate(ruleset: RuleSet, env: Envelope, *, max_recipients: int = MAX_RECIP
         try:
             # `match`: what the index has not already found true of rule.match.
             if match is not None and is_false(match(data, runtime)):
+                continue
+            if muted and rule.name in muted:  # it matches, and is silenced
+                silenced.append(muted[rule.name])
                 continue
             produced = [_action(spec, rule, env, data, runtime, max_recipients)
                         for spec in rule.actions]
@@ -142,7 +159,33 @@ def evaluate(ruleset: RuleSet, env: Envelope, *, max_recipients: int = MAX_RECIP
     if not matched:
         notes = ("no rule matched",)
         actions.append(_default(ruleset, env))
-    return Decision(ruleset.version, tuple(matched), tuple(actions), tuple(errors), notes)
+    return Decision(ruleset.version, tuple(matched), tuple(actions), tuple(errors), notes,
+                    tuple(dict.fromkeys(silenced)))
+
+
+def applying(silences: Sequence[Muting], env: Envelope, data: Mapping[str, JSON],
+             runtime: Runtime) -> tuple[str | None, dict[str, str]]:
+    """Of the silences active at the event's time (all, without a time) that
+    select it: the first without a rule (the event is dropped), and each
+    muted rule with the silence muting it. A silence whose expression fails
+    on the event does not select it."""
+    muted: dict[str, str] = {}
+    for muting in silences:
+        silence = muting.silence
+        if env.now is not None and not silence.active(env.now):
+            continue
+        if muting.sender is not None and muting.sender != env.sender:
+            continue
+        if muting.match is not None:
+            try:
+                if is_false(muting.match.run(data, runtime)):
+                    continue
+            except Exception:  # a failing silence expression mutes nothing
+                continue
+        if silence.rule is None:
+            return silence.id, muted
+        muted.setdefault(silence.rule, silence.id)
+    return None, muted
 
 
 def _default(ruleset: RuleSet, env: Envelope) -> Action:

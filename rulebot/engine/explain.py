@@ -8,15 +8,25 @@ matched but were shadowed by the rule that stopped evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from rulebot.engine.evaluate import MAX_RECIPIENTS, envelope_data, evaluate, runtime_for, truthy
-from rulebot.model import JSON, Decision, Envelope
+from rulebot.engine.evaluate import (
+    MAX_RECIPIENTS,
+    applying,
+    envelope_data,
+    evaluate,
+    runtime_for,
+    truthy,
+)
+from rulebot.model import JSON, Decision, Envelope, Silence, stamp
 from rulebot.rules.functions import StateView
 from rulebot.rules.ruleset import RuleSet
+from rulebot.rules.silences import Muting
 
-Status = Literal["matched", "not-matched", "error", "shadowed", "disabled", "not-evaluated"]
+Status = Literal["matched", "not-matched", "error", "shadowed", "disabled", "not-evaluated",
+                 "silenced"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +59,11 @@ class Explanation:
 
 
 def explain(ruleset: RuleSet, env: Envelope, *, state: StateView | None = None,
-            max_recipients: int = MAX_RECIPIENTS) -> Explanation:
+            max_recipients: int = MAX_RECIPIENTS,
+            silences: Sequence[Muting] = ()) -> Explanation:
     """The decision for `env` and a trace of every rule. Never raises."""
-    decision = evaluate(ruleset, env, state=state, max_recipients=max_recipients)
+    decision = evaluate(ruleset, env, state=state, max_recipients=max_recipients,
+                        silences=silences)
     errors = {e.rule: e.message for e in decision.errors}
     matched = set(decision.matched)
     stopper = None
@@ -64,11 +76,17 @@ def explain(ruleset: RuleSet, env: Envelope, *, state: StateView | None = None,
         "error" and decision.actions[0].rule is None and "no rule matched" not in decision.notes
     data = envelope_data(ruleset, env)
     runtime = runtime_for(ruleset, state, env.now)
+    quieted, muted = applying(silences, env, data, runtime) if silences else (None, {})
+    by_id = {m.silence.id: m.silence for m in silences}
     traces: list[RuleTrace] = []
     stopped = False
     for i, rule in enumerate(ruleset.rules, 1):
         if not rule.enabled:
             traces.append(RuleTrace(i, rule.name, rule.file, rule.line, "disabled", None))
+            continue
+        if quieted is not None:
+            traces.append(RuleTrace(i, rule.name, rule.file, rule.line, "not-evaluated", None,
+                                    f"the event was dropped by {_silence_note(by_id[quieted])}"))
             continue
         if rejected:
             traces.append(RuleTrace(i, rule.name, rule.file, rule.line, "not-evaluated", None,
@@ -85,6 +103,10 @@ def explain(ruleset: RuleSet, env: Envelope, *, state: StateView | None = None,
         if rule.name in errors:
             traces.append(RuleTrace(i, rule.name, rule.file, rule.line, "error", value,
                                     errors[rule.name]))
+        elif rule.name in muted and truthy(value) and not stopped:
+            traces.append(RuleTrace(i, rule.name, rule.file, rule.line, "silenced", value,
+                                    f"would match; muted by "
+                                    f"{_silence_note(by_id[muted[rule.name]])}"))
         elif rule.name in matched:
             note = "ended evaluation" if rule.name == stopper else "continue: true"
             traces.append(RuleTrace(i, rule.name, rule.file, rule.line, "matched", value, note))
@@ -100,3 +122,8 @@ def explain(ruleset: RuleSet, env: Envelope, *, state: StateView | None = None,
 
 def _continued(ruleset: RuleSet, name: str) -> bool:
     return any(r.name == name and r.cont for r in ruleset.rules)
+
+
+def _silence_note(silence: Silence) -> str:
+    return (f"silence {silence.id} ({silence.author}: {silence.comment}; "
+            f"until {stamp(silence.ends)})")

@@ -58,4 +58,5 @@ def decision_json(decision: Decision) -> dict[str, JSON]:
         "actions": [action_json(a) for a in decision.actions],
         "errors": [{"rule": e.rule, "message": e.message} for e in decision.errors],
         "notes": list(decision.notes),
+        **({"silenced": list(decision.silenced)} if decision.silenced else {}),
     }

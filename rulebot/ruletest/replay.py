@@ -62,6 +62,8 @@ class Report:
     #: changed events the archive kept with fields dropped or hashed: the
     #: difference may come from what the archive hid, not from the candidate
     changed_redacted: int = 0
+    #: events a silence decided live (not compared: replay has no silences)
+    silenced: int = 0
     bad: list[tuple[str, str]] = field(default_factory=list)  # (FILE:LINE, why)
     rules: dict[str, RuleChange] = field(default_factory=dict)
     added: Counter[str] = field(default_factory=Counter)  # recipients, by times
@@ -71,7 +73,8 @@ class Report:
     def summary(self) -> dict[str, JSON]:
         return {"events": self.events, "changed": self.changed_count,
                 "unchanged": self.events - self.changed_count,
-                "changed_redacted": self.changed_redacted, "bad_lines": len(self.bad),
+                "changed_redacted": self.changed_redacted, "silenced": self.silenced,
+                "bad_lines": len(self.bad),
                 "recorded_versions": dict(self.versions),
                 "rules": {name: {"newly_matched": c.newly_matched,
                                  "stopped_matching": c.stopped_matching,
@@ -109,10 +112,14 @@ def replay(lines: Iterable[tuple[str, str]], candidate: RuleSet, relations: Iter
         clock.now = env.now if env.now is not None else clock.now
         if env.stanza.kind == "presence":  # as the dispatcher does before deciding
             presence.update(env.from_, env.stanza.type == "available")
-        decision = evaluate(candidate, env, max_recipients=max_recipients, state=state)
-        diff = compare(archived.recorded, view(decision))
         report.events += 1
         report.versions[archived.version] += 1
+        if archived.silenced:  # decided by an operator's mute, not by the rules
+            report.silenced += 1
+            _evolve(store, archived)
+            continue
+        decision = evaluate(candidate, env, max_recipients=max_recipients, state=state)
+        diff = compare(archived.recorded, view(decision))
         if diff:
             _count(report, where, archived, diff, on_changed)
         _evolve(store, archived)

@@ -35,6 +35,7 @@ from rulebot.model import JSON
 from rulebot.model import Relation as Relation  # re-exported: part of this API
 from rulebot.store.records import RecordStoreMixin
 from rulebot.store.shared import SharedStateMixin
+from rulebot.store.silences import SilenceMixin
 from rulebot.store.values import (
     CancelChange,
     Change,
@@ -116,7 +117,7 @@ def where_clause(subject: str | None, kind: str | None, obj: str | None,
 # the interface
 
 
-class RelationStore(RecordStoreMixin, SharedStateMixin, ABC):
+class RelationStore(RecordStoreMixin, SharedStateMixin, SilenceMixin, ABC):
     """The relationship store. Backends implement the underscored primitives.
 
     Every public method raises StoreError on invalid input or a failing

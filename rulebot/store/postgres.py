@@ -39,6 +39,7 @@ from rulebot.store.base import (
 )
 from rulebot.store.records import CLAIMS, RECORDS, SESSIONS
 from rulebot.store.shared import BUCKETS, PRESENCE
+from rulebot.store.silences import SILENCES
 from rulebot.store.values import (
     CountOp,
     RecordBatch,
@@ -156,6 +157,20 @@ TIMERS_SCHEMA = [
     f"CREATE INDEX {TIMERS}_due ON {TIMERS} (due)",
     f"CREATE INDEX {TIMERS}_sender ON {TIMERS} (sender)",
 ]
+#: The silences (created with version 5 when missing).
+SILENCES_SCHEMA = [
+    f"""CREATE TABLE {SILENCES} (
+        id      text COLLATE "C" PRIMARY KEY,
+        ends    double precision NOT NULL,
+        author  text NOT NULL,
+        comment text NOT NULL,
+        rule    text,
+        sender  text,
+        match   text,
+        starts  double precision NOT NULL,
+        created double precision NOT NULL
+    )""",
+]
 # A timer scheduled again (the same key) starts afresh: a new due, no lease.
 SCHEDULE = (f"INSERT INTO {TIMERS} (key, due, sender, event, rule, created, lease) "
             "VALUES (%s, %s, %s, %s, %s, %s, 0) ON CONFLICT (key) DO UPDATE SET "
@@ -254,7 +269,7 @@ class PostgresStore(RelationStore):
             if not (self._has(conn, TABLE) and self._has(conn, RECORDS)
                     and self._has(conn, BUCKETS) and self._has(conn, CLAIMS)
                     and self._has_expiry(conn) and self._has(conn, COUNTS)
-                    and self._has(conn, TIMERS)):
+                    and self._has(conn, TIMERS) and self._has(conn, SILENCES)):
                 # A session lock taken before the transaction, not a transaction
                 # lock inside it: a transaction that waited for the lock would
                 # still look the tables up in the catalog as it was when the
@@ -284,6 +299,9 @@ class PostgresStore(RelationStore):
                                 conn.execute(statement)
                         if not self._has(conn, TIMERS) and not self._newer(conn):
                             for statement in TIMERS_SCHEMA:
+                                conn.execute(statement)
+                        if not self._has(conn, SILENCES) and not self._newer(conn):
+                            for statement in SILENCES_SCHEMA:
                                 conn.execute(statement)
                 finally:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))

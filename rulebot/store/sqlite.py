@@ -38,6 +38,7 @@ from rulebot.store.base import (
 )
 from rulebot.store.records import CLAIMS, RECORDS, SESSIONS
 from rulebot.store.shared import BUCKETS, PRESENCE
+from rulebot.store.silences import SILENCES
 from rulebot.store.values import (
     CountOp,
     RecordBatch,
@@ -126,6 +127,17 @@ CREATE TABLE IF NOT EXISTS {PRESENCE} (
     updated  REAL NOT NULL,
     PRIMARY KEY (jid, resource)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS {SILENCES} (
+    id      TEXT PRIMARY KEY,
+    ends    REAL NOT NULL,
+    author  TEXT NOT NULL,
+    comment TEXT NOT NULL,
+    rule    TEXT,
+    sender  TEXT,
+    match   TEXT,
+    starts  REAL NOT NULL,
+    created REAL NOT NULL
+);
 """
 
 #: What version 5 adds (ALTER TABLE: the table of version 1 gains a column).

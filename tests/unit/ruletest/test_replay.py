@@ -253,3 +253,27 @@ def test_the_command_refuses_an_invalid_candidate(live: RuleSet, tmp_path: Path)
     assert result.exit_code == 1
     assert "bad.yaml:4" in result.output
     assert "invalid rules" in result.output
+
+
+def test_events_a_silence_decided_are_counted_not_compared(live: RuleSet) -> None:
+    from rulebot.model import Silence
+    from rulebot.rules.silences import compile_silence
+
+    muting, _ = compile_silence(Silence("s1", T0 + 86400, "ops", "c", sender="carol@localhost",
+                                        starts=T0 - 1))
+    assert muting is not None
+    clock = Clock()
+    store = MemoryRelations(clock=clock)
+    config = parse_config(json.dumps({"jid": "friend@localhost", "rules": str(FRIENDS)}))
+    d = Dispatcher(config, lambda: live, relations=store, apply=store.apply, clock=clock,
+                   silences=lambda: (muting,))
+    lines = []
+    for n, inbound in enumerate(TRAFFIC):
+        clock.now = T0 + 60 * n
+        outcome = d.handle(inbound)
+        assert outcome.decision is not None
+        assert outcome.envelope is not None
+        lines.append(json.dumps(entry(outcome.envelope, outcome.decision, f"t{n}")))
+    assert sum('"silenced":["s1"]' in line.replace(" ", "") for line in lines) == 2
+    report = replay(numbered(lines), live)
+    assert (report.events, report.silenced, report.changed_count) == (len(TRAFFIC), 2, 0)

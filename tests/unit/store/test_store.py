@@ -58,7 +58,7 @@ def reset_pg(url: str) -> None:
         conn.execute("DROP TABLE IF EXISTS rulebot_relations, rulebot_schema_version, "
                      "rulebot_inbound, rulebot_inbound_sessions, rulebot_buckets, "
                      "rulebot_presence, rulebot_inbound_claims, rulebot_counts, "
-                     "rulebot_timers CASCADE")
+                     "rulebot_timers, rulebot_silences CASCADE")
         conn.execute("DROP FUNCTION IF EXISTS rulebot_test_fail() CASCADE")
 
 
@@ -1036,3 +1036,32 @@ def test_workers_taking_from_one_bucket_at_once_take_exactly_its_burst(
         s.close()
     assert len(taken) == 300
     assert taken.count(True) == 50
+
+
+# --------------------------------------------------------------------------
+# silences
+
+
+def test_silences_are_added_listed_expired_and_purged(store: RelationStore) -> None:
+    from rulebot.model import Silence
+    from rulebot.store.silences import KEEP_ENDED
+
+    now = 1_796_205_600.0
+    mute = Silence("s1", now + 3600, "ops", "flood from a bot", rule="chat", starts=now,
+                   created=now)
+    later = Silence("s2", now + 7200, "ops", "noisy", sender=A, match="event.room == 'x'",
+                    starts=now + 60, created=now)
+    store.silence_add(later)
+    store.silence_add(mute)
+    assert store.silences(now) == [mute, later]  # soonest end first, every field kept
+    assert store.silence_expire("s1", now + 10)
+    assert not store.silence_expire("s1", now + 20)  # ended already
+    assert not store.silence_expire("nope", now)
+    assert [s.id for s in store.silences(now + 11)] == ["s2"]
+    ended = store.silences()
+    assert [(s.id, s.ends) for s in ended] == [("s1", now + 10), ("s2", now + 7200)]
+    assert store.purge_silences(now + 10 + KEEP_ENDED - 1) == 0
+    assert store.purge_silences(now + 10 + KEEP_ENDED + 1) == 1
+    assert [s.id for s in store.silences()] == ["s2"]
+    with pytest.raises(StoreError):
+        store.silence_add(later)  # ids are unique
