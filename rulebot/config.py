@@ -77,6 +77,7 @@ class Config:
     archive_salt_env: str = "RULEBOT_ARCHIVE_SALT"
     shadow: str | None = None  # a candidate rule set decided beside the live one
     trace_senders: tuple[str, ...] = ()
+    admins: tuple[str, ...] = ()  # bare JIDs that may run the admin commands
     watch: bool = True
     debounce_ms: int = 300
     log_format: Literal["json", "text"] = "json"
@@ -192,6 +193,7 @@ def parse_config(text: str, source: str = "<inline>", base: Path | None = None) 
         archive_salt_env=raw.get("archive", {}).get("salt_env", "RULEBOT_ARCHIVE_SALT"),
         shadow=path(raw.get("shadow")),
         trace_senders=tuple(j.lower() for j in raw.get("trace_senders", ())),
+        admins=tuple(j.lower() for j in raw.get("admins", ())),
         watch=raw.get("reload", {}).get("watch", True),
         debounce_ms=raw.get("reload", {}).get("debounce_ms", 300),
         log_format=log.get("format", "json"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import time
@@ -22,9 +23,11 @@ from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from rulebot.bot.admin import CHAT_PREFIX, AdminResult, CommandError, parse_chat
 from rulebot.bot.dispatch import Dispatcher
 from rulebot.bot.values import Inbound, Meta, Outbound, Outcome
 from rulebot.config import Config
+from rulebot.daemon.admin import Admin
 from rulebot.daemon.archive import ArchiveLog
 from rulebot.daemon.audit import AuditLog
 from rulebot.daemon.decisions import DecisionLog, log_store_failure
@@ -38,7 +41,7 @@ from rulebot.engine.archive import Privacy
 from rulebot.engine.explain import explain
 from rulebot.engine.state import Buckets, PeekState
 from rulebot.errors import ConnectError
-from rulebot.jid import norm_bare
+from rulebot.jid import bare_jid, norm_bare
 from rulebot.logs import LOG_FLUSH_SECONDS, LOGGER, fields, flush_logs
 from rulebot.model import JSON, StateChange
 from rulebot.rules.cache import LoadCache
@@ -126,16 +129,18 @@ ConnectionFactory = Callable[[Config, str, Callable[[Inbound], None], Callable[[
 
 def bot_connection(config: Config, secret: str, on_inbound: Callable[[Inbound], None],
                    on_read_done: Callable[[], None],
-                   on_confirmed: Callable[[str, int], None] | None) -> Connection:
-    """The real connection: slixmpp, to the configured server."""
+                   on_confirmed: Callable[[str, int], None] | None,
+                   admin: Admin | None = None) -> Connection:
+    """The real connection: slixmpp, to the configured server (with the admin
+    commands as XEP-0050 ad-hoc commands when `admin` is given)."""
     return BotConnection(config, secret, on_inbound, on_read_done=on_read_done,
-                         on_confirmed=on_confirmed)
+                         on_confirmed=on_confirmed, admin=admin)
 
 
 class Daemon:
     def __init__(self, config: Config, secret: str, ruleset: RuleSet,
                  store: RelationStore | None = None,
-                 connect: ConnectionFactory = bot_connection,
+                 connect: ConnectionFactory | None = None,
                  cache: LoadCache | None = None, archive_salt: str = "") -> None:
         self.config = config
         self.rules = RuleRef(ruleset)
@@ -154,6 +159,7 @@ class Daemon:
         # the ones not yet started or ended since by each event's clock).
         self.mutings: tuple[Muting, ...] = ()
         self._silence_ids: frozenset[str] = frozenset()
+        self._admin_tasks: set[asyncio.Future[None]] = set()
         self.ledger = (Ledger(store, config.idempotency_window, config.idempotency_retention)
                        if store is not None and config.idempotency_retention > 0 else None)
         shared = store if config.workers > 1 else None  # the workers share state in it
@@ -170,6 +176,10 @@ class Daemon:
         # Outcomes of the read being handled, sent when it is done (_read_done),
         # with the microseconds each decision took.
         self._held: list[tuple[Inbound, Outcome, float]] = []
+        # Admin commands over XMPP (docs/admin.md), for the JIDs of `admins`.
+        self.admin = Admin(self, config.admins) if config.admins else None
+        if connect is None:
+            connect = functools.partial(bot_connection, admin=self.admin)
         self.connection = connect(config, secret, self.on_inbound, self._read_done,
                                   self.ledger.confirm if self.ledger is not None else None)
         if self.ledger is not None:
@@ -327,6 +337,10 @@ class Daemon:
                                                None)))
 
     def on_inbound(self, inbound: Inbound) -> None:
+        if self.admin is not None and inbound.kind == "message" and inbound.body \
+                and inbound.body.startswith(CHAT_PREFIX) and inbound.type != "error":
+            self._chat_admin(inbound)
+            return
         ledger = self.ledger
         if ledger is not None and ledger.following and \
                 time.monotonic() - ledger.last_follow > self._stale:
@@ -397,6 +411,8 @@ class Daemon:
                 self.archive.record(outcome)
             if outcome.shadow is not None:
                 self._observe_shadow(inbound, outcome)
+            if self.admin is not None and outcome.envelope is not None:
+                self.admin.seen(outcome.envelope)  # for the admins' explain
             if self.trace and norm_bare(inbound.from_) in self.trace:
                 self._log_trace(inbound, outcome)
 
@@ -635,6 +651,41 @@ class Daemon:
             except StoreError as exc:
                 log.warning("purging idempotency records failed", extra=fields(
                     event="purge_failed", error=str(exc)))
+
+    def _chat_admin(self, inbound: Inbound) -> None:
+        """The `!` chat fallback of the admin commands: run, answered in a chat
+        message (a JSON payload whose `text` is for a person)."""
+        admin = self.admin
+        assert admin is not None
+        assert inbound.body is not None
+        who = bare_jid(inbound.from_)
+        name = inbound.body[1:].split(maxsplit=1)[0] if inbound.body[1:].strip() else "?"
+        if not admin.allowed(who):
+            admin.refused(who, name, "chat")
+            self._admin_reply(inbound, {"error": {
+                "code": "forbidden", "message": "admin commands are for the bot's admins",
+                "id": None}})
+            return
+        try:
+            command, args = parse_chat(inbound.body)
+        except CommandError as exc:
+            self._admin_reply(inbound, AdminResult(False, str(exc), condition="bad-request")
+                              .to_json(name))
+            return
+
+        async def run() -> None:
+            result = await admin.run(who, command, args, "chat")
+            self._admin_reply(inbound, result.to_json(command))
+
+        task = asyncio.ensure_future(run())
+        self._admin_tasks.add(task)
+        task.add_done_callback(self._admin_tasks.discard)
+
+    def _admin_reply(self, inbound: Inbound, payload: dict[str, JSON]) -> None:
+        self.connection.send(Outbound(inbound.from_, payload, "body", "chat",
+                                      "rb-" + uuid.uuid4().hex[:20],
+                                      Meta(self.config.jid, None, self.rules.get().version,
+                                           None, inbound.id)))
 
     def read_silences(self) -> None:
         """Read the silences not ended from the store and compile them; log

@@ -45,6 +45,15 @@ class AuditLog:
             entry["sent"] = [{"to": o.to, "payload": o.payload} for o in outcome.outbound]
         self._logger.info(json.dumps(entry, ensure_ascii=False, default=str))
 
+    def record_admin(self, who: str, command: str, args: dict[str, str], via: str,
+                     ok: bool, text: str, now: float | None = None) -> None:
+        """An admin command (or a refused attempt): who, what, how, what it did."""
+        t = time.time() if now is None else now
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+        entry = {"time": stamp, "kind": "admin", "admin": who, "command": command,
+                 "args": args, "via": via, "ok": ok, "result": text}
+        self._logger.info(json.dumps(entry, ensure_ascii=False, default=str))
+
     def close(self) -> None:
         self._handler.close()
         self._logger.removeHandler(self._handler)

@@ -31,6 +31,8 @@ from rulebot.errors import ConnectError
 from rulebot.jid import bare_jid, split_jid
 from rulebot.logs import LOGGER, fields
 from rulebot.xmpp import failures, patches
+from rulebot.xmpp.admin import AdminRunner
+from rulebot.xmpp.admin import install as install_admin
 from rulebot.xmpp.offline import OfflineSweeper
 from rulebot.xmpp.outbox import Outbox
 from rulebot.xmpp.sm import ResumeCheck, ack_all, clear_sm_state, persist_sm, position
@@ -60,7 +62,8 @@ class BotConnection:
     def __init__(self, config: Config, secret: str, on_inbound: Callable[[Inbound], None],
                  rand: Callable[[], float] = random.random,
                  on_read_done: Callable[[], None] | None = None,
-                 on_confirmed: Callable[[str, int], None] | None = None) -> None:
+                 on_confirmed: Callable[[str, int], None] | None = None,
+                 admin: AdminRunner | None = None) -> None:
         """`on_inbound` gets each stanza for the bot while a read from the server is
         handled; `on_read_done` is called after the read, before its writes
         leave (xmpp.writes.WriteBatcher); `on_confirmed(session, h)` when the
@@ -80,6 +83,8 @@ class BotConnection:
         self._final_ack: Callable[[], None] | None = None  # set by xmpp.sm.persist_sm
         patches.install()
         self.xmpp = self._make(secret)
+        if admin is not None:  # before the message route below
+            install_admin(self.xmpp, admin)
         global _CHECKED
         if not _CHECKED:  # once per process: what of slixmpp's internals is as verified
             _CHECKED = True
