@@ -33,7 +33,8 @@ class Issue:
         return (self.file, self.line, self.col, self.path, self.message)
 
     def format(self) -> str:
-        where = f"{self.file}:{self.line}:{self.col}"
+        # Line 0: about the file as a whole (a secret it names is not set), not a place in it.
+        where = f"{self.file}:{self.line}:{self.col}" if self.line else self.file
         prefix = "warning: " if self.severity == "warning" else ""
         path = f" {self.path}:" if self.path else ""
         value = f" ({self.value})" if self.value is not None else ""

@@ -30,6 +30,7 @@ from rulebot.rules.loader import check_rules
 from rulebot.wire.decode import Limits, decode_event
 
 if TYPE_CHECKING:
+    from rulebot.config import Config
     from rulebot.rules.silences import Muting
 
 
@@ -57,10 +58,12 @@ def validate(paths: tuple[str, ...], fmt: str, strict: bool, config_path: str | 
 
     targets = list(paths)
     config_issues: tuple[Issue, ...] = ()
+    notes: list[str] = []
     if config_path:
         try:
             config = load_config(config_path)
             targets.append(config.rules)
+            notes = _secrets_missing(config)
             if config.shadow:  # the candidate is a rule set of its own
                 targets.append(config.shadow)
         except ConfigError as exc:
@@ -73,6 +76,8 @@ def validate(paths: tuple[str, ...], fmt: str, strict: bool, config_path: str | 
                           key=Issue.sort_key))
     errors = [i for i in issues if i.severity == "error"]
     failed = bool(errors) or (strict and bool(issues))
+    for note in notes:
+        click.echo(note, err=True)
     if fmt == "json":
         click.echo(json.dumps([i.to_json() for i in issues], indent=2))
     else:
@@ -89,6 +94,24 @@ def validate(paths: tuple[str, ...], fmt: str, strict: bool, config_path: str | 
             click.echo(f"invalid: {len(errors)} error(s), {len(issues) - len(errors)} "
                        "warning(s)", err=True)
     sys.exit(1 if failed else 0)
+
+
+def _secrets_missing(config: Config) -> list[str]:
+    """What `rulebot run` would refuse in this environment (the password or
+    secret, the archive's salt), as notes that fail nothing, not even with
+    --strict: a CI job validating the config has no secrets, the host that
+    runs the bot must."""
+    from rulebot.config import archive_salt, read_secret
+    from rulebot.errors import ConfigError
+
+    found: list[str] = []
+    for check in (read_secret, archive_salt):
+        try:
+            check(config)
+        except ConfigError as exc:
+            found += [f"note: rulebot run would not start here: {i.format()}"
+                      for i in exc.issues]
+    return found
 
 
 @main.command()

@@ -45,14 +45,27 @@ DEFAULT_STORE = "rulebot.sqlite3"
 @click.pass_context
 def relations(ctx: click.Context, location: str | None, config_path: str | None) -> None:
     """Inspect and edit the relationships the rules read (friend, blocked, ...)."""
-    source = ctx.get_parameter_source("location")
+    ctx.obj = store_location(ctx, location, config_path, "relations")
+
+
+def store_location(ctx: click.Context, location: str | None, config_path: str | None,
+                   command: str) -> str | None:
+    """The store a command group's --store / RULEBOT_STORE / --config name (None:
+    not given; a subcommand's --help must still work, so `required` says so
+    only where the store is opened)."""
     if config_path is not None:
-        if location is not None and source is not click.core.ParameterSource.ENVIRONMENT:
+        if location is not None and ctx.get_parameter_source("location") is not \
+                click.core.ParameterSource.ENVIRONMENT:
             raise click.UsageError("give --store or --config, not both")
-        location = store_from_config(Path(config_path))
+        location = store_from_config(Path(config_path), command)
+    return location or None
+
+
+def required(location: str | None) -> str:
+    """The store location, or the usage error saying how to name one."""
     if not location:
         raise click.UsageError("give --store URL_OR_PATH (or set RULEBOT_STORE) or --config FILE")
-    ctx.obj = location
+    return location
 
 
 def store_from_config(path: Path, command: str = "relations") -> str:
@@ -83,7 +96,7 @@ def fail(message: str, command: str = "relations") -> NoReturn:
 def _store(ctx: click.Context) -> Iterator[RelationStore]:
     """The opened store, closed afterwards; StoreError, OSError → message and exit 1."""
     try:
-        with open_store(ctx.obj) as store:
+        with open_store(required(ctx.obj)) as store:
             yield store
     except StoreError as exc:
         fail(str(exc))

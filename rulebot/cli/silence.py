@@ -13,11 +13,10 @@ import getpass
 import json
 import time
 import uuid
-from pathlib import Path
 
 import click
 
-from rulebot.cli.relations import fail, store_from_config
+from rulebot.cli.relations import fail, required, store_location
 from rulebot.model import Silence, stamp
 from rulebot.rules.silences import compile_silence
 from rulebot.rules.timefns import TimeError, parse_duration, to_epoch
@@ -31,14 +30,7 @@ from rulebot.rules.timefns import TimeError, parse_duration, to_epoch
 @click.pass_context
 def silence(ctx: click.Context, location: str | None, config_path: str | None) -> None:
     """Mute a rule, a sender or an expression for a while."""
-    if config_path is not None:
-        if location is not None and ctx.get_parameter_source("location") is not \
-                click.core.ParameterSource.ENVIRONMENT:
-            raise click.UsageError("give --store or --config, not both")
-        location = store_from_config(Path(config_path), "silence")
-    if not location:
-        raise click.UsageError("give --store URL_OR_PATH (or set RULEBOT_STORE) or --config FILE")
-    ctx.obj = location
+    ctx.obj = store_location(ctx, location, config_path, "silence")
 
 
 def _until(text: str, now: float) -> float:
@@ -65,7 +57,7 @@ def _until(text: str, now: float) -> float:
 @click.option("--comment", required=True, help="Why: shown in status, explain and the log.")
 @click.option("--author", default=None, help="Who [default: the login name].")
 @click.pass_obj
-def add(location: str, rule: str | None, sender: str | None, match: str | None, until: str,
+def add(location: str | None, rule: str | None, sender: str | None, match: str | None, until: str,
         comment: str, author: str | None) -> None:
     """Add a silence; prints it (with its id, for `expire`)."""
     now = time.time()
@@ -78,7 +70,7 @@ def add(location: str, rule: str | None, sender: str | None, match: str | None, 
     from rulebot.store.open import open_store
 
     try:
-        with open_store(location) as store:
+        with open_store(required(location)) as store:
             store.silence_add(made)
     except StoreError as exc:
         fail(str(exc), "silence")
@@ -89,14 +81,14 @@ def add(location: str, rule: str | None, sender: str | None, match: str | None, 
 @click.option("--all", "everything", is_flag=True,
               help="Also the silences that ended (kept for a week).")
 @click.pass_obj
-def list_(location: str, everything: bool) -> None:
+def list_(location: str | None, everything: bool) -> None:
     """The silences in force (or not yet started), soonest end first."""
     from rulebot.store.base import StoreError
     from rulebot.store.open import open_store
 
     now = time.time()
     try:
-        with open_store(location) as store:
+        with open_store(required(location)) as store:
             found = store.silences(None if everything else now)
     except StoreError as exc:
         fail(str(exc), "silence")
@@ -108,7 +100,7 @@ def list_(location: str, everything: bool) -> None:
 @silence.command()
 @click.argument("ids", nargs=-1, required=True)
 @click.pass_obj
-def expire(location: str, ids: tuple[str, ...]) -> None:
+def expire(location: str | None, ids: tuple[str, ...]) -> None:
     """End silences now (a running daemon stops applying them within 2 s)."""
     from rulebot.store.base import StoreError
     from rulebot.store.open import open_store
@@ -116,7 +108,7 @@ def expire(location: str, ids: tuple[str, ...]) -> None:
     now = time.time()
     missing = []
     try:
-        with open_store(location) as store:
+        with open_store(required(location)) as store:
             for silence_id in ids:
                 if store.silence_expire(silence_id, now):
                     click.echo(json.dumps({"id": silence_id, "ended": stamp(now)}))

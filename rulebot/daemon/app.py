@@ -457,6 +457,8 @@ class Daemon:
         log.info("starting", extra=fields(event="starting", jid=self.config.jid,
                                           mode=self.config.mode, host=self.config.host,
                                           port=self.config.port, rules=self.config.rules,
+                                          store=None if self.store is None else
+                                          self.store.location,
                                           version=rs.version, rule_count=len(rs.rules)))
         purger = follower = timers = silencer = None
         if self.store is not None:

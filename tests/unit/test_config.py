@@ -158,3 +158,19 @@ def test_each_worker_gets_its_archive_file() -> None:
         "store: postgresql://rulebot@127.0.0.1/rulebot\narchive: {path: /var/a.jsonl}\n"), 2)
     assert [worker_config(c, i).archive_path for i in range(2)] == ["/var/a.jsonl.w0",
                                                                    "/var/a.jsonl.w1"]
+
+
+def test_validate_config_notes_a_missing_secret_without_failing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RULEBOT_PASSWORD", raising=False)
+    rules = Path(__file__).resolve().parents[2] / "rules"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"jid: friend@localhost\nrules: {rules}\n")
+    result = CliRunner().invoke(main, ["validate", "--strict", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    # the whole file, not a place in it (was c.yaml:0:0:)
+    assert (f"note: rulebot run would not start here: {config}: password_env: environment "
+            "variable RULEBOT_PASSWORD is not set") in result.stderr
+    monkeypatch.setenv("RULEBOT_PASSWORD", "x")
+    assert "note:" not in CliRunner().invoke(main, ["validate", "--config",
+                                                    str(config)]).stderr

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from rulebot.cli.main import main
 from rulebot.cli.relations import relations
 from rulebot.store.open import open_store
 from scripts import pgserver
@@ -224,3 +225,13 @@ def test_postgres_store(pg: pgserver.PgInfo, tmp_path: Path) -> None:
     assert code == 1
     assert "password authentication failed" in err
     assert "not-the-password" not in err
+
+
+@pytest.mark.parametrize("args", [["relations", "list", "--help"],
+                                  ["silence", "add", "--help"]])
+def test_a_subcommands_help_needs_no_store(args: list[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RULEBOT_STORE", raising=False)
+    result = CliRunner().invoke(main, args, prog_name="rulebot")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"Usage: rulebot {args[0]} {args[1]}")
