@@ -66,6 +66,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -163,13 +164,15 @@ class ServerInfo:
     ca_file: str
     workdir: str
     pid: int
+    #: XMPP over WebSocket (RFC 7395), loopback, no TLS: ws://127.0.0.1:PORT/PATH
+    websocket_url: str = ""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ServerInfo:
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "websocket_url"]
         missing = [n for n in names if n not in data]
         if missing:
             raise ServerError(f"server info lacks {', '.join(missing)}")
@@ -184,6 +187,7 @@ class ServerInfo:
             ca_file=str(data["ca_file"]),
             workdir=str(data["workdir"]),
             pid=int(data["pid"]),
+            websocket_url=str(data.get("websocket_url", "")),
         )
 
 
@@ -230,7 +234,7 @@ def start_server(
         raise ServerError(f"a {old.kind} server (pid {old.pid}) is already running in {wd}")
     _check_binaries(kind)
 
-    c2s_port, component_port, dist_port, api_port = _free_ports(4)
+    c2s_port, component_port, dist_port, api_port, ws_port = _free_ports(5)
     _make_cert(wd)
     base = ServerInfo(
         kind=kind,
@@ -243,6 +247,9 @@ def start_server(
         ca_file=str(wd / CERT_FILE),
         workdir=str(wd),
         pid=0,
+        # Prosody: its HTTP server's own port; ejabberd: a path of the API listener.
+        websocket_url=(f"ws://{HOST}:{ws_port}/xmpp-websocket" if kind == "prosody"
+                       else f"ws://{HOST}:{api_port}/ws"),
     )
     if kind == "prosody":
         _write_prosody_config(base, tls_required, unlimited, stock_gc)
@@ -471,12 +478,18 @@ def _port_free(host: str, port: int) -> bool:
 def _ports_of(info: ServerInfo) -> list[int]:
     """Every TCP port the configured server will listen on."""
     ports = [info.c2s_port, info.component_port]
+    if info.kind == "prosody" and info.websocket_url:
+        ports.append(_ws_port(info))
     if info.kind == "ejabberd":
         ports.append(_ejabberd_api_port(info))
         dist_port = _ctl_setting(Path(info.workdir), "ERL_DIST_PORT")
         if dist_port:
             ports.append(int(dist_port))
     return ports
+
+
+def _ws_port(info: ServerInfo) -> int:
+    return int(urllib.parse.urlsplit(info.websocket_url).port or 0)
 
 
 def _free_ports(count: int) -> list[int]:
@@ -720,10 +733,16 @@ c2s_direct_tls_ports = {{ }}
 s2s_ports = {{ }}
 component_interfaces = {{ {_lua(info.host)} }}
 component_ports = {{ {info.component_port} }}
+-- XMPP over WebSocket (mod_websocket) for browsers, plain HTTP on loopback:
+-- counted as encrypted, as a TLS-terminating proxy in front would make it.
+http_interfaces = {{ {_lua(info.host)} }}
+http_ports = {{ {_ws_port(info)} }}
+https_ports = {{ }}
+consider_websocket_secure = true
 
 modules_enabled = {{
     "roster"; "saslauth"; "tls"; "disco"; "ping"; "time"; "version"; "uptime";
-    "private"; "blocklist"; "carbons"; "csi_simple";{limits_module} "smacks";
+    "private"; "blocklist"; "carbons"; "csi_simple";{limits_module} "smacks"; "websocket";
 }}
 -- no server-to-server traffic
 modules_disabled = {{ "s2s"; "s2s_auth_certs"; "dialback" }}
@@ -912,6 +931,8 @@ listen:
     module: ejabberd_http
     request_handlers:
       /api: mod_http_api
+      # XMPP over WebSocket for browsers (RFC 7395), loopback only
+      /ws: ejabberd_http_ws
 
 api_permissions:
   "console commands":
