@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from rulebot.daemon.app import Daemon
 
 log = logging.getLogger(LOGGER)
-#: Senders whose last event is kept for `explain` (least recently seen dropped).
-LAST_EVENTS = 10_000
+#: Senders whose last event is kept for `explain` (least recently seen dropped;
+#: an event is at most limits.max_bytes of JSON, 64 kB by default).
+LAST_EVENTS = 1_000
 #: Relations listed at most.
 LIST_LIMIT = 100
 
@@ -46,8 +47,9 @@ class Admin:
     def seen(self, env: Envelope) -> None:
         """Keep `env` as its sender's last event (for explain)."""
         last = self.last
-        last[env.sender] = env
-        last.move_to_end(env.sender)
+        sender = norm_bare(env.sender)
+        last[sender] = env
+        last.move_to_end(sender)
         if len(last) > LAST_EVENTS:
             last.popitem(last=False)
 
@@ -69,6 +71,11 @@ class Admin:
                 result = await self._run(command, args, who)
             except StoreError as exc:
                 result = AdminResult(False, f"the store failed: {exc}",
+                                     condition="internal-server-error")
+            except Exception:  # a bug must cost one command, answered, never the daemon
+                log.exception("admin command failed", extra=fields(
+                    event="internal_error", who=who, command=command))
+                result = AdminResult(False, "internal error (logged)",
                                      condition="internal-server-error")
         log.info("admin command", extra=fields(event="admin", who=who, command=command,
                                                args=dict(args), via=via, ok=result.ok,
@@ -138,11 +145,13 @@ class Admin:
             return AdminResult(True, f"silence {args['id']} ended", {"id": args["id"]})
         try:
             until = _until(args["until"], now)
-        except TimeError as exc:
+        except (TimeError, OverflowError) as exc:
             return AdminResult(False, str(exc), condition="bad-request")
         made = Silence(uuid.uuid4().hex[:12], until, who, args["comment"], args.get("rule"),
                        args.get("sender"), args.get("match"), now, now)
         _, problems = compile_silence(made, d.rules.get().lists)
+        if made.rule is not None and made.rule not in {r.name for r in d.rules.get().rules}:
+            problems.append(f"no rule {made.rule!r} in the rules in force")
         if problems:
             return AdminResult(False, "; ".join(problems), condition="bad-request")
         store.silence_add(made)
@@ -177,7 +186,7 @@ class Admin:
             if args.get("ttl"):
                 try:
                     expires = stamp(time.time() + parse_duration(args["ttl"]))
-                except TimeError as exc:
+                except (TimeError, ValueError, OverflowError) as exc:  # past the year 9999
                     return AdminResult(False, str(exc), condition="bad-request")
             store.apply([RelateChange(s, o, kind, {}, expires=expires)])
             return AdminResult(True, f"{s} {kind} {o} added"

@@ -18,6 +18,7 @@ import gc
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence, Sized
 from typing import Protocol
 
@@ -41,7 +42,7 @@ from rulebot.engine.archive import Privacy
 from rulebot.engine.explain import explain
 from rulebot.engine.state import Buckets, PeekState
 from rulebot.errors import ConnectError
-from rulebot.jid import bare_jid, norm_bare
+from rulebot.jid import bare_jid, domain_of, norm_bare
 from rulebot.logs import LOG_FLUSH_SECONDS, LOGGER, fields, flush_logs
 from rulebot.model import JSON, StateChange
 from rulebot.rules.cache import LoadCache
@@ -83,6 +84,8 @@ TIMER_LEASE = 30.0
 #: Seconds between two reads of the silences in the store (rulebot silence
 #: add/expire take effect within this; a silence's end is applied at once).
 SILENCE_POLL = 2.0
+#: Chat commands remembered so that one delivered again is not run again.
+ADMIN_SEEN = 1_000
 #: At most one "shadow rules decide differently" line per this many seconds.
 SHADOW_LOG_SECONDS = 5.0
 
@@ -160,6 +163,8 @@ class Daemon:
         self.mutings: tuple[Muting, ...] = ()
         self._silence_ids: frozenset[str] = frozenset()
         self._admin_tasks: set[asyncio.Future[None]] = set()
+        # (admin, stanza id) of the chat commands run: one delivered again runs once
+        self._admin_seen: OrderedDict[tuple[str, str | None], None] = OrderedDict()
         self.ledger = (Ledger(store, config.idempotency_window, config.idempotency_retention)
                        if store is not None and config.idempotency_retention > 0 else None)
         shared = store if config.workers > 1 else None  # the workers share state in it
@@ -338,7 +343,7 @@ class Daemon:
 
     def on_inbound(self, inbound: Inbound) -> None:
         if self.admin is not None and inbound.kind == "message" and inbound.body \
-                and inbound.body.startswith(CHAT_PREFIX) and inbound.type != "error":
+                and inbound.body.startswith(CHAT_PREFIX) and self._may_command(inbound):
             self._chat_admin(inbound)
             return
         ledger = self.ledger
@@ -408,7 +413,7 @@ class Daemon:
             if self.audit is not None:
                 self.audit.record(inbound, outcome)
             if self.archive is not None:
-                self.archive.record(outcome)
+                self.archive.record(outcome)  # never raises: a full disk loses lines only
             if outcome.shadow is not None:
                 self._observe_shadow(inbound, outcome)
             if self.admin is not None and outcome.envelope is not None:
@@ -654,6 +659,15 @@ class Daemon:
                 log.warning("purging idempotency records failed", extra=fields(
                     event="purge_failed", error=str(exc)))
 
+    def _may_command(self, inbound: Inbound) -> bool:
+        """Whether a `!` message is taken as an admin command (or refused as
+        one): not groupchat or error, not the bot's own, from a served domain.
+        Anything else goes to the dispatcher, which ignores it as it would any
+        such stanza."""
+        who = norm_bare(inbound.from_)
+        return inbound.type not in ("groupchat", "error") and who != self.dispatcher.bot_bare \
+            and domain_of(who) in self.dispatcher.allowed
+
     def _chat_admin(self, inbound: Inbound) -> None:
         """The `!` chat fallback of the admin commands: run, answered in a chat
         message (a JSON payload whose `text` is for a person)."""
@@ -661,7 +675,19 @@ class Daemon:
         assert admin is not None
         assert inbound.body is not None
         who = bare_jid(inbound.from_)
-        name = inbound.body[1:].split(maxsplit=1)[0] if inbound.body[1:].strip() else "?"
+        name = (inbound.body[1:].split(maxsplit=1)[0] if inbound.body[1:].strip() else "?")[:64]
+        if inbound.receipt and inbound.id:
+            self.connection.receipt(inbound.from_, inbound.id)
+        key = (norm_bare(who), inbound.id)
+        if inbound.id and key in self._admin_seen:
+            # Delivered again (a resend, offline storage after a crash): run once.
+            log.info("admin command delivered again, not run again", extra=fields(
+                event="admin_duplicate", who=who, stanza_id=inbound.id))
+            return
+        if inbound.id:
+            self._admin_seen[key] = None
+            if len(self._admin_seen) > ADMIN_SEEN:
+                self._admin_seen.popitem(last=False)
         if not admin.allowed(who):
             admin.refused(who, name, "chat")
             self._admin_reply(inbound, {"error": {
@@ -715,7 +741,11 @@ class Daemon:
     async def _follow_silences(self) -> None:
         while True:
             await asyncio.sleep(SILENCE_POLL)
-            self.read_silences()
+            try:
+                self.read_silences()
+            except Exception:  # the poller must outlive a bad row; say so each time
+                log.exception("reading the silences failed; keeping the last read",
+                              extra=fields(event="silences_failed"))
 
     async def _follow_records(self) -> None:
         """With several workers: index what the others record, every

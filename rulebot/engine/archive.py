@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -43,6 +44,8 @@ from rulebot.model import (
 from rulebot.rules.timefns import TimeError, to_epoch
 
 FORMAT = 1
+#: 10000-01-01T00:00:00Z: later times have no ISO text.
+LATEST = 253_402_300_800.0
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,15 @@ class Privacy:
     def apply(self, event: Mapping[str, JSON]) -> tuple[dict[str, JSON], dict[str, JSON],
                                                         dict[str, str]]:
         """A copy of `event` without the dropped fields and with the hashed ones
-        hashed; what was done (empty when nothing was); and each hashed text
-        value with its hash (`scrub` replaces them in payloads)."""
+        hashed; what was done (empty when nothing was); and each dropped or
+        hashed text value with what replaces it wherever the decision repeats
+        it (`scrubber`): its hash, or DROPPED."""
         out: dict[str, JSON] = copy.deepcopy(dict(event))
         hashes: dict[str, str] = {}
+
+        def drop(value: JSON) -> None:
+            for text in _texts(value):
+                hashes.setdefault(text, DROPPED)
 
         def digest(value: JSON) -> JSON:
             hashed = self._digest(value)
@@ -69,7 +77,7 @@ class Privacy:
                 hashes[value] = hashed
             return hashed
 
-        dropped = [p for p in self.drop if _edit(out, p, None)]
+        dropped = [p for p in self.drop if _edit(out, p, None, drop)]
         hashed = [p for p in self.hash if _edit(out, p, digest)]
         done: dict[str, JSON] = {}
         if dropped or hashed:
@@ -82,8 +90,21 @@ class Privacy:
                                       digest_size=12).hexdigest()
 
 
-def _edit(event: dict[str, JSON], path: str, change: object) -> bool:
-    """Drop (change None) or transform the field at `path` (`event.a.b`); whether it was there."""
+def _texts(value: JSON) -> list[str]:
+    """Every text in a JSON value (a dropped field's, to scrub them all)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [t for v in value for t in _texts(v)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _texts(v)]
+    return []
+
+
+def _edit(event: dict[str, JSON], path: str, change: object,
+          dropped: Callable[[JSON], None] | None = None) -> bool:
+    """Drop (change None; `dropped` sees the value) or transform the field at
+    `path` (`event.a.b`); whether it was there."""
     parts = path.split(".")
     if parts[0] != "event" or len(parts) < 2:
         return False
@@ -96,17 +117,25 @@ def _edit(event: dict[str, JSON], path: str, change: object) -> bool:
     if not isinstance(node, dict) or last not in node:
         return False
     if change is None:
+        if dropped is not None:
+            dropped(node[last])
         del node[last]
     else:
         node[last] = change(node[last])  # type: ignore[operator]
     return True
 
 
+#: What a dropped field's text becomes wherever the decision repeats it.
+DROPPED = "(dropped)"
+
+
 def scrubber(hashes: Mapping[str, str]) -> Callable[[JSON], JSON]:
-    """Replaces, anywhere in a payload, a text equal to a hashed field's value
-    by its hash: the digest of a payload that passes a hashed field on
-    (`text: event.text`) is then the digest replay computes from the hashed
-    event, and the payload's text is no more in the archive than the event's."""
+    """Replaces, anywhere in a decision's actions (payloads before their
+    digest, relation attrs, a timer's event, a drop's reason...), a text equal
+    to a hashed field's value by its hash and a dropped field's by DROPPED:
+    what the archive hides in the event it hides everywhere, and a payload
+    that passes a hashed field on (`text: event.text`) digests as replay
+    computes it from the hashed event."""
     def scrub(value: JSON) -> JSON:
         if isinstance(value, str):
             return hashes.get(value, value)
@@ -171,10 +200,18 @@ def parse(line: str) -> Archived:
         raise BadLine(f"not an archive line of format {FORMAT}")
     try:
         env, dec = raw["envelope"], raw["decision"]
+        if not isinstance(env, dict) or not isinstance(dec, dict) \
+                or not isinstance(env.get("event"), dict) \
+                or not isinstance(env.get("timer"), dict | None) \
+                or not isinstance(raw.get("privacy") or {}, dict):
+            raise BadLine("envelope, decision, event, timer and privacy must be objects")
         stanza = env["stanza"]
         if stanza["kind"] not in ("message", "presence", "timer"):
             raise BadLine(f"unknown stanza kind {stanza['kind']!r}")
         now = env.get("now")
+        if now is not None and not (isinstance(now, int | float) and not isinstance(now, bool)
+                                    and math.isfinite(now) and 0 <= now < LATEST):
+            raise BadLine(f"now is not a time: {now!r}")
         envelope = Envelope(env["event"], str(env["sender"]), str(env["from"]),
                             Stanza(stanza["kind"], str(stanza["type"]), stanza.get("id")),
                             str(env["bot"]), None if now is None else float(now),
@@ -189,7 +226,7 @@ def parse(line: str) -> Archived:
                         tuple(str(i) for i in raw.get("silenced", ())))
     except BadLine:
         raise
-    except (KeyError, TypeError, ValueError, TimeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, TimeError) as exc:
         raise BadLine(f"malformed archive line: {type(exc).__name__}: {exc}") from exc
 
 

@@ -65,9 +65,10 @@ def view(decision: Decision, scrub: Scrub | None = None) -> View:
 
 
 def action_view(action: Mapping[str, JSON], scrub: Scrub | None = None) -> Mapping[str, JSON]:
-    """An action's JSON as compared: recipients in order, payload as a digest
-    (of the payload `scrub` made, when given)."""
-    out = {k: v for k, v in action.items() if k != "payload"}
+    """An action's JSON as compared: recipients in order, payload as a digest;
+    with `scrub`, every value but the action's type and rule scrubbed first."""
+    out = {k: v if scrub is None or k in ("type", "rule") else scrub(v)
+           for k, v in action.items() if k != "payload"}
     if "payload" in action:
         payload = action["payload"]
         out["payload"] = payload_digest(payload if scrub is None else scrub(payload))

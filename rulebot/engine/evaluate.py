@@ -19,7 +19,7 @@ from typing import cast
 from jsonschema.exceptions import best_match
 
 from rulebot.errors import StoreUnavailable
-from rulebot.jid import bare_jid, valid_jid
+from rulebot.jid import bare_jid, norm_bare, valid_jid
 from rulebot.model import (
     JSON,
     Action,
@@ -170,11 +170,12 @@ def applying(silences: Sequence[Muting], env: Envelope, data: Mapping[str, JSON]
     muted rule with the silence muting it. A silence whose expression fails
     on the event does not select it."""
     muted: dict[str, str] = {}
+    sender = norm_bare(env.sender)  # as the silences' senders are kept
     for muting in silences:
         silence = muting.silence
         if env.now is not None and not silence.active(env.now):
             continue
-        if muting.sender is not None and muting.sender != env.sender:
+        if muting.sender is not None and muting.sender != sender:
             continue
         if muting.match is not None:
             try:

@@ -12,6 +12,9 @@ from rulebot.jid import norm_bare, valid_jid
 from rulebot.model import Silence
 from rulebot.rules.expr import Expr, compile_expr
 
+#: 10000-01-01T00:00:00Z: the times after it have no ISO text (model.stamp).
+LATEST = 253_402_300_800.0
+
 
 @dataclass(frozen=True, slots=True)
 class Muting:
@@ -27,10 +30,14 @@ def compile_silence(silence: Silence, lists: Mapping[str, object] | None = None
     """The silence ready for the engine, or None and what is wrong with it.
     `lists`: the rule set's named lists, for `in_list` in the expression."""
     problems: list[str] = []
+    if "" in (silence.rule, silence.sender, silence.match):
+        problems.append("rule, sender and match may not be empty (leave them out)")
     if silence.rule is None and silence.sender is None and silence.match is None:
         problems.append("a silence needs a rule, a sender or a match expression")
     if silence.ends <= silence.starts:
         problems.append("a silence must end after it starts")
+    elif not silence.ends < LATEST:
+        problems.append("a silence must end before the year 10000")
     if silence.sender is not None and not valid_jid(silence.sender):
         problems.append(f"sender {silence.sender!r} is not a JID")
     if not silence.author.strip():

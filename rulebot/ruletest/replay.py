@@ -24,6 +24,7 @@ from rulebot.engine.evaluate import evaluate
 from rulebot.engine.state import Buckets, LiveState, MemoryRelations, PresenceTable
 from rulebot.model import JSON, Relation
 from rulebot.rules.ruleset import RuleSet
+from rulebot.rules.timefns import TimeError, to_epoch
 
 
 @dataclass
@@ -163,5 +164,14 @@ def _evolve(store: MemoryRelations, archived: Archived) -> None:
     """Make the state what the recorded decision left (a fired timer is gone)."""
     env = archived.envelope
     if env.stanza.kind == "timer" and env.timer is not None:
-        store.timers.pop(str(env.timer.get("key")), None)
+        # As the daemon's store.fired: forgotten only if not scheduled again
+        # (another due) between its firing and this decision.
+        key = str(env.timer.get("key"))
+        held = store.timers.get(key)
+        try:
+            due = to_epoch(env.timer.get("due"))
+        except TimeError:
+            due = None
+        if held is not None and (due is None or abs(held.due - due) < 1e-3):
+            del store.timers[key]
     store.apply(archived.changes)

@@ -48,8 +48,14 @@ class SilenceMixin:
         with self._call("read the silences"):
             rows = self._query(f"SELECT {_COLUMNS} FROM {SILENCES}{where} ORDER BY ends, id",
                                params)  # type: ignore[arg-type]
-        return [Silence(str(i), float(e), str(a), str(c), r, s, m, float(st), float(cr))
-                for i, e, a, c, r, s, m, st, cr in rows]
+        out = []
+        for i, e, a, c, r, s, m, st, cr in rows:
+            try:
+                out.append(Silence(str(i), float(e), str(a), str(c), r, s, m, float(st),
+                                   float(cr)))
+            except (TypeError, ValueError):  # a row written by hand: skipped, not fatal
+                continue
+        return out
 
     def silence_expire(self, silence_id: str, now: float) -> bool:
         """End the silence now; False when there is no such silence still on."""

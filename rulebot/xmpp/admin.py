@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from slixmpp.exceptions import XMPPError
 
 from rulebot.bot.admin import COMMANDS, AdminResult, Command
+from rulebot.xmpp import patches
 
 
 class AdminRunner(Protocol):
@@ -31,6 +32,11 @@ def install(xmpp: Any, runner: AdminRunner) -> None:
     takes the handlers registered by then as the ones messages skip)."""
     xmpp.register_plugin("xep_0004")
     xmpp.register_plugin("xep_0050")
+    if not patches.guard_adhoc_sessions(
+            xmpp, lambda iq: runner.refused(iq["from"].bare, iq["command"]["node"], "adhoc")):
+        # Unguarded sessions could be completed by anyone who learns an id.
+        raise RuntimeError("slixmpp's XEP-0050 plugin is not as verified: "
+                           "admin commands cannot be offered safely")
 
     def add(_event: object = None) -> None:
         for command in COMMANDS:

@@ -240,3 +240,45 @@ def route_messages_directly(x: Any, on_message: Callable[[Any], None],
 
     x.recv_stanza = recv_stanza
     return None
+
+
+#: Seconds an ad-hoc command session is kept after its last step: time to
+#: fill in its form (slixmpp itself keeps every session it ever made, and
+#: answers a later `complete` on one with its old result).
+ADHOC_SESSION_KEEP = 600.0
+
+
+def guard_adhoc_sessions(x: Any, on_foreign: Callable[[Any], None]) -> bool:
+    """Make XEP-0050 sessions their starter's: slixmpp (1.17) lets anyone who
+    knows a session id continue or complete it, as the JID that started it.
+    A step of a session from another JID raises `forbidden` (after
+    `on_foreign(iq)`), and sessions are forgotten ADHOC_SESSION_KEEP seconds
+    after their last step. False when the plugin's private names are not as
+    verified (the commands then run unguarded: the caller must not offer them)."""
+    import asyncio
+
+    from slixmpp.exceptions import XMPPError
+
+    plugin = x.plugin["xep_0050"]
+    handle = getattr(plugin, "_handle_command_all", None)
+    if not callable(handle) or not isinstance(getattr(plugin, "sessions", None), dict):
+        return False
+    x.del_event_handler("command", handle)
+
+    async def guarded(iq: Any) -> None:
+        sessions = plugin.sessions
+        sid = iq["command"]["sessionid"]
+        session = sessions.get(sid) if sid else None
+        if session is not None and session["from"] != iq["from"]:
+            on_foreign(iq)
+            raise XMPPError("forbidden", "this command session is someone else's")
+        try:
+            await handle(iq)
+        finally:
+            for key in {sid, *(k for k, s in sessions.items() if s.get("from") == iq["from"])}:
+                if key in sessions:
+                    asyncio.get_running_loop().call_later(
+                        ADHOC_SESSION_KEEP, sessions.pop, key, None)
+
+    x.add_event_handler("command", guarded)
+    return True

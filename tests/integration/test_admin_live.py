@@ -163,6 +163,19 @@ async def test_adhoc_commands_chat_commands_audit_and_forbidden(
     with pytest.raises(IqError) as forbidden:
         await carol.run(target, "status")
     assert forbidden.value.condition == "forbidden"
+    # nor may she complete a session an admin started (slixmpp alone would let her)
+    started = await admin.x.plugin["xep_0050"].send_command(target, "relations-add", timeout=15)
+    form = carol.x.plugin["xep_0004"].make_form(ftype="submit")
+    for var, value in (("subject", "carol@localhost"), ("kind", "admin"),
+                       ("object", "friend@localhost")):
+        form.add_field(var=var, value=value)
+    with pytest.raises(IqError) as hijack:
+        await carol.x.plugin["xep_0050"].send_command(
+            target, "relations-add", action="complete", payload=form,
+            sessionid=started["command"]["sessionid"], timeout=15)
+    assert hijack.value.condition == "forbidden"
+    with open_store(str(store)) as s:
+        assert not s.related("carol@localhost", "friend@localhost", "admin")
     alice.send_raw("!status")
     refused_chat = await receive(alice)
     assert refused_chat.error is not None

@@ -60,3 +60,34 @@ def test_what_the_rules_did_not_decide_is_not_archived(tmp_path: Path) -> None:
     # archived; the undecodable, the empty and the ignored stanza are not.
     (line,) = path.read_text().splitlines()
     assert json.loads(line)["envelope"]["event"] == {"type": "nope", "id": "n1"}
+
+
+def test_a_failing_disk_loses_lines_not_the_daemon(tmp_path: Path) -> None:
+    path = tmp_path / "dir" / "inbound.jsonl"
+    path.parent.mkdir()
+    outcome = dispatcher().handle(msg(CHAT))
+    archive = ArchiveLog(str(path), max_bytes=1_000_000, backups=2)
+    archive.record(outcome)
+    path.unlink()
+    path.parent.rmdir()  # the directory is gone: writes fail
+    archive._file.close()  # type: ignore[union-attr]  # as a full disk would fail them
+    for _ in range(3):
+        archive.record(outcome)  # must not raise
+    assert (archive.written, archive.failed) == (1, 3)
+    path.parent.mkdir()  # back: the next line goes to a new file
+    archive.record(outcome)
+    assert (archive.written, len(path.read_text().splitlines())) == (2, 1)
+    archive.close()
+
+
+def test_rotation_survives_the_live_file_moved_away(tmp_path: Path) -> None:
+    path = tmp_path / "inbound.jsonl"
+    outcome = dispatcher().handle(msg(CHAT))
+    archive = ArchiveLog(str(path), max_bytes=1_500, backups=1)
+    archive.record(outcome)
+    path.rename(tmp_path / "elsewhere.jsonl")  # an operator's logrotate, say
+    for _ in range(5):
+        archive.record(outcome)
+    archive.close()
+    assert archive.failed == 0
+    assert archive.written == 6

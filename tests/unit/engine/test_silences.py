@@ -105,3 +105,22 @@ def test_explain_shows_the_silence_and_who_set_it() -> None:
     dropped = explain(RULES, env(), silences=[muting(sender="alice@x")])
     assert {t.status for t in dropped.rules} == {"not-evaluated"}
     assert "dropped by silence s1" in dropped.rules[0].note
+
+
+def test_a_sender_silence_matches_whatever_the_case_of_the_stanza() -> None:
+    d = evaluate(RULES, env(sender="Mallory@Example.com"),
+                 silences=[muting(sender="mallory@example.com")])
+    assert d.silenced == ("s1",)
+
+
+@pytest.mark.parametrize(("fields", "problem"), [
+    ({"rule": ""}, "may not be empty"),
+    ({"rule": "x", "ends": 1e13}, "before the year 10000"),
+])
+def test_empty_values_and_endless_silences_are_refused(fields: dict[str, object],
+                                                       problem: str) -> None:
+    base = {"id": "s1", "ends": NOW + 3600, "author": "ops", "comment": "c",
+            "starts": NOW - 60, **fields}
+    made, problems = compile_silence(Silence(**base))  # type: ignore[arg-type]
+    assert made is None
+    assert any(problem in p for p in problems), problems
