@@ -21,9 +21,9 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, TypeVar
 
 import click
 import yaml
@@ -36,12 +36,21 @@ from rulebot.store.open import open_store, resolve_location
 from rulebot.store.values import RelateChange, RelationChange, UnrelateChange
 
 DEFAULT_STORE = "rulebot.sqlite3"
+F = TypeVar("F", bound=Callable[..., Any])
+
+def store_options(command: F) -> F:
+    """--store (or RULEBOT_STORE) and --config, as every store command takes them."""
+    command = click.option("-c", "--config", "config_path",
+                           type=click.Path(exists=True, dir_okay=False),
+                           help="Use the store named in this rulebot.yaml (its `store` key)."
+                           )(command)
+    return click.option("--store", "location", envvar="RULEBOT_STORE", metavar="URL_OR_PATH",
+                        help="SQLite file, sqlite:///PATH or postgresql://... "
+                             "[env: RULEBOT_STORE]")(command)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--store", "location", envvar="RULEBOT_STORE", metavar="URL_OR_PATH",
-              help="SQLite file, sqlite:///PATH or postgresql://... [env: RULEBOT_STORE]")
-@click.option("-c", "--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              help="Use the store named in this rulebot.yaml (its `store` key).")
+@store_options
 @click.pass_context
 def relations(ctx: click.Context, location: str | None, config_path: str | None) -> None:
     """Inspect and edit the relationships the rules read (friend, blocked, ...)."""

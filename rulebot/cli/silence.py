@@ -16,17 +16,14 @@ import uuid
 
 import click
 
-from rulebot.cli.relations import fail, required, store_location
+from rulebot.cli.relations import fail, required, store_location, store_options
 from rulebot.model import Silence, stamp
 from rulebot.rules.silences import compile_silence
 from rulebot.rules.timefns import TimeError, parse_duration, to_epoch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--store", "location", envvar="RULEBOT_STORE", metavar="URL_OR_PATH",
-              help="SQLite file, sqlite:///PATH or postgresql://... [env: RULEBOT_STORE]")
-@click.option("-c", "--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-              help="Use the store named in this rulebot.yaml (its `store` key).")
+@store_options
 @click.pass_context
 def silence(ctx: click.Context, location: str | None, config_path: str | None) -> None:
     """Mute a rule, a sender or an expression for a while."""
