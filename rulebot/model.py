@@ -7,6 +7,7 @@ because they hold compiled JMESPath expressions.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -147,6 +148,17 @@ class Drop:
 
 #: How stores write times (`created`, `expires`): text that sorts as time does.
 STORE_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+#: 10000-01-01T00:00:00Z: later times have no ISO text (stamp raises).
+LATEST = 253_402_300_800.0
+
+
+def line_time(epoch: float) -> str:
+    """Seconds since 1970 as the time of a log, audit or archive line:
+    2026-12-01T09:00:00.123Z (milliseconds)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + \
+        f".{int(epoch % 1 * 1000):03d}Z"
 
 
 def stamp(epoch: float) -> str:

@@ -18,8 +18,8 @@ import click
 
 from rulebot.cli.relations import fail, required, store_location, store_options
 from rulebot.model import Silence, stamp
-from rulebot.rules.silences import compile_silence
-from rulebot.rules.timefns import TimeError, parse_duration, to_epoch
+from rulebot.rules.silences import compile_silence, parse_until
+from rulebot.rules.timefns import TimeError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,13 +31,8 @@ def silence(ctx: click.Context, location: str | None, config_path: str | None) -
 
 
 def _until(text: str, now: float) -> float:
-    """`2h` (from now) or an ISO time."""
     try:
-        return now + parse_duration(text)
-    except TimeError:
-        pass
-    try:
-        return to_epoch(text)
+        return parse_until(text, now)
     except TimeError as exc:
         raise click.BadParameter(f"{text!r}: not a duration (30m, 2h, 1d) nor an ISO time "
                                  f"({exc})", param_hint="--until") from exc

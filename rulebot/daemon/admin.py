@@ -19,8 +19,8 @@ from rulebot.engine.state import PeekState
 from rulebot.jid import norm_bare, valid_jid
 from rulebot.logs import LOGGER, fields
 from rulebot.model import JSON, Envelope, Silence, stamp
-from rulebot.rules.silences import compile_silence
-from rulebot.rules.timefns import TimeError, parse_duration, to_epoch
+from rulebot.rules.silences import compile_silence, parse_until
+from rulebot.rules.timefns import TimeError, parse_duration
 from rulebot.store.base import StoreError
 from rulebot.store.values import RelateChange
 
@@ -144,7 +144,7 @@ class Admin:
             d.read_silences()
             return AdminResult(True, f"silence {args['id']} ended", {"id": args["id"]})
         try:
-            until = _until(args["until"], now)
+            until = parse_until(args["until"], now)
         except (TimeError, OverflowError) as exc:
             return AdminResult(False, str(exc), condition="bad-request")
         made = Silence(uuid.uuid4().hex[:12], until, who, args["comment"], args.get("rule"),
@@ -199,13 +199,6 @@ class Admin:
 
 def _jid_or_none(value: str | None) -> str | None:
     return norm_bare(value) if value else None
-
-
-def _until(text: str, now: float) -> float:
-    try:
-        return now + parse_duration(text)
-    except TimeError:
-        return to_epoch(text)
 
 
 def _silence_line(s: Silence) -> str:

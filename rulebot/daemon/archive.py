@@ -21,6 +21,7 @@ from rulebot.bot.values import Outcome
 from rulebot.engine.archive import Privacy, entry
 from rulebot.jsonenc import encoder
 from rulebot.logs import LOGGER, fields
+from rulebot.model import line_time
 
 log = logging.getLogger(LOGGER)
 
@@ -54,7 +55,7 @@ class ArchiveLog:
                 or outcome.envelope is None:
             return
         t = time.time() if now is None else now
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+        stamp = line_time(t)
         line = _encode(entry(outcome.envelope, outcome.decision, stamp, self.privacy)) + "\n"
         size = len(line.encode()) if not line.isascii() else len(line)
         # Never raises: the archive is for analysis, and a failing disk must

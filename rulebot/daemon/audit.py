@@ -14,6 +14,7 @@ import time
 
 from rulebot.bot.values import Inbound, Outcome, summary
 from rulebot.jid import bare_jid
+from rulebot.model import line_time
 
 
 class AuditLog:
@@ -30,7 +31,7 @@ class AuditLog:
 
     def record(self, inbound: Inbound, outcome: Outcome, now: float | None = None) -> None:
         t = time.time() if now is None else now
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+        stamp = line_time(t)
         entry: dict[str, object] = {
             "time": stamp,
             "event_id": outcome.event_id,
@@ -49,7 +50,7 @@ class AuditLog:
                      ok: bool, text: str, now: float | None = None) -> None:
         """An admin command (or a refused attempt): who, what, how, what it did."""
         t = time.time() if now is None else now
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+        stamp = line_time(t)
         entry = {"time": stamp, "kind": "admin", "admin": who, "command": command,
                  "args": args, "via": via, "ok": ok, "result": text}
         self._logger.info(json.dumps(entry, ensure_ascii=False, default=str))

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from rulebot.engine.compare import View, view
 from rulebot.model import (
     JSON,
+    LATEST,
     Cancel,
     Count,
     Decision,
@@ -44,8 +45,6 @@ from rulebot.model import (
 from rulebot.rules.timefns import TimeError, to_epoch
 
 FORMAT = 1
-#: 10000-01-01T00:00:00Z: later times have no ISO text.
-LATEST = 253_402_300_800.0
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from rulebot.jid import norm_bare, valid_jid
-from rulebot.model import Silence
+from rulebot.model import LATEST, Silence
 from rulebot.rules.expr import Expr, compile_expr
-
-#: 10000-01-01T00:00:00Z: the times after it have no ISO text (model.stamp).
-LATEST = 253_402_300_800.0
+from rulebot.rules.timefns import TimeError, parse_duration, to_epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +48,14 @@ def compile_silence(silence: Silence, lists: Mapping[str, object] | None = None
         return None, problems
     sender = norm_bare(silence.sender) if silence.sender is not None else None
     return Muting(silence, sender, expr), []
+
+
+def parse_until(text: str, now: float) -> float:
+    """A silence's end: a duration from `now` (`2h`) or an ISO time. Raises TimeError."""
+    try:
+        return now + parse_duration(text)
+    except TimeError:
+        return to_epoch(text)
 
 
 def compile_silences(silences: Sequence[Silence], lists: Mapping[str, object] | None = None

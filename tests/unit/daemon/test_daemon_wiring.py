@@ -432,3 +432,37 @@ async def test_the_archive_holds_every_decided_event_for_replay(shadowed: Runnin
     assert [json.loads(line)["envelope"]["event"]["id"] for line in lines] == ["e1", "e2"]
     assert all("hello" not in line for line in lines)  # event.text dropped, payloads digested
     assert json.loads(lines[0])["version"] == shadowed.daemon.rules.get().version
+
+
+async def test_a_chat_command_delivered_again_runs_once(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(ROOT / "rules", rules)
+    config = dataclasses.replace(config_for(tmp_path, rules), admins=("admin@localhost",))
+    store = open_store(config.store)
+    made: list[FakeConnection] = []
+    daemon = Daemon(config, "secret", load_rules(rules), store, connect=fake_connector(made))
+    conn = made[0]
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(daemon.run(stop))
+    await asyncio.wait_for(conn.up.wait(), 5)
+
+    async def replies(n: int) -> None:
+        for _ in range(1000):  # the command runs in a task of its own
+            if len(conn.sent) >= n:
+                return
+            await asyncio.sleep(0)
+        raise AssertionError(f"{len(conn.sent)} replies, expected {n}")
+
+    command = "!relations-add subject=alice@localhost kind=vip object=bob@localhost"
+    add = Inbound("message", "admin@localhost/phone", "chat", "cmd-1", command, receipt=True)
+    conn.read(add)
+    await replies(1)
+    assert conn.sent[0].payload["ok"] is True
+    conn.read(add)  # the same stanza again (a client resending until its receipt)
+    conn.read(Inbound("message", "admin@localhost/phone", "chat", "cmd-2", "!silence-list"))
+    await replies(2)
+    assert [o.payload["command"] for o in conn.sent] == ["relations-add", "silence-list"]
+    assert [(to, sid) for to, sid, _ in conn.receipts] == [
+        ("admin@localhost/phone", "cmd-1"), ("admin@localhost/phone", "cmd-1")]
+    stop.set()
+    await asyncio.wait_for(task, 5)
