@@ -280,3 +280,23 @@ def test_events_a_silence_decided_are_counted_not_compared(live: RuleSet) -> Non
     assert sum('"silenced":["s1"]' in line.replace(" ", "") for line in lines) == 2
     report = replay(numbered(lines), live)
     assert (report.events, report.silenced, report.changed_count) == (len(TRAFFIC), 2, 0)
+
+
+def test_the_command_shows_progress_and_starts_from_a_store(live: RuleSet,
+                                                           tmp_path: Path) -> None:
+    from rulebot.store.open import open_store
+
+    lines = record(live)[2:]  # the chats only: alice and bob are friends already
+    archive = tmp_path / "archive.jsonl"
+    archive.write_text("\n".join(lines) + "\n")
+    runner = CliRunner()
+    empty = runner.invoke(main, ["replay", str(archive), "--rules", str(FRIENDS)])
+    assert empty.exit_code == 1  # without the friendship, the chats decide otherwise
+    store = tmp_path / "s.sqlite3"
+    with open_store(str(store)) as s:
+        s.relate("alice@localhost", "bob@localhost", "friend")
+        s.relate("bob@localhost", "alice@localhost", "friend")
+    from_store = runner.invoke(main, ["replay", str(archive), "--rules", str(FRIENDS),
+                                      "--store", str(store), "--progress"])
+    assert from_store.exit_code == 0, from_store.output
+    assert f"replayed {len(lines)} events in " in from_store.stderr
