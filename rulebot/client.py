@@ -20,20 +20,22 @@ import random
 import uuid
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import slixmpp
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from rulebot.errors import ConnectError, RulebotError
+from rulebot.errors import ConnectError, EventError, RulebotError
 from rulebot.jid import bare_jid
 from rulebot.model import JSON
+from rulebot.wire.decode import Limits
 from rulebot.wire.encode import JSON_NS, META_NS, RECEIPTS_NS, encode_payload
 from rulebot.wire.resend import Resends
+from rulebot.wire.xmlmap import read_event, write_event
 from rulebot.xmpp.tls import backoff_delay, setup_tls
 
 log = logging.getLogger("rulebot.client")
@@ -50,13 +52,16 @@ class Received:
     version: str | None
     event_id: str | None  # id of the event this message answers or routes
     stanza_id: str | None
-    encoding: Literal["body", "json"]
+    encoding: str  # "body", "json" or an XML event's tag ("{namespace}local")
     in_reply_to: str | None = None  # id of the stanza that carried that event
 
     @property
     def error(self) -> dict[str, JSON] | None:
-        """The error object when this is an error reply, else None."""
+        """The error object when this is an error reply, else None. In an XML
+        event the error is a child element, read as a list of one object."""
         err = self.payload.get("error")
+        if isinstance(err, list) and len(err) == 1 and not self.encoding.startswith(("b", "j")):
+            err = err[0]
         return err if isinstance(err, dict) and "code" in err else None
 
     def to_json(self) -> dict[str, JSON]:
@@ -77,23 +82,41 @@ class RequestError(RulebotError):
         super().__init__(f"{self.code}: {self.message}")
 
 
-def parse_message(msg: Any) -> Received | None:
-    """The Received for a slixmpp message from the bot, or None if it carries no JSON object."""
+def parse_message(msg: Any, xml_tags: Collection[str] = ()) -> Received | None:
+    """The Received for a slixmpp message from the bot, or None if it carries no
+    event object. `xml_tags`: the XML event elements ("{namespace}local") read
+    as payloads (docs/protocol.md, "XML events"), before a <json/> or <body/>."""
     import json
 
-    container = msg.xml.find(f"{{{JSON_NS}}}json")
-    encoding: Literal["body", "json"] = "json" if container is not None else "body"
-    text = (container.text or "") if container is not None else msg["body"]
-    try:
-        payload = json.loads(text)
-    except (ValueError, TypeError):
-        return None
+    payload: Any = None
+    encoding = ""
+    for child in msg.xml if xml_tags else ():
+        if child.tag in xml_tags:
+            try:
+                payload, encoding = read_event(child, _XML_LIMITS), child.tag
+            except EventError:
+                return None
+            break
+    if not encoding:
+        container = msg.xml.find(f"{{{JSON_NS}}}json")
+        encoding = "json" if container is not None else "body"
+        text = (container.text or "") if container is not None else msg["body"]
+        try:
+            payload = json.loads(text)
+        except (ValueError, TypeError):
+            return None
     if not isinstance(payload, dict):
         return None
     meta = msg.xml.find(f"{{{META_NS}}}rulebot")
     get = (lambda k: meta.get(k)) if meta is not None else (lambda k: None)
     return Received(payload, get("sender"), get("rule"), get("version"), get("event"),
                     msg["id"] or None, encoding, get("stanza"))
+
+
+#: What the client accepts of an XML payload from the bot (the bot's own
+#: payloads: generous, but bounded).
+_XML_LIMITS = Limits(max_bytes=16_777_216, max_depth=256, max_string=16_777_216,
+                     max_items=1_000_000, max_attributes=10_000)
 
 
 class RulebotClient:
@@ -110,7 +133,7 @@ class RulebotClient:
         ca_file: str | None = None,
         verify: bool = True,
         allow_plain: bool = False,
-        encoding: Literal["body", "json"] = "body",
+        encoding: str = "body",
         message_type: str = "chat",
         share_presence: bool = False,
         reconnect: bool = True,
@@ -129,6 +152,9 @@ class RulebotClient:
         self.host = host or bare_jid(jid).split("@")[-1]
         self.port = port
         self.encoding = encoding
+        #: XML event elements read from the bot's messages: the one this client
+        #: sends in, if any (`xml_tags` may add more)
+        self.xml_tags: set[str] = {encoding} if encoding.startswith("{") else set()
         self.message_type = message_type
         self.share_presence = share_presence
         self.reconnect = reconnect
@@ -162,7 +188,11 @@ class RulebotClient:
         x.add_event_handler("ssl_invalid_chain",
                             self._on_fatal("TLS certificate could not be verified"))
         x.add_event_handler("message", self._on_message)
-        # slixmpp's own "message" event needs a <body/>: XEP-0335 messages have none.
+        # slixmpp's own "message" event needs a <body/>: XEP-0335 messages and
+        # XML events have none. Every message of the bot has its <rulebot/>.
+        x.register_handler(Callback(
+            "rulebot meta", MatchXPath(f"{{{x.default_ns}}}message/{{{META_NS}}}rulebot"),
+            self._on_meta_message))
         x.register_handler(Callback(
             "rulebot json", MatchXPath(f"{{{x.default_ns}}}message/{{{JSON_NS}}}json"),
             self._on_json_message))
@@ -260,15 +290,22 @@ class RulebotClient:
     def _from_bot(self, jid: str) -> bool:
         return bare_jid(jid) == bare_jid(self.bot)
 
-    def _on_json_message(self, msg: Any) -> None:
-        self._on_message(msg, from_json_handler=True)
+    def _on_meta_message(self, msg: Any) -> None:
+        self._on_message(msg, handler="meta")
 
-    def _on_message(self, msg: Any, from_json_handler: bool = False) -> None:
-        if not from_json_handler and msg.xml.find(f"{{{JSON_NS}}}json") is not None:
-            return  # the XEP-0335 handler takes it
+    def _on_json_message(self, msg: Any) -> None:
+        if msg.xml.find(f"{{{META_NS}}}rulebot") is None:  # else the meta handler takes it
+            self._on_message(msg, handler="json")
+
+    def _on_message(self, msg: Any, handler: str = "") -> None:
+        # One handler per message: the <rulebot/> one, else the XEP-0335 one,
+        # else slixmpp's "message" event.
+        if not handler and (msg.xml.find(f"{{{META_NS}}}rulebot") is not None
+                            or msg.xml.find(f"{{{JSON_NS}}}json") is not None):
+            return
         if msg["type"] == "error" or not self._from_bot(str(msg["from"])):
             return
-        received = parse_message(msg)
+        received = parse_message(msg, self.xml_tags)
         if received is None:
             log.warning("message from the bot without a JSON object: %s", msg["id"])
             return
@@ -310,7 +347,13 @@ class RulebotClient:
         msg = self.xmpp.make_message(mto=self.bot, mtype=self.message_type)
         msg["id"] = uuid.uuid4().hex  # unique: the bot derives its message ids from it
         text = encode_payload(payload)
-        if (encoding or self.encoding) == "json":
+        encoding = encoding or self.encoding
+        xml = write_event(payload, encoding) if encoding.startswith("{") else None
+        if xml is not None:
+            msg.xml.append(ET.fromstring(xml))
+        elif encoding.startswith("{"):
+            raise ValueError(f"this event has no XML form ({encoding}); send it as JSON")
+        elif encoding == "json":
             container = ET.Element(f"{{{JSON_NS}}}json")
             container.text = text
             msg.xml.append(container)

@@ -142,7 +142,8 @@ def parse_config(text: str, source: str = "<inline>", base: Path | None = None) 
         return None if p is None else str((base / p).resolve())
 
     wire_limits = Limits(**{k: limits[k] for k in ("max_bytes", "max_depth", "max_string",
-                                                    "max_items") if k in limits})
+                                                    "max_items", "max_attributes")
+                                    if k in limits})
     return Config(
         jid=jid,
         rules=str(path(raw["rules"])),

@@ -19,7 +19,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from rulebot.bot.values import (
     EventKey,
@@ -62,6 +62,7 @@ from rulebot.rules.ruleset import RuleSet
 from rulebot.rules.silences import Muting
 from rulebot.wire.decode import Limits, decode_event, event_id, presence_event
 from rulebot.wire.encode import Encoding, error_payload
+from rulebot.wire.xmlmap import read_event, split_tag
 
 
 class Settings(Protocol):
@@ -160,14 +161,19 @@ class Dispatcher:
             return self._decide(inbound, sender, event, self._encoding("body"), ruleset)
         if inbound.type in ("error", "groupchat"):
             return Outcome("ignored", reason=f"{inbound.type}-message")
-        if inbound.json is not None:
-            text, enc = inbound.json, self._encoding("json")
-        elif inbound.body:
-            text, enc = inbound.body, self._encoding("body")
-        else:
-            return Outcome("ignored", reason="no-payload")
+        element = xml_event(inbound, ruleset)
         try:
-            event = decode_event(text, self.config.limits)
+            if element is not None:
+                enc = self._encoding(element.tag)
+                event = read_event(element, self.config.limits)
+            elif inbound.json is not None:
+                enc = self._encoding("json")
+                event = decode_event(inbound.json, self.config.limits)
+            elif inbound.body:
+                enc = self._encoding("body")
+                event = decode_event(inbound.body, self.config.limits)
+            else:
+                return Outcome("ignored", reason="no-payload")
         except EventError as exc:
             meta = Meta(sender, None, ruleset.version, None, inbound.id)
             reply = self._out(inbound, inbound.from_, error_payload(exc.code, exc.message,
@@ -292,7 +298,9 @@ class Dispatcher:
         env = outcome.envelope
         assert env is not None
         assert outcome.decision is not None
-        enc = self._encoding("json" if inbound.json is not None else "body")
+        element = xml_event(inbound, self.current())
+        enc = self._encoding(element.tag if element is not None
+                             else "json" if inbound.json is not None else "body")
         reply = self._refusal(inbound, env.sender, event_id(env.event), enc,
                               outcome.decision.version)
         return Outcome("failed", (reply,), outcome.decision, "store-unavailable",
@@ -313,3 +321,19 @@ class Dispatcher:
         else:
             mid = "rb-" + uuid.uuid4().hex[:20]
         return Outbound(to, payload, enc, self.config.message_type, mid, meta)
+
+
+def xml_event(inbound: Inbound, ruleset: RuleSet) -> Any | None:
+    """The message's XML event: its first child element that the rule set
+    declares (`xml_events:` namespace -> local name), if any. It is taken
+    before a <json/> container or a <body/>, which may be there as fallbacks
+    for clients that do not read it."""
+    declared = ruleset.xml_events
+    if not declared:
+        return None
+    for element in inbound.elements:
+        ns, local = split_tag(element.tag)
+        if declared.get(ns) == local:
+            return element
+    return None
+

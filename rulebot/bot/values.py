@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from rulebot.engine.compare import Difference
 from rulebot.model import JSON, Decision, Envelope, StateChange
@@ -27,6 +27,10 @@ class Inbound:
     id: str | None = None
     body: str | None = None
     json: str | None = None  # text of an XEP-0335 <json/> container
+    #: the message's child elements outside jabber:client, the XEP-0335
+    #: container and receipts (xml.etree elements, not to be changed): where
+    #: an XML event is looked for (rulebot.wire.xmlmap)
+    elements: tuple[Any, ...] = ()
     show: str | None = None
     status: str | None = None
     priority: int | None = None

@@ -163,6 +163,7 @@ class _Compiler:
         self.where: dict[tuple[str, str], tuple[Document, DocPath]] = {}
         self.defined: dict[tuple[str, str], str] = {}  # (kind, name) -> "file:line"
         self.events: EventTypes | None = None
+        self.xml_events: dict[str, str] = {}  # namespace -> element local name
         self.default: Literal["drop", "error"] | None = None
         self.rules: list[Rule] = []
         self.rule_at: int | None = None  # the rule being compiled, by index
@@ -241,6 +242,10 @@ class _Compiler:
                 self.issues.append(doc.issue(("default",), "default is set in more than one "
                                              "file", value["default"], key=True))
             self.default = value["default"]
+        for ns, element in _mapping(value.get("xml_events")).items():
+            if isinstance(element, str) and self._define(doc, "XML event namespace", ns,
+                                                         ("xml_events", ns)):
+                self.xml_events[ns] = element
         if "events" in value and isinstance(value["events"], dict):
             if self.events is not None:
                 self.issues.append(doc.issue(("events",), "events are declared in more than "
@@ -298,6 +303,7 @@ class _Compiler:
             counters=dict(self.counters),
             index=index,
             discriminator=discriminator,
+            xml_events=dict(self.xml_events),
         )
 
     def _fields(self, rules: tuple[Rule, ...], discriminator: str, index: RuleIndex) -> None:

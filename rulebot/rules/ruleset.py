@@ -111,6 +111,8 @@ class RuleSet:
     intervals: Mapping[str, Interval] = field(default_factory=dict, repr=False, compare=False)
     #: windowed counters (`counters:`): name -> window in seconds
     counters: Mapping[str, float] = field(default_factory=dict, repr=False, compare=False)
+    #: XML events (`xml_events:`): namespace -> the event element's local name
+    xml_events: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     # engine.evaluate.runtime_for's cache: state view id -> (view, runtime). The
     # only mutable part, and only a memo of values computed from the rest.
     runtimes: dict[int, tuple[Any, Runtime]] = field(default_factory=dict, init=False,

@@ -68,9 +68,10 @@ class Limits:
     max_depth: int = 32
     max_string: int = 65536
     max_items: int = 10000
+    max_attributes: int = 64
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_depth", "max_string", "max_items"):
+        for name in ("max_bytes", "max_depth", "max_string", "max_items", "max_attributes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Limits.{name} must be a positive integer, not {value!r}")

@@ -7,13 +7,14 @@ No XMPP, no I/O, no logging. Reading is rulebot.wire.decode.
 from __future__ import annotations
 
 import re
-from typing import Literal
 
 from rulebot.jsonenc import encoder
 from rulebot.model import JSON
 
-#: Where an event travels: the message <body>, or an XEP-0335 container.
-Encoding = Literal["body", "json"]
+#: Where an event travels: "body" (the message <body>), "json" (an XEP-0335
+#: container) or an XML event element's tag, "{namespace}local"
+#: (rulebot.wire.xmlmap).
+Encoding = str
 
 #: The XEP-0335 JSON container namespace.
 JSON_NS = "urn:xmpp:json:0"

@@ -16,6 +16,7 @@ from slixmpp.plugins.xep_0198.stream_management import MAX_SEQ
 
 from rulebot.bot.values import Outbound
 from rulebot.logs import LOGGER, fields
+from rulebot.wire.xmlmap import write_event
 from rulebot.xmpp.patches import escape_text
 from rulebot.xmpp.stanzas import payload_text, serialize_message, serialize_receipt
 
@@ -43,7 +44,9 @@ class Outbox:
         self.queue: deque[Outbound] = deque()
         self.dropped = 0
         self._last_payload: object = None  # the payload _last_text encodes (kept alive)
-        self._last_text = ""
+        self._last_text: str | None = ""
+        self._last_encoding = ""
+        self._last_xml: str | None = None  # its XML event element ("": none; None: not XML)
 
     def send(self, out: Outbound, payload_json: str | None = None) -> None:
         """Send now when online, else keep it (bounded) until the session is back.
@@ -68,13 +71,16 @@ class Outbox:
         if not x.transport:  # the session is going down: keep it for the next one
             self.keep(out)
             return
-        if out.payload is not self._last_payload:
+        if out.payload is not self._last_payload or out.encoding != self._last_encoding:
             # A broadcast hands over one payload object per recipient, in a row:
             # encode and escape it once.
             self._last_payload = out.payload
-            self._last_text = payload_text(out.payload) if payload_json is None else \
-                escape_text(payload_json)
-        self.write_text(serialize_message(out, self.sender, self._last_text))
+            self._last_encoding = out.encoding
+            self._last_xml = (write_event(out.payload, out.encoding) or "") \
+                if out.encoding.startswith("{") else None
+            self._last_text = None if self._last_xml else payload_text(out.payload) \
+                if payload_json is None else escape_text(payload_json)
+        self.write_text(serialize_message(out, self.sender, self._last_text, self._last_xml))
 
     def receipt(self, to: str, stanza_id: str) -> None:
         """An XEP-0184 receipt for `stanza_id`, now; none while the session is

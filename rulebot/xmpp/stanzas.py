@@ -11,6 +11,7 @@ from slixmpp.xmlstream.matcher.base import MatcherBase
 from rulebot.bot.values import Inbound, Outbound
 from rulebot.model import JSON
 from rulebot.wire.encode import JSON_NS, META_NS, RECEIPTS_NS, encode_payload
+from rulebot.wire.xmlmap import write_event
 from rulebot.xmpp.patches import escape_text, fast_escape
 
 JSON_TAG = f"{{{JSON_NS}}}json"
@@ -25,7 +26,8 @@ def payload_text(payload: JSON) -> str:
     return escape_text(encode_payload(payload))
 
 
-def serialize_message(out: Outbound, mfrom: str | None, text: str | None = None) -> str:
+def serialize_message(out: Outbound, mfrom: str | None, text: str | None = None,
+                      xml: str | None = None) -> str:
     """The message stanza carrying `out`: payload (as <body/> or XEP-0335
     <json/>) and the <rulebot/> metadata, as the text written to the stream.
 
@@ -35,17 +37,23 @@ def serialize_message(out: Outbound, mfrom: str | None, text: str | None = None)
     same escaping of attributes, except that the payload's quotes are left as
     they are (see payload_text); tests/unit/xmpp/test_xmpp_serialize.py compares the
     two.
-    `text` is `payload_text(out.payload)` when the caller already has it."""
+    `text` is `payload_text(out.payload)` when the caller already has it, `xml`
+    its XML event element for an XML encoding ("": it has none; rulebot.wire.xmlmap).
+    A payload without an XML form goes in a <json/> container."""
     esc = fast_escape
     head = f'<message to="{esc(out.to)}" type="{esc(out.type)}" id="{esc(out.id)}"'
     if mfrom is not None:
         head += f' from="{esc(mfrom)}"'
-    if text is None:
-        text = payload_text(out.payload)
-    if out.encoding == "json":
-        payload = f'<json xmlns="{JSON_NS}">{text}</json>'
-    else:
-        payload = f"<body>{text}</body>"
+    enc = out.encoding
+    payload = None
+    if enc.startswith("{"):  # an XML event's element, unless the payload has no XML form
+        payload = write_event(out.payload, enc) if xml is None else xml or None
+    if payload is None:
+        if text is None:
+            text = payload_text(out.payload)
+        payload = f"<body>{text}</body>" if enc == "body" \
+            else f'<json xmlns="{JSON_NS}">{text}</json>'
+
     m = out.meta
     meta = f'<rulebot xmlns="{META_NS}" sender="{esc(m.sender)}" version="{esc(m.version)}"'
     if m.rule is not None:
@@ -74,6 +82,8 @@ def to_inbound_message(msg: Any) -> Inbound:
     body: str | None = None
     container: str | None = None
     receipt = False
+    elements: list[Any] = []
+    prefix = f"{{{msg.namespace}}}"
     for child in xml:
         tag = child.tag
         if tag == body_tag and body is None:
@@ -82,6 +92,8 @@ def to_inbound_message(msg: Any) -> Inbound:
             container = child.text or ""
         elif tag == REQUEST_TAG:
             receipt = True
+        elif isinstance(tag, str) and not tag.startswith(prefix):
+            elements.append(child)  # a possible XML event (chat states, ... too)
     return Inbound(
         kind="message",
         from_=str(msg["from"]),  # through slixmpp's JID: normalised like every JID it hands out
@@ -89,6 +101,7 @@ def to_inbound_message(msg: Any) -> Inbound:
         id=xml.get("id") or None,
         body=body or None,
         json=container,
+        elements=tuple(elements),
         receipt=receipt,
     )
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dispatching import CHAT, RULESET, dispatcher, msg
@@ -201,3 +203,50 @@ def test_no_shadow_set_loaded_means_no_shadow_decision() -> None:
                    lambda: RULESET, shadow=lambda: None)
     assert d.handle(msg(CHAT)).shadow is None
     assert dispatcher().handle(msg(CHAT)).shadow is None
+
+
+XML_NS = "urn:rulebot:example"  # declared in rules/00-vocabulary.yaml
+
+
+def xml_msg(xml: str, **kw: Any) -> Inbound:
+    """A message whose child elements are `xml` (parsed as the edge hands them over)."""
+    import xml.etree.ElementTree as ET
+    wrapper = ET.fromstring(f"<x xmlns='jabber:client'>{xml}</x>")
+    return dataclasses.replace(msg(kw.pop("body", None), **kw), elements=tuple(wrapper))
+
+
+def test_an_xml_event_is_decided_and_routed_in_the_senders_encoding() -> None:
+    chat = f"<event xmlns='{XML_NS}' type='chat' id='x1' to='bob@localhost' text='hi'/>"
+    outcome = dispatcher().handle(xml_msg("<active xmlns='http://jabber.org/protocol/"
+                                          f"chatstates'/>{chat}", body="a fallback body"))
+    assert outcome.status == "decided"
+    assert outcome.envelope is not None
+    assert outcome.envelope.event == {"type": "chat", "id": "x1", "to": "bob@localhost",
+                                      "text": "hi"}
+    (out,) = outcome.outbound
+    assert (out.to, out.encoding) == ("bob@localhost", f"{{{XML_NS}}}event")
+    assert (out.meta.rule, out.meta.event_id) == ("chat-to-member", "x1")
+
+
+def test_an_xml_event_without_an_object_form_is_answered_with_an_error_in_xml() -> None:
+    outcome = dispatcher().handle(xml_msg(f"<event xmlns='{XML_NS}' type='chat'>"
+                                          "<a/><b/><a/></event>"))
+    assert (outcome.status, outcome.reason) == ("rejected", "xml-interleaved")
+    (out,) = outcome.outbound
+    assert out.encoding == f"{{{XML_NS}}}event"
+    assert out.payload["error"]["path"] == "/a"
+
+
+def test_an_undeclared_namespace_is_not_an_event() -> None:
+    outcome = dispatcher().handle(xml_msg("<event xmlns='urn:elsewhere' type='chat'/>"))
+    assert (outcome.status, outcome.reason) == ("ignored", "no-payload")
+    # ... and a body beside it is the event, as without the element
+    outcome = dispatcher().handle(xml_msg("<event xmlns='urn:elsewhere'/>", body=CHAT))
+    assert outcome.status == "decided"
+    assert outcome.outbound[0].encoding == "body"
+
+
+def test_the_configured_encoding_overrides_an_xml_senders() -> None:
+    chat = f"<event xmlns='{XML_NS}' type='chat' id='x1' to='bob@localhost' text='hi'/>"
+    (out,) = dispatcher(outgoing={"encoding": "json"}).handle(xml_msg(chat)).outbound
+    assert out.encoding == "json"

@@ -103,7 +103,7 @@ CASES = [
     pytest.param("unknown_top_key.yaml", [
         "2:1: rule: unknown key 'rule', did you mean 'rules'? "
         "(allowed: counters, default, events, intervals, lists, macros, rate_limits, rules, "
-        "version)",
+        "version, xml_events)",
     ], id="unknown_top_key"),
     pytest.param("default_bad_value.yaml", [
         "2:10: default: must be one of \"drop\", \"error\" (\"reject\")",
@@ -387,3 +387,21 @@ def test_jsonschema_rs_and_jsonschema_agree_on_every_rule_file() -> None:
         if doc is None:
             continue
         assert fast.is_valid(doc.value) == slow.is_valid(doc.value), path
+
+
+def test_xml_event_declarations_a_namespace_once_and_element_names() -> None:
+    one = "version: 1\nxml_events:\n  urn:example:shop: event\n"
+    two = "version: 1\nxml_events:\n  urn:example:shop: order\n  urn:x: 'not a name'\n"
+    result = parse_rule_files([("a.yaml", one), ("b.yaml", two)])
+    assert result.ruleset is None
+    lines = [i.format() for i in result.errors]
+    assert lines == [
+        "b.yaml:3:3: xml_events[\"urn:example:shop\"]: duplicate XML event namespace name "
+        "'urn:example:shop' (first defined at a.yaml:3) (\"urn:example:shop\")",
+        lines[1],
+    ]
+    assert lines[1].startswith("b.yaml:4:10: xml_events[\"urn:x\"]:"), lines[1]
+    assert "not a name" in lines[1]
+    ok = parse_rule_files([("a.yaml", one)]).ruleset
+    assert ok is not None
+    assert ok.xml_events == {"urn:example:shop": "event"}

@@ -132,3 +132,49 @@ def test_inbound_message_takes_the_first_body_and_container() -> None:
     assert (inbound.body, inbound.json, inbound.type, inbound.id) == (
         '{"a":1}', '{"c":3}', "normal", "s1")
     assert inbound.from_ == "alice@localhost/x"
+
+
+XML_TAG = "{urn:example:shop}event"
+
+
+def _message(out: Outbound) -> ET.Element:
+    return ET.fromstring(serialize_message(out, "friend@localhost/rulebot").replace(
+        "<message ", "<message xmlns='jabber:client' ", 1))
+
+
+def test_an_xml_encoded_message_carries_the_event_element_and_reads_back() -> None:
+    from rulebot.wire.decode import Limits
+    from rulebot.wire.xmlmap import read_event
+    payload: dict[str, Any] = {"type": "order-ok", "id": "o1",
+                               "item": [{"sku": "A1"}, {"sku": "B&7"}]}
+    out = Outbound("alice@localhost", payload, XML_TAG, "chat", "rb-1",
+                   Meta("alice@localhost", "order", "v1", "o1"))
+    root = _message(out)
+    (event,) = root.findall(XML_TAG)
+    assert read_event(event, Limits()) == payload
+    assert root.find(f"{{{JSON_NS}}}json") is None
+    assert root.find("{jabber:client}body") is None
+    inbound = to_inbound_message(_Msg(root))
+    assert [e.tag for e in inbound.elements] == [XML_TAG, f"{{{META_NS}}}rulebot"]
+
+
+def test_a_payload_without_an_xml_form_goes_as_json() -> None:
+    out = Outbound("alice@localhost", {"a b": 1}, XML_TAG, "chat", "rb-1",
+                   Meta("alice@localhost", None, "v1", None))
+    root = _message(out)
+    assert root.find(XML_TAG) is None
+    container = root.find(f"{{{JSON_NS}}}json")
+    assert container is not None
+    assert container.text == '{"a b":1}'
+
+
+class _Msg:
+    """What to_inbound_message reads of a slixmpp message."""
+
+    namespace = "jabber:client"
+
+    def __init__(self, xml: ET.Element) -> None:
+        self.xml = xml
+
+    def __getitem__(self, key: str) -> str:
+        return str(self.xml.get(key, ""))
