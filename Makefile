@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint unit integration system-deps venv bench bench-engine bench-reload bench-relations bench-counters bench-shadow bench-memory bench-scale bench-xmpp soak fuzz clean
+.PHONY: test demo lint unit integration system-deps venv js-deps bench bench-engine bench-reload bench-relations bench-counters bench-shadow bench-memory bench-scale bench-xmpp soak fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,14 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# The JavaScript client's packages, from the npm registry, as its lock file says.
+JS_STAMP := clients/js/node_modules/.installed
+$(JS_STAMP): clients/js/package.json clients/js/package-lock.json
+	cd clients/js && npm ci --no-audit --no-fund --loglevel=error
+	@touch $(JS_STAMP)
+
+js-deps: system-deps $(JS_STAMP)
 
 system-deps:
 	@bash scripts/install-system-deps
@@ -30,12 +38,12 @@ lint: $(STAMP)
 unit: $(STAMP) system-deps
 	$(VENV)/bin/pytest -q -m "not integration"
 
-integration: $(STAMP) system-deps
+integration: $(STAMP) system-deps js-deps
 	$(VENV)/bin/pytest -q -m integration
 
 # The whole suite: lint, type checks, unit tests, then integration tests
 # against private Prosody and ejabberd servers started by the tests.
-test: system-deps $(STAMP) lint
+test: system-deps $(STAMP) js-deps lint
 	$(VENV)/bin/pytest -q
 
 demo: system-deps $(STAMP)
