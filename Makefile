@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint unit integration system-deps venv js-deps bench bench-engine bench-reload bench-relations bench-counters bench-shadow bench-memory bench-scale bench-xmpp soak fuzz clean
+.PHONY: test demo demo-web lint unit integration system-deps venv js-deps bench bench-engine bench-reload bench-relations bench-counters bench-shadow bench-memory bench-scale bench-xmpp soak fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ test: system-deps $(STAMP) js-deps lint
 
 demo: system-deps $(STAMP)
 	$(PY) -m scripts.demo
+
+# The friends demo in a browser: open the URL it prints (Ctrl-C stops).
+demo-web: system-deps $(STAMP) js-deps
+	$(PY) -m scripts.webdemo
 
 bench-engine: $(STAMP)
 	$(PY) -m bench.engine
