@@ -60,7 +60,7 @@ class Received:
         """The error object when this is an error reply, else None. In an XML
         event the error is a child element, read as a list of one object."""
         err = self.payload.get("error")
-        if isinstance(err, list) and len(err) == 1 and not self.encoding.startswith(("b", "j")):
+        if isinstance(err, list) and len(err) == 1 and self.encoding.startswith("{"):
             err = err[0]
         return err if isinstance(err, dict) and "code" in err else None
 
