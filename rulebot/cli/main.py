@@ -334,6 +334,9 @@ def run(config_path: str, workers: int | None, worker: int | None) -> None:
 
         sys.exit(supervise(config_path, config.workers))
     if worker is not None:
+        from rulebot.cli.workers import follow_supervisor
+
+        follow_supervisor()
         config = worker_config(config, worker)
     cache = LoadCache()
     try:

@@ -5,6 +5,10 @@ one at a time on SIGUSR2 (each waits for the one before to be connected
 again: a rolling restart after an upgrade) and drains them all on
 SIGTERM/SIGINT.
 
+A worker the supervisor started ends (SIGTERM: a clean drain) when the
+supervisor dies, however it dies (follow_supervisor): a supervisor killed
+by the OOM killer or kill -9 leaves no workers behind deciding events.
+
 Each worker's stderr comes through a pipe of its own and is copied to the
 supervisor's stderr in whole lines: workers write their log in blocks of up
 to 64 KiB, and several writers of one pipe could interleave inside a line.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -25,6 +30,10 @@ from typing import Any
 from rulebot.logs import LOGGER, fields
 
 log = logging.getLogger(LOGGER)
+
+#: The supervisor's pid, in the environment of the workers it starts.
+SUPERVISOR_ENV = "RULEBOT_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 #: Seconds a worker is waited for after SIGTERM before SIGKILL.
 DRAIN_TIMEOUT = 30.0
@@ -82,7 +91,8 @@ class Supervisor:
             started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
                 *self.argv(index), stdin=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE)
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, SUPERVISOR_ENV: str(os.getpid())})
             self.procs[index] = proc
             log.info("worker started", extra=fields(event="worker_started", worker=index,
                                                     pid=proc.pid))
@@ -171,6 +181,21 @@ class Supervisor:
         log.info("workers stopped", extra=fields(event="supervisor_stopped",
                                                  restarts=self.restarts))
         return 0
+
+
+def follow_supervisor() -> bool:
+    """In a worker the supervisor started: have the kernel send SIGTERM when
+    the supervisor dies (Linux prctl PR_SET_PDEATHSIG), and SIGTERM now if it
+    already died before this ran. Whether the worker follows one (a worker
+    started on its own, `rulebot@I` under systemd, does not)."""
+    wanted = os.environ.get(SUPERVISOR_ENV)
+    if not wanted:
+        return False
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: no death signal
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if str(os.getppid()) != wanted:  # the supervisor is gone already
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
 
 
 def supervise(config_path: str, n: int) -> int:

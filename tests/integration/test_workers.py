@@ -291,3 +291,28 @@ async def test_each_due_timer_is_fired_by_one_worker_once(
     assert len(fired) == n
     assert max(fired.values()) == 1  # each firing decided once, by one worker
     print(f"\n{n} timers fired, by worker: {dict(firers)}")
+
+
+async def test_workers_end_when_their_supervisor_is_killed(
+    ejabberd: xmppserver.ServerInfo, pg: pgserver.PgInfo, tmp_path: Path,
+    stack: AsyncExitStack,
+) -> None:
+    """kill -9 of the supervisor (the OOM killer's way) leaves no worker behind:
+    each gets SIGTERM from the kernel (PR_SET_PDEATHSIG) and drains."""
+    bot, pids = await start_workers(stack, ejabberd, pg, tmp_path)
+    assert len(pids) == WORKERS
+    fds = [os.pidfd_open(pid) for pid in pids.values()]  # readable once the process is gone
+    bot.proc.kill()
+    await bot.proc.wait()
+    loop = asyncio.get_running_loop()
+
+    async def gone(fd: int) -> None:
+        done = loop.create_future()
+        loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+        try:
+            await asyncio.wait_for(done, 40)
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+
+    await asyncio.gather(*(gone(fd) for fd in fds))
